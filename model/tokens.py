@@ -1,0 +1,485 @@
+"""Melody tokens: a monophonic melody on a time grid, as a sequence of token ids.
+
+A tune reads ``BOS TS_<meter> (BAR [TS_<meter>] step{bar_steps})+ EOS``. A step token takes one
+grid step (``steps_per_quarter`` per quarter note): ``NOTE_<p>`` starts pitch p, ``HOLD`` continues
+the sounding note (also across a barline), ``REST`` is silence. ``BAR`` starts a bar and takes no
+time; a ``TS`` token follows it only where the meter changes. Every bar is complete: pickups are
+padded with leading rests and a short last bar with trailing rests, so ``positions()`` always
+says where in the bar the next step falls.
+
+The sequence is canonical: one melody has one token sequence, so ``encode(decode(t)) == t``.
+Trailing all-rest bars survive MIDI: ``decode_midi`` writes a text event ``tunesmith:end`` at
+the final barline and ``encode_midi`` reads it back (without it, the tune ends with the bar
+holding the last note).
+
+Input is turned into tokens by ``encode_notes`` (grid notes), ``encode_midi`` (any MIDI file:
+the melody is extracted first, see ``extract_melody``) and ``encode_stream`` (music21).
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+# Bumped whenever the token format or the parsing rules change: it keys corpus caches.
+CODE_VERSION = 1
+
+SPECIALS = ("PAD", "BOS", "EOS", "BAR", "REST", "HOLD")
+DEFAULT_METERS = (
+    "2/4", "3/4", "4/4", "5/4", "6/4", "7/4", "1/4",
+    "2/2", "3/2", "4/2",
+    "2/8", "3/8", "4/8", "5/8", "6/8", "7/8", "8/8", "9/8", "12/8",
+)
+END_MARKER = "tunesmith:end"
+
+
+def parse_meter(meter: str) -> tuple[int, int]:
+    """'6/8' -> (6, 8); raises ValueError on anything else."""
+    try:
+        num, den = (int(x) for x in str(meter).split("/"))
+    except ValueError:
+        raise ValueError(f"meter must look like '3/4', got {meter!r}") from None
+    if num < 1 or den not in (1, 2, 4, 8, 16, 32):
+        raise ValueError(f"meter must be n/d with n >= 1 and d a power of two up to 32, got {meter!r}")
+    return num, den
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    steps_per_quarter: int = 4      # 4 = 16th notes; 12 also holds 16th-note triplets
+    min_pitch: int = 36             # C2; pitches outside are moved by octaves into range
+    max_pitch: int = 96             # C7
+    meters: tuple[str, ...] = DEFAULT_METERS
+
+    def __post_init__(self):
+        object.__setattr__(self, "meters", tuple(self.meters))
+        if not 1 <= self.steps_per_quarter <= 48:
+            raise ValueError(f"steps_per_quarter must be in [1, 48], got {self.steps_per_quarter}")
+        if not (0 <= self.min_pitch and self.max_pitch <= 127 and self.max_pitch - self.min_pitch >= 11):
+            raise ValueError("min_pitch..max_pitch must lie in [0, 127] and span at least an octave, "
+                             f"got {self.min_pitch}..{self.max_pitch}")
+        if not self.meters or len(set(self.meters)) != len(self.meters):
+            raise ValueError(f"meters must be a non-empty list without repeats, got {self.meters}")
+        for m in self.meters:
+            num, den = parse_meter(m)
+            if (num * 4 * self.steps_per_quarter) % den:
+                raise ValueError(f"meter {m} does not fit a grid of {self.steps_per_quarter} steps per quarter")
+
+
+@dataclass(frozen=True)
+class Note:
+    """One note on the grid: MIDI pitch, start and end in grid steps (end exclusive)."""
+    pitch: int
+    start: int
+    end: int
+
+    def __post_init__(self):
+        if self.end <= self.start:
+            raise ValueError(f"note end must be after start, got start={self.start} end={self.end}")
+
+
+def monophonic(notes) -> list[Note]:
+    """Sorted, non-overlapping notes: at each onset the highest note wins; a note is cut where the next starts."""
+    by_onset: dict[int, Note] = {}
+    for n in notes:
+        if n.start not in by_onset or n.pitch > by_onset[n.start].pitch:
+            by_onset[n.start] = n
+    ordered = [by_onset[s] for s in sorted(by_onset)]
+    out = []
+    for n, nxt in zip(ordered, ordered[1:] + [None]):
+        end = n.end if nxt is None else min(n.end, nxt.start)
+        out.append(Note(n.pitch, n.start, end))
+    return out
+
+
+class MelodyTokenizer:
+    """The vocabulary and the conversions between melodies and token ids (see the module docstring)."""
+
+    def __init__(self, config: TokenizerConfig | None = None):
+        self.config = config or TokenizerConfig()
+        c = self.config
+        self.vocab = [*SPECIALS, *(f"TS_{m}" for m in c.meters),
+                      *(f"NOTE_{p}" for p in range(c.min_pitch, c.max_pitch + 1))]
+        self.ids = {tok: i for i, tok in enumerate(self.vocab)}
+        self.pad_id, self.bos_id, self.eos_id, self.bar_id, self.rest_id, self.hold_id = range(6)
+        self._first_ts = len(SPECIALS)
+        self._first_note = self._first_ts + len(c.meters)
+        self._masks: dict[tuple, torch.Tensor] = {}
+
+    # --- vocabulary -------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def steps_per_quarter(self) -> int:
+        return self.config.steps_per_quarter
+
+    def note_id(self, pitch: int) -> int:
+        if not self.config.min_pitch <= pitch <= self.config.max_pitch:
+            raise ValueError(f"pitch must be in [{self.config.min_pitch}, {self.config.max_pitch}], got {pitch}")
+        return self._first_note + pitch - self.config.min_pitch
+
+    def pitch_of(self, token_id: int) -> int | None:
+        if self._first_note <= token_id < self.vocab_size:
+            return token_id - self._first_note + self.config.min_pitch
+        return None
+
+    def meter_id(self, meter: str) -> int:
+        try:
+            return self._first_ts + self.config.meters.index(meter)
+        except ValueError:
+            raise ValueError(f"meter must be one of {', '.join(self.config.meters)}, got {meter!r}") from None
+
+    def meter_of(self, token_id: int) -> str | None:
+        if self._first_ts <= token_id < self._first_note:
+            return self.config.meters[token_id - self._first_ts]
+        return None
+
+    def bar_steps(self, meter: str) -> int:
+        num, den = parse_meter(meter)
+        return num * 4 * self.config.steps_per_quarter // den
+
+    def is_step(self, token_id: int) -> bool:
+        return token_id in (self.rest_id, self.hold_id) or self.pitch_of(token_id) is not None
+
+    def fold_pitch(self, pitch: int) -> int:
+        """Move a pitch by octaves into [min_pitch, max_pitch]."""
+        while pitch < self.config.min_pitch:
+            pitch += 12
+        while pitch > self.config.max_pitch:
+            pitch -= 12
+        return pitch
+
+    # --- grid notes <-> ids -----------------------------------------------------------------
+    def encode_notes(self, notes, meter: str | list[tuple[int, str]] = "4/4", *, bars: int | None = None) -> list[int]:
+        """Grid notes (step 0 = first downbeat) -> ids. ``meter`` is one meter or [(bar_index, meter)]
+        changes starting at bar 0; ``bars`` fixes the number of bars (default: up to the last note).
+        Overlapping notes are made monophonic, out-of-range pitches are folded by octaves."""
+        changes = dict([(0, meter)] if isinstance(meter, str) else meter)
+        if 0 not in changes:
+            raise ValueError(f"meter changes must start at bar 0, got {sorted(changes)}")
+        notes = monophonic(Note(self.fold_pitch(n.pitch), n.start, n.end) for n in notes)
+        if notes and notes[0].start < 0:
+            raise ValueError(f"note starts must be >= 0 grid steps, got {notes[0].start}")
+        last_end = notes[-1].end if notes else 0
+        bar_meters, start = [], 0       # lay bars out until the notes (or `bars` bars) are covered
+        while (len(bar_meters) < bars) if bars is not None else (start < last_end or not bar_meters):
+            m = changes.get(len(bar_meters), bar_meters[-1] if bar_meters else None)
+            self.meter_id(m)
+            bar_meters.append(m)
+            start += self.bar_steps(m)
+        if bars is not None and (bars < 1 or last_end > start):
+            raise ValueError(f"bars must be >= 1 and hold all notes (they end at step {last_end}), got {bars}")
+        steps = [self.rest_id] * start
+        for n in notes:
+            steps[n.start] = self.note_id(n.pitch)
+            steps[n.start + 1:n.end] = [self.hold_id] * (n.end - n.start - 1)
+        ids, pos = [self.bos_id, self.meter_id(bar_meters[0])], 0
+        for b, m in enumerate(bar_meters):
+            ids.append(self.bar_id)
+            if b and m != bar_meters[b - 1]:
+                ids.append(self.meter_id(m))
+            ids.extend(steps[pos:pos + self.bar_steps(m)])
+            pos += self.bar_steps(m)
+        ids.append(self.eos_id)
+        return ids
+
+    def decode_notes(self, ids) -> tuple[list[Note], list[tuple[int, str]]]:
+        """ids -> (grid notes, [(bar_index, meter)] at bar 0 and at every change). Validates first."""
+        self.validate(ids)
+        notes, meters, step, bar = [], [], 0, -1
+        pitch = start = None
+        for t in ids:
+            t = int(t)
+            if t == self.bar_id:
+                bar += 1
+            elif self.meter_of(t) is not None:
+                meters.append((max(bar, 0), self.meter_of(t)))
+            elif self.is_step(t):
+                if t != self.hold_id and pitch is not None:
+                    notes.append(Note(pitch, start, step))
+                    pitch = None
+                if self.pitch_of(t) is not None:
+                    pitch, start = self.pitch_of(t), step
+                step += 1
+        if pitch is not None:
+            notes.append(Note(pitch, start, step))
+        return notes, meters
+
+    def bar_count(self, ids) -> int:
+        return sum(1 for t in ids if int(t) == self.bar_id)
+
+    def validate(self, ids) -> None:
+        """Raise ValueError saying where ``ids`` breaks the grammar."""
+        ids = [int(t) for t in ids]
+        if not ids or ids[0] != self.bos_id:
+            raise ValueError("token sequence must start with BOS")
+        state = GrammarState(self)
+        for i, t in enumerate(ids[1:], start=1):
+            state.advance(t, index=i)
+        if not state.finished:
+            raise ValueError(f"token sequence ends without EOS after {len(ids)} tokens")
+
+    def positions(self, ids) -> list[int]:
+        """For each index i, the position in the bar of the next grid step after token i.
+        Accepts a prefix (no EOS yet); the sequence must start with BOS."""
+        ids = [int(t) for t in ids]
+        if ids and ids[0] != self.bos_id:
+            raise ValueError("token sequence must start with BOS")
+        state, out = GrammarState(self), [0] * len(ids)
+        for i, t in enumerate(ids[1:], start=1):
+            state.advance(t, index=i)
+            out[i] = state.position
+        return out
+
+    def start_ids(self, meter: str) -> list[int]:
+        """The ids that open a tune in ``meter``: BOS TS."""
+        return [self.bos_id, self.meter_id(meter)]
+
+    # --- MIDI and MusicXML ------------------------------------------------------------------
+    def decode_midi(self, ids, qpm: float = 120.0, program: int = 0):
+        """ids -> pretty_midi.PrettyMIDI with one instrument, a tempo, time signatures and an end marker."""
+        import pretty_midi
+        if not 0 < qpm <= 1000:
+            raise ValueError(f"qpm must be in (0, 1000], got {qpm}")
+        if not 0 <= program <= 127:
+            raise ValueError(f"program must be in [0, 127], got {program}")
+        notes, meters = self.decode_notes(ids)
+        spq = self.config.steps_per_quarter
+        pm = pretty_midi.PrettyMIDI(resolution=spq * math.ceil(480 / spq), initial_tempo=float(qpm))
+        sec = 60.0 / (qpm * spq)                          # seconds per grid step
+        inst = pretty_midi.Instrument(program=program, name="melody")
+        inst.notes = [pretty_midi.Note(90, n.pitch, n.start * sec, n.end * sec) for n in notes]
+        pm.instruments.append(inst)
+        bar_starts = self._bar_starts(ids)
+        for bar, m in meters:
+            num, den = parse_meter(m)
+            pm.time_signature_changes.append(pretty_midi.TimeSignature(num, den, bar_starts[bar] * sec))
+        pm.text_events.append(pretty_midi.Text(END_MARKER, bar_starts[-1] * sec))
+        return pm
+
+    def decode_midi_bytes(self, ids, qpm: float = 120.0, program: int = 0) -> bytes:
+        buf = io.BytesIO()
+        self.decode_midi(ids, qpm, program).write(buf)
+        return buf.getvalue()
+
+    def _bar_starts(self, ids) -> list[int]:
+        """Grid step of every bar start, plus the end of the last bar."""
+        starts, step = [], 0
+        for t in ids:
+            t = int(t)
+            if t == self.bar_id:
+                starts.append(step)
+            elif self.is_step(t):
+                step += 1
+        return starts + [step]
+
+    def encode_midi(self, midi) -> list[int]:
+        """A MIDI file (pretty_midi.PrettyMIDI, path or bytes) -> ids, through ``extract_melody``.
+
+        Onsets and offsets are quantized to the grid in MIDI ticks (tempo does not matter); step 0
+        is the first downbeat. Meters come from the file's time signatures (default 4/4); a change
+        inside a bar takes effect at the next barline. A ``tunesmith:end`` text event sets the end.
+        """
+        pm = load_midi(midi)
+        spq, res = self.config.steps_per_quarter, pm.resolution
+        to_step = lambda seconds: round(pm.time_to_tick(seconds) * spq / res)  # noqa: E731
+        markers = [to_step(t.time) for t in pm.text_events if t.text == END_MARKER]
+        melody = extract_melody(pm)
+        if not melody and not markers:                  # only our own all-rest tunes may be empty
+            raise ValueError("MIDI file holds no pitched notes outside the drum channel")
+        notes = []
+        for n in melody:
+            start, end = to_step(n.start), to_step(n.end)
+            notes.append(Note(n.pitch, start, max(end, start + 1)))
+        notes = monophonic(notes)
+        end_step = max((n.end for n in notes), default=0)
+        if markers:
+            end_step = max(end_step, markers[-1])
+        changes = sorted((to_step(ts.time), f"{ts.numerator}/{ts.denominator}") for ts in pm.time_signature_changes)
+        if not changes or changes[0][0] > 0:
+            changes.insert(0, (0, "4/4"))
+        meters, bar, start = [], 0, 0                   # walk the bars, switching meter at barlines
+        while start < end_step or bar == 0:
+            due = [m for s, m in changes if s <= start]
+            m = due[-1]
+            if not meters or meters[-1][1] != m:
+                self.meter_id(m)
+                meters.append((bar, m))
+            start += self.bar_steps(m)
+            bar += 1
+        return self.encode_notes(notes, meters, bars=bar)
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = asdict(self.config)
+        d["meters"] = list(d["meters"])
+        return {"config": d, "vocab": list(self.vocab), "code_version": CODE_VERSION}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MelodyTokenizer":
+        tok = cls(TokenizerConfig(**d["config"]))
+        if "vocab" in d and list(d["vocab"]) != tok.vocab:
+            raise ValueError("tokenizer vocabulary in the checkpoint does not match its config")
+        return tok
+
+
+class GrammarState:
+    """The grammar, one token at a time; starts right after BOS.
+
+    ``meter`` (optional) is the only meter allowed for the opening TS; ``bars`` (optional) makes EOS
+    come after exactly that many bars; ``allow_meter_changes=False`` forbids TS after a BAR.
+    After a full bar only BAR or EOS may follow; PAD and BOS are never allowed.
+    """
+
+    def __init__(self, tokenizer: MelodyTokenizer, meter: str | None = None, *,
+                 bars: int | None = None, allow_meter_changes: bool = True):
+        self.tok = tokenizer
+        if meter is not None:
+            tokenizer.meter_id(meter)
+        if bars is not None and bars < 1:
+            raise ValueError(f"bars must be >= 1, got {bars}")
+        self.want_meter, self.max_bars, self.allow_changes = meter, bars, allow_meter_changes
+        self.meter: str | None = None
+        self.phase = "meter"            # meter -> boundary -> bar_start -> in_bar -> ... -> boundary -> end
+        self.bars_done = 0              # completed bars
+        self.filled = 0                 # steps so far in the current bar
+        self.sounding = False           # the last step token was NOTE or HOLD
+
+    @property
+    def finished(self) -> bool:
+        return self.phase == "end"
+
+    @property
+    def position(self) -> int:
+        """Position in the bar of the next grid step."""
+        return self.filled if self.phase in ("bar_start", "in_bar") else 0
+
+    def _key(self) -> tuple:
+        if self.phase == "meter":
+            return ("meter", self.want_meter)
+        if self.phase == "boundary":
+            bar_ok = self.max_bars is None or self.bars_done < self.max_bars
+            eos_ok = self.bars_done >= 1 and (self.max_bars is None or self.bars_done == self.max_bars)
+            return ("boundary", bar_ok, eos_ok)
+        if self.phase == "end":
+            return ("end",)
+        ts_ok = self.phase == "bar_start" and self.allow_changes and self.bars_done >= 1
+        return ("steps", self.sounding, self.meter if ts_ok else None)
+
+    def allowed(self) -> torch.Tensor:
+        """BoolTensor[vocab]: which ids may come next."""
+        key = self._key()
+        mask = self.tok._masks.get(key)
+        if mask is None:
+            tok, mask = self.tok, torch.zeros(self.tok.vocab_size, dtype=torch.bool)
+            if key[0] == "meter":
+                if key[1] is None:
+                    mask[tok._first_ts:tok._first_note] = True
+                else:
+                    mask[tok.meter_id(key[1])] = True
+            elif key[0] == "boundary":
+                mask[tok.bar_id], mask[tok.eos_id] = key[1], key[2]
+            elif key[0] == "steps":
+                mask[tok._first_note:] = True
+                mask[tok.rest_id], mask[tok.hold_id] = True, key[1]
+                if key[2] is not None:              # a meter change right after BAR
+                    mask[tok._first_ts:tok._first_note] = True
+                    mask[tok.meter_id(key[2])] = False
+            tok._masks[key] = mask
+        return mask.clone()
+
+    def advance(self, token_id: int, index: int | None = None) -> None:
+        """Take one token; raises ValueError if the grammar does not allow it here."""
+        token_id = int(token_id)
+        if not 0 <= token_id < self.tok.vocab_size or not self.allowed()[token_id]:
+            name = self.tok.vocab[token_id] if 0 <= token_id < self.tok.vocab_size else f"id {token_id}"
+            where = f" at index {index}" if index is not None else ""
+            raise ValueError(f"token {name}{where} is not allowed here ({self._describe()})")
+        tok = self.tok
+        if self.phase == "meter":
+            self.meter, self.phase = tok.meter_of(token_id), "boundary"
+        elif token_id == tok.eos_id:
+            self.phase = "end"
+        elif token_id == tok.bar_id:
+            self.phase, self.filled = "bar_start", 0
+        elif tok.meter_of(token_id) is not None:
+            self.meter, self.phase = tok.meter_of(token_id), "in_bar"
+        else:                                           # a step token
+            self.sounding = token_id != tok.rest_id
+            self.filled += 1
+            self.phase = "boundary" if self.filled == tok.bar_steps(self.meter) else "in_bar"
+            self.bars_done += self.phase == "boundary"
+
+    def _describe(self) -> str:
+        if self.phase == "meter":
+            return "expected the opening TS token" + (f" TS_{self.want_meter}" if self.want_meter else "")
+        if self.phase == "boundary":
+            return f"bar {self.bars_done} is complete: expected BAR or EOS"
+        if self.phase == "end":
+            return "the tune has ended with EOS"
+        return (f"bar {self.bars_done + 1} ({self.meter}) at step {self.filled} of {self.tok.bar_steps(self.meter)}"
+                + ("" if self.sounding else "; HOLD needs a sounding note"))
+
+
+def load_midi(midi):
+    """PrettyMIDI | path | bytes -> PrettyMIDI; broken or unreadable files raise ValueError."""
+    import pretty_midi
+    if isinstance(midi, pretty_midi.PrettyMIDI):
+        return midi
+    if isinstance(midi, (bytes, bytearray)):
+        if not midi:
+            raise ValueError("MIDI data is empty")
+        source, name = io.BytesIO(bytes(midi)), "MIDI data"
+    elif isinstance(midi, (str, os.PathLike)):
+        source, name = os.fspath(midi), f"MIDI file {os.fspath(midi)}"
+        if not os.path.isfile(source):
+            raise ValueError(f"{name} does not exist")
+    else:
+        raise ValueError(f"midi must be PrettyMIDI, a path or bytes, got {type(midi).__name__}")
+    try:
+        return pretty_midi.PrettyMIDI(source)
+    except Exception as e:      # mido raises OSError, EOFError, KeyError, ValueError, IndexError ...
+        reason = str(e) or "unexpected end of data"
+        raise ValueError(f"{name} is not a readable MIDI file ({type(e).__name__}: {reason})") from e
+
+
+def extract_melody(pm) -> list:
+    """The melodic line of a MIDI file, as a monophonic list of pretty_midi.Note (seconds).
+
+    Rule: drum instruments are ignored. Candidates are the pitched instruments that sound during
+    at least a quarter of the span from the first onset to the last offset (any instrument); the
+    candidate with the highest mean pitch is the melody (ties: more notes). Within it a skyline
+    keeps one note at a time: at each onset the highest note; a note starting under a
+    still-sounding higher note is dropped; a higher note cuts the one sounding before it.
+    """
+    pitched = [i for i in pm.instruments if not i.is_drum and i.notes]
+    if not pitched:
+        return []
+    span = (max(n.end for i in pitched for n in i.notes) - min(n.start for i in pitched for n in i.notes)) or 1.0
+    candidates = [i for i in pitched if 4 * _sounding_time(i.notes) >= span] or pitched
+    melody = max(candidates, key=lambda i: (sum(n.pitch for n in i.notes) / len(i.notes), len(i.notes)))
+    out = []
+    for n in sorted(melody.notes, key=lambda n: (n.start, -n.pitch)):
+        if n.end <= n.start:
+            continue
+        if out and n.start < out[-1].end:
+            if n.start == out[-1].start or n.pitch <= out[-1].pitch:
+                continue                            # under a higher sounding note
+            out[-1].end = n.start                   # a higher note cuts the one before
+        out.append(type(n)(n.velocity, n.pitch, n.start, n.end))
+    return out
+
+
+def _sounding_time(notes) -> float:
+    """Length of the union of the notes' intervals, in seconds."""
+    total, reach = 0.0, float("-inf")
+    for n in sorted(notes, key=lambda n: n.start):
+        if n.end > reach:
+            total += n.end - max(n.start, reach)
+            reach = n.end
+    return total
