@@ -1,0 +1,280 @@
+// The composing page: reads the form, submits a melody job, follows its progress, then
+// shows the melody (piano roll, notation), plays it, offers its downloads and keeps it in
+// this browser's history (localStorage).
+import { api, waitForJob, clearErrors, showErrors, bytesToBase64, ApiError } from "./api.js";
+import { parseMidi } from "./midi.js";
+import { Player } from "./synth.js";
+import { PianoRoll, pitchName } from "./pianoroll.js";
+import { Notation } from "./notation.js";
+
+const $ = (id) => document.getElementById(id);
+const form = $("compose-form");
+const HISTORY_KEY = "tunesmith.history";
+const HISTORY_MAX = 50;
+
+const roll = new PianoRoll($("pianoroll"));
+const notation = new Notation($("notation"));
+const player = new Player({
+  onNote: (i) => { roll.highlight(i); notation.highlight(i); },
+  onStateChange: (state) => {
+    document.body.dataset.player = state;
+    $("play").setAttribute("aria-pressed", String(state === "playing"));
+    $("stop").disabled = state !== "playing";
+  },
+});
+document.body.dataset.player = "stopped";
+
+let primer = null;   // {base64, label}
+let current = null;  // the melody on show: {entry, midiBytes, parsed}
+window.tunesmith = { player, roll, notation, get current() { return current; } }; // for tests and curious users
+
+// ---- the form -------------------------------------------------------------------------
+
+const randomSeed = () => Math.floor(Math.random() * 1_000_000);
+$("dice").addEventListener("click", () => { $("seed").value = randomSeed(); $("seed").focus(); });
+
+$("primer").addEventListener("change", async () => {
+  const file = $("primer").files[0];
+  const slot = form.querySelector('.field-error[data-for="primer"]');
+  slot.textContent = "";
+  if (!file) return setPrimer(null);
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  try {
+    const parsed = parseMidi(bytes);
+    if (!parsed.notes.length) throw new Error("it has no notes");
+  } catch (err) {
+    slot.textContent = `This file cannot be used as a primer: ${err.message}.`;
+    $("primer").value = "";
+    return setPrimer(null);
+  }
+  setPrimer({ base64: bytesToBase64(bytes), label: file.name });
+});
+$("clear-primer").addEventListener("click", () => { $("primer").value = ""; setPrimer(null); $("primer").focus(); });
+
+function setPrimer(value) {
+  primer = value;
+  $("clear-primer").hidden = !value;
+  $("primer-help").textContent = value
+    ? `Primer: ${value.label}. The melody continues from its notes.`
+    : "The melody continues from the primer's notes.";
+}
+
+// The request body: empty fields are left out, so the API's defaults apply.
+function readForm() {
+  const body = {};
+  const bad = [];
+  for (const name of ["bars", "tempo", "temperature", "top_p", "seed"]) {
+    const input = form.elements[name];
+    if (input.validity.badInput) bad.push({ field: name, message: "must be a number" });
+    else if (input.value.trim() !== "") body[name] = Number(input.value);
+  }
+  for (const name of ["key", "scale", "meter", "model"]) {
+    if (form.elements[name].value) body[name] = form.elements[name].value;
+  }
+  if (primer) {
+    body.primer = primer.base64;
+    body.include_primer = $("include_primer").checked;
+  }
+  return { body, bad };
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  generate();
+});
+$("again").addEventListener("click", () => {
+  $("seed").value = randomSeed();
+  generate();
+});
+$("continue").addEventListener("click", () => {
+  if (!current) return;
+  setPrimer({ base64: bytesToBase64(current.midiBytes), label: `melody ${current.entry.id.slice(0, 8)}` });
+  $("primer").value = "";
+  generate();
+});
+
+let busy = false;
+async function generate() {
+  if (busy) return;
+  clearErrors(form);
+  $("form-error").textContent = "";
+  const { body, bad } = readForm();
+  if (bad.length) {
+    showErrors(form, new ApiError(400, { error: "validation failed", fields: bad }), $("form-error"));
+    return;
+  }
+  setBusy(true);
+  showJob({ state: "submitting", progress: 0 });
+  try {
+    const accepted = await api("/api/v1/melodies", { method: "POST", body });
+    const job = await waitForJob(accepted.status_url || `/api/v1/jobs/${accepted.id}`, showJob);
+    if (job.state !== "succeeded") throw new Error(job.error || `the job was ${job.state}`);
+    const entry = historyEntry(job, body);
+    saveHistory(entry);
+    await showMelody(entry);
+  } catch (err) {
+    showErrors(form, err, $("form-error"));
+    $("job-status").textContent = "Failed.";
+  } finally {
+    setBusy(false);
+  }
+}
+
+function setBusy(value) {
+  busy = value;
+  $("generate").disabled = value;
+  $("again").disabled = value;
+  $("continue").disabled = value;
+  $("result").setAttribute("aria-busy", String(value));
+  $("generate").textContent = value ? "Generating…" : "Generate";
+}
+
+function showJob(job) {
+  $("job").hidden = false;
+  $("empty").hidden = true;
+  $("job-progress").value = job.progress || 0;
+  const pct = Math.round((job.progress || 0) * 100);
+  const words = { submitting: "Sending…", queued: "Waiting for a worker…", running: `Composing… ${pct}%`,
+    succeeded: "Done.", failed: "Failed.", cancelled: "Cancelled." };
+  $("job-status").textContent = words[job.state] || job.state;
+  document.body.dataset.job = job.state;
+}
+
+// ---- the melody -----------------------------------------------------------------------
+
+function historyEntry(job, body) {
+  const result = job.result || {};
+  const melody = (result.melodies || [])[0] || {};
+  return {
+    id: job.id,
+    created: job.finished_at || new Date().toISOString(),
+    seed: result.seed ?? body.seed ?? null,
+    model: result.model || body.model || "default",
+    params: { ...job.params, ...body, primer: undefined },
+    melody: {
+      midi: melody.midi || `/api/v1/melodies/${job.id}/0.mid`,
+      musicxml: melody.musicxml || null,
+      wav: melody.wav || null,
+      notes: melody.notes ?? null,
+    },
+  };
+}
+
+async function showMelody(entry) {
+  player.stop();
+  const response = await fetch(entry.melody.midi);
+  if (!response.ok) throw new Error(`the melody's MIDI is gone (HTTP ${response.status}); it may have expired`);
+  const midiBytes = new Uint8Array(await response.arrayBuffer());
+  const parsed = parseMidi(midiBytes);
+  current = { entry, midiBytes, parsed };
+
+  $("empty").hidden = true;
+  $("melody").hidden = false;
+  roll.render(parsed.notes, parsed.meter);
+  const params = entry.params || {};
+  notation.render(parsed.notes, { meter: parsed.meter, qpm: parsed.qpm, key: params.key, scale: params.scale, midiKey: parsed.keySignature });
+  $("abc-text").textContent = notation.abc;
+
+  const keyText = params.key ? `${params.key} ${params.scale || ""}`.trim() : "any key";
+  const range = parsed.notes.length
+    ? `${pitchName(Math.min(...parsed.notes.map((n) => n.pitch)))}–${pitchName(Math.max(...parsed.notes.map((n) => n.pitch)))}`
+    : "no notes";
+  $("meta").textContent = `${parsed.notes.length} notes · ${keyText} · ${Math.round(parsed.qpm)} BPM · ${range} · seed ${entry.seed ?? "?"} · model ${entry.model}`;
+
+  const links = [["MIDI", entry.melody.midi], ["MusicXML", entry.melody.musicxml], ["WAV", entry.melody.wav]];
+  $("downloads").replaceChildren(...links.filter(([, href]) => href).map(([label, href]) => downloadLink(label, href)));
+  document.body.dataset.melody = entry.id;
+}
+
+function downloadLink(label, href) {
+  const a = document.createElement("a");
+  a.className = "button";
+  a.href = href;
+  a.download = "";
+  a.textContent = `⤓ ${label}`;
+  a.dataset.format = label.toLowerCase();
+  return a;
+}
+
+$("play").addEventListener("click", async () => {
+  if (!current) return;
+  try {
+    await player.play(current.parsed.notes);
+  } catch (err) {
+    $("form-error").textContent = `Cannot play: ${err.message}`;
+  }
+});
+$("stop").addEventListener("click", () => { player.stop(); $("play").focus(); });
+document.addEventListener("keydown", (event) => {
+  // Escape stops the music from anywhere on the page.
+  if (event.key === "Escape" && player.state === "playing") player.stop();
+});
+
+// ---- history (localStorage) -------------------------------------------------------------
+
+function loadHistory() {
+  try { return JSON.parse(localStorage.getItem(HISTORY_KEY)) || []; } catch (_) { return []; }
+}
+
+function saveHistory(entry) {
+  const items = [entry, ...loadHistory().filter((e) => e.id !== entry.id)].slice(0, HISTORY_MAX);
+  localStorage.setItem(HISTORY_KEY, JSON.stringify(items));
+  renderHistory();
+}
+
+function renderHistory() {
+  const items = loadHistory();
+  const list = $("history");
+  list.replaceChildren(...items.map((entry) => {
+    const li = document.createElement("li");
+    const p = entry.params || {};
+    const when = new Date(entry.created).toLocaleString();
+    const title = document.createElement("span");
+    title.className = "what";
+    title.textContent = `${p.bars ?? "?"} bars · ${p.key ? `${p.key} ${p.scale || ""}` : "any key"} · seed ${entry.seed ?? "?"}`;
+    const time = document.createElement("time");
+    time.dateTime = entry.created;
+    time.textContent = when;
+    const open = document.createElement("button");
+    open.type = "button";
+    open.textContent = "▶ Play";
+    open.setAttribute("aria-label", `Play melody from ${when}`);
+    open.addEventListener("click", async () => {
+      try {
+        await showMelody(entry);
+        await player.play(current.parsed.notes);
+      } catch (err) {
+        $("form-error").textContent = err.message;
+      }
+    });
+    const actions = document.createElement("span");
+    actions.className = "history-actions";
+    actions.append(open, downloadLink("MIDI", entry.melody.midi));
+    if (entry.melody.musicxml) actions.append(downloadLink("MusicXML", entry.melody.musicxml));
+    li.append(title, time, actions);
+    return li;
+  }));
+  $("clear-history").hidden = !items.length;
+}
+$("clear-history").addEventListener("click", () => { localStorage.removeItem(HISTORY_KEY); renderHistory(); });
+
+// ---- models ---------------------------------------------------------------------------
+
+async function loadModels() {
+  try {
+    const data = await api("/api/v1/models");
+    const models = Array.isArray(data) ? data : data.models || [];
+    const select = $("model");
+    for (const m of models) {
+      const option = document.createElement("option");
+      option.value = m.name;
+      option.textContent = m.default ? `${m.name} (default)` : m.name;
+      select.appendChild(option);
+    }
+  } catch (err) {
+    form.querySelector('.field-error[data-for="model"]').textContent = `Could not list the models: ${err.message}`;
+  }
+}
+
+renderHistory();
+loadModels();

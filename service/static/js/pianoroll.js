@@ -1,0 +1,81 @@
+// The piano roll: one SVG <rect class="note"> per note (x = time in beats, y = pitch),
+// bar and beat lines from the meter, black-key rows shaded. The <svg> carries
+// data-note-count, and highlight(index) marks the note that is playing.
+
+const SVG = "http://www.w3.org/2000/svg";
+const NAMES = ["C", "C♯", "D", "E♭", "E", "F", "F♯", "G", "A♭", "A", "B♭", "B"];
+export const pitchName = (p) => `${NAMES[p % 12]}${Math.floor(p / 12) - 1}`;
+
+function el(name, attrs, parent) {
+  const node = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (parent) parent.appendChild(node);
+  return node;
+}
+
+export class PianoRoll {
+  constructor(container) {
+    this.container = container;
+    this.rects = [];
+  }
+
+  // notes: [{pitch, startBeat, endBeat}], meter "n/d"
+  render(notes, meter = "4/4") {
+    this.container.replaceChildren();
+    const [num, den] = meter.split("/").map(Number);
+    const beatsPerBar = (num * 4) / den; // in quarter notes
+    const lastBeat = Math.max(beatsPerBar, ...notes.map((n) => n.endBeat));
+    const totalBeats = Math.ceil(lastBeat / beatsPerBar) * beatsPerBar;
+    const pitches = notes.map((n) => n.pitch);
+    const low = Math.min(...pitches, 60) - 2, high = Math.max(...pitches, 72) + 2;
+    const beatW = 24, rowH = 8, left = 34;
+    const width = left + totalBeats * beatW, height = (high - low + 1) * rowH;
+    const y = (p) => (high - p) * rowH;
+
+    const svg = el("svg", {
+      viewBox: `0 0 ${width} ${height}`,
+      class: "pianoroll",
+      role: "img",
+      "aria-label": `Piano roll of ${notes.length} notes`,
+      "data-note-count": notes.length,
+    });
+    // Scales with the page, but never so small that notes cannot be told apart (it scrolls).
+    svg.style.minWidth = `${Math.round(width * 0.6)}px`;
+
+    for (let p = low; p <= high; p++) {
+      const black = [1, 3, 6, 8, 10].includes(p % 12);
+      el("rect", { x: left, y: y(p), width: width - left, height: rowH, class: black ? "row black" : "row" }, svg);
+      if (p % 12 === 0) {
+        const label = el("text", { x: 2, y: y(p) + rowH - 1, class: "label" }, svg);
+        label.textContent = pitchName(p);
+      }
+    }
+    for (let b = 0; b <= totalBeats; b++) {
+      const bar = Math.abs(b / beatsPerBar - Math.round(b / beatsPerBar)) < 1e-6;
+      el("line", { x1: left + b * beatW, x2: left + b * beatW, y1: 0, y2: height, class: bar ? "bar" : "beat" }, svg);
+    }
+    this.rects = notes.map((n, i) => {
+      const rect = el("rect", {
+        x: left + n.startBeat * beatW,
+        y: y(n.pitch) + 0.5,
+        width: Math.max(2, (n.endBeat - n.startBeat) * beatW - 1),
+        height: rowH - 1,
+        rx: 2,
+        class: "note",
+        "data-index": i,
+        "data-pitch": n.pitch,
+      }, svg);
+      el("title", {}, rect).textContent = `${pitchName(n.pitch)}, beat ${+(n.startBeat + 1).toFixed(2)}`;
+      return rect;
+    });
+    this.container.appendChild(svg);
+    this.svg = svg;
+    this.current = -1;
+  }
+
+  highlight(index) {
+    if (this.current >= 0) this.rects[this.current]?.classList.remove("playing");
+    this.current = index;
+    if (index >= 0) this.rects[index]?.classList.add("playing");
+  }
+}

@@ -1,0 +1,192 @@
+// The training page: starts a training job (bundled corpus or uploaded zip), follows its
+// progress and loss curves, shows the finished model's figures and makes it the default.
+import { api, waitForJob, clearErrors, showErrors, bytesToBase64, ApiError } from "./api.js";
+import { drawLossChart } from "./lossplot.js";
+
+const $ = (id) => document.getElementById(id);
+const form = $("train-form");
+const TOKEN_KEY = "tunesmith.token";
+
+$("token").value = sessionStorage.getItem(TOKEN_KEY) || "";
+$("token").addEventListener("change", () => sessionStorage.setItem(TOKEN_KEY, $("token").value.trim()));
+const token = () => $("token").value.trim();
+
+for (const radio of form.elements.source) {
+  radio.addEventListener("change", () => {
+    const upload = form.elements.source.value === "upload";
+    $("corpus-field").hidden = upload;
+    $("upload-field").hidden = !upload;
+  });
+}
+
+const INTEGERS = ["epochs", "hidden_size", "layers", "embedding_dim", "batch_size"];
+const NUMBERS = ["max_minutes", "lr", "clip", "dropout"];
+
+async function readForm() {
+  const body = {}, bad = [];
+  for (const name of [...INTEGERS, ...NUMBERS]) {
+    const input = form.elements[name];
+    if (input.validity.badInput) bad.push({ field: name, message: "must be a number" });
+    else if (input.value.trim() !== "") body[name] = Number(input.value);
+  }
+  body.cell = form.elements.cell.value;
+  const bptt = form.elements.bptt.value.trim();
+  if (bptt) body.bptt = bptt === "full" ? "full" : Number(bptt);
+  if (Number.isNaN(body.bptt)) bad.push({ field: "bptt", message: 'must be a whole number or "full"' });
+  if (form.elements.name.value.trim()) body.name = form.elements.name.value.trim();
+  if (form.elements.source.value === "upload") {
+    const file = $("file").files[0];
+    if (!file) bad.push({ field: "file", message: "choose a zip of MIDI files" });
+    else body.data_base64 = bytesToBase64(new Uint8Array(await file.arrayBuffer()));
+  } else {
+    body.data = form.elements.data.value.trim();
+  }
+  return { body, bad };
+}
+
+let watching = null; // the job being followed
+let live = [];       // step-level training losses seen while polling: [epochs, loss]
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  clearErrors(form);
+  $("form-error").textContent = "";
+  const { body, bad } = await readForm();
+  if (bad.length) return showErrors(form, new ApiError(400, { error: "validation failed", fields: bad }), $("form-error"));
+  $("start").disabled = true;
+  try {
+    const accepted = await api("/api/v1/training-jobs", { method: "POST", body, token: token() });
+    await follow(accepted.status_url || `/api/v1/jobs/${accepted.id}`);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) {
+      err.body.fields = [...(err.body.fields || []), { field: "token", message: "the service wants a valid access token" }];
+    }
+    showErrors(form, err, $("form-error"));
+  } finally {
+    $("start").disabled = false;
+  }
+});
+
+async function follow(url) {
+  live = [];
+  $("empty").hidden = true;
+  $("training").hidden = false;
+  $("finished").hidden = true;
+  $("cancel").disabled = false;
+  watching = url;
+  const job = await waitForJob(url, showProgress, { interval: 700 });
+  $("cancel").disabled = true;
+  if (job.state === "succeeded") await showFinished(job);
+  else $("form-error").textContent = job.state === "failed" ? `Training failed: ${job.error || "no reason given"}` : "Training was cancelled.";
+  loadModels();
+}
+
+function showProgress(job) {
+  const t = job.training || {};
+  document.body.dataset.job = job.state;
+  $("train-progress").value = job.progress || 0;
+  const words = { queued: "Waiting for the training worker…", running: "Training…", succeeded: "Done.",
+    failed: "Failed.", cancelled: "Cancelled." };
+  $("train-status").textContent = `${words[job.state] || job.state} ${Math.round((job.progress || 0) * 100)}%`;
+  const eta = Number.isFinite(t.eta_s) ? `${Math.round(t.eta_s)} s` : "–";
+  figures($("live-figures"), [
+    ["Epoch", t.epoch != null ? `${t.epoch} / ${t.epochs ?? "?"}` : "–"],
+    ["Step", t.step ?? "–"],
+    ["Tokens/s", t.tokens_per_s != null ? Math.round(t.tokens_per_s) : "–"],
+    ["ETA", job.state === "running" ? eta : "–"],
+  ]);
+  // Step-level losses (when the record has them) make the curve move within an epoch.
+  if (Number.isFinite(t.train_loss) && t.steps_per_epoch && t.epoch != null) {
+    const x = (t.epoch - 1) + (t.step % t.steps_per_epoch || t.steps_per_epoch) / t.steps_per_epoch;
+    if (!live.length || live[live.length - 1][0] !== x) live.push([x, t.train_loss]);
+  }
+  const history = t.history || [];
+  const train = [...live.filter(([x]) => !history.some((h) => h.epoch === x)),
+    ...history.map((h) => [h.epoch, h.train_loss])].sort((a, b) => a[0] - b[0]);
+  const valid = history.filter((h) => h.valid_loss != null).map((h) => [h.epoch, h.valid_loss]);
+  drawLossChart($("loss-chart"), { train, valid }, { epochs: t.epochs || 1 });
+}
+
+function figures(dl, rows) {
+  dl.replaceChildren(...rows.map(([label, value]) => {
+    const div = document.createElement("div");
+    const dt = document.createElement("dt");
+    const dd = document.createElement("dd");
+    dt.textContent = label;
+    dd.textContent = value;
+    div.append(dt, dd);
+    return div;
+  }));
+}
+
+const fmt = (v) => (typeof v === "number" ? (Number.isInteger(v) ? v : v.toPrecision(4)) : String(v));
+
+async function showFinished(job) {
+  const name = job.training?.model || job.result?.model || job.params?.name;
+  $("finished").hidden = false;
+  $("finished-name").textContent = name || "";
+  $("make-default").dataset.model = name || "";
+  let metrics = job.result?.metrics || {};
+  try {
+    const models = await listModels();
+    metrics = { ...metrics, ...(models.find((m) => m.name === name)?.metrics || {}) };
+  } catch (_) { /* the job's own figures will do */ }
+  const rows = Object.entries(metrics).filter(([, v]) => typeof v === "number" || typeof v === "string");
+  figures($("final-figures"), rows.map(([k, v]) => [k.replaceAll("_", " "), fmt(v)]));
+  $("make-default").focus();
+}
+
+async function makeDefault(name, button) {
+  $("models-error").textContent = "";
+  try {
+    await api(`/api/v1/models/${encodeURIComponent(name)}/default`, { method: "POST", token: token() });
+    button.textContent = "✓ Default";
+    await loadModels();
+  } catch (err) {
+    $("models-error").textContent = err.status === 401
+      ? "The service wants a valid access token (the field above)." : `Could not make ${name} the default: ${err.message}`;
+  }
+}
+$("make-default").addEventListener("click", (e) => makeDefault(e.currentTarget.dataset.model, e.currentTarget));
+
+$("cancel").addEventListener("click", async () => {
+  if (!watching) return;
+  try { await api(watching, { method: "DELETE", token: token() }); } catch (err) { $("form-error").textContent = err.message; }
+});
+
+async function listModels() {
+  const data = await api("/api/v1/models");
+  return Array.isArray(data) ? data : data.models || [];
+}
+
+async function loadModels() {
+  try {
+    const models = await listModels();
+    $("models").replaceChildren(...models.map((m) => {
+      const tr = document.createElement("tr");
+      const metrics = m.metrics || {};
+      const loss = metrics.valid_loss ?? metrics.best_valid_loss ?? metrics.nats_per_token;
+      for (const text of [m.name + (m.default ? " (default)" : ""), m.created ? new Date(m.created).toLocaleDateString() : "–",
+        typeof m.data === "string" ? m.data : m.data?.spec ?? "–", loss != null ? fmt(loss) : "–"]) {
+        const td = document.createElement("td");
+        td.textContent = text;
+        tr.appendChild(td);
+      }
+      const td = document.createElement("td");
+      if (!m.default) {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.textContent = "Make default";
+        b.setAttribute("aria-label", `Make ${m.name} the default model`);
+        b.addEventListener("click", () => makeDefault(m.name, b));
+        td.appendChild(b);
+      }
+      tr.appendChild(td);
+      return tr;
+    }));
+  } catch (err) {
+    $("models-error").textContent = `Could not list the models: ${err.message}`;
+  }
+}
+
+loadModels();
