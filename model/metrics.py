@@ -1,0 +1,278 @@
+"""Melody statistics: how well a model predicts notes, and how its melodies compare with real ones.
+
+Pure functions on token ids (with a `MelodyTokenizer`) or on grid notes (`model.tokens.Note`).
+
+Prediction (the same for the network and the n-gram model, given per-token log-probabilities):
+- bits per note: a tune's total negative log-likelihood in bits over its number of notes, so models
+  on different tokenizations compare; over a corpus, total bits over total notes.
+- pitch bits per note: at each note onset, -log2 of the probability of the true NOTE_p renormalised
+  over all NOTE tokens (the question "which pitch?", as in IDyOM-style pitch prediction).
+
+Melody statistics:
+- histograms of pitch class (12 bins), melodic interval (25 bins, semitones clipped to -12..+12)
+  and note length (grid steps 1..max_length, longer ones in the last bin); their overlap is the sum
+  of the bin-wise minimum of the two normalised histograms (1 = identical, 0 = disjoint).
+- in-scale ratio: the share of notes whose pitch class lies in the requested key and scale, or, when
+  none is given, in the diatonic scale (major or natural minor) of the tune's best-fitting key by
+  Krumhansl-Schmuckler (duration-weighted pitch classes correlated with the Krumhansl-Kessler profiles).
+- degenerate melodies, by this rule (`degenerate_reason`), with B = 2 bars of the tune's first meter:
+  1. silence: no notes at all, or more than B grid steps in a row with no note sounding (before the
+     first note, between notes, or after the last one up to the end of the tune);
+  2. one note: a run of consecutive notes of one pitch (a single held note included) spanning more
+     than B steps, from the first onset to the last end;
+  3. a two-note loop: a run of at least four consecutive notes alternating between two pitches
+     (p[i] == p[i-2] throughout) spanning more than B steps.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from model.tokens import Note
+
+LN2 = math.log(2)
+INTERVAL_CLIP = 12
+MAX_LENGTH = 32
+PITCH_NAMES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+SCALES = {  # semitones above the tonic; the names match the service's `scale` values
+    "major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10),
+    "harmonic_minor": (0, 2, 3, 5, 7, 8, 11), "melodic_minor": (0, 2, 3, 5, 7, 9, 11),
+    "dorian": (0, 2, 3, 5, 7, 9, 10), "phrygian": (0, 1, 3, 5, 7, 8, 10), "lydian": (0, 2, 4, 6, 7, 9, 11),
+    "mixolydian": (0, 2, 4, 5, 7, 9, 10), "locrian": (0, 1, 3, 5, 6, 8, 10),
+    "major_pentatonic": (0, 2, 4, 7, 9), "minor_pentatonic": (0, 3, 5, 7, 10),
+    "blues": (0, 3, 5, 6, 7, 10), "chromatic": tuple(range(12)),
+}
+# Krumhansl & Kessler (1982) key profiles, tonic first
+KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+# ---- inputs ------------------------------------------------------------------------------------
+def melody_notes(melody, tokenizer=None) -> tuple[list[Note], int, int | None]:
+    """(notes, total grid steps, steps per bar of the first meter) of token ids or a note list.
+
+    For a note list the total is the last note's end and the bar length is unknown (None)."""
+    items = list(melody)
+    if items and isinstance(items[0], Note) or not items:
+        notes = sorted(items, key=lambda n: n.start)
+        return notes, (notes[-1].end if notes else 0), None
+    if tokenizer is None:
+        raise ValueError("tokenizer is required when the melody is given as token ids")
+    notes, meters = tokenizer.decode_notes(items)
+    total = sum(1 for t in items if tokenizer.is_step(int(t)))
+    return notes, total, tokenizer.bar_steps(meters[0][1]) if meters else None
+
+
+def count_notes(tokens: Sequence[int], tokenizer) -> int:
+    """Number of note onsets (NOTE_p tokens) in a token sequence."""
+    return sum(1 for t in tokens if tokenizer.pitch_of(int(t)) is not None)
+
+
+# ---- prediction ----------------------------------------------------------------------------------
+def bits_per_note(token_logprobs: Sequence[float], tokens: Sequence[int], tokenizer) -> float:
+    """Total NLL of a tune in bits over its notes; `token_logprobs` are the natural-log probabilities
+    of tokens[1:] (every predicted token). NaN for a tune without notes."""
+    if len(token_logprobs) != len(tokens) - 1:
+        raise ValueError(f"token_logprobs must hold len(tokens) - 1 = {len(tokens) - 1} values, "
+                         f"got {len(token_logprobs)}")
+    notes = count_notes(tokens, tokenizer)
+    return -float(np.sum(token_logprobs)) / LN2 / notes if notes else math.nan
+
+
+def corpus_bits_per_note(scored: Iterable[tuple[Sequence[float], Sequence[int]]], tokenizer) -> float:
+    """Total bits over total notes for (token_logprobs, tokens) pairs."""
+    bits, notes = 0.0, 0
+    for logprobs, tokens in scored:
+        bits -= float(np.sum(logprobs)) / LN2
+        notes += count_notes(tokens, tokenizer)
+    if notes == 0:
+        raise ValueError("the tunes hold no notes: bits per note is undefined")
+    return bits / notes
+
+
+def note_ids(tokenizer) -> np.ndarray:
+    """Ids of every NOTE_p token."""
+    return np.array([i for i in range(tokenizer.vocab_size) if tokenizer.pitch_of(i) is not None])
+
+
+def pitch_bits(log_probs: np.ndarray, tokens: Sequence[int], tokenizer) -> np.ndarray:
+    """Bits of each note's pitch: -log2 p(NOTE_true) / sum over NOTE_q p(NOTE_q), one value per onset.
+
+    `log_probs` (len(tokens) - 1, vocab) holds natural-log next-token distributions; row j predicts
+    token j + 1. Only the pitch is scored: the choice "a note starts here" is left out."""
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    tokens = np.asarray(tokens, dtype=np.int64)
+    if log_probs.ndim != 2 or len(log_probs) != len(tokens) - 1:
+        raise ValueError(f"log_probs must have shape (len(tokens) - 1, vocab) = ({len(tokens) - 1}, V), "
+                         f"got {log_probs.shape}")
+    notes = note_ids(tokenizer)
+    onsets = np.nonzero(np.isin(tokens[1:], notes))[0]     # rows predicting a NOTE token
+    rows = log_probs[onsets][:, notes]                     # (n_onsets, n_pitches)
+    peak = rows.max(axis=1, keepdims=True)
+    log_norm = peak[:, 0] + np.log(np.exp(rows - peak).sum(axis=1))  # log of the NOTE mass
+    true = log_probs[onsets, tokens[1:][onsets]]
+    return (log_norm - true) / LN2
+
+
+# ---- histograms ------------------------------------------------------------------------------------
+def pitch_class_histogram(notes: Sequence[Note]) -> np.ndarray:
+    return np.bincount([n.pitch % 12 for n in notes], minlength=12).astype(np.float64)
+
+
+def interval_histogram(notes: Sequence[Note]) -> np.ndarray:
+    """Semitone steps between consecutive notes (rests ignored), clipped to +-12; bin 12 = unison."""
+    steps = np.diff([n.pitch for n in notes]) if len(notes) > 1 else np.zeros(0, dtype=np.int64)
+    clipped = np.clip(steps, -INTERVAL_CLIP, INTERVAL_CLIP) + INTERVAL_CLIP
+    return np.bincount(clipped.astype(np.int64), minlength=2 * INTERVAL_CLIP + 1).astype(np.float64)
+
+
+def length_histogram(notes: Sequence[Note], max_length: int = MAX_LENGTH) -> np.ndarray:
+    """Note lengths in grid steps; bin i holds length i + 1, the last bin every length >= max_length."""
+    if max_length < 1:
+        raise ValueError(f"max_length must be >= 1 grid step, got {max_length}")
+    lengths = np.clip([n.end - n.start for n in notes], 1, max_length) - 1 if notes else np.zeros(0)
+    return np.bincount(np.asarray(lengths, dtype=np.int64), minlength=max_length).astype(np.float64)
+
+
+def histogram_overlap(a: Sequence[float], b: Sequence[float]) -> float:
+    """Sum of the bin-wise minimum of the two histograms after normalising each to sum 1; 0 if either is empty."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"histograms must have the same bins, got {a.shape} and {b.shape}")
+    if a.sum() <= 0 or b.sum() <= 0:
+        return 0.0
+    return float(np.minimum(a / a.sum(), b / b.sum()).sum())
+
+
+# ---- keys and scales -------------------------------------------------------------------------------
+def parse_key(key: str | int) -> int:
+    """'C', 'F#', 'Bb' (or a pitch class 0..11) -> pitch class."""
+    if isinstance(key, (int, np.integer)):
+        if not 0 <= key < 12:
+            raise ValueError(f"key must be a pitch class in [0, 11] or a name like C, F#, Bb, got {key}")
+        return int(key)
+    name = str(key).strip()
+    if not name or name[0].upper() not in PITCH_NAMES or name[1:] not in ("", "#", "b"):
+        raise ValueError(f"key must be a name like C, F#, Bb, got {key!r}")
+    return (PITCH_NAMES[name[0].upper()] + {"": 0, "#": 1, "b": -1}[name[1:]]) % 12
+
+
+def scale_pitch_classes(key: str | int, scale: str) -> frozenset[int]:
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    tonic = parse_key(key)
+    return frozenset((tonic + s) % 12 for s in SCALES[scale])
+
+
+def estimate_key(notes: Sequence[Note]) -> tuple[int, str, float]:
+    """Krumhansl-Schmuckler: (tonic pitch class, 'major' | 'minor', correlation) of the best of 24 keys."""
+    if not notes:
+        raise ValueError("notes must not be empty to estimate a key")
+    weights = np.zeros(12)
+    for n in notes:
+        weights[n.pitch % 12] += n.end - n.start            # duration-weighted pitch classes
+    best = (0, "major", -math.inf)
+    for mode, profile in (("major", KK_MAJOR), ("minor", KK_MINOR)):
+        for tonic in range(12):
+            r = np.corrcoef(weights, np.roll(profile, tonic))[0, 1]
+            r = -1.0 if np.isnan(r) else float(r)            # a flat histogram fits no key
+            if r > best[2]:
+                best = (tonic, mode, r)
+    return best
+
+
+def in_scale_ratio(melody, tokenizer=None, key: str | int | None = None, scale: str | None = None) -> float:
+    """Share of notes in the given key and scale, or in the best-fitting major/minor key. NaN if no notes."""
+    notes, _, _ = melody_notes(melody, tokenizer)
+    if not notes:
+        return math.nan
+    if scale is None:
+        if key is not None:
+            raise ValueError("scale is required when key is given")
+        tonic, mode, _ = estimate_key(notes)
+        allowed = scale_pitch_classes(tonic, mode)
+    else:
+        allowed = scale_pitch_classes(0 if key is None else key, scale)
+    return sum(1 for n in notes if n.pitch % 12 in allowed) / len(notes)
+
+
+# ---- degenerate melodies -----------------------------------------------------------------------
+def degenerate_reason(melody, tokenizer=None, bar_steps: int | None = None) -> str | None:
+    """Why a melody is degenerate by the rule in the module docstring, or None when it is not.
+
+    `bar_steps` overrides the bar length (needed for a note list: it has no meter)."""
+    notes, total, first_bar = melody_notes(melody, tokenizer)
+    return _degenerate(notes, total, bar_steps or first_bar)
+
+
+def _degenerate(notes: list[Note], total: int, bar_steps: int | None) -> str | None:
+    if bar_steps is None or bar_steps < 1:
+        raise ValueError(f"bar_steps must be a positive number of grid steps, got {bar_steps}")
+    limit = 2 * bar_steps
+    if not notes:
+        return "silence: no notes"
+    sounding_until = 0
+    for n in notes:                                       # gaps with no note sounding
+        if n.start - sounding_until > limit:
+            return f"silence: {n.start - sounding_until} steps without a note"
+        sounding_until = max(sounding_until, n.end)
+    if total - sounding_until > limit:
+        return f"silence: {total - sounding_until} steps without a note at the end"
+    pitches = [n.pitch for n in notes]
+    run = 0                                               # start of the current one-pitch run
+    for i in range(len(notes)):
+        if pitches[i] != pitches[run]:
+            run = i
+        if notes[i].end - notes[run].start > limit:
+            return f"one note: pitch {pitches[i]} for {notes[i].end - notes[run].start} steps"
+    run = 0                                               # start of the current alternating run
+    for i in range(2, len(notes)):
+        if pitches[i] != pitches[i - 2]:
+            run = i - 1
+        if i - run >= 3 and notes[i].end - notes[run].start > limit:
+            return (f"two-note loop: {pitches[run]}/{pitches[run + 1]} for "
+                    f"{notes[i].end - notes[run].start} steps")
+    return None
+
+
+def is_degenerate(melody, tokenizer=None, bar_steps: int | None = None) -> bool:
+    return degenerate_reason(melody, tokenizer, bar_steps) is not None
+
+
+# ---- a set of melodies against a reference set --------------------------------------------------
+def melody_statistics(melodies: Iterable, tokenizer=None, max_length: int = MAX_LENGTH,
+                      bar_steps: int | None = None) -> dict:
+    """Summed histograms, mean in-scale ratio and degenerate share of a set of melodies."""
+    pc, iv, ln = np.zeros(12), np.zeros(2 * INTERVAL_CLIP + 1), np.zeros(max_length)
+    ratios, degenerate, count = [], 0, 0
+    for m in melodies:
+        notes, total, first_bar = melody_notes(m, tokenizer)
+        pc += pitch_class_histogram(notes)
+        iv += interval_histogram(notes)
+        ln += length_histogram(notes, max_length)
+        if notes:
+            ratios.append(in_scale_ratio(notes))
+        degenerate += _degenerate(notes, total, bar_steps or first_bar) is not None
+        count += 1
+    if count == 0:
+        raise ValueError("melodies must not be empty")
+    return {"melodies": count, "pitch_class": pc, "interval": iv, "length": ln,
+            "in_scale_ratio": float(np.mean(ratios)) if ratios else math.nan,
+            "degenerate_share": degenerate / count}
+
+
+def compare_melodies(generated: Iterable, reference: Iterable, tokenizer=None, max_length: int = MAX_LENGTH,
+                     bar_steps: int | None = None) -> dict:
+    """Histogram overlaps of generated against reference melodies, and both sets' scale/degenerate figures."""
+    gen = melody_statistics(generated, tokenizer, max_length, bar_steps)
+    ref = melody_statistics(reference, tokenizer, max_length, bar_steps)
+    return {
+        "melodies": gen["melodies"], "reference_melodies": ref["melodies"],
+        "pitch_class_overlap": histogram_overlap(gen["pitch_class"], ref["pitch_class"]),
+        "interval_overlap": histogram_overlap(gen["interval"], ref["interval"]),
+        "length_overlap": histogram_overlap(gen["length"], ref["length"]),
+        "in_scale_ratio": gen["in_scale_ratio"], "reference_in_scale_ratio": ref["in_scale_ratio"],
+        "degenerate_share": gen["degenerate_share"], "reference_degenerate_share": ref["degenerate_share"],
+    }
