@@ -28,10 +28,11 @@ import torch
 CODE_VERSION = 1
 
 SPECIALS = ("PAD", "BOS", "EOS", "BAR", "REST", "HOLD")
-DEFAULT_METERS = (
-    "2/4", "3/4", "4/4", "5/4", "6/4", "7/4", "1/4",
-    "2/2", "3/2", "4/2",
+DEFAULT_METERS = (                 # the meters of the Essen, Bach and O'Neill collections and more
+    "1/4", "2/4", "3/4", "4/4", "5/4", "6/4", "7/4", "9/4", "12/4",
+    "2/2", "3/2", "4/2", "5/2", "6/2", "2/1", "3/1", "4/1",
     "2/8", "3/8", "4/8", "5/8", "6/8", "7/8", "8/8", "9/8", "12/8",
+    "1/8", "1/16",                 # odd short bars in Essen, e.g. a phrase-final bar split from a pickup
 )
 END_MARKER = "tunesmith:end"
 
@@ -47,6 +48,11 @@ def parse_meter(meter: str) -> tuple[int, int]:
     return num, den
 
 
+def _fits_grid(meter: str, steps_per_quarter: int) -> bool:
+    num, den = parse_meter(meter)
+    return (num * 4 * steps_per_quarter) % den == 0
+
+
 @dataclass(frozen=True)
 class TokenizerConfig:
     steps_per_quarter: int = 4      # 4 = 16th notes; 12 also holds 16th-note triplets
@@ -55,17 +61,19 @@ class TokenizerConfig:
     meters: tuple[str, ...] = DEFAULT_METERS
 
     def __post_init__(self):
-        object.__setattr__(self, "meters", tuple(self.meters))
         if not 1 <= self.steps_per_quarter <= 48:
             raise ValueError(f"steps_per_quarter must be in [1, 48], got {self.steps_per_quarter}")
+        meters = tuple(self.meters)
+        if meters == DEFAULT_METERS:        # the defaults keep only the meters that fit the grid
+            meters = tuple(m for m in meters if _fits_grid(m, self.steps_per_quarter))
+        object.__setattr__(self, "meters", meters)
         if not (0 <= self.min_pitch and self.max_pitch <= 127 and self.max_pitch - self.min_pitch >= 11):
             raise ValueError("min_pitch..max_pitch must lie in [0, 127] and span at least an octave, "
                              f"got {self.min_pitch}..{self.max_pitch}")
         if not self.meters or len(set(self.meters)) != len(self.meters):
             raise ValueError(f"meters must be a non-empty list without repeats, got {self.meters}")
         for m in self.meters:
-            num, den = parse_meter(m)
-            if (num * 4 * self.steps_per_quarter) % den:
+            if not _fits_grid(m, self.steps_per_quarter):
                 raise ValueError(f"meter {m} does not fit a grid of {self.steps_per_quarter} steps per quarter")
 
 
@@ -107,7 +115,8 @@ class MelodyTokenizer:
         self.pad_id, self.bos_id, self.eos_id, self.bar_id, self.rest_id, self.hold_id = range(6)
         self._first_ts = len(SPECIALS)
         self._first_note = self._first_ts + len(c.meters)
-        self._masks: dict[tuple, torch.Tensor] = {}
+        self._bar_steps = {m: parse_meter(m)[0] * 4 * c.steps_per_quarter // parse_meter(m)[1] for m in c.meters}
+        self._masks: dict[tuple, tuple[torch.Tensor, list[bool]]] = {}   # GrammarState masks by state
 
     # --- vocabulary -------------------------------------------------------------------------
     @property
@@ -140,8 +149,15 @@ class MelodyTokenizer:
         return None
 
     def bar_steps(self, meter: str) -> int:
+        if meter in self._bar_steps:
+            return self._bar_steps[meter]
         num, den = parse_meter(meter)
         return num * 4 * self.config.steps_per_quarter // den
+
+    @property
+    def max_bar_steps(self) -> int:
+        """The longest bar in steps: the number of distinct positions the network may see."""
+        return max(self.bar_steps(m) for m in self.config.meters)
 
     def is_step(self, token_id: int) -> bool:
         return token_id in (self.rest_id, self.hold_id) or self.pitch_of(token_id) is not None
@@ -241,6 +257,117 @@ class MelodyTokenizer:
         return [self.bos_id, self.meter_id(meter)]
 
     # --- MIDI and MusicXML ------------------------------------------------------------------
+    def encode_stream(self, stream) -> list[int]:
+        """A music21 stream -> ids. Takes the top part (the melody line of a score); ties are merged,
+        grace notes dropped, a chord gives its top note. Bars follow the source measures: a short
+        first measure is a pickup (padded with leading rests), a short last one is padded with
+        rests; two short measures that add up to a bar (a bar split by a repeat) become one bar;
+        another odd-length measure becomes a bar of the meter with its length (a TS change) or,
+        if no supported meter fits, a ValueError. A stream without measures is barred by its
+        first time signature from its first note. A stream without a meter raises ValueError."""
+        from music21 import meter as m21meter, stream as m21stream
+        part = stream
+        if isinstance(stream, m21stream.Score):
+            if not stream.parts:
+                raise ValueError("music21 score has no parts")
+            part = stream.parts[0]
+        spq = self.config.steps_per_quarter
+        if not part.recurse().getElementsByClass(m21meter.TimeSignature):
+            raise ValueError("music21 stream has no time signature (free meter)")
+        measures = [m for m in part.getElementsByClass(m21stream.Measure)]
+        if measures:                            # bars from the measures before ties are merged
+            shift, meters = self._bar_layout(measures)
+        else:
+            ts = part.recurse().getElementsByClass(m21meter.TimeSignature)[0]
+            shift, meters = 0, [(0, ts.ratioString)]
+        notes = []
+        for n in part.stripTies(inPlace=False).flatten().notes:
+            if n.duration.isGrace or n.quarterLength <= 0:
+                continue
+            pitch = max(p.ps for p in n.pitches)
+            start = round((float(n.offset) + shift) * spq)
+            end = round((float(n.offset + n.quarterLength) + shift) * spq)
+            notes.append(Note(round(pitch), start, max(end, start + 1)))
+        if not notes:
+            raise ValueError("music21 stream holds no notes")
+        bars = len(meters) if measures else None
+        changes = [(b, m) for b, m in meters if b == 0 or m != meters[b - 1][1]] if measures else meters
+        return self.encode_notes(notes, changes, bars=bars)
+
+    def _bar_layout(self, measures) -> tuple[float, list[tuple[int, str]]]:
+        """(pickup shift in quarters, [(bar_index, meter)] for every bar) from music21 measures."""
+        spq = self.config.steps_per_quarter
+        info = []                               # (offset steps, actual steps, nominal steps, meter)
+        for m in measures:
+            ts = m.timeSignature or m.getContextByClass("TimeSignature")
+            meter = ts.ratioString if ts is not None else "4/4"
+            info.append((round(float(m.offset) * spq), round(float(m.duration.quarterLength) * spq),
+                         round(float(m.barDuration.quarterLength) * spq), meter))
+        while info and info[-1][1] == 0:        # empty trailing measures
+            info.pop()
+        if not info:
+            raise ValueError("music21 stream has no measures with content")
+        shift = info[0][2] - info[0][1] if info[0][1] < info[0][2] else 0
+        bars, i, step = [], 0, 0
+        while i < len(info):
+            offset, actual, nominal, meter = info[i]
+            if i and offset + shift != step:
+                raise ValueError(f"measure {i} starts at step {offset + shift}, expected {step}")
+            if meter not in self.config.meters:  # music21 marks odd bars with their own meter (24/4, 1/16)
+                fit = self._meter_of_length(actual, meter)
+                if fit is None:
+                    raise ValueError(f"bar {i} has meter {meter}: not supported and no supported meter fits")
+                bars.append(fit)
+                step += actual
+            elif actual == nominal or (i == 0 and actual < nominal) or (i == len(info) - 1 and actual < nominal):
+                bars.append(meter)
+                step += nominal
+            elif i + 1 < len(info) and actual + info[i + 1][1] == nominal and info[i + 1][3] == meter:
+                bars.append(meter)              # a bar split in two, e.g. by a repeat sign
+                step += nominal
+                i += 1
+            else:
+                fit = self._meter_of_length(actual, meter)
+                if fit is None:
+                    raise ValueError(f"irregular bar {i}: {actual / spq} quarters in {meter}, no supported meter fits")
+                bars.append(fit)
+                step += actual
+            i += 1
+        return shift / spq, list(enumerate(bars))
+
+    def _meter_of_length(self, steps: int, meter: str) -> str | None:
+        """A supported meter whose bar holds ``steps``, preferring the denominator of ``meter``."""
+        den = parse_meter(meter)[1]
+        for d in (den, 8, 4, 2, 16, 1):
+            num = steps * d / (4 * self.config.steps_per_quarter)
+            if num == int(num) and f"{int(num)}/{d}" in self.config.meters:
+                return f"{int(num)}/{d}"
+        return None
+
+    def decode_musicxml(self, ids, qpm: float = 120.0) -> bytes:
+        """ids -> MusicXML bytes (through music21), with meters, tempo and tied notes across barlines."""
+        from music21 import meter as m21meter, note as m21note, stream as m21stream, tempo
+        from music21.musicxml.m21ToXml import GeneralObjectExporter
+        from fractions import Fraction
+        if not 0 < qpm <= 1000:
+            raise ValueError(f"qpm must be in (0, 1000], got {qpm}")
+        notes, meters = self.decode_notes(ids)
+        starts, spq = self._bar_starts(ids), self.config.steps_per_quarter
+        q = lambda steps: Fraction(steps, spq)  # noqa: E731
+        part = m21stream.Part()
+        part.insert(0, tempo.MetronomeMark(number=qpm))
+        for bar, m in meters:
+            part.insert(q(starts[bar]), m21meter.TimeSignature(m))
+        step = 0
+        for n in notes + [Note(0, starts[-1], starts[-1] + 1)]:    # a sentinel closes the last rest
+            if n.start > step:
+                part.insert(q(step), m21note.Rest(quarterLength=q(n.start - step)))
+            if n.start < starts[-1]:
+                part.insert(q(n.start), m21note.Note(n.pitch, quarterLength=q(n.end - n.start)))
+            step = n.end
+        score = m21stream.Score([part.makeNotation()])
+        return GeneralObjectExporter(score).parse()
+
     def decode_midi(self, ids, qpm: float = 120.0, program: int = 0):
         """ids -> pretty_midi.PrettyMIDI with one instrument, a tempo, time signatures and an end marker."""
         import pretty_midi
@@ -372,10 +499,14 @@ class GrammarState:
         return ("steps", self.sounding, self.meter if ts_ok else None)
 
     def allowed(self) -> torch.Tensor:
-        """BoolTensor[vocab]: which ids may come next."""
+        """BoolTensor[vocab]: which ids may come next (a fresh tensor: the caller may modify it)."""
+        return self._mask()[0].clone()
+
+    def _mask(self) -> tuple[torch.Tensor, list[bool]]:
+        """The cached mask for this state, as a tensor and as a Python list (for fast checks)."""
         key = self._key()
-        mask = self.tok._masks.get(key)
-        if mask is None:
+        cached = self.tok._masks.get(key)
+        if cached is None:
             tok, mask = self.tok, torch.zeros(self.tok.vocab_size, dtype=torch.bool)
             if key[0] == "meter":
                 if key[1] is None:
@@ -390,13 +521,13 @@ class GrammarState:
                 if key[2] is not None:              # a meter change right after BAR
                     mask[tok._first_ts:tok._first_note] = True
                     mask[tok.meter_id(key[2])] = False
-            tok._masks[key] = mask
-        return mask.clone()
+            cached = tok._masks[key] = (mask, mask.tolist())
+        return cached
 
     def advance(self, token_id: int, index: int | None = None) -> None:
         """Take one token; raises ValueError if the grammar does not allow it here."""
         token_id = int(token_id)
-        if not 0 <= token_id < self.tok.vocab_size or not self.allowed()[token_id]:
+        if not 0 <= token_id < self.tok.vocab_size or not self._mask()[1][token_id]:
             name = self.tok.vocab[token_id] if 0 <= token_id < self.tok.vocab_size else f"id {token_id}"
             where = f" at index {index}" if index is not None else ""
             raise ValueError(f"token {name}{where} is not allowed here ({self._describe()})")

@@ -109,19 +109,28 @@ def test_grammar_bar_limit_and_fixed_meter():
     assert s.finished and not s.allowed().any()
 
 
-@pytest.mark.parametrize("ids, where", [
-    ([], "start with BOS"),
-    ([1, 8, 3, 5] + [4] * 15 + [2], "HOLD at index 3"),
-    ([1, 8, 3] + [4] * 15 + [2], "bar 1"),
-    ([1, 8, 3] + [4] * 16, "without EOS"),
-    ([1, 8, 2], "BAR"),
-    ([1, 8, 3] + [4] * 16 + [2, 4], "ended"),
-    ([1, 8, 3] + [4] * 16 + [3, 8], "TS_4/4"),
-    ([1, 8, 3, 999], "id 999"),
+def seq(text: str) -> list[int]:
+    """'BOS TS_4/4 BAR REST*16 EOS' -> ids."""
+    out = []
+    for word in text.split():
+        name, _, times = word.partition("*")
+        out += [TOK.ids[name] if name in TOK.ids else int(name)] * int(times or 1)
+    return out
+
+
+@pytest.mark.parametrize("text, where", [
+    ("", "start with BOS"),
+    ("BOS TS_4/4 BAR HOLD REST*15 EOS", "HOLD at index 3"),
+    ("BOS TS_4/4 BAR REST*15 EOS", "bar 1"),
+    ("BOS TS_4/4 BAR REST*16", "without EOS"),
+    ("BOS TS_4/4 EOS", "BAR"),
+    ("BOS TS_4/4 BAR REST*16 EOS REST", "ended"),
+    ("BOS TS_4/4 BAR REST*16 BAR TS_4/4", "TS_4/4"),
+    ("BOS TS_4/4 BAR 999", "id 999"),
 ])
-def test_validate_errors(ids, where):
+def test_validate_errors(text, where):
     with pytest.raises(ValueError, match=where):
-        TOK.validate(ids)
+        TOK.validate(seq(text))
 
 
 def test_config_and_dict_round_trip():
