@@ -1,0 +1,378 @@
+"""Generating melodies from a trained network, one token at a time.
+
+The recurrent state is carried from step to step (a primer is fed once through the network; the
+prefix is never run again). With one meter, a tune of ``bars`` bars has a fixed shape,
+``BOS TS (BAR step*S)*bars EOS``, so the structural tokens (BOS, TS, BAR, EOS) are forced and only
+the S grid steps of each bar are chosen; every sequence is therefore valid and has exactly ``bars``
+new bars. At a step the choices are REST, HOLD (only while a note sounds) and the NOTE tokens that
+pass the key/scale and pitch-range masks; the logits then go through temperature, top-k and top-p,
+and a seeded ``torch.Generator`` draws all ``count`` melodies in one batched pass. Beam search
+(``beam_width`` > 1) keeps the w most likely masked sequences instead and returns the best ``count``.
+
+Anti-degeneracy guard (``avoid_repetition``, on by default): at every barline the last two bars are
+inspected; if they hold at least 4 onsets on only one or two pitches, those pitches' logits are
+lowered by ``REPETITION_PENALTY`` nats for the next bar; if they are all rests (or one note held
+throughout), REST (or HOLD) is lowered the same way. Continuing the pattern stays possible, just rarer.
+"""
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import asdict, dataclass, field, replace
+from numbers import Integral, Real
+from pathlib import Path
+
+import torch
+
+from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint
+from model.tokens import MelodyTokenizer, Note
+
+PITCH_CLASSES = {"C": 0, "C#": 1, "Db": 1, "D": 2, "D#": 3, "Eb": 3, "E": 4, "F": 5, "F#": 6, "Gb": 6,
+                 "G": 7, "G#": 8, "Ab": 8, "A": 9, "A#": 10, "Bb": 10, "B": 11}
+SCALES = {
+    "major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10), "harmonic_minor": (0, 2, 3, 5, 7, 8, 11),
+    "dorian": (0, 2, 3, 5, 7, 9, 10), "mixolydian": (0, 2, 4, 5, 7, 9, 10), "lydian": (0, 2, 4, 6, 7, 9, 11),
+    "phrygian": (0, 1, 3, 5, 7, 8, 10), "pentatonic_major": (0, 2, 4, 7, 9), "pentatonic_minor": (0, 3, 5, 7, 10),
+    "blues": (0, 3, 5, 6, 7, 10), "chromatic": tuple(range(12)),
+}
+REPETITION_PENALTY = 2.0  # nats taken off a repeated pattern's logits (probability x ~0.14)
+MAX_SEED = 2 ** 32 - 1
+MAX_PRIMER_BYTES = 1 << 20
+MAX_PRIMER_NOTES = 2048
+
+
+class ParameterError(ValueError):
+    """A bad generation parameter: ``field`` names it, ``allowed`` says what it may be."""
+
+    def __init__(self, field: str, allowed: str, got):
+        super().__init__(f"{field} must be {allowed}, got {got!r}")
+        self.field, self.allowed = field, allowed
+
+
+def _number(value, integer=False) -> bool:
+    return isinstance(value, Integral if integer else Real) and not isinstance(value, bool)
+
+
+@dataclass
+class GenerationParams:
+    bars: int = 8                    # bars generated after the primer
+    temperature: float = 1.0
+    top_k: int = 0                   # 0: no top-k cut
+    top_p: float = 1.0               # 1: no nucleus cut
+    seed: int | None = None          # None: a fresh random seed (reported in the result)
+    key: str | None = None           # tonic; with scale=None the scale is major
+    scale: str | None = None
+    tempo: float = 120.0             # quarter notes per minute
+    meter: str | None = None         # None: the primer's meter, else 4/4
+    primer: bytes | list | str | None = None  # MIDI bytes, a MIDI path, or [[pitch, start_beats, duration_beats]]
+    include_primer: bool = True
+    count: int = 1
+    beam_width: int = 1
+    min_pitch: int | None = None
+    max_pitch: int | None = None
+    avoid_repetition: bool = True
+
+    def validate(self, tokenizer: MelodyTokenizer | None = None) -> None:
+        """Raise ParameterError (a ValueError) for the first bad parameter."""
+        lo, hi = (tokenizer.config.min_pitch, tokenizer.config.max_pitch) if tokenizer else (0, 127)
+        checks = [
+            ("bars", "an integer in [1, 256]", _number(self.bars, True) and 1 <= self.bars <= 256),
+            ("temperature", "in (0, 5]", _number(self.temperature) and 0 < self.temperature <= 5),
+            ("top_k", "an integer >= 0", _number(self.top_k, True) and self.top_k >= 0),
+            ("top_p", "in (0, 1]", _number(self.top_p) and 0 < self.top_p <= 1),
+            ("seed", f"null or an integer in [0, {MAX_SEED}]",
+             self.seed is None or _number(self.seed, True) and 0 <= self.seed <= MAX_SEED),
+            ("key", "null or one of " + ", ".join(PITCH_CLASSES), self.key is None or self.key in PITCH_CLASSES),
+            ("scale", "null or one of " + ", ".join(SCALES), self.scale is None or self.scale in SCALES),
+            ("key", "given when scale is given", self.scale is None or self.key is not None),
+            ("tempo", "in [20, 300]", _number(self.tempo) and 20 <= self.tempo <= 300),
+            ("include_primer", "true or false", isinstance(self.include_primer, bool)),
+            ("count", "an integer in [1, 16]", _number(self.count, True) and 1 <= self.count <= 16),
+            ("beam_width", "an integer in [1, 16]", _number(self.beam_width, True) and 1 <= self.beam_width <= 16),
+            ("count", f"at most beam_width ({self.beam_width}) when beam_width > 1",
+             not _number(self.beam_width, True) or self.beam_width == 1 or self.count <= self.beam_width),
+            ("min_pitch", f"null or an integer in [{lo}, {hi}]",
+             self.min_pitch is None or _number(self.min_pitch, True) and lo <= self.min_pitch <= hi),
+            ("max_pitch", f"null or an integer in [{lo}, {hi}]",
+             self.max_pitch is None or _number(self.max_pitch, True) and lo <= self.max_pitch <= hi),
+            ("avoid_repetition", "true or false", isinstance(self.avoid_repetition, bool)),
+        ]
+        for name, allowed, ok in checks:
+            if not ok:
+                raise ParameterError(name, allowed, getattr(self, name))
+        if self.min_pitch is not None and self.max_pitch is not None and self.min_pitch > self.max_pitch:
+            raise ParameterError("max_pitch", f">= min_pitch ({self.min_pitch})", self.max_pitch)
+        if not self.allowed_pitches(lo, hi):
+            raise ParameterError("max_pitch", f"high enough that some {self.key} {self.scale or 'major'} pitch "
+                                 f"lies in [{self.min_pitch if self.min_pitch is not None else lo}, max_pitch]",
+                                 self.max_pitch)
+        if self.meter is not None:
+            if tokenizer is not None:
+                try:
+                    tokenizer.meter_id(self.meter)
+                except ValueError:
+                    raise ParameterError("meter", "null or one of " + ", ".join(tokenizer.config.meters),
+                                         self.meter) from None
+            elif not isinstance(self.meter, str):
+                raise ParameterError("meter", "null or a meter like '3/4'", self.meter)
+        primer_notes(self.primer, tokenizer.steps_per_quarter if tokenizer else 4)  # raises on a bad primer
+
+    def allowed_pitches(self, lo: int, hi: int) -> list[int]:
+        """MIDI pitches the key/scale and range constraints allow, within [lo, hi]."""
+        lo = max(lo, self.min_pitch) if self.min_pitch is not None else lo
+        hi = min(hi, self.max_pitch) if self.max_pitch is not None else hi
+        if self.key is None:
+            return list(range(lo, hi + 1))
+        tonic, steps = PITCH_CLASSES[self.key], SCALES[self.scale or "major"]
+        return [p for p in range(lo, hi + 1) if (p - tonic) % 12 in steps]
+
+    def to_dict(self) -> dict:
+        """JSON-ready parameters (a MIDI primer is summarised by its size)."""
+        d = asdict(self)
+        if isinstance(self.primer, (bytes, bytearray)):
+            d["primer"] = f"<MIDI, {len(self.primer)} bytes>"
+        return d
+
+
+def primer_notes(primer, steps_per_quarter: int):
+    """Check a primer; a note list becomes grid Notes, MIDI (bytes or path) comes back as bytes."""
+    if primer is None:
+        return None
+    if isinstance(primer, (bytes, bytearray)):
+        if not 0 < len(primer) <= MAX_PRIMER_BYTES:
+            raise ParameterError("primer", f"MIDI data of 1 to {MAX_PRIMER_BYTES} bytes", f"{len(primer)} bytes")
+        return bytes(primer)
+    if isinstance(primer, (str, Path)):
+        path = Path(primer)
+        if not path.is_file():
+            raise ParameterError("primer", "MIDI bytes, a MIDI file path or a note list", str(primer))
+        return primer_notes(path.read_bytes(), steps_per_quarter)
+    allowed = "a list of [pitch 0..127, start_beats >= 0, duration_beats > 0]"
+    if not isinstance(primer, (list, tuple)) or not 0 < len(primer) <= MAX_PRIMER_NOTES:
+        raise ParameterError("primer", f"{allowed} with 1 to {MAX_PRIMER_NOTES} notes", primer)
+    notes = []
+    for i, item in enumerate(primer):
+        ok = isinstance(item, (list, tuple)) and len(item) == 3 and _number(item[0], True) \
+            and all(_number(x) for x in item[1:]) and 0 <= item[0] <= 127 and item[1] >= 0 and item[2] > 0
+        if not ok:
+            raise ParameterError(f"primer[{i}]", "[pitch 0..127, start_beats >= 0, duration_beats > 0]", item)
+        start = round(item[1] * steps_per_quarter)
+        end = max(start + 1, round((item[1] + item[2]) * steps_per_quarter))
+        notes.append(Note(int(item[0]), start, end))
+    return notes
+
+
+@dataclass
+class Melody:
+    index: int
+    tokens: list[int]
+    notes: list[Note]
+    meter: str
+    tempo: float
+    tokenizer: MelodyTokenizer = field(repr=False)
+    info: dict = field(default_factory=dict, repr=False)  # model, seed, params
+    score: float | None = None                             # beam search: total masked log-probability
+
+    def midi_bytes(self) -> bytes:
+        return self.tokenizer.decode_midi_bytes(self.tokens, qpm=self.tempo)
+
+    def musicxml_bytes(self) -> bytes:
+        return self.tokenizer.decode_musicxml(self.tokens, qpm=self.tempo)
+
+    def to_json(self) -> dict:
+        spq, sec = self.tokenizer.steps_per_quarter, 60.0 / self.tempo
+        notes = [{"pitch": n.pitch, "start_beats": n.start / spq, "end_beats": n.end / spq,
+                  "start_s": n.start / spq * sec, "end_s": n.end / spq * sec} for n in self.notes]
+        return {"index": self.index, **self.info, "tempo": self.tempo, "meter": self.meter,
+                "bars": self.tokenizer.bar_count(self.tokens), "steps_per_quarter": spq, "score": self.score,
+                "notes": notes, "tokens": [self.tokenizer.vocab[t] for t in self.tokens]}
+
+
+@dataclass
+class Generation:
+    melodies: list[Melody]
+    seed: int
+    params: GenerationParams
+    model: str
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "seed": self.seed, "params": self.params.to_dict(), "seconds": self.seconds,
+                "melodies": [m.to_json() for m in self.melodies]}
+
+
+class Generator:
+    """A loaded model ready to generate; build once per process (a worker keeps one)."""
+
+    def __init__(self, checkpoint_path=None):
+        self.path = Path(checkpoint_path) if checkpoint_path is not None else DEFAULT_MODEL_PATH
+        self.model, self.tokenizer, ckpt = load_checkpoint(self.path)
+        self.name = self.path.stem
+        self.model.prepare_for_inference()
+        tok, V = self.tokenizer, self.tokenizer.vocab_size
+        self.note_ids = torch.tensor([i for i in range(V) if tok.pitch_of(i) is not None])
+        self.sounding = torch.tensor([tok.pitch_of(i) is not None or i == tok.hold_id for i in range(V)])  # (V,)
+
+    # ---- the prefix: BOS TS or the primer -------------------------------------------------------
+
+    def _prefix(self, params: GenerationParams) -> tuple[list[int], str]:
+        tok = self.tokenizer
+        primer = primer_notes(params.primer, tok.steps_per_quarter)
+        if primer is None:
+            return tok.start_ids(params.meter or "4/4"), params.meter or "4/4"
+        try:
+            ids = tok.encode_midi(primer) if isinstance(primer, bytes) else tok.encode_notes(primer, params.meter or "4/4")
+        except ValueError as e:
+            raise ParameterError("primer", "a melody the tokenizer can read", str(e)) from None
+        meters = [tok.meter_of(t) for t in ids if tok.meter_of(t) is not None]
+        return ids[:-1], meters[-1]  # without EOS; the meter in effect at its end
+
+    def _step_bias(self, params: GenerationParams) -> torch.Tensor:
+        """(2, V) additive logit masks for a grid step: row 0 when no note sounds, row 1 when HOLD may follow."""
+        tok = self.tokenizer
+        bias = torch.full((2, tok.vocab_size), float("-inf"))
+        bias[:, tok.rest_id] = 0.0
+        bias[1, tok.hold_id] = 0.0
+        for p in params.allowed_pitches(tok.config.min_pitch, tok.config.max_pitch):
+            bias[:, tok.note_id(p)] = 0.0
+        return bias
+
+    # ---- generation ------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def generate(self, params: GenerationParams) -> Generation:
+        started = time.perf_counter()
+        params.validate(self.tokenizer)
+        seed = params.seed if params.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        params = replace(params, seed=seed, scale=params.scale or ("major" if params.key else None))
+        tok, model = self.tokenizer, self.model
+        prefix, primer_meter = self._prefix(params)
+        meter = params.meter or primer_meter
+        template = []  # the generated part: -1 marks a grid step to choose
+        for b in range(params.bars):
+            template.append(tok.bar_id)
+            if b == 0 and meter != primer_meter:
+                template.append(tok.meter_id(meter))  # a meter change after the primer
+            template += [-1] * tok.bar_steps(meter)
+        template.append(tok.eos_id)
+        full = prefix + template
+        placeholder = [tok.rest_id if t == -1 else t for t in full]
+        positions = torch.tensor(tok.positions(placeholder)) if model.config.position_dim else None  # (N,)
+
+        beam = params.beam_width > 1
+        B, N, P = (params.beam_width if beam else params.count), len(full), len(prefix)
+        out = torch.tensor(placeholder).repeat(B, 1)  # (B, N)
+        # warm the state on the prefix (all but its last token, which the loop feeds)
+        _, state = model(out[:, :P - 1], positions[:P - 1].expand(B, -1) if positions is not None else None) \
+            if P > 1 else (None, model.init_state(B))
+        gen = torch.Generator().manual_seed(seed)
+        bias = self._step_bias(params)  # (2, V)
+        last_steps = [t for t in prefix if tok.is_step(t)]
+        sounding = torch.full((B,), bool(last_steps) and last_steps[-1] != tok.rest_id)
+        step_cols = [i for i, t in enumerate(full) if t == -1 or tok.is_step(t)]  # every grid step column
+        window = 2 * tok.bar_steps(meter)
+        penalty = None
+        scores = torch.full((B,), float("-inf"))
+        scores[0] = 0.0
+        done_steps = len(last_steps)
+        for i in range(P - 1, N - 1):
+            pos = positions[i].expand(B) if positions is not None else None
+            logits, state = model.step(out[:, i], pos, state)  # (B, V)
+            if full[i + 1] != -1:
+                if full[i + 1] == tok.bar_id and params.avoid_repetition and done_steps >= window:
+                    cols = step_cols[done_steps - window:done_steps]
+                    penalty = self._repetition_penalty(out[:, cols])
+                continue  # a forced structural token, already in `out`
+            logits = logits + bias[sounding.long()]  # (B, V) grammar + key/scale/range masks
+            if penalty is not None:
+                logits += penalty
+            if beam:
+                logp = torch.log_softmax(logits / params.temperature, dim=-1)  # (B, V)
+                top, flat = torch.topk((scores[:, None] + logp).flatten(), B)  # best B continuations
+                parent, choice = flat // logp.shape[1], flat % logp.shape[1]
+                dead = ~torch.isfinite(top)  # fewer legal continuations than beams: copy the best one
+                parent[dead], choice[dead] = parent[0], choice[0]
+                out, scores = out[parent], top
+                state = tuple(s[:, parent] for s in state) if isinstance(state, tuple) else state[:, parent]
+                penalty = penalty[parent] if penalty is not None else None
+            else:
+                choice = self._sample(logits, params, gen)
+            out[:, i + 1] = choice
+            sounding = self.sounding[choice]
+            done_steps += 1
+        if beam:
+            order = torch.argsort(scores, descending=True, stable=True)[:params.count]
+            out, scores = out[order], scores[order]
+        info = {"model": self.name, "seed": seed, "params": params.to_dict()}
+        melodies = []
+        for b in range(out.shape[0]):
+            ids = out[b].tolist()
+            if params.primer is not None and not params.include_primer:
+                ids = self._without_primer(ids[P:], meter)
+            notes, _ = tok.decode_notes(ids)  # validates the grammar
+            melodies.append(Melody(b, ids, notes, meter, float(params.tempo), tok, info,
+                                   float(scores[b]) if beam else None))
+        return Generation(melodies, seed, params, self.name, time.perf_counter() - started)
+
+    def _sample(self, logits, params, gen) -> torch.Tensor:
+        """Temperature, top-k, top-p, then one draw per row from the seeded generator -> (B,)."""
+        if params.temperature != 1.0:
+            logits = logits / params.temperature
+        if 0 < params.top_k < logits.shape[1]:
+            kth = torch.topk(logits, params.top_k, dim=-1).values[:, -1:]  # (B, 1)
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if params.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+            probs = torch.softmax(sorted_logits, dim=-1)
+            beyond = probs.cumsum(-1) - probs > params.top_p  # tokens after the nucleus (the first always stays)
+            logits = logits.scatter(1, order, sorted_logits.masked_fill(beyond, float("-inf")))
+        return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen).squeeze(1)
+
+    def _repetition_penalty(self, recent: torch.Tensor) -> torch.Tensor | None:
+        """recent (B, W) step tokens of the last two bars -> (B, V) logit penalty, or None."""
+        tok, (B, W) = self.tokenizer, recent.shape
+        counts = torch.zeros(B, self.tokenizer.vocab_size).scatter_add_(1, recent, torch.ones(B, W))
+        played = counts[:, self.note_ids] > 0  # (B, pitches)
+        onsets = counts[:, self.note_ids].sum(1)
+        penalty = torch.zeros_like(counts)
+        loop = (onsets >= 4) & (played.sum(1) <= 2)  # a one- or two-pitch loop
+        penalty[:, self.note_ids] -= REPETITION_PENALTY * (played & loop[:, None])
+        penalty[:, tok.rest_id] -= REPETITION_PENALTY * (counts[:, tok.rest_id] == W)  # silence
+        penalty[:, tok.hold_id] -= REPETITION_PENALTY * (counts[:, tok.hold_id] == W)  # one endless note
+        return penalty if bool(penalty.any()) else None
+
+    def _without_primer(self, generated: list[int], meter: str) -> list[int]:
+        """BOS TS + the generated bars; a note held over from the primer becomes rests."""
+        tok = self.tokenizer
+        ids = tok.start_ids(meter) + [t for j, t in enumerate(generated) if not (j == 1 and tok.meter_of(t))]
+        i = 3  # first step of the first bar (BOS TS BAR ...)
+        while i < len(ids) and ids[i] == tok.hold_id:
+            ids[i] = tok.rest_id
+            i += 1
+        return ids
+
+
+_GENERATORS: dict = {}
+
+
+def generate_melody(params: GenerationParams | dict, model=None) -> Generation:
+    """Generate from parameters (a GenerationParams or a dict of its fields).
+
+    ``model``: None (the shipped default), a checkpoint path, or a Generator. Generators built
+    from paths are cached per process (keyed by path and modification time).
+    """
+    if isinstance(params, dict):
+        unknown = sorted(set(params) - set(GenerationParams.__dataclass_fields__))
+        if unknown:
+            raise ParameterError(unknown[0], "one of " + ", ".join(GenerationParams.__dataclass_fields__),
+                                 params[unknown[0]])
+        params = GenerationParams(**params)
+    if not isinstance(model, Generator):
+        path = Path(model) if model is not None else DEFAULT_MODEL_PATH
+        key = (str(path.resolve()), path.stat().st_mtime_ns if path.exists() else None)
+        if key not in _GENERATORS:
+            _GENERATORS.clear()  # one model per process at a time
+            _GENERATORS[key] = Generator(path)
+        model = _GENERATORS[key]
+    return model.generate(params)
+
