@@ -1,0 +1,184 @@
+"""The JSON API under /api/v1: submit melody and training jobs, read and cancel jobs, list
+models and choose the default.
+
+Views validate, store a job record, publish the job id to a queue and answer 202 with the
+job's URL; they never wait on a worker. The work itself is in worker/.
+"""
+import base64
+import binascii
+import hmac
+import json
+from functools import wraps
+
+from flask import Blueprint, abort, current_app, jsonify, request, url_for
+
+from service.jobs import FINISHED, new_job_id, public_record
+from service.schemas import (MAX_TRAIN_MINUTES, MelodyRequest, RequestInvalid, TrainingRequest,
+                             validate_request)
+from service.storage import atomic_write, job_dir
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def services():
+    return current_app.extensions["tunesmith"]
+
+
+def require_token(view):
+    """Bearer-token check for training and admin endpoints (open when no token is set)."""
+    @wraps(view)
+    def checked(*args, **kwargs):
+        token = current_app.config["TUNESMITH_TOKEN"]
+        if token:
+            given = request.headers.get("Authorization", "")
+            if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), token.encode())):
+                response = jsonify(error="this endpoint needs 'Authorization: Bearer <token>'")
+                response.headers["WWW-Authenticate"] = "Bearer"
+                return response, 401
+        return view(*args, **kwargs)
+    return checked
+
+
+def submit(kind: str, params: dict, task, time_limit: float, job_id=None, **fields):
+    """Store a queued record, publish the job id, answer 202 with its URL.
+
+    The task id is the job id. If publishing fails the record is removed and the broker
+    error propagates (the app answers 503).
+    """
+    store = services().jobs
+    record = store.create(kind, params, job_id=job_id, **fields)
+    try:
+        task.apply_async(args=[record["id"]], task_id=record["id"],
+                         soft_time_limit=int(time_limit * 0.8), time_limit=int(time_limit))
+    except Exception:
+        store.redis.delete(store.key(record["id"]))
+        raise
+    status_url = url_for("api.get_job", job_id=record["id"])
+    response = jsonify(id=record["id"], status_url=status_url, state="queued")
+    return response, 202, {"Location": status_url}
+
+
+def json_body() -> dict:
+    body = request.get_json(silent=True)
+    if body is None and request.get_data():
+        raise RequestInvalid([{"field": "(body)", "message": "the request body is not valid JSON",
+                               "allowed": "a JSON object"}])
+    return {} if body is None else body
+
+
+@bp.post("/melodies")
+def create_melodies():
+    from worker import tasks
+    req = validate_request(MelodyRequest, json_body())
+    models = services().models
+    name = req.model or models.default_name()
+    if models.path(name) is None:
+        usable = [m["name"] for m in models.list() if m["available"]]
+        raise RequestInvalid([{"field": "model", "message": f"model {name!r} is not registered or has no checkpoint",
+                               "allowed": "one of: " + (", ".join(usable) or "(no usable model yet)")}])
+    if isinstance(req.primer, str):
+        _decode_base64(req.primer, "primer")
+    params = {**req.model_dump(), "model": name}
+    return submit("melody", params, tasks.generate_melodies,
+                  current_app.config["TUNESMITH_GENERATE_TIME_LIMIT"])
+
+
+@bp.post("/training-jobs")
+@require_token
+def create_training_job():
+    from worker import tasks
+    upload = None
+    if request.mimetype == "multipart/form-data":
+        body = {k: _form_value(v) for k, v in request.form.items()}
+        if "file" in request.files:
+            upload = request.files["file"].read()
+            body["data_base64"] = "(uploaded file)"
+    else:
+        body = json_body()
+    req = validate_request(TrainingRequest, body)
+    if upload is None and req.data_base64 is not None:
+        upload = _decode_base64(req.data_base64, "data_base64")
+    if upload is not None and not upload.startswith(b"PK\x03\x04"):
+        raise RequestInvalid([{"field": "data", "message": "the uploaded data is not a zip file",
+                               "allowed": "a zip of .mid/.midi files"}])
+    models = services().models
+    if req.name and models.name_taken(req.name):
+        return jsonify(error=f"a model named {req.name!r} is already registered"), 409
+
+    job_id = new_job_id()
+    params = req.model_dump(exclude={"data_base64"})
+    if upload is not None:
+        atomic_write(job_dir(services().home, job_id) / "upload.zip", upload)
+        params["data"] = f"upload.zip ({len(upload)} bytes)"
+    elif not params["data"].startswith("music21:"):
+        params["data"] = "music21:" + params["data"]
+    params["name"] = req.name or f"job-{job_id[:8]}"
+    limit = req.max_minutes * 60 + 600            # its own budget, then room to save and register
+    training = {"epoch": 0, "epochs": req.epochs, "step": 0, "history": [],
+                "tokens_per_s": None, "eta_s": None, "model": None}
+    return submit("training", params, tasks.train_model, limit, job_id=job_id, training=training)
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id):
+    record = services().jobs.get(job_id)
+    if record is None:
+        abort(404, f"no job {job_id!r} (unknown or expired)")
+    return jsonify(public_record(record))
+
+
+@bp.delete("/jobs/<job_id>")
+def cancel_job(job_id):
+    """Cancel a queued job (the worker skips it) or a running one (it stops at its next check)."""
+    store = services().jobs
+    record = store.get(job_id)
+    if record is None:
+        abort(404, f"no job {job_id!r} (unknown or expired)")
+    if record["state"] in FINISHED or not store.cancel(job_id):
+        record = store.get(job_id)
+        return jsonify(error=f"job already {record['state']}", job=public_record(record)), 409
+    try:
+        current_app.extensions["celery"].control.revoke(job_id)
+    except Exception:                    # the record already says cancelled; workers check it
+        current_app.logger.warning("could not broadcast revoke for %s", job_id)
+    return jsonify(public_record(store.get(job_id)))
+
+
+@bp.get("/models")
+def list_models():
+    models = services().models
+    return jsonify(models=models.list(), default=models.default_name())
+
+
+@bp.post("/models/<name>/default")
+@require_token
+def make_default(name):
+    models = services().models
+    if models.path(name) is None:
+        abort(404, f"no model {name!r}")
+    models.set_default(name)
+    return jsonify(default=name, model=models.get(name))
+
+
+@bp.get("/limits")
+def limits():
+    """Ranges the web pages show next to their inputs."""
+    return jsonify(melody=MelodyRequest.model_json_schema(), training=TrainingRequest.model_json_schema(),
+                   max_train_minutes=MAX_TRAIN_MINUTES,
+                   max_upload_bytes=current_app.config["MAX_CONTENT_LENGTH"])
+
+
+def _decode_base64(text: str, field: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestInvalid([{"field": field, "message": f"{field} is not valid base64",
+                               "allowed": "base64 text (RFC 4648)"}]) from None
+
+
+def _form_value(text: str):
+    """A multipart form field: JSON when it parses (numbers), else the string itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

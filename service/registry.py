@@ -1,0 +1,120 @@
+"""The model registry: named checkpoints under TUNESMITH_HOME/models, and which one is the
+default for new requests.
+
+    models/<name>/model.pt     the checkpoint (copied in atomically when a training job ends)
+    models/<name>/meta.json    name, created, data, metrics, job
+    models/default.json        {"name": ...}: the default model; absent = "default"
+
+The shipped checkpoint (model/weights/default.pt, or TUNESMITH_DEFAULT_MODEL) is always
+registered as "default". The registry lives on disk beside the job artifacts, so the API and
+every worker that share TUNESMITH_HOME (one folder, or one Docker volume) see the same models;
+a worker keys its loaded model by checkpoint path and modification time, so a new default
+is picked up by the next task without restarting anything.
+"""
+import json
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+from service.storage import atomic_copy, atomic_write
+
+SHIPPED_NAME = "default"
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+def shipped_model_path() -> Path:
+    """model/weights/default.pt, located without importing torch."""
+    import model
+    return Path(model.__file__).resolve().parent / "weights" / "default.pt"
+
+
+class ModelRegistry:
+    def __init__(self, home, shipped_path=None):
+        self.root = Path(home) / "models"
+        self.shipped_path = Path(shipped_path) if shipped_path else shipped_model_path()
+
+    def valid_name(self, name: str) -> bool:
+        return bool(_NAME_RE.match(name or ""))
+
+    def path(self, name: str) -> Path | None:
+        """The checkpoint of a registered model, or None."""
+        if name == SHIPPED_NAME:
+            return self.shipped_path if self.shipped_path.is_file() else None
+        if not self.valid_name(name):
+            return None
+        path = self.root / name / "model.pt"
+        return path if path.is_file() else None
+
+    def default_name(self) -> str:
+        try:
+            name = json.loads((self.root / "default.json").read_text())["name"]
+        except (OSError, ValueError, KeyError):
+            return SHIPPED_NAME
+        return name if self.path(name) else SHIPPED_NAME
+
+    def set_default(self, name: str) -> None:
+        if self.path(name) is None:
+            raise KeyError(name)
+        atomic_write(self.root / "default.json", json.dumps({"name": name}).encode())
+
+    def get(self, name: str) -> dict | None:
+        path = self.shipped_path if name == SHIPPED_NAME else self.path(name)
+        if path is None:
+            return None
+        if name == SHIPPED_NAME:
+            sidecar = path.with_suffix(".json")
+            meta = _read_json(sidecar) if sidecar.is_file() else {}
+            meta.setdefault("data", "music21:essenFolksong")
+            meta.update(name=SHIPPED_NAME, shipped=True)
+            meta.setdefault("created", _mtime_iso(path) if path.exists() else None)
+        else:
+            meta = _read_json(path.parent / "meta.json")
+            meta["name"] = name
+        meta["available"] = path.is_file()
+        meta["default"] = name == self.default_name()
+        return meta
+
+    def list(self) -> list[dict]:
+        names = [SHIPPED_NAME]
+        if self.root.is_dir():
+            names += sorted(p.name for p in self.root.iterdir()
+                            if p.name != SHIPPED_NAME and (p / "model.pt").is_file())
+        return [self.get(n) for n in names]
+
+    def register(self, name: str, checkpoint, meta: dict) -> str:
+        """Copy a checkpoint in under `name` (or `name-2`, ... when taken); returns the name used."""
+        if not self.valid_name(name) or name == SHIPPED_NAME:
+            raise ValueError(f"model name must match {NAME_PATTERN} and not be 'default', got {name!r}")
+        job = meta.get("job")
+        final, n = name, 1
+        while (self.root / final / "model.pt").exists():
+            if job and _read_json(self.root / final / "meta.json").get("job") == job:
+                return final             # this job registered it already (a re-delivered task)
+            n += 1
+            final = f"{name}-{n}"
+        folder = self.root / final
+        atomic_copy(checkpoint, folder / "model.pt")
+        meta = {**meta, "name": final, "created": meta.get("created") or _now_iso()}
+        atomic_write(folder / "meta.json", json.dumps(meta, indent=1).encode())
+        return final
+
+    def name_taken(self, name: str) -> bool:
+        return name == SHIPPED_NAME or (self.root / name / "model.pt").exists()
+
+
+def _read_json(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _mtime_iso(path) -> str:
+    stamp = datetime.fromtimestamp(os.path.getmtime(path), timezone.utc)
+    return stamp.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

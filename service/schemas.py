@@ -1,0 +1,206 @@
+"""Request models for /api/v1, validated at the edge with pydantic.
+
+Unknown fields, wrong types and values out of range are all reported at once, each with the
+range it must be in: `validate_request(Model, body)` raises `RequestInvalid`, which the app
+turns into `400 {"error": "validation failed", "fields": [{field, message, allowed}]}`.
+These models also feed the OpenAPI document (service/openapi.py).
+"""
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+MAX_TRAIN_MINUTES = 240
+MAX_PRIMER_BASE64 = 96 * 1024          # a primer is a few bars, not a symphony
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+PrimerNote = tuple[Annotated[int, Field(ge=0, le=127)],       # MIDI pitch
+                   Annotated[float, Field(ge=0, le=1024)],    # start, in beats
+                   Annotated[float, Field(gt=0, le=64)]]      # duration, in beats
+# The same names as model.sampling's PITCH_CLASSES and SCALES (tests/test_api.py checks), kept
+# here so the API process validates without importing torch.
+KEYS = ("C", "C#", "Db", "D", "D#", "Eb", "E", "F", "F#", "Gb", "G", "G#", "Ab", "A", "A#", "Bb", "B")
+SCALES = ("major", "minor", "harmonic_minor", "dorian", "mixolydian", "lydian", "phrygian",
+          "pentatonic_major", "pentatonic_minor", "blues", "chromatic")
+
+class RequestInvalid(Exception):
+    """A request that failed validation; `fields` is the list the API returns."""
+
+    def __init__(self, fields: list[dict]):
+        super().__init__(f"{len(fields)} invalid field(s)")
+        self.fields = fields
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class MelodyRequest(StrictModel):
+    """POST /api/v1/melodies. Every field is optional."""
+    bars: int = Field(8, ge=1, le=64, description="bars to generate (after the primer)")
+    temperature: float = Field(1.0, gt=0, le=5, description="sampling temperature")
+    top_k: int = Field(0, ge=0, le=128, description="sample from the k likeliest tokens; 0 = all")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass; 1 = off")
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="random seed; none = pick one")
+    key: Literal[KEYS] | None = Field(None, description="tonic of the scale the notes must stay in")
+    scale: Literal[SCALES] | None = Field(None, description="the scale (needs key; key alone = major)")
+    tempo: float = Field(120.0, ge=20, le=300, description="quarter notes per minute")
+    meter: str | None = Field(None, pattern=r"^\d{1,2}/\d{1,2}$", description="e.g. 4/4, 6/8")
+    primer: Annotated[str, Field(min_length=4, max_length=MAX_PRIMER_BASE64)] \
+        | Annotated[list[PrimerNote], Field(min_length=1, max_length=512)] | None = Field(
+        None, description="base64 MIDI file, or notes [pitch, start_beats, duration_beats]")
+    include_primer: bool = Field(True, description="keep the primer at the start of the output")
+    model: str | None = Field(None, pattern=NAME_PATTERN, description="registered model; none = the default")
+    count: int = Field(1, ge=1, le=16, description="how many melodies")
+    beam_width: int = Field(1, ge=1, le=16, description="beam search width; 1 = sampling")
+    min_pitch: int | None = Field(None, ge=0, le=127, description="lowest MIDI pitch allowed")
+    max_pitch: int | None = Field(None, ge=0, le=127, description="highest MIDI pitch allowed")
+    avoid_repetition: bool = Field(True, description="discourage one-note loops and long silences")
+
+    @model_validator(mode="after")
+    def _check_together(self):
+        problems = []
+        if self.min_pitch is not None and self.max_pitch is not None and self.min_pitch > self.max_pitch:
+            problems.append(("max_pitch", f"max_pitch must be >= min_pitch ({self.min_pitch}), got {self.max_pitch}",
+                             f"integer from {self.min_pitch} to 127"))
+        if self.scale is not None and self.key is None:
+            problems.append(("key", "key is needed when scale is given", "one of: " + ", ".join(KEYS)))
+        if self.beam_width > 1 and self.count > self.beam_width:
+            problems.append(("count", f"count must be at most beam_width ({self.beam_width}) with beam search, "
+                             f"got {self.count}", f"integer from 1 to {self.beam_width}"))
+        if problems:
+            raise _Together(problems)
+        return self
+
+
+class TrainingRequest(StrictModel):
+    """POST /api/v1/training-jobs. `data` names a music21 collection; or upload a zip of MIDI
+    files, as multipart field `file` or as `data_base64` in JSON."""
+    data: str | None = Field(None, pattern=r"^(music21:)?[A-Za-z0-9_.-]{1,64}$",
+                             description="music21 collection, e.g. essenFolksong or music21:bach")
+    data_base64: str | None = Field(None, description="a zip of .mid files, base64")
+    epochs: int = Field(10, ge=1, le=500)
+    cell: Literal["lstm", "gru", "rnn"] = "lstm"
+    hidden_size: int = Field(256, ge=4, le=1024)
+    layers: int = Field(2, ge=1, le=4)
+    embedding_dim: int = Field(64, ge=4, le=512)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    batch_size: int = Field(32, ge=1, le=512)
+    bptt: Annotated[int, Field(ge=4, le=2048)] | Literal["full"] = Field(
+        64, description="truncated BPTT length in tokens, or 'full'")
+    clip: float = Field(1.0, gt=0, le=100, description="gradient norm clip")
+    lr: float = Field(2e-3, gt=0, le=1, description="learning rate")
+    max_minutes: float = Field(30.0, gt=0, le=MAX_TRAIN_MINUTES, description="wall-clock budget")
+    name: str | None = Field(None, pattern=NAME_PATTERN, description="model name to register")
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name):
+        if name == "default":
+            raise ValueError("name 'default' is reserved for the shipped model")
+        return name
+
+    @model_validator(mode="after")
+    def _check_together(self):
+        problems = []
+        if (self.data is None) == (self.data_base64 is None):
+            problems.append(("data", "give exactly one of data (a music21 collection) or an uploaded zip",
+                             "a collection name, or a zip as multipart 'file' or 'data_base64'"))
+        if problems:
+            raise _Together(problems)
+        return self
+
+
+class _Together(ValueError):
+    """Cross-field problems found after the single fields passed."""
+
+    def __init__(self, problems):
+        super().__init__("; ".join(p[1] for p in problems))
+        self.problems = problems
+
+
+def validate_request(model: type[BaseModel], body) -> BaseModel:
+    """Validate a decoded JSON body; raise RequestInvalid naming every bad field."""
+    if not isinstance(body, dict):
+        raise RequestInvalid([{"field": "(body)", "message": "the request body must be a JSON object",
+                               "allowed": "a JSON object with the fields in the API docs"}])
+    try:
+        # JSON mode: strict types as JSON has them (arrays are tuples, integers are numbers)
+        return model.model_validate_json(json.dumps(body))
+    except _Together as exc:
+        raise RequestInvalid([{"field": f, "message": m, "allowed": a} for f, m, a in exc.problems]) from None
+    except ValidationError as exc:
+        raise RequestInvalid(_describe(model, exc)) from None
+
+
+def _describe(model, exc: ValidationError) -> list[dict]:
+    schema = model.model_json_schema()
+    fields, chosen = [], {}
+    for error in exc.errors():
+        if error["type"] == "value_error" and isinstance(error.get("ctx", {}).get("error"), _Together):
+            for f, m, a in error["ctx"]["error"].problems:
+                fields.append({"field": f, "message": m, "allowed": a})
+            continue
+        name = str(error["loc"][0]) if error["loc"] else "(body)"
+        # a union reports every branch: keep the one that got deepest (the list item that failed)
+        if name not in chosen or len(error["loc"]) > len(chosen[name]["loc"]):
+            chosen[name] = error
+    for name, error in chosen.items():
+        if error["type"] == "extra_forbidden":
+            fields.append({"field": name, "message": f"unknown field {name!r}",
+                           "allowed": "one of: " + ", ".join(model.model_fields)})
+            continue
+        where = ".".join(str(part) for part in error["loc"] if not _is_branch(part))
+        prop = schema.get("properties", {}).get(name, {})
+        fields.append({"field": name, "message": f"{where}: {error['msg']}, got {_short(error.get('input'))}",
+                       "allowed": allowed_text(prop, schema)})
+    return fields
+
+
+def _is_branch(part) -> bool:
+    """Union branch labels in an error location ('str', 'list[...]', 'int', ...)."""
+    return isinstance(part, str) and ("[" in part or part.startswith("constrained-")
+                                      or part in ("str", "int", "float", "none", "bool"))
+
+
+def allowed_text(prop: dict, root: dict) -> str:
+    """A person's description of a JSON-schema property: 'number > 0 and <= 5', 'one of: ...'."""
+    if "$ref" in prop:
+        prop = root.get("$defs", {}).get(prop["$ref"].split("/")[-1], {})
+    if "anyOf" in prop:
+        parts = [allowed_text(p, root) for p in prop["anyOf"]]
+        return " or ".join(p for p in parts if p)
+    if "enum" in prop:
+        return "one of: " + ", ".join(str(v) for v in prop["enum"])
+    if "const" in prop:
+        return repr(prop["const"])
+    kind = prop.get("type")
+    if kind in ("integer", "number"):
+        bounds = []
+        if "minimum" in prop:
+            bounds.append(f">= {prop['minimum']}")
+        if "exclusiveMinimum" in prop:
+            bounds.append(f"> {prop['exclusiveMinimum']}")
+        if "maximum" in prop:
+            bounds.append(f"<= {prop['maximum']}")
+        if "exclusiveMaximum" in prop:
+            bounds.append(f"< {prop['exclusiveMaximum']}")
+        return f"{kind} " + " and ".join(bounds) if bounds else kind
+    if kind == "string":
+        if "pattern" in prop:
+            return f"string matching {prop['pattern']}"
+        if "maxLength" in prop:
+            return f"string of {prop.get('minLength', 0)} to {prop['maxLength']} characters"
+        return "string"
+    if kind == "array":
+        if "prefixItems" in prop:
+            return "[" + ", ".join(allowed_text(i, root) for i in prop["prefixItems"]) + "]"
+        count = f"{prop.get('minItems', 0)} to {prop['maxItems']} " if "maxItems" in prop else ""
+        return f"list of {count}items " + allowed_text(prop.get("items", {}), root)
+    if kind == "null":
+        return "null"
+    return kind or ""
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,286 @@
+"""The HTTP API through Flask's test client, with a real Redis and no worker: validation,
+job records, cancel of a queued job, auth, the OpenAPI document, broker down -> 503."""
+import base64
+import io
+import time
+import zipfile
+
+import pytest
+
+from service import create_app
+from service.schemas import KEYS, SCALES
+
+TOKEN = {"Authorization": "Bearer test-token"}
+
+
+@pytest.fixture
+def app(service_env, monkeypatch):
+    for name, value in service_env.items():
+        monkeypatch.setenv(name, value)
+    return create_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def fields_of(response):
+    assert response.status_code == 400, response.get_json()
+    body = response.get_json()
+    assert body["error"] == "validation failed"
+    return {f["field"]: f for f in body["fields"]}
+
+
+# ---- melody requests ---------------------------------------------------------------------------
+
+def test_post_melodies_returns_202_with_job_url_and_a_queued_record(client):
+    response = client.post("/api/v1/melodies", json={"bars": 4, "seed": 7, "key": "D", "scale": "dorian"})
+    assert response.status_code == 202
+    body = response.get_json()
+    assert response.headers["Location"] == body["status_url"] == f"/api/v1/jobs/{body['id']}"
+    job = client.get(body["status_url"]).get_json()
+    assert job["state"] == "queued" and job["kind"] == "melody" and job["progress"] == 0.0
+    assert job["params"]["bars"] == 4 and job["params"]["key"] == "D" and job["params"]["model"] == "default"
+    assert job["created_at"].endswith("Z") and job["started_at"] is None and job["error"] is None
+
+
+def test_empty_body_takes_every_default(client):
+    assert client.post("/api/v1/melodies").status_code == 202
+
+
+@pytest.mark.parametrize("field,bad,allowed_part", [
+    ("bars", 0, ">= 1"), ("bars", 65, "<= 64"), ("bars", "8", "integer"), ("bars", 4.5, "integer"),
+    ("temperature", 0, "> 0"), ("temperature", 5.5, "<= 5"), ("temperature", "hot", "number"),
+    ("top_k", -1, ">= 0"), ("top_k", 129, "<= 128"),
+    ("top_p", 0, "> 0"), ("top_p", 1.01, "<= 1"),
+    ("seed", -1, ">= 0"), ("seed", 2**32, "<= 4294967295"), ("seed", 1.5, "integer"),
+    ("key", "H", "one of"), ("key", 3, "one of"),
+    ("scale", "bebop", "one of"),
+    ("tempo", 19, ">= 20"), ("tempo", 301, "<= 300"),
+    ("meter", "four", "matching"),
+    ("primer", "", "characters"), ("primer", [[200, 0, 1]], "<= 127"), ("primer", [[60, -1, 1]], ">= 0"),
+    ("primer", [[60, 0, 0]], "> 0"), ("primer", [[60, 0]], "["), ("primer", [[60, 0, 1]] * 513, "512"),
+    ("primer", "x" * (96 * 1024 + 1), "98304"),
+    ("include_primer", "yes", "boolean"),
+    ("model", "Bad Name!", "matching"),
+    ("count", 0, ">= 1"), ("count", 17, "<= 16"),
+    ("beam_width", 0, ">= 1"), ("beam_width", 17, "<= 16"),
+    ("min_pitch", -1, ">= 0"), ("max_pitch", 128, "<= 127"),
+    ("avoid_repetition", 1, "boolean"),
+])
+def test_each_bad_melody_field_is_named_with_its_allowed_range(client, field, bad, allowed_part):
+    problems = fields_of(client.post("/api/v1/melodies", json={field: bad}))
+    assert list(problems) == [field]
+    assert allowed_part in problems[field]["allowed"], problems[field]
+    assert problems[field]["message"]
+
+
+def test_every_bad_field_is_reported_at_once(client):
+    problems = fields_of(client.post("/api/v1/melodies", json={
+        "bars": 0, "temperature": 9, "count": 99, "colour": "blue", "top_p": "x"}))
+    assert set(problems) == {"bars", "temperature", "count", "colour", "top_p"}
+    assert problems["colour"]["message"] == "unknown field 'colour'"
+    assert "bars" in problems["colour"]["allowed"]
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"min_pitch": 80, "max_pitch": 60}, "max_pitch"),
+    ({"scale": "minor"}, "key"),
+    ({"beam_width": 2, "count": 3}, "count"),
+    ({"model": "nosuchmodel"}, "model"),
+    ({"primer": "not base64!"}, "primer"),
+])
+def test_rules_across_fields(client, body, field):
+    assert field in fields_of(client.post("/api/v1/melodies", json=body))
+
+
+@pytest.mark.parametrize("raw,content_type", [
+    (b"{not json", "application/json"), (b"[1, 2]", "application/json"), (b'"text"', "application/json")])
+def test_a_body_that_is_not_a_json_object_is_400(client, raw, content_type):
+    problems = fields_of(client.post("/api/v1/melodies", data=raw, content_type=content_type))
+    assert "(body)" in problems
+
+
+def test_key_and_scale_names_match_the_sampler():
+    from model.sampling import PITCH_CLASSES, SCALES as SAMPLER_SCALES
+    assert set(KEYS) == set(PITCH_CLASSES)
+    assert set(SCALES) == set(SAMPLER_SCALES)
+
+
+def test_request_body_over_the_limit_is_413_json(service_env, monkeypatch):
+    for name, value in service_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TUNESMITH_MAX_UPLOAD_MB", "1")
+    client = create_app().test_client()
+    response = client.post("/api/v1/training-jobs", data=b"x" * (1024 * 1024 + 10),
+                           content_type="application/json", headers=TOKEN)
+    assert response.status_code == 413
+    assert "error" in response.get_json()
+
+
+# ---- jobs ----------------------------------------------------------------------------------------
+
+def test_unknown_job_is_404(client):
+    for job_id in ("0123456789abcdef0123456789abcdef", "nothing-like-an-id", "x" * 300):
+        response = client.get(f"/api/v1/jobs/{job_id}")
+        assert response.status_code == 404 and "error" in response.get_json()
+    assert client.delete("/api/v1/jobs/0123456789abcdef0123456789abcdef").status_code == 404
+
+
+def test_cancel_a_queued_job_then_cancel_again_is_409(client):
+    job = client.post("/api/v1/melodies", json={}).get_json()
+    response = client.delete(job["status_url"])
+    assert response.status_code == 200
+    assert response.get_json()["state"] == "cancelled" and response.get_json()["finished_at"]
+    assert client.get(job["status_url"]).get_json()["state"] == "cancelled"
+    again = client.delete(job["status_url"])
+    assert again.status_code == 409 and again.get_json()["job"]["state"] == "cancelled"
+
+
+def test_downloads_of_an_unfinished_job_are_409_and_of_an_unknown_one_404(client):
+    job = client.post("/api/v1/melodies", json={}).get_json()
+    response = client.get(f"/api/v1/melodies/{job['id']}.mid")
+    assert response.status_code == 409 and response.get_json()["state"] == "queued"
+    assert client.get("/api/v1/melodies/0123456789abcdef0123456789abcdef.mid").status_code == 404
+    assert client.get(f"/api/v1/melodies/{job['id']}.exe").status_code in (404, 409)
+
+
+# ---- training jobs and models --------------------------------------------------------------------
+
+def _zip_of(files: dict) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return out.getvalue()
+
+
+def test_training_needs_the_token(client):
+    assert client.post("/api/v1/training-jobs", json={"data": "bach"}).status_code == 401
+    wrong = client.post("/api/v1/training-jobs", json={"data": "bach"}, headers={"Authorization": "Bearer no"})
+    assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
+    assert client.post("/api/v1/models/default/default").status_code == 401
+
+
+def test_training_job_with_a_collection_is_queued_with_its_settings(client):
+    response = client.post("/api/v1/training-jobs", headers=TOKEN,
+                           json={"data": "bach", "epochs": 2, "cell": "gru", "hidden_size": 32, "name": "my-bach"})
+    assert response.status_code == 202
+    job = client.get(response.headers["Location"]).get_json()
+    assert job["kind"] == "training" and job["state"] == "queued"
+    assert job["params"]["data"] == "music21:bach" and job["params"]["cell"] == "gru"
+    assert job["params"]["name"] == "my-bach"
+    assert job["training"]["epochs"] == 2 and job["training"]["history"] == []
+
+
+def test_training_job_with_an_uploaded_zip_multipart_and_base64(client, app):
+    archive = _zip_of({"a.mid": b"MThd-not-checked-until-the-worker"})
+    response = client.post("/api/v1/training-jobs", headers=TOKEN, content_type="multipart/form-data",
+                           data={"file": (io.BytesIO(archive), "tunes.zip"), "epochs": "1", "cell": "lstm"})
+    assert response.status_code == 202, response.get_json()
+    job = client.get(response.headers["Location"]).get_json()
+    assert job["params"]["data"].startswith("upload.zip") and job["params"]["epochs"] == 1
+    saved = app.extensions["tunesmith"].home + f"/jobs/{job['id']}/upload.zip"
+    assert open(saved, "rb").read() == archive
+    encoded = client.post("/api/v1/training-jobs", headers=TOKEN,
+                          json={"data_base64": base64.b64encode(archive).decode(), "epochs": 1})
+    assert encoded.status_code == 202
+
+
+@pytest.mark.parametrize("body,field", [
+    ({}, "data"), ({"data": "bach", "data_base64": "UEsDBA=="}, "data"),
+    ({"data": "../etc/passwd"}, "data"), ({"data": "bach", "epochs": 0}, "epochs"),
+    ({"data": "bach", "epochs": 501}, "epochs"), ({"data": "bach", "cell": "transformer"}, "cell"),
+    ({"data": "bach", "hidden_size": 3}, "hidden_size"), ({"data": "bach", "hidden_size": 2048}, "hidden_size"),
+    ({"data": "bach", "layers": 0}, "layers"), ({"data": "bach", "layers": 5}, "layers"),
+    ({"data": "bach", "bptt": 2}, "bptt"), ({"data": "bach", "bptt": "some"}, "bptt"),
+    ({"data": "bach", "clip": 0}, "clip"), ({"data": "bach", "lr": 0}, "lr"), ({"data": "bach", "lr": 2}, "lr"),
+    ({"data": "bach", "max_minutes": 0}, "max_minutes"), ({"data": "bach", "max_minutes": 241}, "max_minutes"),
+    ({"data": "bach", "name": "Has Spaces"}, "name"), ({"data": "bach", "name": "default"}, "name"),
+    ({"data": "bach", "dropout": 1}, "dropout"), ({"data": "bach", "batch_size": 0}, "batch_size"),
+    ({"data": "bach", "embedding_dim": 1}, "embedding_dim"), ({"data": "bach", "optimizer": "sgd"}, "optimizer"),
+    ({"data_base64": "%%%notbase64"}, "data_base64"), ({"data_base64": base64.b64encode(b"plain").decode()}, "data"),
+])
+def test_each_bad_training_field_is_named(client, body, field):
+    problems = fields_of(client.post("/api/v1/training-jobs", json=body, headers=TOKEN))
+    assert field in problems, problems
+    assert problems[field]["allowed"]
+
+
+def test_models_list_the_shipped_default_and_setting_an_unknown_default_is_404(client):
+    body = client.get("/api/v1/models").get_json()
+    assert body["default"] == "default"
+    (shipped,) = body["models"]
+    assert shipped["name"] == "default" and shipped["default"] and shipped["available"]
+    assert client.post("/api/v1/models/nosuch/default", headers=TOKEN).status_code == 404
+    assert client.post("/api/v1/models/default/default", headers=TOKEN).get_json()["default"] == "default"
+
+
+def test_a_taken_model_name_is_409(client, app, tiny_checkpoint):
+    app.extensions["tunesmith"].models.register("taken", tiny_checkpoint, {"data": "test"})
+    response = client.post("/api/v1/training-jobs", headers=TOKEN, json={"data": "bach", "name": "taken"})
+    assert response.status_code == 409
+
+
+# ---- documents, health, broker down ----------------------------------------------------------------
+
+def test_openapi_describes_every_endpoint_with_schemas(client):
+    spec = client.get("/api/v1/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    for path, method in [("/api/v1/melodies", "post"), ("/api/v1/jobs/{job_id}", "get"),
+                         ("/api/v1/jobs/{job_id}", "delete"), ("/api/v1/melodies/{job_id}.{ext}", "get"),
+                         ("/api/v1/melodies/{job_id}/{n}.{ext}", "get"), ("/api/v1/melodies/{job_id}.zip", "get"),
+                         ("/api/v1/training-jobs", "post"), ("/api/v1/models", "get"),
+                         ("/api/v1/models/{name}/default", "post"), ("/healthz", "get"), ("/readyz", "get")]:
+        assert method in spec["paths"][path], (path, method)
+    schemas = spec["components"]["schemas"]
+    assert schemas["MelodyRequest"]["properties"]["count"]["maximum"] == 16
+    assert schemas["MelodyRequest"]["additionalProperties"] is False
+    assert set(schemas["TrainingRequest"]["properties"]["cell"]["enum"]) == {"lstm", "gru", "rnn"}
+    post = spec["paths"]["/api/v1/melodies"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/MelodyRequest")
+    assert post["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].endswith("/JobAccepted")
+    assert post["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ValidationFailed")
+
+
+def test_docs_page_loads_only_local_assets(client):
+    page = client.get("/api/v1/docs")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "http://" not in html and "https://" not in html
+    for asset in ("css/swagger-ui.css", "js/swagger-ui-bundle.js"):
+        url = html.split(asset)[0].rsplit('"', 1)[1] + asset
+        response = client.get(url)
+        assert response.status_code == 200 and len(response.data) > 1000
+
+
+def test_healthz_answers_and_readyz_explains_without_workers(client):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    response = client.get("/readyz")
+    body = response.get_json()
+    assert response.status_code == 503 and body["ready"] is False
+    assert "no worker answering on queue 'generate'" in body["reasons"]
+    assert body["checks"]["broker"] == "ok" and body["checks"]["default_model"]["status"] == "ok"
+
+
+def test_broker_down_is_503_json_within_two_seconds(service_env, monkeypatch):
+    import socket
+    with socket.socket() as s:           # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name, value in service_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{port}/0")
+    client = create_app().test_client()
+    for method, url, body in [("post", "/api/v1/melodies", {"bars": 4}),
+                              ("get", "/api/v1/jobs/0123456789abcdef0123456789abcdef", None),
+                              ("post", "/api/v1/training-jobs", {"data": "bach"})]:
+        started = time.monotonic()
+        response = getattr(client, method)(url, json=body, headers=TOKEN)
+        elapsed = time.monotonic() - started
+        assert response.status_code == 503, (url, response.get_json())
+        assert "broker unavailable" in response.get_json()["error"]
+        assert elapsed < 2.0, f"{url} took {elapsed:.2f} s"   # the requirement: no hang
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["reasons"][0].startswith("broker unreachable")

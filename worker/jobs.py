@@ -1,0 +1,55 @@
+"""What every job does around its work: claim the record (counting attempts, skipping
+cancelled and finished jobs), fail it with a message, and sweep expired files now and then.
+
+A task is delivered at least once: `acks_late` plus `reject_on_worker_lost` put it back when
+its worker dies. So a job may start again after its first attempt was killed half-way; the
+attempt counter in the record stops a job that kills its worker every time (a poison job).
+"""
+import logging
+import os
+
+from service.jobs import FINISHED, now_iso
+from service.storage import sweep_expired
+
+log = logging.getLogger(__name__)
+SWEEP_EVERY_S = 3600
+
+
+def claim(services, job_id: str, max_attempts: int) -> dict | None:
+    """Mark the job running and return its record, or None when it must not run
+    (unknown, expired, cancelled, already finished, or out of attempts)."""
+    store = services.jobs
+    record = store.get(job_id)
+    if record is None:
+        log.warning("job %s has no record (expired?); skipping", job_id)
+        return None
+    if record["state"] in FINISHED:
+        log.info("job %s is %s; skipping", job_id, record["state"])
+        return None
+    attempts = store.count(job_id, "attempts")
+    if attempts > max_attempts:
+        store.transition(job_id, ("queued", "running"), "failed", finished_at=now_iso(),
+                         error=f"gave up after {max_attempts} attempts: the worker was lost each time")
+        return None
+    fields = {"worker_pid": os.getpid()}
+    if record["started_at"] is None:
+        fields["started_at"] = now_iso()
+    if not store.transition(job_id, ("queued", "running"), "running", **fields):
+        return None                      # cancelled in the meantime
+    return store.get(job_id)
+
+
+def fail(services, job_id: str, message: str) -> None:
+    services.jobs.transition(job_id, ("queued", "running"), "failed", finished_at=now_iso(), error=message)
+
+
+def maybe_sweep(services, ttl: int) -> None:
+    """At most once an hour across all workers: delete the folders of expired jobs."""
+    lock = f"{services.jobs.prefix}sweep-lock"
+    try:
+        if services.redis.set(lock, os.getpid(), nx=True, ex=SWEEP_EVERY_S):
+            removed = sweep_expired(services.home, lambda jid: services.jobs.get(jid) is not None, ttl)
+            if removed:
+                log.info("removed %d expired job folders", len(removed))
+    except Exception:                    # housekeeping must never fail a job
+        log.exception("sweeping expired jobs failed")

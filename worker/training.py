@@ -1,0 +1,111 @@
+"""A training job: unpack the data, train with progress in the job record, register the model.
+
+`run_training_job` is the whole job as a plain function; worker/tasks.py only calls it.
+`model.training.train` writes `jobs/<id>/model.pt` and a resume file after every epoch; a
+re-delivered job (its worker died) resumes from there. Cancelling the job makes
+`should_stop()` true, and training ends cleanly at its next step.
+"""
+import logging
+import time
+
+from service.jobs import now_iso
+from service.storage import job_dir
+from service.uploads import extract_midi_zip
+from worker.jobs import claim, fail
+
+log = logging.getLogger(__name__)
+WRITE_EVERY_S = 0.5         # progress writes to Redis at most this often (epochs always)
+
+
+def train_config(params: dict, data_spec: str, out):
+    from model.training import TrainConfig
+    return TrainConfig(data=data_spec, out=str(out), cell=params["cell"], hidden_size=params["hidden_size"],
+                       layers=params["layers"], embedding_dim=params["embedding_dim"], dropout=params["dropout"],
+                       bptt=params["bptt"], batch_size=params["batch_size"], lr=params["lr"], clip=params["clip"],
+                       epochs=params["epochs"], max_minutes=params["max_minutes"], threads=1)
+
+
+def prepare_data(home, job_id: str, params: dict) -> str:
+    """The corpus spec to train on: a music21 collection, or the folder of the uploaded MIDI."""
+    if params["data"].startswith("music21:"):
+        return params["data"]
+    folder = job_dir(home, job_id)
+    data_dir = folder / "data"
+    if not data_dir.is_dir() or not any(data_dir.iterdir()):
+        kept, skipped = extract_midi_zip(folder / "upload.zip", data_dir)
+        log.info("job %s: %d MIDI files, %d skipped", job_id, len(kept), len(skipped))
+    return str(data_dir)
+
+
+class ProgressWriter:
+    """`progress` and `should_stop` callbacks for `train`, backed by the job record."""
+
+    def __init__(self, store, job_id):
+        self.store, self.job_id = store, job_id
+        self.last_write = self.last_check = 0.0
+        self.cancelled = False
+
+    def __call__(self, event: dict) -> None:
+        now = time.monotonic()
+        if event["event"] == "step" and now - self.last_write < WRITE_EVERY_S:
+            return
+        self.last_write = now
+        epochs, spe = event["epochs"], event.get("steps_per_epoch") or 0
+        if event["event"] == "step" and spe:
+            done = (event["epoch"] - 1 + event["step"] / spe) / epochs
+        else:
+            done = event["epoch"] / epochs
+        history = [{k: h.get(k) for k in ("epoch", "train_loss", "valid_loss", "tokens_per_s", "seconds")}
+                   for h in event["history"]]
+        training = {"epoch": event["epoch"], "epochs": epochs, "step": event["step"], "steps_per_epoch": spe or None,
+                    "train_loss": event.get("train_loss"), "history": history,
+                    "tokens_per_s": event.get("tokens_per_s"), "eta_s": event.get("eta_s"), "model": None}
+        self.store.transition(self.job_id, ("running",), progress=round(min(done, 0.99), 4), training=training)
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if now - self.last_check >= WRITE_EVERY_S:
+            self.last_check = now
+            self.cancelled = self.store.is_cancelled(self.job_id)
+        return self.cancelled
+
+
+def run_training_job(services, job_id: str, max_attempts: int = 3) -> str:
+    record = claim(services, job_id, max_attempts)
+    if record is None:
+        return "skipped"
+    store, params = services.jobs, record["params"]
+    folder = job_dir(services.home, job_id)
+    try:
+        from model.data import load_corpus
+        from model.tokens import TokenizerConfig
+        from model.training import train
+        config = train_config(params, prepare_data(services.home, job_id, params), folder / "model.pt")
+        corpus = load_corpus(config.data, TokenizerConfig(steps_per_quarter=config.steps_per_quarter),
+                             workers=1, progress=False)
+        writer = ProgressWriter(store, job_id)
+        resume = config.resume_path().exists()          # a re-delivered job picks up where it stopped
+        outcome = train(config, progress=writer, should_stop=writer.should_stop, resume=resume,
+                        corpus=corpus, show_progress=False)
+        if outcome["stopped"] == "should_stop":
+            return "cancelled"
+        name = services.models.register(params["name"], outcome["checkpoint"], meta={
+            "data": params["data"], "metrics": outcome["metrics"], "job": job_id,
+            "params": {k: v for k, v in params.items() if k != "name"}, "created": now_iso()})
+    except ValueError as exc:               # bad data or settings (UploadInvalid included)
+        fail(services, job_id, str(exc))
+        return "failed"
+    except Exception as exc:                 # report it; keep the worker alive
+        log.exception("training job %s failed", job_id)
+        fail(services, job_id, f"{type(exc).__name__}: {exc}")
+        return "failed"
+    record = store.get(job_id)
+    training = {**(record.get("training") or {}), "model": name}
+    result = {"model": name, "metrics": outcome["metrics"], "stopped": outcome["stopped"],
+              "checkpoint": f"models/{name}/model.pt"}
+    if store.transition(job_id, ("running",), "succeeded", progress=1.0, result=result, training=training,
+                        finished_at=now_iso()):
+        store.count(job_id, "completions")
+        return "succeeded"
+    return "cancelled"
+
