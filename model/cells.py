@@ -119,136 +119,221 @@ class GRUCell(_Cell):
         return h1.squeeze(0) if unbatched else h1
 
 
+# ---- matmul kernels -------------------------------------------------------------------------------
+# On this machine kind (AMD EPYC, AVX-512) MKL's sgemm, behind torch.mm/addmm, runs a (64, 256) x
+# (256, 1024) product at about half the speed of oneDNN's, the kernel torch.nn.LSTM itself uses; oneDNN
+# costs more per call for a handful of rows. So float32 products with >= 8 rows go through oneDNN's
+# linear (torch.ops.mkldnn._linear_pointwise, the op torch.compile emits on CPU); others through MKL.
+_ONEDNN = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+ONEDNN_MIN_ROWS = 8
+
+
+def _onednn_ok(t: torch.Tensor, rows: int) -> bool:
+    return _ONEDNN is not None and t.dtype == torch.float32 and t.device.type == "cpu" and rows >= ONEDNN_MIN_ROWS
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """x (N, in) @ w (out, in)^T + b, no autograd (used inside the Functions below)."""
+    if _onednn_ok(x, x.shape[0]):
+        return _ONEDNN(x, w.contiguous(), b, "none", [], "")
+    return F.linear(x, w, b)
+
+
+class StepMatmul:
+    """acc + h @ w^T for one time step with the faster kernel for the batch size (also used by
+    MelodyNetwork.step): in place on acc with MKL, or a new tensor from oneDNN."""
+
+    def __init__(self, w: torch.Tensor, rows: int):
+        self.in_place = not _onednn_ok(w, rows)
+        self.w = w.t().contiguous() if self.in_place else w.contiguous()  # (in, out) or (out, in)
+
+    def __call__(self, h: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
+        if self.in_place:
+            return acc.addmm_(h, self.w)
+        return _ONEDNN.binary(h, acc, self.w, None, "add")
+
+    def into(self, out: torch.Tensor, h: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
+        """out = acc + h @ w^T, where acc is out itself, another (B, out) tensor or a bias (out,)."""
+        if self.in_place:
+            return out.addmm_(h, self.w) if acc is out else torch.addmm(acc, h, self.w, out=out)
+        if acc.dim() == 1:
+            return out.copy_(_ONEDNN(h, self.w, acc, "none", [], ""))
+        return out.copy_(_ONEDNN.binary(h, acc, self.w, None, "add"))
+
+    def linear(self, h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """A new tensor bias + h @ w^T."""
+        return torch.addmm(bias, h, self.w) if self.in_place else _ONEDNN(h, self.w, bias, "none", [], "")
+
+
 # ---- one layer over a whole sequence, with a hand-written BPTT ------------------------------------
-# Each Function takes xproj (T, B, G*H) = x W_ih^T + biases for all steps, computed outside by
-# autograd (so autograd also gives dW_ih, db and dx), and returns the outputs h_1..h_T (T, B, H).
+# Each Function takes the layer input x (T, B, I) time-major and returns its outputs h_1..h_T (T, B, H)
+# and the final state. The backward pass receives d_out (T, B, H) and the final state's gradients.
+
+
+def _input_grads(ctx, x, dpre, w_ih, bias_index):
+    """Gradients of pre = x W_ih^T + b: dx, dW_ih, db (None where not needed)."""
+    T, B, I = x.shape
+    dpre = dpre.view(T * B, -1)
+    dx = _linear(dpre, w_ih.t()).view(T, B, I) if ctx.needs_input_grad[0] else None
+    d_w_ih = dpre.t() @ x.reshape(T * B, I)  # sum over steps and batch of dpre^T x
+    d_b = dpre.sum(0) if ctx.needs_input_grad[bias_index] else None
+    return dx, d_w_ih, d_b
+
+
+def _recurrent_weight_grad(dpre, h0, out):
+    """dW_hh = sum_t dpre_t^T h_{t-1}, one matmul over all steps (h_0 = h0 for the first)."""
+    T, B, H = out.shape
+    dpre = dpre.view(T, B, -1)
+    d_w_hh = dpre[1:].reshape(-1, dpre.shape[2]).t() @ out[:-1].reshape(-1, H)
+    return d_w_hh.addmm_(dpre[0].t(), h0)
+
+
+def _owned_grad(d_out, d_hT):
+    """A contiguous copy of d_out that we may write into, with the final state's gradient added."""
+    d_out = d_out.clone(memory_format=torch.contiguous_format)
+    d_out[-1] += d_hT
+    return d_out
 
 
 class _RNNLayer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xproj, h0, w_hh):
-        T, B, H = xproj.shape
-        out = xproj.new_empty(T, B, H)
-        w_hh_t, h = w_hh.t(), h0
-        for x_t, out_t in zip(xproj.unbind(0), out.unbind(0)):
-            h = torch.addmm(x_t, h, w_hh_t, out=out_t).tanh_()  # h_t = tanh(x_t + h_{t-1} W_hh^T)
-        ctx.save_for_backward(h0, w_hh, out)
-        return out
+    def forward(ctx, x, h0, w_ih, w_hh, bias):
+        T, B, _ = x.shape
+        pre = _linear(x.reshape(T * B, -1), w_ih, bias).view(T, B, -1)  # x W_ih^T + b, every step at once
+        step_mm, h, outs = StepMatmul(w_hh, B), h0, []
+        for pre_t in pre.unbind(0):
+            h = step_mm(h, pre_t).tanh_()  # h_t = tanh(x_t W_ih^T + b + h_{t-1} W_hh^T)
+            outs.append(h)
+        out = pre if step_mm.in_place else torch.stack(outs)  # (T, B, H)
+        ctx.save_for_backward(x, h0, w_ih, w_hh, out)
+        return out, h.clone()
 
     @staticmethod
-    def backward(ctx, d_out):
-        h0, w_hh, out = ctx.saved_tensors
+    def backward(ctx, d_out, d_hT):
+        x, h0, w_ih, w_hh, out = ctx.saved_tensors
         T, B, H = out.shape
-        d_out = d_out.contiguous()
-        slope = 1 - out * out  # tanh' for every step at once, (T, B, H)
-        da = torch.empty_like(out)  # gradient of the pre-activations
-        dh = d_out[T - 1]
+        d_out = _owned_grad(d_out, d_hT)
+        slope = 1 - out * out  # tanh' for every step at once
+        dpre = torch.empty_like(out)  # gradient of the pre-activations
+        step_mm, dh = StepMatmul(w_hh.t(), B), d_out[T - 1]
+        d_outs, slopes, dpres = d_out.unbind(0), slope.unbind(0), dpre.unbind(0)
         for t in range(T - 1, -1, -1):
-            torch.mul(dh, slope[t], out=da[t])
-            dh = torch.addmm(d_out[t - 1], da[t], w_hh) if t > 0 else da[0] @ w_hh  # into h_{t-1}
-        h_prev = torch.cat([h0.unsqueeze(0), out[:-1]])  # (T, B, H)
-        d_w_hh = da.view(T * B, H).t() @ h_prev.view(T * B, H)  # sum_t da_t^T h_{t-1}
-        return da, dh, d_w_hh
+            torch.mul(dh, slopes[t], out=dpres[t])
+            dh = step_mm(dpres[t], d_outs[t - 1]) if t > 0 else dpres[0] @ w_hh  # into h_{t-1}
+        dx, d_w_ih, d_b = _input_grads(ctx, x, dpre, w_ih, bias_index=4)
+        return dx, dh, d_w_ih, _recurrent_weight_grad(dpre, h0, out), d_b
 
 
 class _LSTMLayer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xproj, h0, c0, w_hh):
-        T, B, G = xproj.shape
-        H = G // 4
-        acts = torch.empty_like(xproj, memory_format=torch.contiguous_format)  # gate activations
-        cs, tcs, out = (xproj.new_empty(T, B, H) for _ in range(3))  # c_t, tanh(c_t), h_t
-        w_hh_t, h, c = w_hh.t(), h0, c0
-        steps = zip(xproj.unbind(0), acts.unbind(0), cs.unbind(0), tcs.unbind(0), out.unbind(0))
-        for x_t, a, c_t, tc_t, h_t in steps:
-            torch.addmm(x_t, h, w_hh_t, out=a)  # all four gates' pre-activations, (B, 4H)
+    def forward(ctx, x, h0, c0, w_ih, w_hh, bias):
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        pre = _linear(x.reshape(T * B, -1), w_ih, bias).view(T, B, 4 * H)  # input part of all gates
+        cs, tcs, out = (x.new_empty(T, B, H) for _ in range(3))  # c_t, tanh(c_t), h_t
+        step_mm, h, c, acts = StepMatmul(w_hh, B), h0, c0, []
+        for pre_t, c_t, tc_t, h_t in zip(pre.unbind(0), cs.unbind(0), tcs.unbind(0), out.unbind(0)):
+            a = step_mm(h, pre_t)  # all four gates' pre-activations, (B, 4H)
+            i, f, g, o = a.view(B, 4, H).unbind(1)  # decode the gates (views)
             a[:, :2 * H].sigmoid_()  # input and forget gates
-            a[:, 2 * H:3 * H].tanh_()  # candidate cell
-            a[:, 3 * H:].sigmoid_()  # output gate
-            c = torch.mul(a[:, H:2 * H], c, out=c_t).addcmul_(a[:, :H], a[:, 2 * H:3 * H])  # f*c + i*g
-            h = torch.mul(a[:, 3 * H:], torch.tanh(c, out=tc_t), out=h_t)  # o * tanh(c)
-        ctx.save_for_backward(h0, c0, w_hh, out)
+            g.tanh_()  # candidate cell
+            o.sigmoid_()  # output gate
+            c = torch.mul(f, c, out=c_t).addcmul_(i, g)  # c_t = f*c_{t-1} + i*g
+            h = torch.mul(o, torch.tanh(c, out=tc_t), out=h_t)  # h_t = o * tanh(c_t)
+            acts.append(a)
+        acts = pre if step_mm.in_place else torch.stack(acts)  # gate activations (T, B, 4H)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, out)
         ctx.buffers = acts, cs, tcs
-        return out, c.clone()
+        return out, h.clone(), c.clone()
 
     @staticmethod
-    def backward(ctx, d_out, d_cT):
-        h0, c0, w_hh, out = ctx.saved_tensors
+    def backward(ctx, d_out, d_hT, d_cT):
+        x, h0, c0, w_ih, w_hh, out = ctx.saved_tensors
         acts, cs, tcs = ctx.buffers
         del ctx.buffers
         T, B, H = out.shape
-        d_out = d_out.contiguous()
+        d_out = _owned_grad(d_out, d_hT)
         i, f, g, o = acts.view(T, B, 4, H).unbind(2)
-        c_prev = torch.cat([c0.unsqueeze(0), cs[:-1]])
-        # Factors of the pre-activation gradients that do not depend on the incoming gradient:
-        # da_i = dc*g*i(1-i), da_f = dc*c_prev*f(1-f), da_g = dc*i*(1-g^2), da_o = dh*tanh(c)*o(1-o)
-        k = torch.stack([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g), tcs * o * (1 - o)], 2)
-        dc_dh = o * (1 - tcs * tcs)  # d c_t / d h_t through h_t = o * tanh(c_t)
-        dgates = torch.empty_like(k)  # (T, B, 4, H)
-        dh, dc_next = d_out[T - 1], d_cT  # dc_next: gradient reaching c_t from later steps
+        # The pre-activation gradients are dc or dh times factors that we compute for all steps at once:
+        # da_i = dc*i(1-i)*g, da_f = dc*f(1-f)*c_{t-1}, da_g = dc*i(1-g^2), da_o = dh*o(1-o)*tanh(c_t)
+        k = x.new_empty(T, B, 4, H)
+        torch.addcmul(i, i, i, value=-1, out=k[:, :, 0]).mul_(g)
+        k_f = torch.addcmul(f, f, f, value=-1, out=k[:, :, 1])
+        k_f[1:].mul_(cs[:-1])
+        k_f[0].mul_(c0)
+        k_g = torch.mul(i, g, out=k[:, :, 2])
+        torch.addcmul(i, k_g, g, value=-1, out=k_g)
+        torch.addcmul(o, o, o, value=-1, out=k[:, :, 3]).mul_(tcs)
+        dc_dh = o * tcs
+        torch.addcmul(o, dc_dh, tcs, value=-1, out=dc_dh)  # o(1 - tanh(c)^2): how dh reaches c_t
+        dpre = torch.empty_like(k)  # (T, B, 4, H)
+        step_mm, dh, dc_next = StepMatmul(w_hh.t(), B), d_out[T - 1], d_cT  # dc_next: from c_{t+1}
+        views = (d_out.unbind(0), dc_dh.unbind(0), k[:, :, :3].unbind(0), k[:, :, 3].unbind(0),
+                 dpre[:, :, :3].unbind(0), dpre[:, :, 3].unbind(0), dpre.view(T, B, 4 * H).unbind(0), f.unbind(0))
+        d_outs, dc_dhs, k_ifg, k_o, dpre_ifg, dpre_o, dpre_flat, fs = views
         for t in range(T - 1, -1, -1):
-            dc = torch.addcmul(dc_next, dh, dc_dh[t])
-            torch.mul(dc.unsqueeze(1), k[t, :, :3], out=dgates[t, :, :3])  # i, f, g
-            torch.mul(dh, k[t, :, 3], out=dgates[t, :, 3])  # o
-            dc_next = dc * f[t]
-            da = dgates[t].view(B, 4 * H)
-            dh = torch.addmm(d_out[t - 1], da, w_hh) if t > 0 else da @ w_hh  # into h_{t-1}
-        dgates = dgates.view(T, B, 4 * H)
-        h_prev = torch.cat([h0.unsqueeze(0), out[:-1]])
-        d_w_hh = dgates.view(T * B, 4 * H).t() @ h_prev.view(T * B, H)  # sum_t dgates_t^T h_{t-1}
-        return dgates, dh, dc_next, d_w_hh
+            dc = torch.addcmul(dc_next, dh, dc_dhs[t])  # total gradient at c_t
+            torch.mul(dc.unsqueeze(1), k_ifg[t], out=dpre_ifg[t])  # i, f, g
+            torch.mul(dh, k_o[t], out=dpre_o[t])  # o
+            dc_next = dc * fs[t]  # into c_{t-1}
+            dh = step_mm(dpre_flat[t], d_outs[t - 1]) if t > 0 else dpre_flat[0] @ w_hh  # into h_{t-1}
+        dx, d_w_ih, d_b = _input_grads(ctx, x, dpre, w_ih, bias_index=5)
+        return dx, dh, dc_next, d_w_ih, _recurrent_weight_grad(dpre, h0, out), d_b
 
 
 class _GRULayer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, xproj, h0, w_hh, b_hh):
-        T, B, G = xproj.shape
-        H = G // 3
-        gh = torch.empty_like(xproj, memory_format=torch.contiguous_format)  # h W_hh^T + b_hh
-        rz = xproj.new_empty(T, B, 2 * H)  # reset and update gates
-        ns, out = xproj.new_empty(T, B, H), xproj.new_empty(T, B, H)  # candidates, h_t
-        w_hh_t, h = w_hh.t(), h0
-        steps = zip(xproj.unbind(0), gh.unbind(0), rz.unbind(0), ns.unbind(0), out.unbind(0))
-        for x_t, gh_t, rz_t, n_t, h_t in steps:
-            if b_hh is None:
-                torch.mm(h, w_hh_t, out=gh_t)  # recurrent parts of r, z, n: (B, 3H)
-            else:
-                torch.addmm(b_hh, h, w_hh_t, out=gh_t)
-            torch.add(x_t[:, :2 * H], gh_t[:, :2 * H], out=rz_t).sigmoid_()  # r and z
-            torch.addcmul(x_t[:, 2 * H:], rz_t[:, :H], gh_t[:, 2 * H:], out=n_t).tanh_()  # n
-            h = torch.sub(h, n_t, out=h_t).mul_(rz_t[:, H:]).add_(n_t)  # h' = n + z*(h - n)
-        ctx.save_for_backward(h0, w_hh, out)
+    def forward(ctx, x, h0, w_ih, w_hh, b_hh, b_ih):
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        pre = _linear(x.reshape(T * B, -1), w_ih, b_ih).view(T, B, 3 * H)  # input parts of r, z, n
+        gh = (x.new_zeros(T, B, 3 * H) if b_hh is None else b_hh.expand(T, B, 3 * H).clone())
+        rz = x.new_empty(T, B, 2 * H)  # reset and update gates
+        ns, out = x.new_empty(T, B, H), x.new_empty(T, B, H)  # candidates, h_t
+        step_mm, h, ghs = StepMatmul(w_hh, B), h0, []
+        for pre_t, gh_t, rz_t, n_t, h_t in zip(pre.unbind(0), gh.unbind(0), rz.unbind(0), ns.unbind(0), out.unbind(0)):
+            gh_t = step_mm(h, gh_t)  # recurrent parts W_h h + b_h of r, z, n: (B, 3H)
+            torch.add(pre_t[:, :2 * H], gh_t[:, :2 * H], out=rz_t).sigmoid_()  # r and z
+            torch.addcmul(pre_t[:, 2 * H:], rz_t[:, :H], gh_t[:, 2 * H:], out=n_t).tanh_()  # n = tanh(x_n + r*h_n)
+            h = torch.sub(h, n_t, out=h_t).mul_(rz_t[:, H:]).add_(n_t)  # h_t = n + z*(h_{t-1} - n)
+            ghs.append(gh_t)
+        gh = gh if step_mm.in_place else torch.stack(ghs)
+        ctx.save_for_backward(x, h0, w_ih, w_hh, out)
         ctx.buffers = gh, rz, ns
-        ctx.has_bias = b_hh is not None
-        return out
+        return out, h.clone()
 
     @staticmethod
-    def backward(ctx, d_out):
-        h0, w_hh, out = ctx.saved_tensors
+    def backward(ctx, d_out, d_hT):
+        x, h0, w_ih, w_hh, out = ctx.saved_tensors
         gh, rz, n = ctx.buffers
         del ctx.buffers
         T, B, H = out.shape
-        d_out = d_out.contiguous()
-        r, z = rz[..., :H], rz[..., H:]
-        gh_n = gh[..., 2 * H:]
-        h_prev = torch.cat([h0.unsqueeze(0), out[:-1]])
-        # pre-activation gradients as dh times these factors: da_n = dh*(1-z)(1-n^2),
-        # da_z = dh*(h_prev-n)*z(1-z), da_r = da_n*gh_n*r(1-r); the recurrent part of n sees da_n*r
-        k_n = (1 - z) * (1 - n * n)
-        k = torch.stack([k_n * gh_n * r * (1 - r), (h_prev - n) * z * (1 - z), k_n], 2)  # (T, B, 3, H)
+        d_out = _owned_grad(d_out, d_hT)
+        r, z, gh_n = rz[..., :H], rz[..., H:], gh[..., 2 * H:]
+        # pre-activation gradients are dh times: da_n = (1-z)(1-n^2), da_z = (h_{t-1}-n) z(1-z),
+        # da_r = da_n*h_n*r(1-r); the recurrent part h_n of the candidate sees da_n*r
+        k = x.new_empty(T, B, 3, H)
+        k_n = torch.mul(1 - z, 1 - n * n, out=k[:, :, 2])
+        torch.addcmul(r, r, r, value=-1, out=k[:, :, 0]).mul_(gh_n).mul_(k_n)
+        k_z = torch.addcmul(z, z, z, value=-1, out=k[:, :, 1])
+        k_z[1:].mul_(out[:-1] - n[1:])
+        k_z[0].mul_(h0 - n[0])
         k_h = k.clone()
-        k_h[:, :, 2] *= r
-        dx, dgh = torch.empty_like(k), torch.empty_like(k)  # d xproj and d (h W_hh^T + b_hh)
-        dh = d_out[T - 1]
+        k_h[:, :, 2].mul_(r)
+        dpre, dgh = torch.empty_like(k), torch.empty_like(k)  # d (x W_ih^T + b_ih) and d (h W_hh^T + b_hh)
+        step_mm, dh = StepMatmul(w_hh.t(), B), d_out[T - 1]
+        d_outs, zs, ks, k_hs = d_out.unbind(0), z.unbind(0), k.unbind(0), k_h.unbind(0)
+        dpres, dghs, dgh_flat = dpre.unbind(0), dgh.unbind(0), dgh.view(T, B, 3 * H).unbind(0)
         for t in range(T - 1, -1, -1):
-            torch.mul(dh.unsqueeze(1), k[t], out=dx[t])
-            torch.mul(dh.unsqueeze(1), k_h[t], out=dgh[t])
-            first = d_out[t - 1].addcmul(dh, z[t]) if t > 0 else dh * z[0]  # direct path z*h
-            dh = first.addmm_(dgh[t].view(B, 3 * H), w_hh)  # into h_{t-1}
-        dgh = dgh.view(T * B, 3 * H)
-        d_w_hh = dgh.t() @ h_prev.view(T * B, H)  # sum_t dgh_t^T h_{t-1}
-        d_b_hh = dgh.sum(0) if ctx.has_bias else None
-        return dx.view(T, B, 3 * H), dh, d_w_hh, d_b_hh
+            dh_ = dh.unsqueeze(1)
+            torch.mul(dh_, ks[t], out=dpres[t])
+            torch.mul(dh_, k_hs[t], out=dghs[t])
+            direct = d_outs[t - 1].addcmul_(dh, zs[t]) if t > 0 else dh * zs[0]  # through h_t = ... + z*h_{t-1}
+            dh = step_mm(dgh_flat[t], direct)  # into h_{t-1}
+        d_w_hh = _recurrent_weight_grad(dgh, h0, out)
+        d_b_hh = dgh.view(T * B, 3 * H).sum(0) if ctx.needs_input_grad[4] else None
+        dx, d_w_ih, d_b_ih = _input_grads(ctx, x, dpre, w_ih, bias_index=5)
+        return dx, dh, d_w_ih, d_w_hh, d_b_hh, d_b_ih
 
 
 class Recurrent(nn.Module):
@@ -304,17 +389,15 @@ class Recurrent(nn.Module):
             b_ih, b_hh = (getattr(self, f"bias_ih_l{k}"), getattr(self, f"bias_hh_l{k}")) if self.bias \
                 else (None, None)
             if self.mode == "gru":  # b_hn stays on the recurrent side: n = tanh(x_n + r*(W_hn h + b_hn))
-                xproj = F.linear(x, w_ih, b_ih)  # (T, B, 3H), every step in one matmul
-                x = _GRULayer.apply(xproj, h0s[k], w_hh, b_hh)
+                x, h = _GRULayer.apply(x, h0s[k], w_ih, w_hh, b_hh, b_ih)
+            elif self.mode == "lstm":
+                bias = None if b_ih is None else b_ih + b_hh
+                x, h, c = _LSTMLayer.apply(x, h0s[k], hx[1][k], w_ih, w_hh, bias)
+                c_n.append(c)
             else:
                 bias = None if b_ih is None else b_ih + b_hh
-                xproj = F.linear(x, w_ih, bias)  # (T, B, G), every step in one matmul
-                if self.mode == "lstm":
-                    x, c = _LSTMLayer.apply(xproj, h0s[k], hx[1][k], w_hh)
-                    c_n.append(c)
-                else:
-                    x = _RNNLayer.apply(xproj, h0s[k], w_hh)
-            h_n.append(x[-1])
+                x, h = _RNNLayer.apply(x, h0s[k], w_ih, w_hh, bias)
+            h_n.append(h)
             if self.dropout > 0 and self.training and k < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
         out = x.transpose(0, 1).contiguous()  # (B, T, H)

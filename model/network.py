@@ -13,10 +13,14 @@ changes (keyed on the parameters' in-place version counters), so training betwee
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 
 import torch
 from torch import nn
+
+from model.cells import NUM_GATES, Recurrent, StepMatmul
 
 CELLS = ("lstm", "gru", "rnn")
 BACKENDS = ("fused", "cells")
@@ -65,7 +69,6 @@ def build_recurrent(cell: str, backend: str, input_size: int, hidden_size: int, 
         fused = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
         return fused(input_size, hidden_size, num_layers, dropout=dropout, batch_first=True)
     if backend == "cells":
-        from model.cells import Recurrent
         return Recurrent(cell, input_size, hidden_size, num_layers, dropout=dropout)
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
@@ -84,7 +87,7 @@ class MelodyNetwork(nn.Module):
                                    config.num_layers, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
         self.projection = nn.Linear(config.hidden_size, config.vocab_size)
-        self._inference_cache = None  # (key, tables) for step(); see _inference_tables
+        self._step_tables = None  # built by prepare_for_inference()
 
     # ---- training / scoring path -------------------------------------------------------------
 
@@ -130,90 +133,130 @@ class MelodyNetwork(nn.Module):
         new.train(old.training)
         self.rnn = new
         self.config.backend = name
-        self._inference_cache = None
+        self._step_tables = None
 
     # ---- generation path ---------------------------------------------------------------------
 
-    def _parameters_key(self):
-        # Changes whenever a parameter is modified in place (optimizer step, load_state_dict)
-        # or replaced (.to(), set_backend).
-        return tuple((p.data_ptr(), p._version) for p in self.parameters())
+    def _apply(self, fn, *args, **kwargs):  # .to(), .double(), ...: the step tables are stale
+        self._step_tables = None
+        return super()._apply(fn, *args, **kwargs)
 
-    @torch.no_grad()
-    def prepare_for_inference(self):
-        """Build (or return the cached) step() tables from the current parameters."""
-        key = self._parameters_key()
-        if self._inference_cache is not None and self._inference_cache[0] == key:
-            return self._inference_cache[1]
-        cfg, rnn, E = self.config, self.rnn, self.config.embedding_dim
-        layers = []
-        for k in range(cfg.num_layers):
-            w_ih, w_hh = getattr(rnn, f"weight_ih_l{k}"), getattr(rnn, f"weight_hh_l{k}")
-            b_ih, b_hh = getattr(rnn, f"bias_ih_l{k}"), getattr(rnn, f"bias_hh_l{k}")
-            if cfg.cell == "gru":  # b_hn sits inside r * (W_hn h + b_hn): keep b_hh on the hidden side
-                b_x, b_h = b_ih.clone(), b_hh.clone()
-            else:
-                b_x, b_h = b_ih + b_hh, None
-            if k == 0:
-                # lookup tables replace layer 0's input matmul: (V, G) and (max_positions, G)
-                table = torch.addmm(b_x, self.embedding.weight, w_ih[:, :E].t())
-                pos_table = (self.position_embedding.weight @ w_ih[:, E:].t()
-                             if self.position_embedding is not None else None)
-                layers.append((table, pos_table, w_hh.t().contiguous(), b_h))
-            else:
-                layers.append((b_x, w_ih.t().contiguous(), w_hh.t().contiguous(), b_h))
-        tables = (layers, self.projection.weight.t().contiguous(), self.projection.bias.clone())
-        self._inference_cache = (key, tables)
+    def prepare_for_inference(self) -> "StepTables":
+        """The step() tables for the current parameters, rebuilt only when a parameter changed."""
+        tables = self._step_tables
+        if tables is None or not tables.current():
+            tables = self._step_tables = StepTables(self)
         return tables
 
     def step(self, tokens: torch.Tensor, positions: torch.Tensor | None, state):
         """One generation step: tokens (B,) long, positions (B,) or None -> (logits (B, V), state).
 
-        Inference only (no gradients, no dropout). The given state is not modified.
+        Inference only (no gradients, no dropout); the given state is not modified.
         """
-        if torch.is_inference_mode_enabled():
-            return self._step(tokens, positions, state)
-        with torch.inference_mode():
-            return self._step(tokens, positions, state)
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                return self._step(tokens, positions, state)
+        return self._step(tokens, positions, state)
 
     def _step(self, tokens, positions, state):
-        layers, proj_w, proj_b = self.prepare_for_inference()
-        cell, H = self.config.cell, self.config.hidden_size
-        if cell == "lstm":
-            hs, cs = state
-        else:
-            hs = state
+        tables = self.prepare_for_inference()
+        cell = tables.cell
+        scratch, head = tables.scratch(tokens.shape[0])
+        hs = state[0] if cell == "lstm" else state
         new_h, new_c = [], []
-        x = None
-        for k, layer in enumerate(layers):
+        x = tokens
+        for k, ((inputs, pos_table, b_h), s) in enumerate(zip(tables.layers, scratch)):
+            gx = s.gx  # the gates' input part, (B, G)
             if k == 0:
-                table, pos_table, w_hh_t, b_h = layer
-                gx = table[tokens]  # (B, G) input projection of layer 0, biases included
+                torch.index_select(inputs, 0, tokens, out=gx)  # embedding @ W_ih0^T + biases, looked up
                 if pos_table is not None:
                     if positions is None:
                         raise ValueError("positions are required when position_dim > 0, got None")
-                    gx += pos_table[positions]
+                    gx.add_(pos_table.index_select(0, positions))
             else:
-                b_x, w_ih_t, w_hh_t, b_h = layer
-                gx = torch.addmm(b_x, x, w_ih_t)  # (B, G)
+                s.mm_ih.into(gx, x, inputs)  # x @ W_ih^T + biases
             h = hs[k]
             if cell == "lstm":
-                gates = gx.addmm_(h, w_hh_t)  # (B, 4H) pre-activations, order i, f, g, o
-                sig_if = gates[:, :2 * H].sigmoid_()  # input and forget gates
-                g = gates[:, 2 * H:3 * H].tanh_()  # candidate cell
-                o = gates[:, 3 * H:].sigmoid_()  # output gate
-                c = torch.mul(sig_if[:, H:], cs[k]).addcmul_(sig_if[:, :H], g)  # c' = f*c + i*g
-                x = torch.tanh(c).mul_(o)  # h' = o * tanh(c')
+                s.mm_hh.into(gx, h, gx)  # + h @ W_hh^T: all four gates' pre-activations, order i, f, g, o
+                s.i_f.sigmoid_()  # input and forget gates
+                s.g.tanh_()  # candidate cell
+                s.o.sigmoid_()  # output gate
+                c = torch.mul(s.f, state[1][k]).addcmul_(s.i, s.g)  # c' = f*c + i*g
+                x = torch.tanh(c).mul_(s.o)  # h' = o * tanh(c')
                 new_c.append(c)
             elif cell == "gru":
-                gh = torch.addmm(b_h, h, w_hh_t)  # (B, 3H) hidden projection, order r, z, n
-                rz = gx[:, :2 * H].add_(gh[:, :2 * H]).sigmoid_()  # reset and update gates
-                n = gx[:, 2 * H:].addcmul_(rz[:, :H], gh[:, 2 * H:]).tanh_()  # candidate
-                x = torch.sub(h, n).mul_(rz[:, H:]).add_(n)  # h' = n + z*(h - n)
+                gh = s.mm_hh.into(s.gh, h, b_h)  # recurrent parts h @ W_hh^T + b_hh, order r, z, n
+                s.rz.add_(s.gh_rz).sigmoid_()  # reset and update gates
+                s.n.addcmul_(s.r, s.gh_n).tanh_()  # candidate n = tanh(x_n + r * h_n)
+                x = torch.sub(h, s.n).mul_(s.z).add_(s.n)  # h' = n + z*(h - n)
             else:
-                x = gx.addmm_(h, w_hh_t).tanh_()  # h' = tanh(W_ih x + W_hh h + b)
+                x = torch.tanh(s.mm_hh.into(gx, h, gx))  # h' = tanh(W_ih x + W_hh h + b)
             new_h.append(x)
-        logits = torch.addmm(proj_b, x, proj_w)  # (B, V)
+        logits = head.linear(x, tables.projection_bias)  # (B, V)
         if cell == "lstm":
             return logits, (torch.stack(new_h), torch.stack(new_c))
         return logits, torch.stack(new_h)
+
+
+class StepTables:
+    """MelodyNetwork's parameters rearranged for step(), and per-batch-size scratch buffers.
+
+    Layer 0's input matmul becomes a lookup: table = embedding @ W_ih0^T + biases (V, G), plus a
+    position table (max_positions, G) when positions are an input. The tables follow the
+    parameters' version counters, which every in-place change (optimizer step, load_state_dict) bumps.
+    """
+
+    def __init__(self, net: MelodyNetwork):
+        cfg, rnn, E = net.config, net.rnn, net.config.embedding_dim
+        self.cell, self.hidden_size = cfg.cell, cfg.hidden_size
+        self.params = list(net.parameters())
+        self.versions = self._versions()
+        self.layers = []  # per layer: (input table or input bias, position table, recurrent bias)
+        self.weights = []  # per layer: (W_ih or None for layer 0, W_hh)
+        with torch.no_grad():
+            for k in range(cfg.num_layers):
+                w_ih, w_hh = getattr(rnn, f"weight_ih_l{k}"), getattr(rnn, f"weight_hh_l{k}")
+                b_ih, b_hh = getattr(rnn, f"bias_ih_l{k}"), getattr(rnn, f"bias_hh_l{k}")
+                # the GRU keeps b_hh on the recurrent side: n = tanh(x_n + r * (W_hn h + b_hn))
+                b_x, b_h = (b_ih.detach(), b_hh.detach()) if cfg.cell == "gru" else (b_ih + b_hh, None)
+                if k == 0:
+                    table = torch.addmm(b_x, net.embedding.weight, w_ih[:, :E].t())  # (V, G)
+                    pos_table = (net.position_embedding.weight @ w_ih[:, E:].t()  # (max_positions, G)
+                                 if net.position_embedding is not None else None)
+                    self.layers.append((table, pos_table, b_h))
+                    self.weights.append((None, w_hh.detach()))
+                else:
+                    self.layers.append((b_x, None, b_h))
+                    self.weights.append((w_ih.detach(), w_hh.detach()))
+        self.projection_weight = net.projection.weight.detach()
+        self.projection_bias = net.projection.bias.detach()
+        self._scratch = {}
+
+    def _versions(self):
+        return tuple(p._version for p in self.params)
+
+    def current(self) -> bool:
+        return self.versions == self._versions()
+
+    def scratch(self, batch: int):
+        """Gate buffers (with views on each gate) and matmul kernels for one batch size and thread."""
+        key = (threading.get_ident(), batch)
+        if key not in self._scratch:
+            self._scratch[key] = self._make_scratch(batch)
+        return self._scratch[key]
+
+    def _make_scratch(self, batch: int):
+        H, p = self.hidden_size, self.projection_weight
+        layers = []
+        for w_ih, w_hh in self.weights:
+            gx = p.new_empty(batch, NUM_GATES[self.cell] * H)
+            s = SimpleNamespace(gx=gx, mm_hh=StepMatmul(w_hh, batch),
+                                mm_ih=None if w_ih is None else StepMatmul(w_ih, batch))
+            if self.cell == "lstm":
+                s.i_f, s.i, s.f, s.g, s.o = gx[:, :2 * H], gx[:, :H], gx[:, H:2 * H], gx[:, 2 * H:3 * H], gx[:, 3 * H:]
+            elif self.cell == "gru":
+                s.gh = torch.empty_like(gx)
+                s.rz, s.r, s.z, s.n = gx[:, :2 * H], gx[:, :H], gx[:, H:2 * H], gx[:, 2 * H:]
+                s.gh_rz, s.gh_n = s.gh[:, :2 * H], s.gh[:, 2 * H:]
+            layers.append(s)
+        return layers, StepMatmul(p, batch)

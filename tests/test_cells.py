@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from model.cells import GRUCell, LSTMCell, Recurrent, RNNCell
+from model.cells import ONEDNN_MIN_ROWS, GRUCell, LSTMCell, Recurrent, RNNCell
 
 TOL = {"atol": 1e-6, "rtol": 1e-6}
 CELL_PAIRS = [(RNNCell, torch.nn.RNNCell), (LSTMCell, torch.nn.LSTMCell), (GRUCell, torch.nn.GRUCell)]
@@ -89,6 +89,24 @@ def test_recurrent_matches_torch(mode, theirs_cls, num_layers, given_state):
     inputs = [x] + (list(as_tuple(state)) if given_state else [])
     for ga, gb in zip(grads_of(a, inputs, theirs, weights), grads_of(b, inputs, ours, weights)):
         torch.testing.assert_close(gb, ga, **TOL)
+
+
+@pytest.mark.parametrize("mode,theirs_cls", LAYER_PAIRS)
+@pytest.mark.parametrize("batch", [2, ONEDNN_MIN_ROWS + 1])
+def test_recurrent_float32_kernels_match_torch(mode, theirs_cls, batch):
+    """float32 runs MKL (few rows) or oneDNN (many rows) matmuls: both must agree with torch."""
+    theirs = theirs_cls(6, 16, 2, batch_first=True)
+    ours = Recurrent(mode, 6, 16, 2)
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(batch, 11, 6, requires_grad=True)
+    out_a, state_a = theirs(x)
+    out_b, state_b = ours(x)
+    a, b = (out_a,) + as_tuple(state_a), (out_b,) + as_tuple(state_b)
+    for ta, tb in zip(a, b):
+        torch.testing.assert_close(tb, ta, atol=1e-5, rtol=1e-4)
+    weights = [torch.randn_like(t) for t in a]
+    for ga, gb in zip(grads_of(a, [x], theirs, weights), grads_of(b, [x], ours, weights)):
+        torch.testing.assert_close(gb, ga, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("mode,theirs_cls", LAYER_PAIRS)

@@ -19,12 +19,12 @@ def sample_inputs(batch=3, time=7, vocab=20, positions=96):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("position_dim", [0, 4])
-def test_step_matches_forward(cell, position_dim):
+@pytest.mark.parametrize("position_dim,batch", [(0, 3), (4, 3), (4, 9)])  # batch 9 takes the oneDNN kernels
+def test_step_matches_forward(cell, position_dim, batch):
     net = tiny(cell, position_dim=position_dim)
-    tokens, positions = sample_inputs()
+    tokens, positions = sample_inputs(batch=batch)
     logits, final = net(tokens, positions)
-    state = net.init_state(3)
+    state = net.init_state(batch)
     steps = []
     for t in range(tokens.shape[1]):
         out, state = net.step(tokens[:, t], positions[:, t], state)
@@ -81,6 +81,16 @@ def test_step_follows_weight_changes():
     expected, _ = net(tokens[:, :1], None)
     assert (before - after).abs().max() > 1e-4
     torch.testing.assert_close(after, expected[:, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_step_follows_dtype_change():
+    net = tiny()
+    tokens, _ = sample_inputs()
+    net.step(tokens[:, 0], None, net.init_state(3))
+    net.double()
+    logits, state = net.step(tokens[:, 0], None, net.init_state(3))
+    assert logits.dtype == state[0].dtype == torch.float64
+    torch.testing.assert_close(logits, net(tokens[:, :1], None)[0][:, 0])
 
 
 def test_step_leaves_given_state_alone():
