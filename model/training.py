@@ -1,0 +1,427 @@
+"""Training the melody network with backpropagation through time (BPTT).
+
+``TrainConfig.bptt`` picks how gradients flow through time:
+
+* ``"full"``: each batch holds whole tunes, padded to the longest; the loss ignores the padding
+  and gradients flow through every tune from BOS to EOS.
+* ``k`` (int): truncated BPTT over streams. Each epoch the shuffled (and transposed) training tunes
+  are concatenated and cut into ``batch_size`` lanes; every optimizer step reads the next
+  ``window`` tokens of each lane. The hidden state is carried from window to window (a lane reads
+  one long stream of tunes) and ``repackage_state`` detaches it every k steps, so gradients flow
+  back at most k steps while the state still remembers further.
+
+Optimizer: Adam; the learning rate halves when the validation loss fails to improve for an epoch
+(ReduceLROnPlateau, factor 0.5, patience 1), and training stops early after ``patience`` epochs
+without improvement. Gradients are clipped to a total norm of ``clip`` (the norm before clipping is
+reported). Transposition augmentation applies to the training split only.
+
+Two files are written every epoch, on Ctrl-C, when ``should_stop()`` says so and when the time
+budget runs out: ``out`` holds the best model so far (what ``load_checkpoint`` reads, and what
+ships) and ``<out stem>.resume.pt`` holds the full training state (last weights, optimizer,
+scheduler, RNG, carried lane state, position in the epoch) for ``resume=True``. Each epoch's order
+derives from ``seed + epoch``, so a resumed run sees the same batches and ends with the same weights.
+"""
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from model.checkpoint import read_checkpoint, save_checkpoint
+from model.evaluation import token_arrays, tune_batch, tune_nll, tune_positions
+from model.network import MelodyNetwork, NetworkConfig
+from model.tokens import MelodyTokenizer, TokenizerConfig
+
+POSITION_DIM = 16  # size of the position-in-bar embedding when position_inputs is on
+# Settings a resumed run may change; any other difference from the saved run is an error.
+RESUMABLE_CHANGES = ("epochs", "max_minutes", "patience", "threads", "out")
+
+
+@dataclass
+class TrainConfig:
+    data: str = "music21:essenFolksong"
+    out: str = "model/weights/default.pt"
+    cell: str = "lstm"                   # lstm | gru | rnn
+    hidden_size: int = 256
+    layers: int = 2
+    embedding_dim: int = 64
+    dropout: float = 0.2
+    position_inputs: bool = True         # feed the position in the bar as a second embedding
+    bptt: int | str = 128                # "full" (whole tunes) or k: truncate gradients every k steps
+    window: int = 128                    # tokens per lane per optimizer step (truncated BPTT only)
+    batch_size: int = 64
+    lr: float = 2e-3
+    clip: float = 1.0                    # max total gradient norm
+    epochs: int = 30
+    max_minutes: float | None = None     # time budget; the run stops cleanly (resumable) when spent
+    patience: int = 3                    # epochs without a better validation loss before stopping
+    seed: int = 0
+    transpose: tuple[int, int] = (-5, 6)  # semitone range drawn per tune and epoch; (0, 0) turns it off
+    backend: str = "fused"               # fused (torch.nn.LSTM) | cells (model.cells)
+    threads: int = 2
+    steps_per_quarter: int = 4           # tokenizer grid (when the corpus is loaded from `data`)
+    valid: float = 0.05                  # split fractions, by tune
+    test: float = 0.05
+
+    def __post_init__(self):
+        if isinstance(self.bptt, str) and self.bptt != "full":
+            try:
+                self.bptt = int(self.bptt)
+            except ValueError:
+                raise ValueError(f"bptt must be 'full' or an integer >= 1, got {self.bptt!r}") from None
+        self.transpose = tuple(int(s) for s in self.transpose)
+        checks = [
+            ("hidden_size", self.hidden_size >= 1, ">= 1"), ("layers", self.layers >= 1, ">= 1"),
+            ("embedding_dim", self.embedding_dim >= 1, ">= 1"), ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+            ("bptt", self.bptt == "full" or self.bptt >= 1, "'full' or an integer >= 1"),
+            ("window", self.window >= 2, ">= 2"), ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("lr", 0 < self.lr <= 1, "in (0, 1]"), ("clip", self.clip > 0, "> 0"),
+            ("epochs", self.epochs >= 1, ">= 1"), ("patience", self.patience >= 1, ">= 1"),
+            ("max_minutes", self.max_minutes is None or self.max_minutes > 0, "> 0 or None"),
+            ("transpose", len(self.transpose) == 2 and -12 <= self.transpose[0] <= self.transpose[1] <= 12,
+             "(low, high) with -12 <= low <= high <= 12"),
+            ("threads", self.threads >= 1, ">= 1"),
+            ("valid", 0 < self.valid < 0.5, "in (0, 0.5)"), ("test", 0 <= self.test < 0.5, "in [0, 0.5)"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
+
+    def network_config(self, tokenizer: MelodyTokenizer) -> NetworkConfig:
+        return NetworkConfig(
+            vocab_size=tokenizer.vocab_size, cell=self.cell, embedding_dim=self.embedding_dim,
+            hidden_size=self.hidden_size, num_layers=self.layers, dropout=self.dropout,
+            position_dim=POSITION_DIM if self.position_inputs else 0,
+            max_positions=tokenizer.max_bar_steps,
+            backend=self.backend)
+
+    def resume_path(self) -> Path:
+        out = Path(self.out)
+        return out.with_name(out.stem + ".resume.pt")
+
+
+def repackage_state(state):
+    """Detach the recurrent state from the graph that made it: the truncation of truncated BPTT.
+
+    The values carry on into the next chunk; gradients stop here.
+    """
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    return tuple(repackage_state(s) for s in state)
+
+
+def bptt_loss(model, inputs, positions, targets, state, k: int, pad_id: int):
+    """Summed cross-entropy over a window (B, T), backpropagating at most ``k`` steps.
+
+    The state is detached every k steps (and on entry, cutting it off from the previous window).
+    Returns (summed loss, final state).
+    """
+    total = 0.0
+    for s in range(0, inputs.shape[1], k):
+        state = repackage_state(state) if state is not None else None
+        pos = positions[:, s:s + k] if positions is not None else None
+        logits, state = model(inputs[:, s:s + k], pos, state)  # (B, k, V)
+        total = total + F.cross_entropy(logits.flatten(0, 1), targets[:, s:s + k].flatten(),
+                                        ignore_index=pad_id, reduction="sum")
+    return total, state
+
+
+def clip_gradients(model, max_norm: float) -> float:
+    """Scale all gradients together so their total L2 norm is at most ``max_norm``; returns the norm
+    before clipping. One exploding step (long dependencies through tanh/sigmoid can blow up) then
+    cannot throw the weights far, while the gradient's direction is kept."""
+    return float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+
+
+class Trainer:
+    """One training run; ``train()`` is the entry point. See the module docstring."""
+
+    def __init__(self, config: TrainConfig, corpus, show_progress: bool):
+        from model.data import split_corpus
+        self.config, self.show_progress = config, show_progress
+        self.tokenizer = MelodyTokenizer(corpus.tokenizer_config)
+        splits = split_corpus(corpus, seed=config.seed, valid=config.valid, test=config.test)
+        for name in ("train", "valid"):
+            if not splits[name]:
+                raise ValueError(f"the {name} split of {config.data!r} is empty "
+                                 f"({len(corpus.tunes)} tunes); use more tunes or a larger valid fraction")
+        self.train_tokens = token_arrays(splits["train"])
+        self.valid_tokens = token_arrays(splits["valid"])
+        use_positions = config.position_inputs
+        self.train_positions = tune_positions(self.tokenizer, self.train_tokens) if use_positions else None
+        self.valid_positions = tune_positions(self.tokenizer, self.valid_tokens) if use_positions else None
+        self.provenance = dict(getattr(corpus, "provenance", {}) or {})
+        self.provenance.update(spec=config.data, splits={k: len(v) for k, v in splits.items()},
+                               split_seed=config.seed, train_tokens=int(sum(map(len, self.train_tokens))))
+        torch.manual_seed(config.seed)
+        self.model = MelodyNetwork(config.network_config(self.tokenizer))
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=0.5, patience=1)
+        self.epoch, self.step = 0, 0        # completed epochs; completed steps in the current epoch
+        self.history: list[dict] = []
+        self.best = {"valid_loss": math.inf, "epoch": 0, "model": None}
+        self.bad_epochs = 0
+        self.lane_state = None              # carried recurrent state of the stream lanes
+        self.sums = self._zero_sums()       # running sums of the current epoch
+        self.stop_requested = False
+
+    @staticmethod
+    def _zero_sums():
+        return {"loss": 0.0, "tokens": 0, "grad_norm": 0.0, "grad_norm_max": 0.0, "steps": 0, "seconds": 0.0}
+
+    # ---- data order ---------------------------------------------------------------------------
+
+    def epoch_batches(self, epoch: int) -> list:
+        """The epoch's batches, a pure function of (seed, epoch): [(inputs, positions, targets)]."""
+        from model.data import transpose_tokens
+        cfg, pad = self.config, self.tokenizer.pad_id
+        rng = np.random.default_rng([cfg.seed, epoch])
+        order = rng.permutation(len(self.train_tokens))
+        shifts = rng.integers(cfg.transpose[0], cfg.transpose[1] + 1, size=len(order))
+        tunes, positions = [], []
+        for i, shift in zip(order, shifts):
+            tokens = self.train_tokens[i]
+            if shift:
+                moved = transpose_tokens(tokens, int(shift), self.tokenizer)
+                tokens = tokens if moved is None else np.asarray(moved, dtype=np.int64)
+            tunes.append(tokens)
+            positions.append(self.train_positions[i] if self.train_positions is not None else None)
+        use_positions = self.train_positions is not None
+        if cfg.bptt == "full":
+            # buckets of similar length (little padding), then the batches in random order
+            chunk = cfg.batch_size * 16
+            batches = []
+            for c in range(0, len(tunes), chunk):
+                group = sorted(range(c, min(c + chunk, len(tunes))), key=lambda j: len(tunes[j]))
+                batches += [group[b:b + cfg.batch_size] for b in range(0, len(group), cfg.batch_size)]
+            return [tune_batch([tunes[j] for j in batches[b]],
+                               [positions[j] for j in batches[b]] if use_positions else None, pad)
+                    for b in rng.permutation(len(batches))]
+        stream = torch.from_numpy(np.concatenate(tunes))
+        lanes = max(1, min(cfg.batch_size, len(stream) // cfg.window))  # each lane >= one window
+        length = len(stream) // lanes
+        ids = stream[:lanes * length].view(lanes, length)  # (lanes, L)
+        pos = torch.from_numpy(np.concatenate(positions))[:lanes * length].view(lanes, length) \
+            if use_positions else None
+        out = []
+        for s in range(0, length - 1, cfg.window):
+            e = min(s + cfg.window, length - 1)
+            out.append((ids[:, s:e], pos[:, s:e] if pos is not None else None, ids[:, s + 1:e + 1]))
+        return out
+
+    # ---- one optimizer step and one epoch ------------------------------------------------------
+
+    def train_step(self, inputs, positions, targets) -> dict:
+        cfg, pad = self.config, self.tokenizer.pad_id
+        self.model.train()
+        if cfg.bptt == "full":
+            loss_sum, _ = bptt_loss(self.model, inputs, positions, targets, None, inputs.shape[1], pad)
+        else:
+            state = self.lane_state if self.lane_state is not None else self.model.init_state(inputs.shape[0])
+            loss_sum, state = bptt_loss(self.model, inputs, positions, targets, state, cfg.bptt, pad)
+        tokens = int((targets != pad).sum())
+        loss = loss_sum / tokens
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = clip_gradients(self.model, cfg.clip)
+        self.optimizer.step()
+        if cfg.bptt != "full":
+            self.lane_state = repackage_state(state)  # carried into the next window
+        return {"loss": loss.item(), "tokens": tokens, "grad_norm": grad_norm}
+
+    def validate(self) -> float:
+        nll, count = tune_nll(self.model, self.tokenizer, self.valid_tokens, self.valid_positions,
+                              batch_size=self.config.batch_size)
+        return nll / count
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+
+    def _fields(self) -> dict:
+        cfg = asdict(self.config)
+        return {"epoch": self.epoch, "step": self.step, "history": self.history, "train_config": cfg,
+                "data": self.provenance, "metrics": self.metrics()}
+
+    def metrics(self) -> dict:
+        last = self.history[-1] if self.history else {}
+        return {"valid_loss": None if math.isinf(self.best["valid_loss"]) else self.best["valid_loss"],
+                "best_epoch": self.best["epoch"], "epochs_done": self.epoch,
+                "train_loss": last.get("train_loss"), "tokens_per_s": last.get("tokens_per_s")}
+
+    def save(self) -> None:
+        """Write the model file (best weights so far, or the current ones before any validation)
+        and the resume file (the full training state)."""
+        fields = self._fields()
+        best = self.best["model"]
+        save_checkpoint(self.config.resume_path(), self.model, self.tokenizer, **fields,
+                        last_model={k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                        best={"valid_loss": self.best["valid_loss"], "epoch": self.best["epoch"], "model": best},
+                        bad_epochs=self.bad_epochs, optimizer=self.optimizer.state_dict(),
+                        scheduler=self.scheduler.state_dict(), rng=torch.get_rng_state(),
+                        lane_state=self.lane_state, sums=self.sums)
+        save_checkpoint(self.config.out, self.model, self.tokenizer, state_dict=best, **fields)
+
+    def restore(self, ckpt: dict) -> None:
+        saved = ckpt["train_config"]
+        mine = asdict(self.config)
+        diffs = [f"{k}: {saved.get(k)!r} -> {mine[k]!r}" for k in mine
+                 if k not in RESUMABLE_CHANGES and _comparable(saved.get(k)) != _comparable(mine[k])]
+        if diffs:
+            raise ValueError("resume needs the settings of the saved run; these differ: " + "; ".join(diffs))
+        self.model.load_state_dict(ckpt["last_model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng"])
+        self.epoch, self.step, self.history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
+        self.best = dict(ckpt["best"])
+        self.bad_epochs, self.sums = ckpt["bad_epochs"], dict(ckpt["sums"])
+        state = ckpt["lane_state"]
+        self.lane_state = tuple(state) if isinstance(state, (list, tuple)) else state
+
+    # ---- the loop ---------------------------------------------------------------------------------
+
+    def run(self, progress=None, should_stop=None) -> dict:
+        cfg, started = self.config, time.monotonic()
+        report = progress or (lambda event: None)
+        steps_done_here, seconds_here = 0, 0.0
+        reason = None
+        while self.epoch < cfg.epochs and reason is None:
+            batches = self.epoch_batches(self.epoch)
+            if self.step == 0:
+                self.lane_state = None
+            bar = tqdm(total=len(batches), initial=self.step, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                       disable=not self.show_progress, unit="step", dynamic_ncols=True)
+            try:
+                for inputs, positions, targets in batches[self.step:]:
+                    t0 = time.perf_counter()
+                    out = self.train_step(inputs, positions, targets)
+                    dt = time.perf_counter() - t0
+                    self.step += 1
+                    s = self.sums
+                    s["loss"] += out["loss"] * out["tokens"]
+                    s["tokens"] += out["tokens"]
+                    s["grad_norm"] += out["grad_norm"]
+                    s["grad_norm_max"] = max(s["grad_norm_max"], out["grad_norm"])
+                    s["steps"] += 1
+                    s["seconds"] += dt
+                    steps_done_here, seconds_here = steps_done_here + 1, seconds_here + dt
+                    tokens_per_s = out["tokens"] / dt if dt > 0 else 0.0
+                    remaining = len(batches) - self.step + (cfg.epochs - self.epoch - 1) * len(batches)
+                    eta = remaining * seconds_here / steps_done_here
+                    if cfg.max_minutes is not None:
+                        eta = min(eta, max(0.0, cfg.max_minutes * 60 - (time.monotonic() - started)))
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{out['loss']:.3f}", tok_s=f"{tokens_per_s:.0f}",
+                                    gnorm=f"{out['grad_norm']:.2f}", refresh=False)
+                    report(self._event("step", len(batches), train_loss=out["loss"], grad_norm=out["grad_norm"],
+                                       tokens_per_s=tokens_per_s, eta_s=eta))
+                    if self.step < len(batches):
+                        reason = self._stop_reason(should_stop, started)
+                        if reason:
+                            break
+            except KeyboardInterrupt:
+                bar.close()
+                self.save()  # the state after the last completed step
+                raise
+            bar.close()
+            if reason:
+                break
+            reason = self._end_epoch(len(batches), report)
+            if reason is None:
+                reason = self._stop_reason(should_stop, started)
+        reason = reason or "epochs"
+        self.save()
+        result = {"checkpoint": str(cfg.out), "resume_checkpoint": str(cfg.resume_path()),
+                  "stopped": reason, "metrics": self.metrics(), "history": self.history}
+        report(self._event("done", None, stopped=reason))
+        return result
+
+    def _end_epoch(self, steps_per_epoch: int, report) -> str | None:
+        s = self.sums
+        valid_loss = self.validate()
+        self.epoch, self.step = self.epoch + 1, 0
+        self.history.append({
+            "epoch": self.epoch, "train_loss": s["loss"] / max(s["tokens"], 1), "valid_loss": valid_loss,
+            "lr": self.optimizer.param_groups[0]["lr"], "grad_norm_mean": s["grad_norm"] / max(s["steps"], 1),
+            "grad_norm_max": s["grad_norm_max"], "tokens_per_s": s["tokens"] / max(s["seconds"], 1e-9),
+            "seconds": s["seconds"]})
+        self.sums = self._zero_sums()
+        self.scheduler.step(valid_loss)
+        if valid_loss < self.best["valid_loss"]:
+            self.best = {"valid_loss": valid_loss, "epoch": self.epoch,
+                         "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()}}
+            self.bad_epochs = 0
+        else:
+            self.bad_epochs += 1
+        self.save()
+        h = self.history[-1]
+        if self.show_progress:
+            tqdm.write(f"epoch {self.epoch}: train {h['train_loss']:.4f}  valid {valid_loss:.4f} nats/token  "
+                       f"lr {h['lr']:.2g}  {h['tokens_per_s']:.0f} tok/s  -> {self.config.out}")
+        report(self._event("epoch", steps_per_epoch, train_loss=h["train_loss"], valid_loss=valid_loss,
+                           tokens_per_s=h["tokens_per_s"], grad_norm=h["grad_norm_mean"]))
+        return "early_stopping" if self.bad_epochs >= self.config.patience else None
+
+    def _stop_reason(self, should_stop, started) -> str | None:
+        if self.stop_requested:
+            return "interrupted"
+        if should_stop is not None and should_stop():
+            return "should_stop"
+        if self.config.max_minutes is not None and time.monotonic() - started > self.config.max_minutes * 60:
+            return "time_budget"
+        return None
+
+    def _event(self, kind: str, steps_per_epoch, **extra) -> dict:
+        event = {"event": kind, "epoch": self.epoch + (kind == "step"), "epochs": self.config.epochs,
+                 "step": self.step, "steps_per_epoch": steps_per_epoch, "train_loss": None, "valid_loss": None,
+                 "tokens_per_s": None, "grad_norm": None, "eta_s": None, "history": self.history}
+        event.update(extra)
+        return event
+
+
+def _comparable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def train(config: TrainConfig, progress=None, should_stop=None, resume: bool = False, *,
+          corpus=None, show_progress: bool = True) -> dict:
+    """Train a melody network; returns {"checkpoint", "stopped", "metrics", "history", ...}.
+
+    ``progress(event_dict)`` is called after every step and epoch and once at the end;
+    ``should_stop()`` returning True ends the run cleanly after saving (resumable). ``corpus``
+    (a ``model.data.Corpus``) skips loading ``config.data``. ``resume=True`` continues from
+    ``config.resume_path()`` when it exists (else starts fresh). The first Ctrl-C finishes the
+    current step, saves and returns (``stopped="interrupted"``); a second one aborts at once.
+    """
+    torch.set_num_threads(config.threads)
+    if corpus is None:
+        from model.data import load_corpus
+        corpus = load_corpus(config.data, TokenizerConfig(steps_per_quarter=config.steps_per_quarter),
+                             progress=show_progress)
+    trainer = Trainer(config, corpus, show_progress)
+    if resume and config.resume_path().exists():
+        trainer.restore(read_checkpoint(config.resume_path()))
+        if show_progress:
+            tqdm.write(f"resuming from {config.resume_path()} at epoch {trainer.epoch + 1}, step {trainer.step}")
+    if threading.current_thread() is not threading.main_thread():
+        return trainer.run(progress, should_stop)
+
+    def on_sigint(signum, frame):
+        if trainer.stop_requested:
+            raise KeyboardInterrupt
+        trainer.stop_requested = True  # finish this step, save, stop
+        if show_progress:
+            tqdm.write("interrupt: saving a checkpoint after this step (Ctrl-C again to abort)")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return trainer.run(progress, should_stop)
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,282 @@
+"""Tests for model/training.py and model/checkpoint.py on tiny models and tiny synthetic corpora."""
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model.checkpoint import load_checkpoint, read_checkpoint
+from model.data import Corpus, Tune, split_of
+from model.evaluation import evaluate_model, tune_batch, tune_positions
+from model.network import MelodyNetwork, NetworkConfig
+from model.tokens import MelodyTokenizer, Note, TokenizerConfig
+from model.training import Trainer, TrainConfig, bptt_loss, clip_gradients, repackage_state, train
+
+TOK = MelodyTokenizer()
+
+
+def melody(i: int, meter: str = "4/4") -> list[int]:
+    """A short, very regular tune: a rising then falling figure from a tonic that depends on i."""
+    tonic = 60 + (i % 5) * 2
+    steps = [0, 2, 4, 5, 7, 5, 4, 2]
+    notes = [Note(tonic + steps[k % 8], 2 * k, 2 * k + 2) for k in range(16)]
+    return TOK.encode_notes(notes, meter)
+
+
+def corpus_of(n: int, seed: int = 0, valid: float = 0.3) -> Corpus:
+    meters = ["4/4" if i % 3 else "3/4" for i in range(n)]
+    tunes = [Tune(f"t{i}", np.asarray(melody(i, m), dtype=np.int32), m) for i, m in enumerate(meters)]
+    assert any(split_of(t.id, seed, valid, 0.0) == "valid" for t in tunes)
+    return Corpus(tunes, [], {"spec": "synthetic"}, TokenizerConfig())
+
+
+def tiny(tmp_path, **overrides) -> TrainConfig:
+    settings = dict(data="synthetic", out=str(tmp_path / "m.pt"), hidden_size=16, layers=2, embedding_dim=8,
+                    dropout=0.1, bptt=8, window=16, batch_size=3, lr=5e-3, epochs=2, patience=5, threads=1,
+                    transpose=(-2, 2), valid=0.3, test=0.0)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def net(dropout=0.0, layers=2):
+    torch.manual_seed(0)
+    return MelodyNetwork(NetworkConfig(vocab_size=TOK.vocab_size, hidden_size=12, embedding_dim=6,
+                                       num_layers=layers, dropout=dropout, position_dim=4,
+                                       max_positions=TOK.max_bar_steps))
+
+
+def grads(model):
+    return [p.grad.clone() for p in model.parameters()]
+
+
+def batch_of(*tunes):
+    tokens = [np.asarray(t) for t in tunes]
+    return tune_batch(tokens, tune_positions(TOK, tokens), TOK.pad_id)
+
+
+# ---- BPTT mechanics ---------------------------------------------------------------------------
+
+def test_truncated_bptt_with_k_at_least_the_length_equals_full_bptt():
+    model = net()
+    inputs, positions, targets = batch_of(melody(0), melody(1, "3/4"))
+    T = inputs.shape[1]
+    logits, _ = model(inputs, positions)  # the reference: one graph over whole tunes
+    F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=TOK.pad_id, reduction="sum").backward()
+    full = grads(model)
+    for k in (T, T + 7):
+        model.zero_grad()
+        loss, _ = bptt_loss(model, inputs, positions, targets, model.init_state(2), k, TOK.pad_id)
+        loss.backward()
+        for a, b in zip(full, grads(model)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # the truncation is real: with k < T the loss is the same but recurrent gradients change
+    model.zero_grad()
+    loss_short, _ = bptt_loss(model, inputs, positions, targets, model.init_state(2), 5, TOK.pad_id)
+    loss_short.backward()
+    assert loss_short.item() == pytest.approx(loss.item(), rel=1e-6)
+    w_hh = dict(model.named_parameters())["rnn.weight_hh_l0"]
+    assert not torch.allclose(w_hh.grad, full[[n for n, _ in model.named_parameters()].index("rnn.weight_hh_l0")])
+
+
+def test_repackage_state_detaches_and_keeps_values():
+    h = torch.randn(2, 3, 4, requires_grad=True) * 2
+    c = torch.randn(2, 3, 4, requires_grad=True) * 3
+    h2, c2 = repackage_state((h, c))
+    assert not h2.requires_grad and not c2.requires_grad and torch.equal(h2, h) and torch.equal(c2, c)
+    assert not repackage_state(h).requires_grad
+
+
+def test_training_full_and_truncated_with_long_k_agree_on_one_tune(tmp_path):
+    # one training tune, one lane: stream mode with k >= its length sees exactly the full-BPTT batch
+    ids = [f"u{i}" for i in range(200)]
+    train_id = next(i for i in ids if split_of(i, 0, 0.3, 0.0) == "train")
+    valid_id = next(i for i in ids if split_of(i, 0, 0.3, 0.0) == "valid")
+    corpus = Corpus([Tune(train_id, np.asarray(melody(0), dtype=np.int32), "4/4"),
+                     Tune(valid_id, np.asarray(melody(1), dtype=np.int32), "4/4")], [], {}, TokenizerConfig())
+    weights = []
+    for bptt in ("full", 500):
+        cfg = tiny(tmp_path / str(bptt), bptt=bptt, window=500, batch_size=1, dropout=0.0, transpose=(0, 0),
+                   epochs=3)
+        train(cfg, corpus=corpus, show_progress=False)
+        weights.append(read_checkpoint(cfg.resume_path())["last_model"])
+    for name in weights[0]:
+        torch.testing.assert_close(weights[0][name], weights[1][name], rtol=1e-5, atol=1e-6)
+
+
+def test_clipping_bounds_the_norm_and_returns_the_norm_before():
+    model = net()
+    inputs, positions, targets = batch_of(melody(2))
+    loss, _ = bptt_loss(model, inputs, positions, targets, None, 8, TOK.pad_id)
+    (loss * 100).backward()
+    before = grads(model)
+    norm_before = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in before])).item()
+    assert norm_before > 1.0
+    reported = clip_gradients(model, 0.5)
+    assert reported == pytest.approx(norm_before, rel=1e-5)
+    after = grads(model)
+    norm_after = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in after])).item()
+    assert norm_after == pytest.approx(0.5, rel=1e-4)
+    for a, b in zip(before, after):  # same direction, scaled
+        torch.testing.assert_close(b, a * (0.5 / norm_before), rtol=1e-4, atol=1e-7)
+
+
+def test_training_logs_the_norm_before_clipping(tmp_path):
+    norms = []
+    train(tiny(tmp_path, clip=1e-3, epochs=1), corpus=corpus_of(12), show_progress=False,
+          progress=lambda e: norms.append(e["grad_norm"]) if e["event"] == "step" else None)
+    assert norms and min(norms) > 1e-3  # the logged norm is the one before clipping
+
+
+# ---- learning -----------------------------------------------------------------------------------
+
+def test_a_tiny_model_overfits_a_tiny_corpus(tmp_path):
+    # three melodies, each under four ids: validation copies training, so the schedule keeps the rate up
+    tunes = [Tune(f"t{i}", np.asarray(melody(i % 3), dtype=np.int32), "4/4") for i in range(12)]
+    corpus = Corpus(tunes, [], {}, TokenizerConfig())
+    cfg = tiny(tmp_path, bptt="full", hidden_size=32, dropout=0.0, transpose=(0, 0), lr=2e-2, epochs=40,
+               patience=100, batch_size=4)
+    torch.manual_seed(0)
+    start = evaluate_model(MelodyNetwork(cfg.network_config(TOK)), TOK, tunes)["nats_per_token"]
+    result = train(cfg, corpus=corpus, show_progress=False)
+    model, tokenizer, _ = load_checkpoint(cfg.out)
+    end = evaluate_model(model, tokenizer, tunes)["nats_per_token"]
+    assert start > 4.0  # about log(vocab size) untrained
+    assert end < 1.0 and end < start / 4  # far below the token frequencies (about 1.8 nats): it learned the tunes
+    assert result["history"][-1]["train_loss"] < result["history"][0]["train_loss"] / 3
+
+
+# ---- checkpoints, resume, reproducibility ---------------------------------------------------------
+
+def test_checkpoint_round_trip_describes_itself(tmp_path):
+    cfg = tiny(tmp_path)
+    result = train(cfg, corpus=corpus_of(12), show_progress=False)
+    model, tokenizer, ckpt = load_checkpoint(result["checkpoint"])
+    for key in ("format", "network_config", "tokenizer_config", "vocab", "model", "epoch", "step", "metrics",
+                "history", "train_config", "data", "code_version"):
+        assert key in ckpt, key
+    assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2 and ckpt["data"]["spec"] == "synthetic"
+    assert ckpt["train_config"]["hidden_size"] == 16 and tokenizer.vocab == TOK.vocab
+    assert ckpt["metrics"]["valid_loss"] == min(h["valid_loss"] for h in ckpt["history"])
+    resume = read_checkpoint(cfg.resume_path())
+    for key in ("optimizer", "scheduler", "rng", "last_model", "best"):
+        assert key in resume, key
+    # the loaded network computes what the saved weights compute
+    fresh = MelodyNetwork(NetworkConfig.from_dict(ckpt["network_config"]))
+    fresh.load_state_dict(resume["best"]["model"])
+    fresh.eval()
+    inputs, positions, _ = batch_of(melody(3))
+    torch.testing.assert_close(model(inputs, positions)[0], fresh(inputs, positions)[0], rtol=0, atol=0)
+    assert torch.load(cfg.out, weights_only=True)["format"] == ckpt["format"]
+
+
+def test_a_checkpoint_every_epoch(tmp_path):
+    cfg, seen = tiny(tmp_path, epochs=3), []
+
+    def progress(event):
+        if event["event"] == "epoch":
+            seen.append((event["epoch"], read_checkpoint(cfg.out)["epoch"], read_checkpoint(cfg.resume_path())["epoch"]))
+    train(cfg, corpus=corpus_of(12), progress=progress, show_progress=False)
+    assert seen == [(1, 1, 1), (2, 2, 2), (3, 3, 3)]
+
+
+@pytest.mark.parametrize("bptt", ["full", 8])
+def test_resume_after_a_stop_gives_the_uninterrupted_weights(tmp_path, bptt):
+    corpus = corpus_of(15)
+    whole = tiny(tmp_path / "whole", bptt=bptt, epochs=3)
+    train(whole, corpus=corpus, show_progress=False)
+    split = tiny(tmp_path / "split", bptt=bptt, epochs=3)
+    calls = {"n": 0}
+
+    def stop_after_4_steps():
+        calls["n"] += 1
+        return calls["n"] == 4
+    first = train(split, corpus=corpus, should_stop=stop_after_4_steps, show_progress=False)
+    assert first["stopped"] == "should_stop"
+    saved = read_checkpoint(split.resume_path())
+    if bptt == 8:
+        assert (saved["epoch"], saved["step"]) == (0, 4)  # mid-epoch: the lane state is carried over
+        assert saved["lane_state"] is not None
+    else:
+        assert saved["epoch"] < 3
+    second = train(split, corpus=corpus, resume=True, show_progress=False)
+    assert second["stopped"] == "epochs"
+    a, b = read_checkpoint(whole.resume_path()), read_checkpoint(split.resume_path())
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    for name in a["last_model"]:
+        assert torch.equal(a["last_model"][name], b["last_model"][name]), name
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+
+
+def test_ctrl_c_saves_and_resume_finishes(tmp_path):
+    cfg, corpus = tiny(tmp_path, epochs=2), corpus_of(12)
+
+    def progress(event):
+        if event["event"] == "step" and event["epoch"] == 1 and event["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # as if the user pressed Ctrl-C
+    result = train(cfg, corpus=corpus, progress=progress, show_progress=False)
+    assert result["stopped"] == "interrupted"
+    saved = read_checkpoint(cfg.resume_path())
+    assert (saved["epoch"], saved["step"]) == (0, 2)
+    assert train(cfg, corpus=corpus, resume=True, show_progress=False)["stopped"] == "epochs"
+    assert read_checkpoint(cfg.out)["epoch"] == 2
+
+
+def test_seeded_runs_repeat_bit_for_bit_and_seeds_differ(tmp_path):
+    corpus = corpus_of(12)
+    runs = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        result = train(tiny(tmp_path / name, seed=seed), corpus=corpus, show_progress=False)
+        runs.append([h["train_loss"] for h in result["history"]] + [h["valid_loss"] for h in result["history"]])
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_time_budget_and_progress_events(tmp_path):
+    events = []
+    result = train(tiny(tmp_path, max_minutes=1e-6, epochs=5), corpus=corpus_of(12), progress=events.append,
+                   show_progress=False)
+    assert result["stopped"] == "time_budget"
+    assert [e["event"] for e in events] == ["step", "done"]
+    for key in ("event", "epoch", "epochs", "step", "steps_per_epoch", "train_loss", "valid_loss", "tokens_per_s",
+                "grad_norm", "eta_s", "history"):
+        assert key in events[0]
+    assert events[0]["tokens_per_s"] > 0 and events[0]["steps_per_epoch"] > 1
+    assert read_checkpoint(tmp_path / "m.resume.pt")["step"] == 1
+
+
+def test_early_stopping_keeps_the_best_model_and_lowers_the_rate(tmp_path, monkeypatch):
+    losses = iter([1.0, 2.0, 3.0, 4.0, 5.0])
+    monkeypatch.setattr(Trainer, "validate", lambda self: next(losses))
+    cfg = tiny(tmp_path, epochs=5, patience=2)
+    best_weights = {}
+
+    def progress(event):
+        if event["event"] == "epoch" and event["epoch"] == 1:
+            best_weights.update(read_checkpoint(cfg.resume_path())["last_model"])
+    result = train(cfg, corpus=corpus_of(12), progress=progress, show_progress=False)
+    assert result["stopped"] == "early_stopping" and len(result["history"]) == 3
+    model_file, resume = read_checkpoint(cfg.out), read_checkpoint(cfg.resume_path())
+    assert model_file["metrics"]["best_epoch"] == 1 and model_file["metrics"]["valid_loss"] == 1.0
+    for name, value in best_weights.items():
+        assert torch.equal(model_file["model"][name], value)
+    assert not all(torch.equal(resume["last_model"][n], v) for n, v in best_weights.items())
+    assert resume["optimizer"]["param_groups"][0]["lr"] == pytest.approx(cfg.lr / 2)
+
+
+def test_bad_settings_name_the_setting():
+    with pytest.raises(ValueError, match="bptt must be 'full' or an integer >= 1, got 'half'"):
+        TrainConfig(bptt="half")
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\), got 1.5"):
+        TrainConfig(dropout=1.5)
+    with pytest.raises(ValueError, match="transpose must be"):
+        TrainConfig(transpose=(3, -3))
+
+
+def test_resume_refuses_changed_settings(tmp_path):
+    corpus = corpus_of(12)
+    train(tiny(tmp_path, epochs=1), corpus=corpus, show_progress=False)
+    with pytest.raises(ValueError, match="hidden_size: 16 -> 20"):
+        train(tiny(tmp_path, epochs=2, hidden_size=20), corpus=corpus, resume=True, show_progress=False)
