@@ -1,0 +1,226 @@
+"""The ``tunesmith`` console script: train, generate, evaluate, corpus info, serve, worker.
+
+Bad parameters exit with status 2 and the message of the ValueError that rejected them.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+OUTPUT_SUFFIXES = {".mid": "midi", ".midi": "midi", ".musicxml": "musicxml", ".xml": "musicxml", ".json": "json"}
+
+
+def _transpose(text: str) -> tuple[int, int]:
+    try:
+        low, high = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"transpose must be LOW,HIGH semitones like -5,6, got {text!r}") from None
+    return low, high
+
+
+def _bptt(text: str):
+    return text if text == "full" else int(text)
+
+
+def _add_train_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field (--hidden-size for hidden_size), with its default."""
+    from model.training import TrainConfig
+    helps = {"data": "corpus: music21:<collection> or a folder of MIDI/ABC/MusicXML/kern files",
+             "out": "model checkpoint to write (the resume state goes beside it as <stem>.resume.pt)",
+             "bptt": "'full' (whole tunes) or k: truncated BPTT, gradients flow back at most k steps",
+             "window": "tokens per lane per optimizer step (truncated BPTT)",
+             "transpose": "LOW,HIGH semitone range of the training-split transposition, e.g. --transpose=-5,6 (0,0 = off)",
+             "max_minutes": "time budget in minutes; the run stops resumable when it is spent",
+             "position_inputs": "feed the position in the bar to the network",
+             "patience": "epochs without a better validation loss before stopping early",
+             "cell": "recurrent cell: lstm, gru or rnn", "backend": "fused (torch.nn.LSTM) or cells (model.cells)",
+             "threads": "torch threads", "valid": "validation fraction of the tunes", "test": "test fraction"}
+    for f in dataclasses.fields(TrainConfig):
+        flag, default = "--" + f.name.replace("_", "-"), f.default
+        kwargs = {"default": default, "help": helps.get(f.name, f.name.replace("_", " ")) + f" (default: {default})"}
+        if f.name == "transpose":
+            kwargs["type"] = _transpose
+        elif f.name == "bptt":
+            kwargs["type"] = _bptt
+        elif isinstance(default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif f.name == "max_minutes":
+            kwargs["type"] = float
+        else:
+            kwargs["type"] = type(default)
+        parser.add_argument(flag, **kwargs)
+    parser.add_argument("--resume", action="store_true", help="continue from the resume state beside --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_train(args) -> int:
+    from model.training import TrainConfig, train
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**fields)
+    result = train(config, resume=args.resume, show_progress=not args.quiet)
+    print(json.dumps({k: result[k] for k in ("checkpoint", "stopped", "metrics")}, indent=2))
+    if result["stopped"] == "interrupted":
+        print(f"interrupted: continue with the same command and --resume ({config.resume_path()})", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _primer(text: str | None):
+    if text is None:
+        return None
+    if text.lstrip().startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"primer must be a MIDI file or a JSON list [[pitch, start_beats, duration_beats]], "
+                             f"got invalid JSON ({e})") from None
+    path = Path(text)
+    if not path.is_file():
+        raise ValueError(f"primer must be a MIDI file or a JSON note list, got {text!r} (no such file)")
+    return path.read_bytes()
+
+
+def cmd_generate(args) -> int:
+    from model.sampling import GenerationParams, Generator
+    out = Path(args.out)
+    kind = OUTPUT_SUFFIXES.get(out.suffix.lower())
+    if kind is None:
+        raise ValueError(f"out must end in one of {', '.join(OUTPUT_SUFFIXES)}, got {args.out!r}")
+    params = GenerationParams(
+        bars=args.bars, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+        key=args.key, scale=args.scale, tempo=args.tempo, meter=args.meter, primer=_primer(args.primer),
+        include_primer=args.include_primer, count=args.count, beam_width=args.beam_width,
+        min_pitch=args.min_pitch, max_pitch=args.max_pitch, avoid_repetition=args.avoid_repetition)
+    params.validate()  # before loading the model: a bad flag fails fast
+    import torch
+    torch.set_num_threads(1)  # one melody batch is too small to gain from more threads
+    generation = Generator(args.model).generate(params)
+    written = []
+    for m in generation.melodies:
+        path = out if len(generation.melodies) == 1 else out.with_name(f"{out.stem}-{m.index + 1}{out.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "midi":
+            path.write_bytes(m.midi_bytes())
+        elif kind == "musicxml":
+            path.write_bytes(m.musicxml_bytes())
+        else:
+            path.write_text(json.dumps(m.to_json(), indent=1))
+        written.append({"path": str(path), "notes": len(m.notes)})
+    print(json.dumps({"model": generation.model, "seed": generation.seed, "files": written}))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from model.checkpoint import load_checkpoint
+    from model.data import load_corpus, split_corpus
+    from model.evaluation import evaluate_model
+    model, tokenizer, ckpt = load_checkpoint(args.model)
+    trained = ckpt.get("train_config") or {}
+    data = args.data or trained.get("data")
+    if not data:
+        raise ValueError("data must be given (the checkpoint does not name its training data)")
+    corpus = load_corpus(data, tokenizer.config, progress=not args.quiet)
+    splits = split_corpus(corpus, seed=trained.get("seed", 0), valid=trained.get("valid", 0.05),
+                          test=trained.get("test", 0.05))
+    if not splits[args.split]:
+        raise ValueError(f"split {args.split!r} of {data!r} holds no tunes")
+    result = evaluate_model(model, tokenizer, splits[args.split])
+    print(json.dumps({"model": str(args.model or "default"), "data": data, "split": args.split, **result}, indent=2))
+    return 0
+
+
+def cmd_corpus_info(args) -> int:
+    from model.data import corpus_info
+    print(json.dumps(corpus_info(args.data), indent=2, default=str))
+    return 0
+
+
+def _service(name: str):
+    def run(args) -> int:
+        try:
+            from service import cli as service_cli
+        except ImportError as e:
+            print(f"tunesmith {name}: the service is not installed ({e})", file=sys.stderr)
+            return 1
+        return getattr(service_cli, name)(args) or 0
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from model.checkpoint import DEFAULT_MODEL_PATH
+    parser = argparse.ArgumentParser(prog="tunesmith", description="Melody generation with an LSTM on MIDI tokens.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a melody model", description="Train a melody network on a corpus.")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="generate melodies to MIDI, MusicXML or JSON",
+                       description="Generate melodies with a trained model.")
+    p.add_argument("--model", default=None, help=f"checkpoint (default: the shipped model {DEFAULT_MODEL_PATH})")
+    p.add_argument("--out", default="melody.mid", help="output file: .mid/.midi, .musicxml/.xml or .json; "
+                   "with --count > 1, name-1.mid, name-2.mid, ... (default: melody.mid)")
+    p.add_argument("--bars", type=int, default=8, help="bars to generate after the primer (1..256, default 8)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0, 5] (default 1.0)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens; 0 = all (default 0)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (0, 1] (default 1.0)")
+    p.add_argument("--seed", type=int, default=None, help="random seed; same model+flags+seed = same file")
+    p.add_argument("--key", default=None, help="tonic for the scale constraint: C, C#, Db, ..., B")
+    p.add_argument("--scale", default=None, help="major, minor, harmonic_minor, dorian, mixolydian, lydian, "
+                   "phrygian, pentatonic_major, pentatonic_minor, blues, chromatic (default major with --key)")
+    p.add_argument("--tempo", type=float, default=120.0, help="quarter notes per minute 20..300 (default 120)")
+    p.add_argument("--meter", default=None, help="meter such as 3/4 (default: the primer's, else 4/4)")
+    p.add_argument("--primer", default=None, help="a MIDI file, or a JSON note list '[[60, 0, 1], [62, 1, 0.5]]' "
+                   "of [pitch, start_beats, duration_beats]")
+    p.add_argument("--include-primer", action=argparse.BooleanOptionalAction, default=True,
+                   help="put the primer at the start of the output (default: yes)")
+    p.add_argument("--count", type=int, default=1, help="melodies to generate in one batch 1..16 (default 1)")
+    p.add_argument("--beam-width", type=int, default=1, help="beam search width 1..16; 1 = sampling (default 1)")
+    p.add_argument("--min-pitch", type=int, default=None, help="lowest MIDI pitch allowed")
+    p.add_argument("--max-pitch", type=int, default=None, help="highest MIDI pitch allowed")
+    p.add_argument("--avoid-repetition", action=argparse.BooleanOptionalAction, default=True,
+                   help="down-weight two-bar one-pitch loops and silences (default: yes)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("evaluate", help="score a model on a corpus split (JSON)",
+                       description="Print nats per token of a model on a split of a corpus, as JSON.")
+    p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
+    p.add_argument("--data", default=None, help="corpus spec (default: the one the model was trained on)")
+    p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split to score (default test)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar while parsing the corpus")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("corpus", help="corpus tools", description="Corpus tools.")
+    corpus_sub = p.add_subparsers(dest="corpus_command", required=True, metavar="SUBCOMMAND")
+    q = corpus_sub.add_parser("info", help="tunes, notes, tokens and failures per split",
+                              description="Print tunes, notes, tokens and failures per split, as JSON.")
+    q.add_argument("--data", required=True, help="music21:<collection> or a folder")
+    q.set_defaults(func=cmd_corpus_info)
+
+    for name, text in (("serve", "run the HTTP service"), ("worker", "run a Celery worker")):
+        p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]} (see service/cli.py).")
+        p.add_argument("options", nargs=argparse.REMAINDER, help="options passed on to the service")
+        p.set_defaults(func=_service(name))
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as e:  # a bad parameter or input: say what and what is allowed
+        print(f"tunesmith {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print(f"tunesmith {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"tunesmith {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

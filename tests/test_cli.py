@@ -1,0 +1,131 @@
+"""Tests for model/cli.py: the tunesmith console script end to end on tiny models and files."""
+import io
+import json
+
+import mido
+import pytest
+import torch
+
+from model.checkpoint import read_checkpoint, save_checkpoint
+from model.cli import main
+from model.data import split_of
+from model.network import MelodyNetwork, NetworkConfig
+from model.sampling import SCALES
+from model.tokens import MelodyTokenizer, Note
+
+TOK = MelodyTokenizer()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    net = MelodyNetwork(NetworkConfig(vocab_size=TOK.vocab_size, hidden_size=16, embedding_dim=8,
+                                      position_dim=4, max_positions=TOK.max_bar_steps))
+    return str(save_checkpoint(tmp_path_factory.mktemp("cli") / "tiny.pt", net, TOK))
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def midi_pitches(path):
+    midi = mido.MidiFile(path)
+    return [m.note for m in mido.merge_tracks(midi.tracks) if m.type == "note_on" and m.velocity > 0]
+
+
+def test_generate_midi_musicxml_and_json_agree(capsys, tmp_path, checkpoint):
+    common = ["--model", checkpoint, "--seed", 4, "--bars", 4, "--key", "G", "--scale", "major", "--tempo", 100]
+    code, out, _ = run(capsys, "generate", *common, "--out", tmp_path / "a.mid")
+    assert code == 0 and json.loads(out)["seed"] == 4
+    pitches = midi_pitches(tmp_path / "a.mid")
+    assert pitches and all((p - 7) % 12 in SCALES["major"] for p in pitches)
+
+    assert run(capsys, "generate", *common, "--out", tmp_path / "a.json")[0] == 0
+    melody = json.loads((tmp_path / "a.json").read_text())
+    assert [n["pitch"] for n in melody["notes"]] == pitches and melody["tempo"] == 100
+
+    assert run(capsys, "generate", *common, "--out", tmp_path / "a.musicxml")[0] == 0
+    from music21 import converter
+    score = converter.parse(str(tmp_path / "a.musicxml")).stripTies()
+    assert [n.pitch.midi for n in score.flatten().notes] == pitches
+
+
+def test_generate_count_primer_and_range(capsys, tmp_path, checkpoint):
+    primer = tmp_path / "primer.mid"
+    primer.write_bytes(TOK.decode_midi_bytes(TOK.encode_notes([Note(72, 0, 4), Note(74, 4, 8)])))
+    code, out, _ = run(capsys, "generate", "--model", checkpoint, "--seed", 1, "--count", 3, "--primer", primer,
+                       "--min-pitch", 55, "--max-pitch", 67, "--out", tmp_path / "b.mid")
+    assert code == 0 and len(json.loads(out)["files"]) == 3
+    for i in (1, 2, 3):
+        pitches = midi_pitches(tmp_path / f"b-{i}.mid")
+        assert pitches[:2] == [72, 74] and all(55 <= p <= 67 for p in pitches[2:])
+    code, _, _ = run(capsys, "generate", "--model", checkpoint, "--seed", 1, "--primer", "[[60, 0, 1]]",
+                     "--no-include-primer", "--bars", 2, "--out", tmp_path / "c.mid")
+    assert code == 0 and TOK.bar_count(TOK.encode_midi(str(tmp_path / "c.mid"))) == 2
+
+
+def test_same_seed_same_file(capsys, tmp_path, checkpoint):
+    for name in ("x.mid", "y.mid"):
+        assert run(capsys, "generate", "--model", checkpoint, "--seed", 9, "--out", tmp_path / name)[0] == 0
+    assert (tmp_path / "x.mid").read_bytes() == (tmp_path / "y.mid").read_bytes()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--temperature", "9"], "temperature must be in (0, 5], got 9"),
+    (["--key", "H"], "key must be null or one of C, C#"),
+    (["--bars", "0"], "bars must be an integer in [1, 256], got 0"),
+    (["--out", "x.wav"], "out must end in one of .mid"),
+    (["--primer", "missing.mid"], "primer must be a MIDI file or a JSON note list"),
+    (["--primer", "[[60, 0]]"], "primer[0] must be [pitch 0..127"),
+])
+def test_bad_generate_flags_exit_2_with_the_reason(capsys, tmp_path, checkpoint, flags, message):
+    code, _, err = run(capsys, "generate", "--model", checkpoint, "--out", tmp_path / "z.mid", *flags)
+    assert code == 2 and message in err
+
+
+def test_missing_model_is_reported(capsys, tmp_path):
+    code, _, err = run(capsys, "generate", "--model", tmp_path / "nope.pt", "--out", tmp_path / "z.mid")
+    assert code == 1 and "no checkpoint at" in err
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--help"], "generate"), (["train", "--help"], "--hidden-size"), (["generate", "--help"], "--top-p"),
+    (["evaluate", "--help"], "--split"), (["corpus", "info", "--help"], "--data"), (["serve", "--help"], "service"),
+    (["worker", "--help"], "worker"),
+])
+def test_help_on_every_command(capsys, argv, expected):
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 0 and expected in capsys.readouterr().out
+
+
+def test_train_resume_evaluate_and_corpus_info_on_a_midi_folder(capsys, tmp_path):
+    data = tmp_path / "midi"
+    data.mkdir()
+    names = [f"tune{i}.mid" for i in range(14)]
+    assert {split_of(f"{n}#0", 0, 0.3, 0.2) for n in names} == {"train", "valid", "test"}
+    for i, name in enumerate(names):
+        notes = [Note(60 + (i + k * 3) % 12, 2 * k, 2 * k + 2) for k in range(12)]
+        (data / name).write_bytes(TOK.decode_midi_bytes(TOK.encode_notes(notes, "3/4" if i % 2 else "4/4")))
+    out = tmp_path / "model.pt"
+    flags = ["--data", data, "--out", out, "--hidden-size", 8, "--layers", 1, "--embedding-dim", 4, "--batch-size", 2,
+             "--bptt", 8, "--window", 16, "--threads", 1, "--valid", 0.3, "--test", 0.2, "--transpose=-1,1",
+             "--quiet"]
+    code, stdout, _ = run(capsys, "train", *flags, "--epochs", 1)
+    assert code == 0 and json.loads(stdout)["stopped"] == "epochs"
+    code, stdout, _ = run(capsys, "train", *flags, "--epochs", 2, "--resume")
+    assert code == 0 and len(read_checkpoint(out)["history"]) == 2
+
+    code, stdout, _ = run(capsys, "evaluate", "--model", out, "--split", "test", "--quiet")
+    result = json.loads(stdout)
+    assert code == 0 and result["split"] == "test" and result["data"] == str(data)
+    assert 0 < result["nats_per_token"] < 5 and result["tunes"] == sum(
+        split_of(f"{n}#0", 0, 0.3, 0.2) == "test" for n in names)
+
+    code, stdout, _ = run(capsys, "corpus", "info", "--data", data)
+    assert code == 0 and json.loads(stdout)["tunes"] == 14
+
+    code, _, err = run(capsys, "train", *flags, "--dropout", 2)
+    assert code == 2 and "dropout must be in [0, 1), got 2.0" in err
