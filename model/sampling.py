@@ -6,7 +6,7 @@ prefix is never run again). With one meter, a tune of ``bars`` bars has a fixed 
 the S grid steps of each bar are chosen; every sequence is therefore valid and has exactly ``bars``
 new bars. At a step the choices are REST, HOLD (only while a note sounds) and the NOTE tokens that
 pass the key/scale and pitch-range masks; the logits then go through temperature, top-k and top-p,
-and a seeded ``torch.Generator`` draws all ``count`` melodies in one batched pass. Beam search
+and a seeded ``torch.Generator`` draws all ``count`` melodies in one batched pass (Gumbel-max). Beam search
 (``beam_width`` > 1) keeps the w most likely masked sequences instead and returns the best ``count``.
 
 Anti-degeneracy guard (``avoid_repetition``, on by default): at every barline the last two bars are
@@ -211,7 +211,8 @@ class Generator:
         self.model.prepare_for_inference()
         tok, V = self.tokenizer, self.tokenizer.vocab_size
         self.note_ids = torch.tensor([i for i in range(V) if tok.pitch_of(i) is not None])
-        self.sounding = torch.tensor([tok.pitch_of(i) is not None or i == tok.hold_id for i in range(V)])  # (V,)
+        # (V,) 1 for NOTE and HOLD: after them HOLD may follow (row 1 of the step bias)
+        self.sounding = torch.tensor([int(tok.pitch_of(i) is not None or i == tok.hold_id) for i in range(V)])
 
     # ---- the prefix: BOS TS or the primer -------------------------------------------------------
 
@@ -266,9 +267,11 @@ class Generator:
         _, state = model(out[:, :P - 1], positions[:P - 1].expand(B, -1) if positions is not None else None) \
             if P > 1 else (None, model.init_state(B))
         gen = torch.Generator().manual_seed(seed)
+        noise, noise_used = (), 0
+        pos_cols = positions.view(N, 1).expand(N, B) if positions is not None else None  # row i: (B,)
         bias = self._step_bias(params)  # (2, V)
         last_steps = [t for t in prefix if tok.is_step(t)]
-        sounding = torch.full((B,), bool(last_steps) and last_steps[-1] != tok.rest_id)
+        sounding = torch.full((B,), int(bool(last_steps) and last_steps[-1] != tok.rest_id))
         step_cols = [i for i, t in enumerate(full) if t == -1 or tok.is_step(t)]  # every grid step column
         window = 2 * tok.bar_steps(meter)
         penalty = None
@@ -276,14 +279,13 @@ class Generator:
         scores[0] = 0.0
         done_steps = len(last_steps)
         for i in range(P - 1, N - 1):
-            pos = positions[i].expand(B) if positions is not None else None
-            logits, state = model.step(out[:, i], pos, state)  # (B, V)
+            logits, state = model.step(out[:, i], pos_cols[i] if positions is not None else None, state)  # (B, V)
             if full[i + 1] != -1:
                 if full[i + 1] == tok.bar_id and params.avoid_repetition and done_steps >= window:
                     cols = step_cols[done_steps - window:done_steps]
                     penalty = self._repetition_penalty(out[:, cols])
                 continue  # a forced structural token, already in `out`
-            logits = logits + bias[sounding.long()]  # (B, V) grammar + key/scale/range masks
+            logits = logits + bias[sounding]  # (B, V) grammar + key/scale/range masks
             if penalty is not None:
                 logits += penalty
             if beam:
@@ -296,7 +298,10 @@ class Generator:
                 state = tuple(s[:, parent] for s in state) if isinstance(state, tuple) else state[:, parent]
                 penalty = penalty[parent] if penalty is not None else None
             else:
-                choice = self._sample(logits, params, gen)
+                if noise_used == len(noise):  # Gumbel noise for the next bar's draws, in one call
+                    noise, noise_used = self._gumbel((tok.bar_steps(meter), B, tok.vocab_size), gen), 0
+                choice = self._sample(logits, params, noise[noise_used])
+                noise_used += 1
             out[:, i + 1] = choice
             sounding = self.sounding[choice]
             done_steps += 1
@@ -314,8 +319,18 @@ class Generator:
                                    float(scores[b]) if beam else None))
         return Generation(melodies, seed, params, self.name, time.perf_counter() - started)
 
-    def _sample(self, logits, params, gen) -> torch.Tensor:
-        """Temperature, top-k, top-p, then one draw per row from the seeded generator -> (B,)."""
+    @staticmethod
+    def _gumbel(shape, gen) -> torch.Tensor:
+        """Standard Gumbel noise -log(-log(U)) from the seeded generator."""
+        u = torch.rand(shape, generator=gen).clamp_(1e-10, 1.0 - 1e-7)
+        return u.log_().neg_().log_().neg_()
+
+    def _sample(self, logits, params, gumbel) -> torch.Tensor:
+        """Temperature, top-k, top-p, then one draw per row -> (B,).
+
+        The draw is the Gumbel-max trick: argmax(logits / T + G) with G ~ Gumbel(0, 1) is an exact
+        sample of softmax(logits / T), in two tensor ops instead of softmax + multinomial.
+        """
         if params.temperature != 1.0:
             logits = logits / params.temperature
         if 0 < params.top_k < logits.shape[1]:
@@ -326,7 +341,7 @@ class Generator:
             probs = torch.softmax(sorted_logits, dim=-1)
             beyond = probs.cumsum(-1) - probs > params.top_p  # tokens after the nucleus (the first always stays)
             logits = logits.scatter(1, order, sorted_logits.masked_fill(beyond, float("-inf")))
-        return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen).squeeze(1)
+        return (logits + gumbel).argmax(-1)
 
     def _repetition_penalty(self, recent: torch.Tensor) -> torch.Tensor | None:
         """recent (B, W) step tokens of the last two bars -> (B, V) logit penalty, or None."""

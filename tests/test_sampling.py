@@ -218,3 +218,17 @@ def test_generate_melody_takes_a_dict_and_a_path(checkpoint):
     assert g.model == "tiny" and len(g.melodies) == 1
     with pytest.raises(ValueError, match="colour must be one of bars"):
         generate_melody({"colour": "red"}, model=checkpoint)
+
+
+def test_the_draw_follows_the_tempered_distribution(gen):
+    # Gumbel-max sampling: frequencies over many seeded draws match softmax(logits / T)
+    torch.manual_seed(0)
+    logits = torch.randn(1, 8).repeat(40000, 1)
+    params = GenerationParams(temperature=0.7)
+    draws = gen._sample(logits, params, gen._gumbel((40000, 8), torch.Generator().manual_seed(1)))
+    freq = torch.bincount(draws, minlength=8).double() / 40000
+    torch.testing.assert_close(freq, torch.softmax(logits[0].double() / 0.7, -1), atol=0.01, rtol=0)
+    nucleus = gen._sample(logits, GenerationParams(top_p=0.5), gen._gumbel((40000, 8), torch.Generator()))
+    probs = torch.softmax(logits[0], -1)
+    kept = torch.argsort(probs, descending=True)[:int((torch.sort(probs, descending=True).values.cumsum(0) < 0.5).sum()) + 1]
+    assert set(nucleus.unique().tolist()) == set(kept.tolist())
