@@ -153,6 +153,8 @@ def _guarded(item_id, encode, tok):
 
 
 def _ok(item_id, ids, tok):
+    if not any(tok.pitch_of(t) is not None for t in ids):
+        return ("fail", item_id, "ValueError: the tune holds no notes")
     return ("ok", item_id, np.asarray(ids, dtype=np.int32), tok.meter_of(ids[1]))
 
 

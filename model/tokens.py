@@ -288,7 +288,7 @@ class MelodyTokenizer:
             start = round((float(n.offset) + shift) * spq)
             end = round((float(n.offset + n.quarterLength) + shift) * spq)
             notes.append(Note(round(pitch), start, max(end, start + 1)))
-        if not notes:
+        if not notes and not measures:         # measures of rests are a (silent) tune, nothing is not
             raise ValueError("music21 stream holds no notes")
         bars = len(meters) if measures else None
         changes = [(b, m) for b, m in meters if b == 0 or m != meters[b - 1][1]] if measures else meters

@@ -1,5 +1,6 @@
 """Tests for model/tokens.py: grammar, round trips, MIDI melody extraction, errors."""
 import io
+from pathlib import Path
 
 import pretty_midi
 import pytest
@@ -214,3 +215,63 @@ def test_garbled_and_empty_midi_raise_value_error(tmp_path):
         TOK.encode_midi(_pm((0, True, [(40, 0, 1)])))
     with pytest.raises(ValueError, match="does not exist"):
         TOK.encode_midi(tmp_path / "missing.mid")
+
+
+# --- music21 streams and MusicXML ------------------------------------------------------------------
+
+def _abc(index):
+    from music21 import converter
+    from model.data import split_abc
+    text = (Path(__file__).parent / "data" / "tunes.abc").read_text()
+    return converter.parseData(split_abc(text)[index], format="abc")
+
+
+def test_stream_pickup_is_padded_with_leading_rests():
+    ids = TOK.encode_stream(_abc(0))                                     # 6/8 with an eighth-note pickup
+    notes, meters = TOK.decode_notes(ids)
+    assert meters == [(0, "6/8")]
+    assert notes[0] == Note(62, 10, 12) and notes[1] == Note(67, 12, 16)  # D on the last eighth of bar 0
+    assert TOK.positions(ids)[ids.index(TOK.note_id(67))] == 1            # G on the downbeat of bar 1
+    assert TOK.bar_count(ids) == 5
+
+
+def test_stream_ties_merge_across_the_barline():
+    notes, _ = TOK.decode_notes(TOK.encode_stream(_abc(3)))
+    assert notes[2] == Note(72, 8, 20)                                   # c4- | c2: one note, HOLD after BAR
+
+
+def test_stream_free_meter_raises():
+    with pytest.raises(ValueError, match="no time signature"):
+        TOK.encode_stream(_abc(2))
+
+
+def test_stream_chords_grace_notes_and_top_part():
+    from music21 import chord, meter, note, stream
+    top, low = stream.Part(), stream.Part()
+    top.append(meter.TimeSignature("2/4"))
+    grace = note.Note("D5", quarterLength=0.5).getGrace()
+    top.append([grace, chord.Chord(["C4", "E4", "G4"], quarterLength=1), note.Rest(quarterLength=0.5),
+                note.Note("A4", quarterLength=0.5)])
+    low.append(meter.TimeSignature("2/4"))
+    low.append(note.Note("C3", quarterLength=2))
+    score = stream.Score([top.makeMeasures(), low.makeMeasures()])
+    notes, meters = TOK.decode_notes(TOK.encode_stream(score))
+    assert notes == [Note(67, 0, 4), Note(69, 6, 8)] and meters == [(0, "2/4")]
+
+
+@settings(max_examples=12, deadline=None)
+@given(valid_sequences(max_bars=3))
+def test_musicxml_round_trip(ids):
+    from music21 import converter
+    xml = TOK.decode_musicxml(ids, qpm=100)
+    assert xml.startswith(b"<?xml")
+    assert TOK.encode_stream(converter.parseData(xml, format="musicxml")) == ids
+
+
+def test_musicxml_meter_change_and_triplets():
+    from music21 import converter
+    ids = TOK12.encode_notes([Note(60, 0, 4), Note(62, 4, 8), Note(64, 8, 12), Note(65, 12, 30), Note(67, 36, 48)],
+                             [(0, "2/4"), (1, "3/4")], bars=2)
+    xml = TOK12.decode_musicxml(ids, qpm=72)
+    assert b"<beats>3</beats>" in xml and b"<per-minute>72" in xml
+    assert TOK12.encode_stream(converter.parseData(xml, format="musicxml")) == ids
