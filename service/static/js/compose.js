@@ -170,9 +170,9 @@ async function showMelody(entry) {
 
   $("empty").hidden = true;
   $("melody").hidden = false;
-  roll.render(parsed.notes, parsed.meter);
+  roll.render(parsed.notes, parsed.meter, parsed.endBeat);
   const params = entry.params || {};
-  notation.render(parsed.notes, { meter: parsed.meter, qpm: parsed.qpm, key: params.key, scale: params.scale, midiKey: parsed.keySignature });
+  notation.render(parsed.notes, { meter: parsed.meter, qpm: parsed.qpm, endBeat: parsed.endBeat, key: params.key, scale: params.scale, midiKey: parsed.keySignature });
   $("abc-text").textContent = notation.abc;
 
   const keyText = params.key ? `${params.key} ${params.scale || ""}`.trim() : "any key";
@@ -269,6 +269,7 @@ async function loadModels() {
       const option = document.createElement("option");
       option.value = m.name;
       option.textContent = m.default ? `${m.name} (default)` : m.name;
+      option.disabled = m.available === false; // registered, but its checkpoint is missing
       select.appendChild(option);
     }
   } catch (err) {

@@ -73,10 +73,12 @@ export function parseMidi(buffer) {
   const tempos = [{ tick: 0, usPerBeat: 500000 }];
   let meter = null, keySignature = null;
   const notes = [];
+  let lastTick = 0; // the end of the music: the last event (an end marker or end of track)
   for (const chunk of chunks.slice(1)) {
     if (chunk.id !== "MTrk") continue;
     const open = new Map(); // channel*128+pitch -> [startTick, velocity]
     for (const e of readTrack(chunk.data)) {
+      lastTick = Math.max(lastTick, e.tick);
       if (e.meta === 0x51 && e.data.length >= 3) {
         tempos.push({ tick: e.tick, usPerBeat: (e.data[0] << 16) | (e.data[1] << 8) | e.data[2] });
       } else if (e.meta === 0x58 && !meter) {
@@ -122,6 +124,7 @@ export function parseMidi(buffer) {
     qpm: 60e6 / segments.filter((seg) => seg.tick === 0).pop().usPerBeat,
     meter: meter || "4/4",
     keySignature,
+    endBeat: lastTick / ticksPerBeat,
     notes: notes.map((n) => ({
       pitch: n.pitch,
       velocity: n.velocity,

@@ -80,7 +80,7 @@ function splitLength(n) {
 }
 
 // notes: [{pitch, startBeat, endBeat}] -> {abc, written: melody index of each written note head}
-export function melodyToAbc(notes, { meter = "4/4", qpm = 120, key = null, scale = null, midiKey = null } = {}) {
+export function melodyToAbc(notes, { meter = "4/4", qpm = 120, key = null, scale = null, midiKey = null, endBeat = 0 } = {}) {
   const [num, den] = meter.split("/").map(Number);
   const barLen = (num * 16) / den;
   const group = den === 8 && num % 3 === 0 ? 6 : 16 / den; // beam by dotted quarter in 6/8, 9/8, 12/8
@@ -97,7 +97,8 @@ export function melodyToAbc(notes, { meter = "4/4", qpm = 120, key = null, scale
     if (end > start) events.push({ start, end, pitch: n.pitch, index: i });
   });
   const clean = events.filter((e) => e.end > e.start);
-  const total = Math.max(barLen, Math.ceil(Math.max(0, ...clean.map((e) => e.end)) / barLen) * barLen);
+  const last = Math.max(0, q(endBeat) - 0.5, ...clean.map((e) => e.end));
+  const total = Math.max(barLen, Math.ceil(last / barLen) * barLen);
   const timeline = [];
   let t = 0;
   for (const e of clean) {
@@ -138,7 +139,10 @@ export function melodyToAbc(notes, { meter = "4/4", qpm = 120, key = null, scale
       }
     }
   }
-  const abc = `X:1\nM:${meter}\nL:1/16\nQ:1/4=${Math.round(qpm)}\nK:${k.abc}\n${body}\n`;
+  // Bass clef when most of the melody lies below the treble staff.
+  const pitches = clean.map((e) => e.pitch).sort((a, b) => a - b);
+  const clef = pitches.length && pitches[Math.floor(pitches.length / 2)] < 55 ? " clef=bass" : "";
+  const abc = `X:1\nM:${meter}\nL:1/16\nQ:1/4=${Math.round(qpm)}\nK:${k.abc}${clef}\n${body}\n`;
   return { abc, written };
 }
 

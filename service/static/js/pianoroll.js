@@ -20,11 +20,11 @@ export class PianoRoll {
   }
 
   // notes: [{pitch, startBeat, endBeat}], meter "n/d"
-  render(notes, meter = "4/4") {
+  render(notes, meter = "4/4", endBeat = 0) {
     this.container.replaceChildren();
     const [num, den] = meter.split("/").map(Number);
     const beatsPerBar = (num * 4) / den; // in quarter notes
-    const lastBeat = Math.max(beatsPerBar, ...notes.map((n) => n.endBeat));
+    const lastBeat = Math.max(beatsPerBar, endBeat - 1e-6, ...notes.map((n) => n.endBeat));
     const totalBeats = Math.ceil(lastBeat / beatsPerBar) * beatsPerBar;
     const pitches = notes.map((n) => n.pitch);
     const low = Math.min(...pitches, 60) - 2, high = Math.max(...pitches, 72) + 2;

@@ -1,6 +1,6 @@
 // The training page: starts a training job (bundled corpus or uploaded zip), follows its
 // progress and loss curves, shows the finished model's figures and makes it the default.
-import { api, waitForJob, clearErrors, showErrors, bytesToBase64, ApiError } from "./api.js";
+import { api, waitForJob, clearErrors, showErrors, ApiError } from "./api.js";
 import { drawLossChart } from "./lossplot.js";
 
 const $ = (id) => document.getElementById(id);
@@ -22,7 +22,7 @@ for (const radio of form.elements.source) {
 const INTEGERS = ["epochs", "hidden_size", "layers", "embedding_dim", "batch_size"];
 const NUMBERS = ["max_minutes", "lr", "clip", "dropout"];
 
-async function readForm() {
+function readForm() {
   const body = {}, bad = [];
   for (const name of [...INTEGERS, ...NUMBERS]) {
     const input = form.elements[name];
@@ -37,11 +37,18 @@ async function readForm() {
   if (form.elements.source.value === "upload") {
     const file = $("file").files[0];
     if (!file) bad.push({ field: "file", message: "choose a zip of MIDI files" });
-    else body.data_base64 = bytesToBase64(new Uint8Array(await file.arrayBuffer()));
-  } else {
-    body.data = form.elements.data.value.trim();
+    return { body, bad, file };
   }
-  return { body, bad };
+  body.data = form.elements.data.value.trim();
+  return { body, bad, file: null };
+}
+
+// A zip goes up as multipart (field `file`, the other fields beside it); a corpus name as JSON.
+function multipart(body, file) {
+  const data = new FormData();
+  for (const [k, v] of Object.entries(body)) data.append(k, String(v));
+  data.append("file", file, file.name);
+  return data;
 }
 
 let watching = null; // the job being followed
@@ -51,15 +58,18 @@ form.addEventListener("submit", async (event) => {
   event.preventDefault();
   clearErrors(form);
   $("form-error").textContent = "";
-  const { body, bad } = await readForm();
+  const { body, bad, file } = readForm();
   if (bad.length) return showErrors(form, new ApiError(400, { error: "validation failed", fields: bad }), $("form-error"));
   $("start").disabled = true;
   try {
-    const accepted = await api("/api/v1/training-jobs", { method: "POST", body, token: token() });
+    const request = file ? { form: multipart(body, file) } : { body };
+    const accepted = await api("/api/v1/training-jobs", { method: "POST", ...request, token: token() });
     await follow(accepted.status_url || `/api/v1/jobs/${accepted.id}`);
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) {
       err.body.fields = [...(err.body.fields || []), { field: "token", message: "the service wants a valid access token" }];
+    } else if (err instanceof ApiError && err.status === 409) {
+      err.body.fields = [{ field: "name", message: err.body.error || "that name is taken" }];
     }
     showErrors(form, err, $("form-error"));
   } finally {
@@ -119,7 +129,11 @@ function figures(dl, rows) {
   }));
 }
 
-const fmt = (v) => (typeof v === "number" ? (Number.isInteger(v) ? v : v.toPrecision(4)) : String(v));
+const fmt = (v) => {
+  if (typeof v !== "number") return String(v);
+  if (Number.isInteger(v) || Math.abs(v) >= 1000) return Math.round(v).toLocaleString("en");
+  return v.toPrecision(4);
+};
 
 async function showFinished(job) {
   const name = job.training?.model || job.result?.model || job.params?.name;

@@ -1,0 +1,294 @@
+"""The web pages in a real headless Chromium (Debian's `chromium`, driven by Playwright for
+Python; no browser is ever downloaded) against a real running service: `tunesmith serve` (gunicorn, one Celery
+worker per queue) on the Redis at 127.0.0.1:6379.
+
+The composing page generates a melody; its piano roll must hold exactly the notes of the MIDI
+the service serves (parsed with mido), play must start the audio clock with no console errors,
+and the download link must serve MIDI that mido reads. The training page trains a tiny model on
+an uploaded zip of MIDI files and must draw its loss curve.
+
+Set TUNESMITH_SCREENSHOTS=1 to write docs/screenshots/compose.png and train.png.
+"""
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+import zipfile
+from pathlib import Path
+
+import mido
+import pytest
+
+from conftest import forget_keys, service_environment
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+ROOT = Path(__file__).resolve().parents[1]
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")]
+
+
+# ---- the service --------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tiny_corpus_zip(tunes: int = 100, seed: int = 0) -> bytes:
+    """A zip of short 4/4 MIDI tunes: stepwise walks in C major, 4 bars of 8th and quarter notes."""
+    import pretty_midi
+
+    rng = random.Random(seed)
+    scale = [60, 62, 64, 65, 67, 69, 71, 72, 74]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for i in range(tunes):
+            pm = pretty_midi.PrettyMIDI(initial_tempo=120)
+            pm.time_signature_changes.append(pretty_midi.TimeSignature(4, 4, 0))
+            inst = pretty_midi.Instrument(0)
+            t, degree = 0.0, rng.randrange(len(scale))
+            while t < 8.0 - 1e-9:                     # 4 bars at 120 BPM = 8 s
+                length = min(rng.choice([0.25, 0.5, 0.5]), 8.0 - t)
+                degree = min(len(scale) - 1, max(0, degree + rng.choice([-2, -1, 1, 2])))
+                inst.notes.append(pretty_midi.Note(90, scale[degree], t, t + length))
+                t += length
+            pm.instruments.append(inst)
+            out = io.BytesIO()
+            pm.write(out)
+            zf.writestr(f"tune{i:03d}.mid", out.getvalue())
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, tiny_checkpoint, redis_base_url):
+    """`python -m service.cli serve` (gunicorn + a generate worker + a train worker) on a free
+    port, with the tiny untrained model as the default; the fixtures are tests/conftest.py's."""
+    home = tmp_path_factory.mktemp("browser-home")
+    env = {**os.environ, **service_environment(home, tiny_checkpoint, redis_base_url)}
+    port = free_port()
+    log = open(home / "serve.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port),
+                                "--api-workers", "1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, (home / "serve.log").read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(base + "/readyz", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:          # not listening yet, or 503 with the reason it is not ready
+                pass
+            assert time.monotonic() < deadline, "service not ready: " + (home / "serve.log").read_text()[-3000:]
+            time.sleep(0.3)
+        yield {"base": base, "home": home, "token": env["TUNESMITH_TOKEN"]}
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        forget_keys(env)
+
+
+# ---- the browser ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh page; page.problems collects console errors and uncaught exceptions."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    pg = context.new_page()
+    pg.problems = []
+    pg.on("console", lambda m: pg.problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+    pg.on("pageerror", lambda e: pg.problems.append(f"pageerror: {e}"))
+    pg.set_default_timeout(30_000)
+    yield pg
+    context.close()
+
+
+def screenshot(pg, name, tmp_path):
+    folder = ROOT / "docs" / "screenshots" if os.environ.get("TUNESMITH_SCREENSHOTS") else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(folder / name), full_page=True)
+
+
+def midi_note_count(data: bytes) -> int:
+    midi = mido.MidiFile(file=io.BytesIO(data))
+    return sum(1 for track in midi.tracks for m in track if m.type == "note_on" and m.velocity > 0)
+
+
+# ---- the composing page -----------------------------------------------------------------------
+
+def test_compose_generate_play_and_download(service, page, tmp_path):
+    page.goto(service["base"] + "/")
+    page.fill("#bars", "4")
+    page.select_option("#key", "D")
+    page.select_option("#scale", "minor")
+    page.fill("#seed", "1234")
+    page.click("#generate")
+    page.wait_for_function("document.body.dataset.melody", timeout=90_000)
+    assert page.get_attribute("body", "data-job") == "succeeded"
+
+    # The piano roll draws exactly the notes of the MIDI the service serves.
+    href = page.get_attribute("#downloads a[data-format=midi]", "href")
+    with urllib.request.urlopen(service["base"] + href, timeout=10) as response:
+        served = response.read()
+    expected = midi_note_count(served)
+    assert expected > 0
+    assert int(page.get_attribute("#pianoroll svg", "data-note-count")) == expected
+    assert page.locator("#pianoroll rect.note").count() == expected
+    # Notation: every written note head (tied pieces included) was drawn.
+    written = int(page.get_attribute("#notation", "data-written-notes"))
+    assert written >= expected
+    assert int(page.get_attribute("#notation", "data-drawn-notes")) == written
+
+    # Play: the audio clock runs and the playing note is highlighted; Stop ends it.
+    page.click("#play")
+    page.wait_for_function("document.body.dataset.player === 'playing'"
+                           " && window.tunesmith.player.context.state === 'running'")
+    start = page.evaluate("window.tunesmith.player.context.currentTime")
+    page.wait_for_function(f"window.tunesmith.player.context.currentTime > {start} + 0.3")
+    page.wait_for_selector("#pianoroll rect.note.playing", state="attached")
+    screenshot(page, "compose.png", tmp_path)
+    page.click("#stop")
+    page.wait_for_function("document.body.dataset.player === 'stopped'")
+    assert page.locator("#pianoroll rect.note.playing").count() == 0
+    assert page.problems == []
+
+    # The download link serves MIDI that mido reads, with the same notes.
+    with page.expect_download() as info:
+        page.click("#downloads a[data-format=midi]")
+    downloaded = Path(info.value.path()).read_bytes()
+    assert midi_note_count(downloaded) == expected
+    assert info.value.suggested_filename.endswith(".mid")
+
+    # The melody is in this browser's history, and still there after a reload.
+    page.reload()
+    assert page.locator("#history li").count() == 1
+    assert "seed 1234" in page.inner_text("#history li")
+
+
+def test_same_seed_again_and_continue(service, page):
+    page.goto(service["base"] + "/")
+    page.fill("#bars", "2")
+    page.fill("#seed", "77")
+    page.click("#generate")
+    page.wait_for_function("document.body.dataset.melody", timeout=90_000)
+    first_id = page.get_attribute("body", "data-melody")
+    first_notes = page.evaluate("window.tunesmith.current.parsed.notes.map(n => [n.pitch, n.startBeat])")
+
+    page.click("#generate")                      # same seed again: the same notes
+    page.wait_for_function(f"document.body.dataset.melody && document.body.dataset.melody !== '{first_id}'",
+                           timeout=90_000)
+    assert page.evaluate("window.tunesmith.current.parsed.notes.map(n => [n.pitch, n.startBeat])") == first_notes
+
+    second_id = page.get_attribute("body", "data-melody")
+    page.click("#again")                         # a new seed, shown in the seed field
+    page.wait_for_function(f"document.body.dataset.melody !== '{second_id}'", timeout=90_000)
+    assert page.input_value("#seed") != "77"
+
+    # Continue: this melody becomes the primer; the next one starts with its notes.
+    third_id = page.get_attribute("body", "data-melody")
+    primer = page.evaluate("window.tunesmith.current.parsed.notes.map(n => [n.pitch, n.startBeat, n.endBeat])")
+    page.click("#continue")
+    page.wait_for_function(f"document.body.dataset.melody !== '{third_id}'", timeout=90_000)
+    continued = page.evaluate("window.tunesmith.current.parsed.notes.map(n => [n.pitch, n.startBeat, n.endBeat])")
+    assert continued[:len(primer)] == primer
+    assert len(continued) > len(primer)
+    assert page.locator("#history li").count() == 4
+
+
+def test_api_field_errors_appear_next_to_their_field(service, page):
+    page.goto(service["base"] + "/")
+    page.fill("#temperature", "9")
+    page.fill("#top_p", "1.5")
+    page.click("#generate")
+    error = page.locator('.field-error[data-for="temperature"]')
+    error.wait_for(state="visible")
+    assert "temperature" in error.inner_text() and "5" in error.inner_text()
+    assert "top_p" in page.inner_text('.field-error[data-for="top_p"]')
+    assert page.get_attribute("#temperature", "aria-invalid") == "true"
+    assert page.inner_text('.field-error[data-for="bars"]') == ""
+    assert page.evaluate("document.activeElement.id") == "temperature"   # focus moves to the first bad field
+
+
+def test_keyboard_and_phone_width(service, page):
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(service["base"] + "/")
+    # Nothing wider than the screen: no sideways scrolling of the page itself.
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.fill("#bars", "2")
+    page.focus("#bars")
+    page.keyboard.press("Enter")                 # submits the form
+    page.wait_for_function("document.body.dataset.melody", timeout=90_000)
+    page.focus("#play")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.body.dataset.player === 'playing'")
+    page.keyboard.press("Escape")
+    page.wait_for_function("document.body.dataset.player === 'stopped'")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert page.problems == []
+
+
+# ---- the training page ------------------------------------------------------------------------
+
+def test_training_page_shows_loss_curve_and_sets_default(service, page, tmp_path):
+    corpus = tmp_path / "tiny-corpus.zip"
+    corpus.write_bytes(tiny_corpus_zip())
+    name = f"browser-{uuid.uuid4().hex[:6]}"
+
+    page.goto(service["base"] + "/train")
+    page.check("input[name=source][value=upload]")
+    page.set_input_files("#file", str(corpus))
+    page.fill("#name", name)
+    page.fill("#epochs", "2")
+    page.fill("#max_minutes", "3")
+    page.fill("#hidden_size", "16")
+    page.fill("#layers", "1")
+    page.fill("#bptt", "16")
+    page.click("summary")
+    page.fill("#embedding_dim", "8")
+    page.fill("#batch_size", "8")
+    page.fill("#token", service["token"])
+    page.click("#start")
+    page.wait_for_function("['succeeded', 'failed', 'cancelled'].includes(document.body.dataset.job)",
+                           timeout=280_000)
+    assert page.get_attribute("body", "data-job") == "succeeded", page.inner_text("#form-error")
+
+    chart = page.locator("#loss-chart svg")
+    assert int(chart.get_attribute("data-train-points")) >= 2     # one point per epoch at least
+    assert int(chart.get_attribute("data-valid-points")) >= 1
+    assert page.locator("#loss-chart polyline.train").count() == 1
+    assert page.inner_text("#finished-name") == name
+    assert page.locator("#final-figures dd").count() > 0
+    screenshot(page, "train.png", tmp_path)
+
+    page.click("#make-default")
+    page.wait_for_function(f"[...document.querySelectorAll('#models td')].some(td => td.textContent === '{name} (default)')")
+    with urllib.request.urlopen(service["base"] + "/api/v1/models", timeout=10) as response:
+        assert json.load(response)["default"] == name
+    assert page.problems == []
