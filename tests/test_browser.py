@@ -252,6 +252,20 @@ def test_keyboard_and_phone_width(service, page):
     page.wait_for_function("document.body.dataset.player === 'stopped'")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert page.problems == []
+    page.goto(service["base"] + "/train")
+    page.wait_for_selector("#models tr")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert page.problems == []
+
+
+def test_training_page_asks_for_the_token(service, page):
+    page.goto(service["base"] + "/train")
+    page.fill("#token", "not-the-token")
+    page.click("#start")
+    error = page.locator('.field-error[data-for="token"]')
+    error.wait_for(state="visible")
+    assert "token" in error.inner_text()
+    assert page.is_hidden("#training")                  # no job was started
 
 
 # ---- the training page ------------------------------------------------------------------------

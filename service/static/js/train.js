@@ -111,8 +111,10 @@ function showProgress(job) {
     if (!live.length || live[live.length - 1][0] !== x) live.push([x, t.train_loss]);
   }
   const history = t.history || [];
-  const train = [...live.filter(([x]) => !history.some((h) => h.epoch === x)),
-    ...history.map((h) => [h.epoch, h.train_loss])].sort((a, b) => a[0] - b[0]);
+  // Finished epochs plot their average loss; the epoch under way shows its latest batches.
+  const lastEpoch = Math.max(0, ...history.map((h) => h.epoch));
+  const train = [...history.map((h) => [h.epoch, h.train_loss]),
+    ...live.filter(([x]) => x > lastEpoch)].sort((a, b) => a[0] - b[0]);
   const valid = history.filter((h) => h.valid_loss != null).map((h) => [h.epoch, h.valid_loss]);
   drawLossChart($("loss-chart"), { train, valid }, { epochs: t.epochs || 1 });
 }
