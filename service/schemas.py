@@ -89,6 +89,7 @@ class TrainingRequest(StrictModel):
         64, description="truncated BPTT length in tokens, or 'full'")
     clip: float = Field(1.0, gt=0, le=100, description="gradient norm clip")
     lr: float = Field(2e-3, gt=0, le=1, description="learning rate")
+    valid: float = Field(0.05, ge=0.01, le=0.5, description="fraction of tunes held out for validation")
     max_minutes: float = Field(30.0, gt=0, le=MAX_TRAIN_MINUTES, description="wall-clock budget")
     name: str | None = Field(None, pattern=NAME_PATTERN, description="model name to register")
 

@@ -47,16 +47,24 @@ def redis_base_url():
     return url
 
 
+def service_environment(home, checkpoint, redis_url) -> dict:
+    """Environment for service processes: their own storage folder and Redis key prefix."""
+    import uuid
+    return {"REDIS_URL": redis_url, "TUNESMITH_HOME": str(home),
+            "TUNESMITH_KEY_PREFIX": f"tstest-{uuid.uuid4().hex[:10]}:",
+            "TUNESMITH_DEFAULT_MODEL": str(checkpoint), "TUNESMITH_TOKEN": "test-token"}
+
+
+def forget_keys(env) -> None:
+    """Delete every Redis key a test run wrote (they all carry its prefix)."""
+    import redis
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    for key in client.scan_iter(match=f"{env['TUNESMITH_KEY_PREFIX']}*", count=500):
+        client.delete(key)
+
+
 @pytest.fixture
 def service_env(tmp_path, tiny_checkpoint, redis_base_url):
-    """Environment for a service process: its own storage folder and Redis key prefix."""
-    import uuid
-    import redis
-    prefix = f"tstest-{uuid.uuid4().hex[:10]}:"
-    env = {"REDIS_URL": redis_base_url, "TUNESMITH_HOME": str(tmp_path / "home"),
-           "TUNESMITH_KEY_PREFIX": prefix, "TUNESMITH_DEFAULT_MODEL": str(tiny_checkpoint),
-           "TUNESMITH_TOKEN": "test-token"}
+    env = service_environment(tmp_path / "home", tiny_checkpoint, redis_base_url)
     yield env
-    client = redis.Redis.from_url(redis_base_url)
-    for key in client.scan_iter(match=f"{prefix}*", count=500):
-        client.delete(key)
+    forget_keys(env)

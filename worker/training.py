@@ -22,7 +22,8 @@ def train_config(params: dict, data_spec: str, out):
     return TrainConfig(data=data_spec, out=str(out), cell=params["cell"], hidden_size=params["hidden_size"],
                        layers=params["layers"], embedding_dim=params["embedding_dim"], dropout=params["dropout"],
                        bptt=params["bptt"], batch_size=params["batch_size"], lr=params["lr"], clip=params["clip"],
-                       epochs=params["epochs"], max_minutes=params["max_minutes"], threads=1)
+                       epochs=params["epochs"], max_minutes=params["max_minutes"], valid=params["valid"],
+                       threads=1)
 
 
 def prepare_data(home, job_id: str, params: dict) -> str:
@@ -44,6 +45,7 @@ class ProgressWriter:
         self.store, self.job_id = store, job_id
         self.last_write = self.last_check = 0.0
         self.cancelled = False
+        self.last = {}
 
     def __call__(self, event: dict) -> None:
         now = time.monotonic()
@@ -60,6 +62,12 @@ class ProgressWriter:
         training = {"epoch": event["epoch"], "epochs": epochs, "step": event["step"], "steps_per_epoch": spe or None,
                     "train_loss": event.get("train_loss"), "history": history,
                     "tokens_per_s": event.get("tokens_per_s"), "eta_s": event.get("eta_s"), "model": None}
+        for name in ("steps_per_epoch", "train_loss", "tokens_per_s"):   # the 'done' event lacks these
+            if training[name] is None:
+                training[name] = self.last.get(name)
+        if event["event"] == "done":
+            training["eta_s"] = 0.0
+        self.last = training
         self.store.transition(self.job_id, ("running",), progress=round(min(done, 0.99), 4), training=training)
 
     def should_stop(self) -> bool:

@@ -1,0 +1,244 @@
+"""End to end over real HTTP: `tunesmith serve` (gunicorn + a generate worker + a train worker,
+as child processes) against the real Redis; jobs go POST -> poll -> download -> parse."""
+import base64
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import mido
+import pretty_midi
+import pytest
+import requests
+
+from conftest import forget_keys, service_environment
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = {"Authorization": "Bearer test-token"}
+D_MAJOR = {2, 4, 6, 7, 9, 11, 1}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_checkpoint, redis_base_url):
+    """`python -m service.cli serve` on a free port; yields its base URL."""
+    home = tmp_path_factory.mktemp("serve-home")
+    env = {**os.environ, **service_environment(home, tiny_checkpoint, redis_base_url)}
+    port = free_port()
+    log = open(home / "serve.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port),
+                                "--api-workers", "1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready():
+        assert process.poll() is None, (home / "serve.log").read_text()[-3000:]
+        try:
+            # the first answer loads the default model (imports torch): slow on a busy machine
+            return requests.get(f"{base}/readyz", timeout=60).status_code == 200
+        except requests.ConnectionError:
+            return False
+    try:
+        wait_until(ready, 90, "the service to be ready")
+        yield base
+    finally:
+        process.send_signal(signal.SIGINT)          # what Ctrl-C does
+        try:
+            assert process.wait(60) == 0, (home / "serve.log").read_text()[-3000:]
+        finally:
+            if process.poll() is None:
+                process.kill()
+            log.close()
+            forget_keys(env)
+
+
+def run_job(base, path, body, timeout=90, **kwargs):
+    response = requests.post(f"{base}{path}", json=body, timeout=10, **kwargs)
+    assert response.status_code == 202, response.text
+    url = base + response.headers["Location"]
+    seen = []
+
+    def finished():
+        record = requests.get(url, timeout=10).json()
+        seen.append(record)
+        return record if record["state"] in ("succeeded", "failed", "cancelled") else None
+    return wait_until(finished, timeout, f"job {url}"), seen
+
+
+def download(base, path) -> requests.Response:
+    response = requests.get(base + path, timeout=20)
+    assert response.status_code == 200, (path, response.text[:300])
+    return response
+
+
+def midi_pitches(data: bytes) -> list[int]:
+    midi = mido.MidiFile(file=io.BytesIO(data))
+    return [m.note for track in midi.tracks for m in track if m.type == "note_on" and m.velocity > 0]
+
+
+def test_melodies_in_key_and_range_count_honoured_all_formats(server):
+    job, seen = run_job(server, "/api/v1/melodies", {"bars": 4, "count": 3, "key": "D", "scale": "major",
+                                                     "min_pitch": 60, "max_pitch": 79, "seed": 11, "tempo": 100})
+    assert job["state"] == "succeeded", job["error"]
+    assert job["progress"] == 1.0 and job["started_at"] and job["finished_at"] and job["attempts"] == 1
+    progress = [r["progress"] for r in seen]
+    assert progress == sorted(progress)
+    result = job["result"]
+    assert result["seed"] == 11 and result["model"] == "default" and len(result["melodies"]) == 3
+    for melody in result["melodies"]:
+        response = download(server, melody["midi"])
+        assert response.headers["Content-Type"] == "audio/midi"
+        assert f"tunesmith-{job['id'][:8]}-{melody['index']}.mid" in response.headers["Content-Disposition"]
+        pitches = midi_pitches(response.content)
+        assert len(pitches) == melody["notes"] > 0
+        assert all(60 <= p <= 79 and p % 12 in D_MAJOR for p in pitches), pitches
+        assert download(server, melody["musicxml"]).content.lstrip().startswith(b"<?xml")
+        notes = download(server, melody["json"]).json()["notes"]
+        assert [n["pitch"] for n in notes] == pitches
+        wav = download(server, melody["wav"])
+        assert wav.headers["Content-Type"] == "audio/wav" and wav.content[:4] == b"RIFF"
+    first = download(server, f"/api/v1/melodies/{job['id']}.mid").content
+    assert first == download(server, result["melodies"][0]["midi"]).content
+    archive = zipfile.ZipFile(io.BytesIO(download(server, result["zip"]).content))
+    assert len([n for n in archive.namelist() if n.endswith(".mid")]) == 3
+    assert len(archive.namelist()) == 9
+    assert requests.get(f"{server}/api/v1/melodies/{job['id']}/3.mid", timeout=10).status_code == 404
+
+
+def test_same_seed_twice_gives_identical_bytes(server):
+    body = {"bars": 4, "seed": 1234, "temperature": 1.2}
+    first, _ = run_job(server, "/api/v1/melodies", body)
+    second, _ = run_job(server, "/api/v1/melodies", body)
+    other, _ = run_job(server, "/api/v1/melodies", {**body, "seed": 4321})
+    a, b, c = (download(server, job["result"]["melodies"][0]["midi"]).content for job in (first, second, other))
+    assert a == b
+    assert a != c
+
+
+def test_a_bad_primer_fails_the_job_with_a_message_and_the_worker_lives_on(server):
+    garbage = base64.b64encode(b"MThd\x00\x00\x00\x06garbage").decode()
+    job, _ = run_job(server, "/api/v1/melodies", {"primer": garbage})
+    assert job["state"] == "failed" and "primer" in job["error"]
+    truncated = base64.b64encode(tiny_midi()[:30]).decode()
+    job, _ = run_job(server, "/api/v1/melodies", {"primer": truncated})
+    assert job["state"] == "failed" and "primer is not a readable MIDI file" in job["error"]
+    job, _ = run_job(server, "/api/v1/melodies", {"primer": [[67, 0, 1], [69, 1, 1]], "bars": 2, "seed": 2})
+    assert job["state"] == "succeeded", job["error"]
+    assert midi_pitches(download(server, job["result"]["melodies"][0]["midi"]).content)[:2] == [67, 69]
+
+
+def tiny_midi(t: int = 0) -> bytes:
+    """A small MIDI melody made with pretty_midi (a scale or an arpeggio, 8 bars)."""
+    midi = pretty_midi.PrettyMIDI(initial_tempo=120)
+    piano = pretty_midi.Instrument(program=0)
+    pattern = [0, 2, 4, 5, 7, 5, 4, 2] if t % 2 else [0, 4, 7, 12, 7, 4, 0, 7]
+    for i in range(32):
+        pitch = 60 + (t % 5) + pattern[i % 8]
+        piano.notes.append(pretty_midi.Note(velocity=90, pitch=pitch, start=i * 0.25, end=i * 0.25 + 0.25))
+    midi.instruments.append(piano)
+    data = io.BytesIO()
+    midi.write(data)
+    return data.getvalue()
+
+
+def tiny_corpus_zip(tunes=24) -> bytes:
+    """A zip of small MIDI melodies, and one file that is not MIDI. With these names and
+    valid=0.3 the split by hash puts 4 tunes in the validation set."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zf:
+        for t in range(tunes):
+            zf.writestr(f"tune-{t:02d}.mid", tiny_midi(t))
+        zf.writestr("readme.txt", "not a tune")
+    return out.getvalue()
+
+
+def test_training_job_registers_a_model_that_becomes_default_and_generates(server):
+    settings = {"epochs": 2, "hidden_size": 16, "embedding_dim": 8, "layers": 1, "batch_size": 4, "bptt": 16,
+                "dropout": 0.0, "valid": 0.3, "name": "tiny-e2e", "max_minutes": 5}
+    response = requests.post(f"{server}/api/v1/training-jobs", headers=TOKEN, timeout=20,
+                             files={"file": ("tunes.zip", tiny_corpus_zip())},
+                             data={k: json.dumps(v) if not isinstance(v, str) else v for k, v in settings.items()})
+    assert response.status_code == 202, response.text
+    url = server + response.headers["Location"]
+    seen = []
+
+    def finished():
+        record = requests.get(url, timeout=10).json()
+        seen.append(record)
+        return record if record["state"] in ("succeeded", "failed", "cancelled") else None
+    job = wait_until(finished, 240, "the training job")
+    assert job["state"] == "succeeded", job["error"]
+    progress = [r["progress"] for r in seen]
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    training = job["training"]
+    assert training["epoch"] == 2 and training["epochs"] == 2 and training["model"] == "tiny-e2e"
+    assert [h["epoch"] for h in training["history"]] == [1, 2]
+    assert all(h["train_loss"] > 0 and h["valid_loss"] > 0 for h in training["history"])
+    assert training["tokens_per_s"] > 0
+
+    models = {m["name"]: m for m in requests.get(f"{server}/api/v1/models", timeout=10).json()["models"]}
+    assert models["tiny-e2e"]["metrics"]["valid_loss"] > 0 and not models["tiny-e2e"]["default"]
+    assert models["tiny-e2e"]["data"].startswith("upload.zip")
+    made = requests.post(f"{server}/api/v1/models/tiny-e2e/default", headers=TOKEN, timeout=10)
+    assert made.status_code == 200 and made.json()["default"] == "tiny-e2e"
+    try:
+        melody, _ = run_job(server, "/api/v1/melodies", {"bars": 2, "seed": 3})
+        assert melody["state"] == "succeeded", melody["error"]
+        assert melody["params"]["model"] == "tiny-e2e" and melody["result"]["model"] == "tiny-e2e"
+        assert midi_pitches(download(server, melody["result"]["melodies"][0]["midi"]).content)
+    finally:
+        requests.post(f"{server}/api/v1/models/default/default", headers=TOKEN, timeout=10)
+
+
+def test_training_on_a_zip_without_midi_fails_with_a_message(server):
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("notes.txt", "no tunes here")
+        zf.writestr("broken.mid", b"MThd garbage")
+    job, _ = run_job(server, "/api/v1/training-jobs", {"data_base64": base64.b64encode(archive.getvalue()).decode(),
+                                                       "epochs": 1}, headers=TOKEN)
+    assert job["state"] == "failed"
+    assert "no usable MIDI file" in job["error"] and "broken.mid" in job["error"]
+
+
+def test_cancel_a_running_training_job(server):
+    response = requests.post(f"{server}/api/v1/training-jobs", headers=TOKEN, timeout=20, json={
+        "data_base64": base64.b64encode(tiny_corpus_zip()).decode(), "epochs": 500, "hidden_size": 16,
+        "embedding_dim": 8, "layers": 1, "batch_size": 2, "bptt": 8, "valid": 0.3, "name": "never-finished"})
+    assert response.status_code == 202
+    url = server + response.headers["Location"]
+
+    def stepping():
+        record = requests.get(url, timeout=10).json()
+        assert record["state"] in ("queued", "running"), record
+        return record["training"]["step"] > 0
+    wait_until(stepping, 240, "training to start")
+    cancelled = requests.delete(url, timeout=10)
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    # the worker stops at its next check and takes the next job
+    follow, _ = run_job(server, "/api/v1/training-jobs", {"data": "nosuchcollection", "epochs": 1}, headers=TOKEN)
+    assert follow["state"] == "failed" and "nosuchcollection" in follow["error"]
+    assert requests.get(url, timeout=10).json()["state"] == "cancelled"
+    names = [m["name"] for m in requests.get(f"{server}/api/v1/models", timeout=10).json()["models"]]
+    assert "never-finished" not in names

@@ -1,0 +1,109 @@
+"""A real `celery worker` subprocess on the generate queue: a worker process SIGKILLed in the
+middle of a job, and cancelling queued and running jobs. The worker runs with
+TUNESMITH_TEST_DELAY, so every job waits a moment before generating: long enough to act on."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from service import create_app
+from service.cli import worker_command
+from service.health import queues_served
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+DELAY_S = 2.0
+
+
+def wait_until(check, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def stack(service_env, monkeypatch, tmp_path):
+    """(Flask app, worker process): the app submits, the worker runs the jobs."""
+    env = {**service_env, "TUNESMITH_TEST_DELAY": str(DELAY_S)}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    app = create_app()
+    log = open(tmp_path / "worker.log", "wb")
+    argv = worker_command("generate")
+    worker = subprocess.Popen([sys.executable, "-m", *argv], cwd=ROOT, env={**os.environ, **env},
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: queues_served(app.extensions["celery"], timeout=0.5), 60, "the worker")
+        yield app, worker
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        log.close()
+
+
+def submit(client, **body) -> str:
+    response = client.post("/api/v1/melodies", json=body)
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["id"]
+
+
+def state_of(app, job_id, *states, timeout=90) -> dict:
+    store = app.extensions["tunesmith"].jobs
+    return wait_until(lambda: (r := store.get(job_id)) and r["state"] in states and r, timeout,
+                      f"job {job_id} to be {'/'.join(states)}")
+
+
+def test_a_job_whose_worker_process_is_killed_completes_exactly_once(stack):
+    app, _ = stack
+    client = app.test_client()
+    job_id = submit(client, bars=4, seed=77, count=2)
+    running = state_of(app, job_id, "running")
+    killed = running["worker_pid"]
+    os.kill(killed, signal.SIGKILL)                 # the pool process running the job
+
+    done = state_of(app, job_id, "succeeded", "failed")
+    assert done["state"] == "succeeded", done["error"]
+    assert done["attempts"] == 2 and done["completions"] == 1
+    assert done["worker_pid"] != killed
+    folder = Path(app.extensions["tunesmith"].home) / "jobs" / job_id
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f"melody-{i}.{ext}" for i in range(2) for ext in ("mid", "musicxml", "json")] + ["melodies.zip"])
+
+    again = submit(client, bars=4, seed=77, count=2)     # the same request, never interrupted
+    assert state_of(app, again, "succeeded")["attempts"] == 1
+    for i in range(2):
+        assert client.get(f"/api/v1/melodies/{job_id}/{i}.mid").data == \
+            client.get(f"/api/v1/melodies/{again}/{i}.mid").data
+
+
+def test_cancelled_jobs_never_run_to_success(stack):
+    app, _ = stack
+    client = app.test_client()
+    home = Path(app.extensions["tunesmith"].home)
+    running = submit(client, bars=2)
+    state_of(app, running, "running")
+    queued = submit(client, bars=2)                   # waits: the worker holds one job at a time
+    assert app.extensions["tunesmith"].jobs.get(queued)["state"] == "queued"
+
+    assert client.delete(f"/api/v1/jobs/{queued}").get_json()["state"] == "cancelled"
+    assert client.delete(f"/api/v1/jobs/{running}").get_json()["state"] == "cancelled"
+
+    after = submit(client, bars=2)                    # FIFO: once this one is done, both were seen
+    assert state_of(app, after, "succeeded", "failed")["state"] == "succeeded"
+    for job_id in (running, queued):
+        record = app.extensions["tunesmith"].jobs.get(job_id)
+        assert record["state"] == "cancelled" and record["result"] is None
+        assert not (home / "jobs" / job_id).exists()
+    assert app.extensions["tunesmith"].jobs.get(queued)["attempts"] == 0   # skipped, never started
