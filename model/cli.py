@@ -29,7 +29,7 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field (--hidden-size for hidden_size), with its default."""
     from model.training import TrainConfig
     helps = {"data": "corpus: music21:<collection> or a folder of MIDI/ABC/MusicXML/kern files",
-             "out": "model checkpoint to write (the resume state goes beside it as <stem>.resume.pt)",
+             "out": "model checkpoint to write (the resume state goes beside it as <stem>.resume.ckpt, which git ignores)",
              "bptt": "'full' (whole tunes) or k: truncated BPTT, gradients flow back at most k steps",
              "window": "tokens per lane per optimizer step (truncated BPTT)",
              "transpose": "LOW,HIGH semitone range of the training-split transposition, e.g. --transpose=-5,6 (0,0 = off)",

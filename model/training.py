@@ -17,8 +17,9 @@ reported). Transposition augmentation applies to the training split only.
 
 Two files are written every epoch, on Ctrl-C, when ``should_stop()`` says so and when the time
 budget runs out: ``out`` holds the best model so far (what ``load_checkpoint`` reads, and what
-ships) and ``<out stem>.resume.pt`` holds the full training state (last weights, optimizer,
-scheduler, RNG, carried lane state, position in the epoch) for ``resume=True``. Each epoch's order
+ships) and ``<out stem>.resume.ckpt`` (ignored by git, never packaged) holds the full training
+state (last weights, optimizer, scheduler, RNG, carried lane state, position in the epoch) for
+``resume=True``. Each epoch's order
 derives from ``seed + epoch``, so a resumed run sees the same batches and ends with the same weights.
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from model.checkpoint import read_checkpoint, save_checkpoint
+from model.data import load_corpus, split_corpus, transpose_tokens
 from model.evaluation import token_arrays, tune_batch, tune_nll, tune_positions
 from model.network import MelodyNetwork, NetworkConfig
 from model.tokens import MelodyTokenizer, TokenizerConfig
@@ -105,7 +107,7 @@ class TrainConfig:
 
     def resume_path(self) -> Path:
         out = Path(self.out)
-        return out.with_name(out.stem + ".resume.pt")
+        return out.with_name(out.stem + ".resume.ckpt")
 
 
 def repackage_state(state):
@@ -145,7 +147,6 @@ class Trainer:
     """One training run; ``train()`` is the entry point. See the module docstring."""
 
     def __init__(self, config: TrainConfig, corpus, show_progress: bool):
-        from model.data import split_corpus
         self.config, self.show_progress = config, show_progress
         self.tokenizer = MelodyTokenizer(corpus.tokenizer_config)
         splits = split_corpus(corpus, seed=config.seed, valid=config.valid, test=config.test)
@@ -181,7 +182,6 @@ class Trainer:
 
     def epoch_batches(self, epoch: int) -> list:
         """The epoch's batches, a pure function of (seed, epoch): [(inputs, positions, targets)]."""
-        from model.data import transpose_tokens
         cfg, pad = self.config, self.tokenizer.pad_id
         rng = np.random.default_rng([cfg.seed, epoch])
         order = rng.permutation(len(self.train_tokens))
@@ -291,7 +291,7 @@ class Trainer:
         cfg, started = self.config, time.monotonic()
         report = progress or (lambda event: None)
         steps_done_here, seconds_here = 0, 0.0
-        reason = None
+        reason = "early_stopping" if self.bad_epochs >= cfg.patience else None  # a finished run, resumed
         while self.epoch < cfg.epochs and reason is None:
             batches = self.epoch_batches(self.epoch)
             if self.step == 0:
@@ -402,7 +402,6 @@ def train(config: TrainConfig, progress=None, should_stop=None, resume: bool = F
     """
     torch.set_num_threads(config.threads)
     if corpus is None:
-        from model.data import load_corpus
         corpus = load_corpus(config.data, TokenizerConfig(steps_per_quarter=config.steps_per_quarter),
                              progress=show_progress)
     trainer = Trainer(config, corpus, show_progress)

@@ -244,7 +244,7 @@ def test_time_budget_and_progress_events(tmp_path):
                 "grad_norm", "eta_s", "history"):
         assert key in events[0]
     assert events[0]["tokens_per_s"] > 0 and events[0]["steps_per_epoch"] > 1
-    assert read_checkpoint(tmp_path / "m.resume.pt")["step"] == 1
+    assert read_checkpoint(tmp_path / "m.resume.ckpt")["step"] == 1
 
 
 def test_early_stopping_keeps_the_best_model_and_lowers_the_rate(tmp_path, monkeypatch):
