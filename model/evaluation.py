@@ -1,8 +1,12 @@
-"""Scoring a melody network on held-out tunes.
+"""Scoring a melody network (and the n-gram reference) on held-out tunes, and its melodies against real ones.
 
 Every tune is scored whole, from BOS with a zero state (the way generation starts), teacher
 forced: the loss is the mean negative log-likelihood of each next token, in nats per token,
 over every predicted token of every tune (BOS itself is never predicted; EOS is).
+From the same next-token distributions come bits per note and pitch bits per note
+(`model.metrics`), for the network and for the Kneser-Ney model alike (`prediction_figures`).
+`sample_statistics` generates melodies and compares their histograms, in-scale ratio and
+degenerate share with the reference split; `evaluate_report` is everything `tunesmith evaluate` prints.
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from model import metrics, ngram
 
 
 def token_arrays(tunes) -> list[np.ndarray]:
@@ -65,10 +71,138 @@ def tune_nll(model, tokenizer, tokens: list[np.ndarray], positions: list[np.ndar
 
 
 def evaluate_model(model, tokenizer, tunes, batch_size: int = 32) -> dict:
-    """Nats (and bits) per token of ``model`` on ``tunes`` (Tune objects or id sequences)."""
+    """Nats and bits per token, bits per note and pitch bits per note of ``model`` on ``tunes``
+    (Tune objects or id sequences)."""
     tokens = token_arrays(tunes)
     if not tokens:
         raise ValueError("tunes must hold at least one tune, got none")
-    nll, count = tune_nll(model, tokenizer, tokens, batch_size=batch_size)
-    nats = nll / count
-    return {"nats_per_token": nats, "bits_per_token": nats / math.log(2), "tokens": count, "tunes": len(tokens)}
+    logprobs, bits = tune_scores(model, tokenizer, tokens, batch_size=batch_size)
+    return prediction_figures(logprobs, bits, tokens, tokenizer)
+
+
+@torch.no_grad()
+def tune_scores(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32
+                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per tune: the natural-log probability of each predicted token (len - 1,) and the pitch bits of
+    each note onset (see ``model.metrics.pitch_bits``), in the order of ``tokens``."""
+    use_positions = model.config.position_dim > 0
+    positions = tune_positions(tokenizer, tokens) if use_positions else None
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))  # similar lengths: little padding
+    logprobs, bits = [None] * len(tokens), [None] * len(tokens)
+    try:
+        for b in range(0, len(order), batch_size):
+            idx = order[b:b + batch_size]
+            inputs, pos, targets = tune_batch([tokens[i] for i in idx],
+                                              [positions[i] for i in idx] if use_positions else None,
+                                              tokenizer.pad_id)
+            logits, _ = model(inputs, pos)
+            log_p = torch.log_softmax(logits.double(), dim=-1)  # (B, T, V)
+            for row, i in enumerate(idx):
+                n = len(tokens[i]) - 1
+                dist = log_p[row, :n].numpy()                 # (n, V): row j predicts token j + 1
+                logprobs[i] = dist[np.arange(n), tokens[i][1:]]
+                bits[i] = metrics.pitch_bits(dist, tokens[i], tokenizer)
+    finally:
+        model.train(was_training)
+    return logprobs, bits
+
+
+def prediction_figures(logprobs: list[np.ndarray], pitch_bits: list[np.ndarray], tokens: list[np.ndarray],
+                       tokenizer) -> dict:
+    """The prediction figures of any model from its per-token log-probabilities and per-note pitch bits."""
+    count = sum(len(lp) for lp in logprobs)
+    nats = -sum(float(lp.sum()) for lp in logprobs) / count
+    onsets = np.concatenate(pitch_bits) if pitch_bits else np.zeros(0)
+    return {"nats_per_token": nats, "bits_per_token": nats / math.log(2),
+            "bits_per_note": metrics.corpus_bits_per_note(zip(logprobs, tokens), tokenizer),
+            "pitch_bits_per_note": float(onsets.mean()) if len(onsets) else math.nan,
+            "tokens": count, "notes": int(len(onsets)), "tunes": len(tokens)}
+
+
+# ---- the n-gram reference ----------------------------------------------------------------------
+
+def fit_ngram(train, valid, tokenizer, orders=range(3, 9)):
+    """A Kneser-Ney model on the training tunes with the order that scores best on the validation tunes;
+    returns (model, {order: valid nats per token})."""
+    return ngram.select_order(token_arrays(train), token_arrays(valid), tokenizer.vocab_size, orders,
+                              exclude_ids=[tokenizer.pad_id, tokenizer.bos_id])
+
+
+def evaluate_ngram(model, tokenizer, tunes) -> dict:
+    """The same figures as ``evaluate_model`` for a ``model.ngram.KneserNeyModel``."""
+    tokens = token_arrays(tunes)
+    if not tokens:
+        raise ValueError("tunes must hold at least one tune, got none")
+    logprobs = model.score(tokens)
+    bits = [metrics.pitch_bits(model.log_probabilities(t), t, tokenizer) for t in tokens]
+    return {**prediction_figures(logprobs, bits, tokens, tokenizer), "order": model.order}
+
+
+# ---- generated melodies against the reference split --------------------------------------------
+
+def sample_statistics(generator, tokenizer, reference, count: int = 100, seed: int = 0, max_bars: int = 32,
+                      **params) -> dict:
+    """Generate ``count`` melodies with ``generator`` (a ``model.sampling.Generator``) at the default
+    sampling settings (``params`` override them) and compare them with the ``reference`` tunes.
+
+    Melody i takes the meter and the number of bars (at most ``max_bars``) of a reference tune drawn
+    with ``seed``, and seed ``seed + i``, so the two sets have the same mix of meters and lengths."""
+    from model.sampling import GenerationParams
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    ref = token_arrays(reference)
+    if not ref:
+        raise ValueError("reference must hold at least one tune, got none")
+    rng = np.random.default_rng(seed)
+    generated = []
+    for i, r in enumerate(rng.integers(0, len(ref), size=count)):
+        _, meters = tokenizer.decode_notes(ref[r])
+        bars = max(1, min(tokenizer.bar_count(ref[r]), max_bars))
+        gen = generator.generate(GenerationParams(bars=bars, meter=meters[0][1], seed=seed + i, **params))
+        generated.append(gen.melodies[0].tokens)
+    return {**metrics.compare_melodies(generated, ref, tokenizer), "seed": seed, "max_bars": max_bars,
+            "params": {k: v for k, v in params.items()}}
+
+
+# ---- everything `tunesmith evaluate` prints ----------------------------------------------------
+
+def evaluate_report(checkpoint=None, data: str | None = None, split: str = "test", samples: int = 100,
+                    ngram_model: str | None = "auto", ngram_out: str | None = None, seed: int = 0,
+                    progress: bool = False, corpus=None) -> dict:
+    """Score a checkpoint (None = the shipped model) on a split of its corpus; with ``ngram_model``
+    ("auto": fit on the train split, best order 3..8 on the valid split; or a saved model's path; None:
+    skip) score the n-gram reference on the same tunes; with ``samples`` > 0 generate that many
+    melodies and compare them with the split. ``corpus`` replaces loading ``data``."""
+    from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint
+    from model.data import load_corpus, split_corpus
+    from model.sampling import Generator
+    if split not in ("train", "valid", "test"):
+        raise ValueError(f"split must be train, valid or test, got {split!r}")
+    path = checkpoint if checkpoint is not None else DEFAULT_MODEL_PATH
+    model, tokenizer, ckpt = load_checkpoint(path)
+    trained = ckpt.get("train_config") or {}
+    data = data or trained.get("data")
+    if corpus is None:
+        if not data:
+            raise ValueError("data must be given (the checkpoint does not name its training data)")
+        corpus = load_corpus(data, tokenizer.config, progress=progress)
+    splits = split_corpus(corpus, seed=trained.get("seed", 0), valid=trained.get("valid", 0.05),
+                          test=trained.get("test", 0.05))
+    if not splits[split]:
+        raise ValueError(f"split {split!r} of {data!r} holds no tunes")
+    report = {"model": str(path), "data": data, "split": split, **evaluate_model(model, tokenizer, splits[split])}
+    if ngram_model:
+        if ngram_model == "auto":
+            kn, table = fit_ngram(splits["train"], splits["valid"], tokenizer)
+            report["ngram"] = {**evaluate_ngram(kn, tokenizer, splits[split]), "fitted_on": "train",
+                               "valid_nats_per_token_by_order": {str(k): v for k, v in table.items()}}
+        else:
+            kn = ngram.KneserNeyModel.load(ngram_model)
+            report["ngram"] = {**evaluate_ngram(kn, tokenizer, splits[split]), "file": str(ngram_model)}
+        if ngram_out:
+            kn.save(ngram_out)
+    if samples:
+        report["samples"] = sample_statistics(Generator(path), tokenizer, splits[split], count=samples, seed=seed)
+    return report

@@ -30,20 +30,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from model.sampling import PITCH_CLASSES, SCALES  # the key and scale names generation accepts
 from model.tokens import Note
 
 LN2 = math.log(2)
 INTERVAL_CLIP = 12
 MAX_LENGTH = 32
-PITCH_NAMES = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
-SCALES = {  # semitones above the tonic; the names match the service's `scale` values
-    "major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10),
-    "harmonic_minor": (0, 2, 3, 5, 7, 8, 11), "melodic_minor": (0, 2, 3, 5, 7, 9, 11),
-    "dorian": (0, 2, 3, 5, 7, 9, 10), "phrygian": (0, 1, 3, 5, 7, 8, 10), "lydian": (0, 2, 4, 6, 7, 9, 11),
-    "mixolydian": (0, 2, 4, 5, 7, 9, 10), "locrian": (0, 1, 3, 5, 6, 8, 10),
-    "major_pentatonic": (0, 2, 4, 7, 9), "minor_pentatonic": (0, 3, 5, 7, 10),
-    "blues": (0, 3, 5, 6, 7, 10), "chromatic": tuple(range(12)),
-}
 # Krumhansl & Kessler (1982) key profiles, tonic first
 KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
@@ -153,10 +145,9 @@ def parse_key(key: str | int) -> int:
         if not 0 <= key < 12:
             raise ValueError(f"key must be a pitch class in [0, 11] or a name like C, F#, Bb, got {key}")
         return int(key)
-    name = str(key).strip()
-    if not name or name[0].upper() not in PITCH_NAMES or name[1:] not in ("", "#", "b"):
-        raise ValueError(f"key must be a name like C, F#, Bb, got {key!r}")
-    return (PITCH_NAMES[name[0].upper()] + {"": 0, "#": 1, "b": -1}[name[1:]]) % 12
+    if key not in PITCH_CLASSES:
+        raise ValueError(f"key must be one of {', '.join(PITCH_CLASSES)}, got {key!r}")
+    return PITCH_CLASSES[key]
 
 
 def scale_pitch_classes(key: str | int, scale: str) -> frozenset[int]:

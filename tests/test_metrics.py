@@ -37,7 +37,7 @@ def test_a_scale_is_entirely_in_scale_and_its_key_is_found():
 def test_in_scale_ratio_counts_the_notes_outside():
     notes = line([60, 62, 64, 61, 67, 68, 72, 60])         # C# and G# are outside C major
     assert in_scale_ratio(notes, key="C", scale="major") == pytest.approx(6 / 8)
-    assert scale_pitch_classes("Bb", "major_pentatonic") == frozenset({10, 0, 2, 5, 7})
+    assert scale_pitch_classes("Bb", "pentatonic_major") == frozenset({10, 0, 2, 5, 7})
     with pytest.raises(ValueError, match="scale must be one of"):
         in_scale_ratio(notes, key="C", scale="bogus")
     with pytest.raises(ValueError, match="key must be"):
