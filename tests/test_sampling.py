@@ -232,3 +232,12 @@ def test_the_draw_follows_the_tempered_distribution(gen):
     probs = torch.softmax(logits[0], -1)
     kept = torch.argsort(probs, descending=True)[:int((torch.sort(probs, descending=True).values.cumsum(0) < 0.5).sum()) + 1]
     assert set(nucleus.unique().tolist()) == set(kept.tolist())
+
+
+@pytest.mark.parametrize("include", [True, False])
+def test_meter_change_after_the_primer(gen, include):
+    primer = TOK.decode_midi_bytes(TOK.encode_notes([Note(67, 0, 2), Note(65, 2, 12)], "3/4"))
+    m = gen.generate(GenerationParams(bars=2, seed=2, primer=primer, meter="6/8", include_primer=include)).melodies[0]
+    notes, meters = TOK.decode_notes(m.tokens)  # validates
+    assert meters == ([(0, "3/4"), (1, "6/8")] if include else [(0, "6/8")])
+    assert TOK.bar_count(m.tokens) == (3 if include else 2)
