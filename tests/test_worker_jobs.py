@@ -1,0 +1,134 @@
+"""Job records and the plain job functions around the tasks, on the real Redis: state
+changes, attempt limit (poison jobs), progress from training events, expiry sweep, the
+registry and atomic files."""
+import time
+import wave
+import io
+
+import pytest
+
+from service import create_app
+from service.jobs import JobStore
+from service.registry import ModelRegistry
+from service.storage import atomic_write, sweep_expired
+from worker.jobs import claim
+from worker.training import ProgressWriter
+
+
+@pytest.fixture
+def services(service_env, monkeypatch):
+    for name, value in service_env.items():
+        monkeypatch.setenv(name, value)
+    return create_app().extensions["tunesmith"]
+
+
+def test_state_changes_are_compare_and_set(services):
+    store = services.jobs
+    job = store.create("melody", {"bars": 4})
+    assert store.ttl > 0 and 0 < store.redis.ttl(store.key(job["id"])) <= store.ttl
+    assert store.transition(job["id"], ("queued",), "running")
+    assert not store.transition(job["id"], ("queued",), "running")     # already running
+    assert store.cancel(job["id"])
+    assert not store.transition(job["id"], ("running",), "succeeded")  # a late finish cannot undo a cancel
+    assert store.get(job["id"])["state"] == "cancelled"
+    assert not store.cancel(job["id"])
+    assert not store.update("0123456789abcdef", progress=1.0)          # no record, nothing written
+    assert store.get("0123456789abcdef") is None
+
+
+def test_claim_counts_attempts_and_fails_a_poison_job(services):
+    store = services.jobs
+    job_id = store.create("melody", {})["id"]
+    for attempt in (1, 2):
+        record = claim(services, job_id, max_attempts=2)
+        assert record["state"] == "running" and record["attempts"] == attempt
+    assert claim(services, job_id, max_attempts=2) is None             # a third delivery
+    record = store.get(job_id)
+    assert record["state"] == "failed" and "gave up after 2 attempts" in record["error"]
+
+
+def test_claim_skips_cancelled_and_finished_jobs(services):
+    store = services.jobs
+    cancelled = store.create("melody", {})["id"]
+    store.cancel(cancelled)
+    assert claim(services, cancelled, 3) is None
+    assert store.get(cancelled)["attempts"] == 0
+    assert claim(services, "0123456789abcdef0123456789abcdef", 3) is None
+
+
+def test_progress_writer_turns_training_events_into_the_record(services):
+    store = services.jobs
+    job_id = store.create("training", {}, training={})["id"]
+    store.transition(job_id, ("queued",), "running")
+    writer = ProgressWriter(store, job_id)
+    history = []
+    writer({"event": "step", "epoch": 1, "epochs": 2, "step": 5, "steps_per_epoch": 10, "train_loss": 3.0,
+            "tokens_per_s": 900.0, "eta_s": 12.0, "history": history})
+    record = store.get(job_id)
+    assert record["progress"] == 0.25 and record["training"]["step"] == 5 and record["training"]["eta_s"] == 12.0
+    history.append({"epoch": 1, "train_loss": 2.5, "valid_loss": 2.6, "tokens_per_s": 1000.0, "seconds": 1.0})
+    writer({"event": "epoch", "epoch": 1, "epochs": 2, "step": 0, "steps_per_epoch": 10, "train_loss": 2.5,
+            "tokens_per_s": 1000.0, "eta_s": None, "history": history})
+    record = store.get(job_id)
+    assert record["progress"] == 0.5
+    assert record["training"]["history"] == [{"epoch": 1, "train_loss": 2.5, "valid_loss": 2.6,
+                                              "tokens_per_s": 1000.0, "seconds": 1.0}]
+    writer({"event": "done", "epoch": 1, "epochs": 2, "step": 0, "steps_per_epoch": None, "train_loss": None,
+            "tokens_per_s": None, "eta_s": None, "history": history})
+    assert store.get(job_id)["training"]["tokens_per_s"] == 1000.0     # kept from the last event that had it
+    assert not writer.should_stop()
+    store.cancel(job_id)
+    writer.last_check = 0.0
+    assert writer.should_stop()
+
+
+def test_sweep_removes_only_old_folders_without_records(services, tmp_path):
+    store = services.jobs
+    home = tmp_path / "home"
+    live = store.create("melody", {})["id"]
+    for job_id in (live, "a" * 32, "b" * 32):
+        atomic_write(home / "jobs" / job_id / "melody-0.mid", b"MThd")
+    later = time.time() + 10 * 86400
+    removed = sweep_expired(home, lambda j: store.get(j) is not None, ttl=86400, now=later)
+    assert sorted(removed) == ["a" * 32, "b" * 32]
+    assert (home / "jobs" / live).is_dir()
+    assert sweep_expired(home, lambda j: False, ttl=86400) == []           # too recent to go
+
+
+def test_atomic_write_leaves_no_temporary_files(tmp_path):
+    path = atomic_write(tmp_path / "x" / "melody-0.mid", b"one")
+    atomic_write(path, b"two")
+    assert path.read_bytes() == b"two" and [p.name for p in path.parent.iterdir()] == ["melody-0.mid"]
+
+
+def test_registry_names_defaults_and_idempotent_registration(tmp_path, tiny_checkpoint):
+    registry = ModelRegistry(tmp_path, tiny_checkpoint)
+    assert registry.default_name() == "default" and [m["name"] for m in registry.list()] == ["default"]
+    assert registry.register("folk", tiny_checkpoint, {"job": "j1", "data": "x"}) == "folk"
+    assert registry.register("folk", tiny_checkpoint, {"job": "j1", "data": "x"}) == "folk"   # re-delivered
+    assert registry.register("folk", tiny_checkpoint, {"job": "j2", "data": "x"}) == "folk-2"
+    registry.set_default("folk-2")
+    assert registry.default_name() == "folk-2"
+    assert [m["name"] for m in registry.list() if m["default"]] == ["folk-2"]
+    with pytest.raises(KeyError):
+        registry.set_default("nosuch")
+    with pytest.raises(ValueError, match="model name"):
+        registry.register("../evil", tiny_checkpoint, {})
+    assert registry.path("../evil") is None
+
+
+def test_wav_rendering_lasts_as_long_as_the_melody():
+    import pretty_midi
+    from service.audio import SAMPLE_RATE, render_wav
+    midi = pretty_midi.PrettyMIDI()
+    piano = pretty_midi.Instrument(0)
+    piano.notes = [pretty_midi.Note(90, 60 + i, i * 0.5, (i + 1) * 0.5) for i in range(4)]   # 2 s
+    midi.instruments.append(piano)
+    out = io.BytesIO()
+    midi.write(out)
+    with wave.open(io.BytesIO(render_wav(out.getvalue()))) as w:
+        assert w.getframerate() == SAMPLE_RATE and w.getsampwidth() == 2
+        seconds = w.getnframes() / SAMPLE_RATE
+        frames = w.readframes(w.getnframes())
+    assert 2.0 < seconds < 2.5
+    assert max(frames[1::2]) > 0                   # not silence
