@@ -149,6 +149,9 @@ def test_compose_generate_play_and_download(service, page, tmp_path):
     page.select_option("#key", "D")
     page.select_option("#scale", "minor")
     page.fill("#seed", "1234")
+    page.click("#compose-form summary")
+    page.fill("#min_pitch", "60")
+    page.fill("#max_pitch", "79")
     page.click("#generate")
     page.wait_for_function("document.body.dataset.melody", timeout=90_000)
     assert page.get_attribute("body", "data-job") == "succeeded"
@@ -159,6 +162,8 @@ def test_compose_generate_play_and_download(service, page, tmp_path):
         served = response.read()
     expected = midi_note_count(served)
     assert expected > 0
+    pitches = page.evaluate("[...document.querySelectorAll('#pianoroll rect.note')].map(r => +r.dataset.pitch)")
+    assert min(pitches) >= 60 and max(pitches) <= 79          # the range fields reached the API
     assert int(page.get_attribute("#pianoroll svg", "data-note-count")) == expected
     assert page.locator("#pianoroll rect.note").count() == expected
     # Notation: every written note head (tied pieces included) was drawn.

@@ -63,7 +63,7 @@ function setPrimer(value) {
 function readForm() {
   const body = {};
   const bad = [];
-  for (const name of ["bars", "tempo", "temperature", "top_p", "seed"]) {
+  for (const name of ["bars", "tempo", "temperature", "top_p", "top_k", "seed", "min_pitch", "max_pitch"]) {
     const input = form.elements[name];
     if (input.validity.badInput) bad.push({ field: name, message: "must be a number" });
     else if (input.value.trim() !== "") body[name] = Number(input.value);
@@ -251,6 +251,7 @@ function renderHistory() {
     actions.className = "history-actions";
     actions.append(open, downloadLink("MIDI", entry.melody.midi));
     if (entry.melody.musicxml) actions.append(downloadLink("MusicXML", entry.melody.musicxml));
+    if (entry.melody.wav) actions.append(downloadLink("WAV", entry.melody.wav));
     li.append(title, time, actions);
     return li;
   }));

@@ -109,7 +109,9 @@ export function melodyToAbc(notes, { meter = "4/4", qpm = 120, key = null, scale
   if (t < total) timeline.push({ start: t, end: total, pitch: null });
 
   let body = "", barState = { ...alter }, written = [];
-  const barsPerLine = barLen <= 12 ? 6 : 4;
+  // Busy bars need room: fewer of them on a line when the melody moves in short notes.
+  const notesPerBar = clean.length / (total / barLen);
+  const barsPerLine = notesPerBar > 10 ? 2 : notesPerBar > 6 ? 3 : barLen <= 12 ? 6 : 4;
   for (const e of timeline) {
     let s = e.start;
     while (s < e.end) {
