@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -115,7 +115,7 @@ class MelodyTokenizer:
         self.pad_id, self.bos_id, self.eos_id, self.bar_id, self.rest_id, self.hold_id = range(6)
         self._first_ts = len(SPECIALS)
         self._first_note = self._first_ts + len(c.meters)
-        self._bar_steps = {m: parse_meter(m)[0] * 4 * c.steps_per_quarter // parse_meter(m)[1] for m in c.meters}
+        self._bar_steps: dict[str, int] = {}
         self._masks: dict[tuple, tuple[torch.Tensor, list[bool]]] = {}   # GrammarState masks by state
 
     # --- vocabulary -------------------------------------------------------------------------
@@ -152,7 +152,8 @@ class MelodyTokenizer:
         if meter in self._bar_steps:
             return self._bar_steps[meter]
         num, den = parse_meter(meter)
-        return num * 4 * self.config.steps_per_quarter // den
+        self._bar_steps[meter] = num * 4 * self.config.steps_per_quarter // den
+        return self._bar_steps[meter]
 
     @property
     def max_bar_steps(self) -> int:
