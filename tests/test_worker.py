@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from service import create_app
-from service.cli import worker_command
 from service.health import queues_served
 
 pytestmark = pytest.mark.slow
@@ -37,8 +36,8 @@ def stack(service_env, monkeypatch, tmp_path):
         monkeypatch.setenv(name, value)
     app = create_app()
     log = open(tmp_path / "worker.log", "wb")
-    argv = worker_command("generate")
-    worker = subprocess.Popen([sys.executable, "-m", *argv], cwd=ROOT, env={**os.environ, **env},
+    # what a docker-compose worker runs: `tunesmith worker --queues generate` (service/cli.py)
+    worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--queues", "generate"], cwd=ROOT, env={**os.environ, **env},
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_until(lambda: queues_served(app.extensions["celery"], timeout=0.5), 60, "the worker")

@@ -1,0 +1,25 @@
+# Tunesmith: one image for the API and both kinds of worker; docker-compose.yml picks the command.
+# Configuration comes only from environment variables (see docs/service.md).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    OMP_NUM_THREADS=1 \
+    TUNESMITH_HOME=/data \
+    TUNESMITH_CACHE=/data/cache
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY model model
+COPY service service
+COPY worker worker
+RUN pip install . \
+    && useradd --create-home --uid 1000 tunesmith \
+    && mkdir -p /data && chown tunesmith /data
+
+USER tunesmith
+VOLUME /data
+EXPOSE 8000
+# The API by default; the workers run `tunesmith worker --queues generate|train`.
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", "--timeout", "60", "--access-logfile", "-", "service:create_app()"]
