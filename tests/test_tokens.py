@@ -70,6 +70,25 @@ def test_positions_follow_grammar_state(ids):
         assert 0 <= p < TOK.bar_steps(state.meter)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(1, 9), st.integers(36, 96)), min_size=1, max_size=12),
+       st.floats(40, 240), st.sampled_from(["3/4", "6/8", "4/4"]))
+def test_midi_decode_of_encode_keeps_grid_pitches_and_onsets(gaps_lengths_pitches, qpm, meter):
+    """Any monophonic grid melody written to MIDI (any tempo) comes back with the same notes."""
+    step = 60.0 / (qpm * 4)
+    notes, t = [], 0
+    for gap, length, pitch in gaps_lengths_pitches:
+        notes.append(Note(pitch, t + gap, t + gap + length))
+        t += gap + length
+    num, den = (int(x) for x in meter.split("/"))
+    pm = _pm((0, False, [(n.pitch, n.start * step, n.end * step) for n in notes]), ts=[(num, den, 0.0)], qpm=qpm)
+    buf = io.BytesIO()
+    pm.write(buf)
+    ids = TOK.encode_midi(buf.getvalue())
+    got, meters = TOK.decode_notes(ids)
+    assert got == notes and meters == [(0, meter)]
+
+
 def test_positions_in_three_four():
     ids = TOK.encode_notes([Note(60, 0, 12)], "3/4")
     assert names(TOK, ids)[:4] == ["BOS", "TS_3/4", "BAR", "NOTE_60"]
@@ -154,8 +173,8 @@ def test_encode_notes_folds_and_cleans():
         TOK.encode_notes([Note(60, 0, 40)], bars=1)
 
 
-def _pm(*instruments, ts=None):
-    pm = pretty_midi.PrettyMIDI(initial_tempo=120.0)
+def _pm(*instruments, ts=None, qpm=120.0):
+    pm = pretty_midi.PrettyMIDI(initial_tempo=qpm)
     for program, is_drum, notes in instruments:
         inst = pretty_midi.Instrument(program, is_drum=is_drum)
         inst.notes = [pretty_midi.Note(100, p, s, e) for p, s, e in notes]
