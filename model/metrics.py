@@ -18,10 +18,13 @@ Melody statistics:
 - degenerate melodies, by this rule (`degenerate_reason`), with B = 2 bars of the tune's first meter:
   1. silence: no notes at all, or more than B grid steps in a row with no note sounding (before the
      first note, between notes, or after the last one up to the end of the tune);
-  2. one note: a run of consecutive notes of one pitch (a single held note included) spanning more
-     than B steps, from the first onset to the last end;
-  3. a two-note loop: a run of at least four consecutive notes alternating between two pitches
-     (p[i] == p[i-2] throughout) spanning more than B steps.
+  2. one note: a single note held for more than B steps, or a run of at least 8 consecutive onsets
+     of one pitch spanning more than B steps (from the first onset to the last note's end);
+  3. a two-note loop: a run of at least 8 consecutive onsets alternating between two pitches
+     (p[i] == p[i-2] throughout, i.e. the pair repeated 4 times) spanning more than B steps.
+  Rhythm is ignored. The 8-onset minimum keeps slow real tunes (a reciting tone in half notes) out:
+  on 311 Essen tunes (altdeu10) 1.6% match, against 10.6% with no minimum; `compare_melodies`
+  reports the reference split's share beside the generated one for this reason.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from model.tokens import Note
 LN2 = math.log(2)
 INTERVAL_CLIP = 12
 MAX_LENGTH = 32
+MIN_LOOP_NOTES = 8  # a loop is a pattern repeated: one pitch 8 times, or two pitches alternating 4 times
 # Krumhansl & Kessler (1982) key profiles, tonic first
 KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
@@ -211,20 +215,19 @@ def _degenerate(notes: list[Note], total: int, bar_steps: int | None) -> str | N
         sounding_until = max(sounding_until, n.end)
     if total - sounding_until > limit:
         return f"silence: {total - sounding_until} steps without a note at the end"
+    for n in notes:
+        if n.end - n.start > limit:
+            return f"one note: pitch {n.pitch} held for {n.end - n.start} steps"
     pitches = [n.pitch for n in notes]
-    run = 0                                               # start of the current one-pitch run
-    for i in range(len(notes)):
-        if pitches[i] != pitches[run]:
-            run = i
-        if notes[i].end - notes[run].start > limit:
-            return f"one note: pitch {pitches[i]} for {notes[i].end - notes[run].start} steps"
-    run = 0                                               # start of the current alternating run
-    for i in range(2, len(notes)):
-        if pitches[i] != pitches[i - 2]:
-            run = i - 1
-        if i - run >= 3 and notes[i].end - notes[run].start > limit:
-            return (f"two-note loop: {pitches[run]}/{pitches[run + 1]} for "
-                    f"{notes[i].end - notes[run].start} steps")
+    for period, name in ((1, "one note"), (2, "two-note loop")):
+        run = 0                                           # first note of the current periodic run
+        for i in range(len(notes)):
+            if i >= period and pitches[i] != pitches[i - period]:
+                run = i - period + 1
+            span = notes[i].end - notes[run].start
+            if i - run + 1 >= MIN_LOOP_NOTES and span > limit:
+                pattern = "/".join(str(p) for p in pitches[run:run + period])
+                return f"{name}: {pattern} repeated over {i - run + 1} notes, {span} steps"
     return None
 
 

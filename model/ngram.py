@@ -40,10 +40,10 @@ class _Order:
     """The k-grams of one order k (k = 1..max_order), sorted by key; index = the gram's id."""
 
     keys: np.ndarray      # int64 (G,)  first_token * M_{k-1} + id of the (k-1)-gram suffix
-    context: np.ndarray   # int64 (G,)  id of the (k-1)-gram prefix (the context); 0 for k = 1
-    word: np.ndarray      # int64 (G,)  last token
-    raw: np.ndarray       # float64 (G,) raw count
-    cont: np.ndarray      # float64 (G,) continuation count (+ tune-start occurrences)
+    context: np.ndarray   # int32 (G,)  id of the (k-1)-gram prefix (the context); 0 for k = 1
+    word: np.ndarray      # int32 (G,)  last token
+    raw: np.ndarray       # int32 (G,)  raw count
+    cont: np.ndarray      # int32 (G,)  continuation count (+ tune-start occurrences)
 
 
 def _discounts(counts: np.ndarray) -> np.ndarray:
@@ -58,10 +58,17 @@ def _discounts(counts: np.ndarray) -> np.ndarray:
     return np.array([min(max(di, 0.05), c) for di, c in zip(d, (1.0, 2.0, 3.0))])
 
 
+def _discounted(counts: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """max(c - D(c), 0) for each count c (0 for c = 0)."""
+    c = counts.astype(np.float64)
+    return np.where(c > 0, np.maximum(c - d[np.clip(counts, 1, 3) - 1], 0.0), 0.0)
+
+
 class KneserNeyModel:
     """An interpolated modified Kneser-Ney model; build with `KneserNeyModel.fit`."""
 
-    def __init__(self, orders: list[_Order], vocab_size: int, order: int, exclude_ids: Sequence[int]):
+    def __init__(self, orders: list[_Order], vocab_size: int, order: int, exclude_ids: Sequence[int],
+                 _tables: dict | None = None):
         self._orders = orders
         self.vocab_size = int(vocab_size)
         self.max_order = len(orders)
@@ -72,7 +79,7 @@ class KneserNeyModel:
         self._base = np.full(self.vocab_size, 1.0)
         self._base[self.exclude_ids] = 0.0
         self._base /= self._base.sum()                     # P_0: uniform over the support
-        self._tables = [self._context_table(k) for k in range(1, self.max_order + 1)]
+        self._tables = {} if _tables is None else _tables  # (k, kind) -> per-context sums, built lazily
 
     # ---- fitting -------------------------------------------------------------------------
     @classmethod
@@ -110,7 +117,8 @@ class KneserNeyModel:
             first[inverse] = ends                          # one position where each gram ends
             # the context of the gram ending at i is the (k-1)-gram ending at i-1
             context = np.zeros(len(keys), dtype=np.int64) if k == 1 else gram[first - 1]
-            orders.append(_Order(keys, context, tokens[first], raw.astype(np.float64), np.zeros(len(keys))))
+            orders.append(_Order(keys, context.astype(np.int32), tokens[first].astype(np.int32),
+                                 raw.astype(np.int32), raw[:0].astype(np.int32)))
             new_gram = np.full(len(tokens), -1, dtype=np.int64)
             new_gram[ends] = inverse
             opening = starts + (k - 1) if k > 1 else starts[:0]
@@ -125,31 +133,39 @@ class KneserNeyModel:
             opened = np.bincount(at_start[k - 1], minlength=len(o.keys))
             if k < max_order:
                 suffix = orders[k].keys % len(o.keys)      # id of the k-gram suffix of each (k+1)-gram
-                o.cont = (np.bincount(suffix, minlength=len(o.keys)) + opened).astype(np.float64)
+                o.cont = (np.bincount(suffix, minlength=len(o.keys)) + opened).astype(np.int32)
             else:
                 o.cont = o.raw.copy()                      # the top order uses raw counts
         return cls(orders, vocab_size, order, exclude_ids)
 
     def with_order(self, order: int) -> "KneserNeyModel":
-        """The same counts used as an order-`order` model (order <= max_order)."""
-        return KneserNeyModel(self._orders, self.vocab_size, order, self.exclude_ids)
+        """The same counts used as an order-`order` model (order <= max_order); holds only orders <= order."""
+        if not 1 <= order <= self.max_order:
+            raise ValueError(f"order must be in [1, {self.max_order}], got {order}")
+        shared = {key: t for key, t in self._tables.items() if key[0] <= order}
+        return KneserNeyModel(self._orders[:order], self.vocab_size, order, self.exclude_ids, shared)
 
-    def _context_table(self, k: int) -> dict:
-        """Per order k and count type: discounts and, per context id, c_k(h) and gamma numerator."""
-        o = self._orders[k - 1]
-        n_contexts = 1 if k == 1 else len(self._orders[k - 2].keys)
-        table = {}
-        for kind, counts in (("raw", o.raw), ("cont", o.cont)):
-            d = _discounts(counts)
-            disc = d[np.minimum(counts, 3).astype(np.int64) - 1] * (counts > 0)
-            total = np.bincount(o.context, weights=counts, minlength=n_contexts)
-            gamma = np.bincount(o.context, weights=disc, minlength=n_contexts)
-            table[kind] = {"d": d, "disc": disc, "total": total, "gamma": gamma}
-        # children of each context, grouped, for full distributions: gram ids sorted by context
-        by_context = np.argsort(o.context, kind="stable")
-        table["children"] = by_context
-        table["ptr"] = np.searchsorted(o.context[by_context], np.arange(n_contexts + 1))
-        return table
+    def _table(self, k: int, kind: str) -> dict:
+        """Order k with raw or continuation counts: the counts, discounts, and per context id c_k(h)
+        ("total") and the gamma numerator; kind "children" groups each context's grams for full distributions."""
+        key = (k, kind)
+        if key not in self._tables:
+            o = self._orders[k - 1]
+            n_contexts = 1 if k == 1 else len(self._orders[k - 2].keys)
+            if kind == "children":                         # gram ids sorted by context, and each context's slice
+                by_context = np.argsort(o.context, kind="stable").astype(np.int32)
+                ptr = np.searchsorted(o.context[by_context], np.arange(n_contexts + 1))
+                self._tables[key] = {"children": by_context, "ptr": ptr}
+            else:
+                counts = o.raw if kind == "raw" else o.cont
+                d = _discounts(counts)
+                disc = np.where(counts > 0, d[np.clip(counts, 1, 3) - 1], 0.0)
+                self._tables[key] = {
+                    "counts": counts, "d": d,
+                    "total": np.bincount(o.context, weights=counts, minlength=n_contexts),
+                    "gamma": np.bincount(o.context, weights=disc, minlength=n_contexts),
+                }
+        return self._tables[key]
 
     # ---- scoring -------------------------------------------------------------------------
     def _lookup(self, tune: np.ndarray) -> list[np.ndarray]:
@@ -196,15 +212,14 @@ class KneserNeyModel:
         target = tune[1:]
         p = self._base[target].copy()
         for k in range(1, self.order + 1):
-            t = self._tables[k - 1][self._kind(k)]
+            t = self._table(k, self._kind(k))
             h = ctxs[k - 1]
             ok = h >= 0
             ok[ok] = t["total"][h[ok]] > 0
             hk = h[ok]
             g = grams[k - 1][1:][ok]                       # the k-gram (h, w) itself, -1 if unseen
-            counts = self._orders[k - 1].raw if self._kind(k) == "raw" else self._orders[k - 1].cont
-            num = np.where(g >= 0, counts[np.maximum(g, 0)] - t["disc"][np.maximum(g, 0)], 0.0)
-            p[ok] = (np.maximum(num, 0.0) + t["gamma"][hk] * p[ok]) / t["total"][hk]
+            num = np.where(g >= 0, _discounted(t["counts"][np.maximum(g, 0)], t["d"]), 0.0)
+            p[ok] = (num + t["gamma"][hk] * p[ok]) / t["total"][hk]
         with np.errstate(divide="ignore"):
             return np.log(p)                               # -inf only for an excluded id
 
@@ -219,9 +234,8 @@ class KneserNeyModel:
         ctxs = self._contexts(tune, grams)
         p = np.tile(self._base, (n, 1))                    # (n, V)
         for k in range(1, self.order + 1):
-            table = self._tables[k - 1]
-            t = table[self._kind(k)]
-            counts = self._orders[k - 1].raw if self._kind(k) == "raw" else self._orders[k - 1].cont
+            table = self._table(k, "children")
+            t = self._table(k, self._kind(k))
             h = ctxs[k - 1]
             ok = h >= 0
             ok[ok] = t["total"][h[ok]] > 0
@@ -234,7 +248,7 @@ class KneserNeyModel:
             row_rep = np.repeat(rows, lengths)
             within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
             child = table["children"][np.repeat(lo, lengths) + within]
-            add = np.maximum(counts[child] - t["disc"][child], 0.0) / t["total"][h[row_rep]]
+            add = _discounted(t["counts"][child], t["d"]) / t["total"][h[row_rep]]
             p[row_rep, self._orders[k - 1].word[child]] += add   # (row, word) pairs are distinct
         with np.errstate(divide="ignore"):
             return np.log(p)

@@ -67,6 +67,8 @@ def test_varied_tunes_are_not_degenerate():
     assert degenerate_reason(TOK.encode_notes(FOLK, "4/4", bars=6), TOK) is None   # 2 empty bars: allowed
     three_note_loop = line([60, 62, 64] * 8, length=2)                     # a loop, but of three notes
     assert degenerate_reason(three_note_loop, bar_steps=BAR) is None
+    reciting_tone = line([74] * 5 + [76, 77, 74, 72], length=8)          # 5 half notes of D: 2.5 bars
+    assert degenerate_reason(reciting_tone, bar_steps=BAR) is None    # slow, and fewer than 8 repeats
     with pytest.raises(ValueError, match="bar_steps"):
         degenerate_reason(FOLK)                            # a note list has no meter
 
