@@ -117,7 +117,8 @@ def cmd_evaluate(args) -> int:
     from model.evaluation import evaluate_report
     result = evaluate_report(args.model, args.data, args.split, samples=args.samples,
                              ngram_model=None if args.ngram == "none" else args.ngram, ngram_out=args.ngram_out,
-                             seed=args.seed, progress=not args.quiet)
+                             seed=args.seed, progress=not args.quiet,
+                             ngram_orders=range(3, args.ngram_max_order + 1))
     print(json.dumps({**result, "model": str(args.model or "default")}, indent=2))
     return 0
 
@@ -185,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=int, default=100, help="melodies to generate and compare with the split "
                    "(histogram overlaps, in-scale ratio, degenerate share); 0 = none (default 100)")
     p.add_argument("--ngram", default="auto", help="n-gram reference scored on the same tunes: 'auto' (Kneser-Ney "
-                   "fitted on the train split, best order 3..8 on valid), a saved .npz, or 'none' (default auto)")
+                   "fitted on the train split, best order on valid), a saved .npz, or 'none' (default auto)")
+    p.add_argument("--ngram-max-order", type=int, default=24, help="with --ngram auto, try orders 3..N on the "
+                   "valid split (default 24: on 16th-note tokens long contexts keep helping)")
     p.add_argument("--ngram-out", default=None, help="save the n-gram model used to this .npz file")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated melodies (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar while parsing the corpus")

@@ -123,9 +123,13 @@ def prediction_figures(logprobs: list[np.ndarray], pitch_bits: list[np.ndarray],
 
 # ---- the n-gram reference ----------------------------------------------------------------------
 
-def fit_ngram(train, valid, tokenizer, orders=range(3, 9)):
+NGRAM_ORDERS = range(3, 25)  # on 16th-note grid tokens the best order is long: 24 tokens = 1.5 bars of 4/4
+
+
+def fit_ngram(train, valid, tokenizer, orders=NGRAM_ORDERS):
     """A Kneser-Ney model on the training tunes with the order that scores best on the validation tunes;
-    returns (model, {order: valid nats per token})."""
+    returns (model, {order: valid nats per token}). On Essen (1.6M training tokens) validation loss
+    keeps falling up to order ~24 (1.05 nats/token at order 8, 0.91 at 24); orders 3..24 take ~1 GB, ~40 s."""
     return ngram.select_order(token_arrays(train), token_arrays(valid), tokenizer.vocab_size, orders,
                               exclude_ids=[tokenizer.pad_id, tokenizer.bos_id])
 
@@ -170,9 +174,9 @@ def sample_statistics(generator, tokenizer, reference, count: int = 100, seed: i
 
 def evaluate_report(checkpoint=None, data: str | None = None, split: str = "test", samples: int = 100,
                     ngram_model: str | None = "auto", ngram_out: str | None = None, seed: int = 0,
-                    progress: bool = False, corpus=None) -> dict:
+                    progress: bool = False, corpus=None, ngram_orders=NGRAM_ORDERS) -> dict:
     """Score a checkpoint (None = the shipped model) on a split of its corpus; with ``ngram_model``
-    ("auto": fit on the train split, best order 3..8 on the valid split; or a saved model's path; None:
+    ("auto": fit on the train split, best of ``ngram_orders`` on the valid split; or a saved model's path; None:
     skip) score the n-gram reference on the same tunes; with ``samples`` > 0 generate that many
     melodies and compare them with the split. ``corpus`` replaces loading ``data``."""
     from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint
@@ -195,7 +199,7 @@ def evaluate_report(checkpoint=None, data: str | None = None, split: str = "test
     report = {"model": str(path), "data": data, "split": split, **evaluate_model(model, tokenizer, splits[split])}
     if ngram_model:
         if ngram_model == "auto":
-            kn, table = fit_ngram(splits["train"], splits["valid"], tokenizer)
+            kn, table = fit_ngram(splits["train"], splits["valid"], tokenizer, ngram_orders)
             report["ngram"] = {**evaluate_ngram(kn, tokenizer, splits[split]), "fitted_on": "train",
                                "valid_nats_per_token_by_order": {str(k): v for k, v in table.items()}}
         else:

@@ -79,7 +79,7 @@ def test_evaluate_report_holds_every_figure(checkpoint):
     out = evaluate_report(checkpoint, split="test", samples=2, corpus=corpus)
     for key in ("nats_per_token", "bits_per_note", "pitch_bits_per_note"):
         assert out[key] > 0 and out["ngram"][key] > 0
-    assert out["ngram"]["order"] in range(3, 9)
+    assert out["ngram"]["order"] in range(3, 25)
     assert out["samples"]["melodies"] == 2
     with pytest.raises(ValueError, match="split"):
         evaluate_report(checkpoint, split="dev", corpus=corpus)
