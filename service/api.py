@@ -13,8 +13,7 @@ from functools import wraps
 from flask import Blueprint, abort, current_app, jsonify, request, url_for
 
 from service.jobs import FINISHED, new_job_id, public_record
-from service.schemas import (MAX_TRAIN_MINUTES, MelodyRequest, RequestInvalid, TrainingRequest,
-                             validate_request)
+from service.schemas import MelodyRequest, RequestInvalid, TrainingRequest, validate_request
 from service.storage import atomic_write, job_dir
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -39,7 +38,7 @@ def require_token(view):
     return checked
 
 
-def submit(kind: str, params: dict, task, time_limit: float, job_id=None, **fields):
+def submit(kind: str, params: dict, task, soft_limit: float, hard_limit: float, job_id=None, **fields):
     """Store a queued record, publish the job id, answer 202 with its URL.
 
     The task id is the job id. If publishing fails the record is removed and the broker
@@ -49,7 +48,7 @@ def submit(kind: str, params: dict, task, time_limit: float, job_id=None, **fiel
     record = store.create(kind, params, job_id=job_id, **fields)
     try:
         task.apply_async(args=[record["id"]], task_id=record["id"],
-                         soft_time_limit=int(time_limit * 0.8), time_limit=int(time_limit))
+                         soft_time_limit=int(soft_limit), time_limit=int(hard_limit))
     except Exception:
         store.redis.delete(store.key(record["id"]))
         raise
@@ -79,8 +78,8 @@ def create_melodies():
     if isinstance(req.primer, str):
         _decode_base64(req.primer, "primer")
     params = {**req.model_dump(), "model": name}
-    return submit("melody", params, tasks.generate_melodies,
-                  current_app.config["TUNESMITH_GENERATE_TIME_LIMIT"])
+    limit = current_app.config["TUNESMITH_GENERATE_TIME_LIMIT"]
+    return submit("melody", params, tasks.generate_melodies, 0.8 * limit, limit)
 
 
 @bp.post("/training-jobs")
@@ -113,10 +112,11 @@ def create_training_job():
     elif not params["data"].startswith("music21:"):
         params["data"] = "music21:" + params["data"]
     params["name"] = req.name or f"job-{job_id[:8]}"
-    limit = req.max_minutes * 60 + 600            # its own budget, then room to save and register
+    budget = req.max_minutes * 60                 # training stops itself then; the limits are a safety net
     training = {"epoch": 0, "epochs": req.epochs, "step": 0, "history": [],
                 "tokens_per_s": None, "eta_s": None, "model": None}
-    return submit("training", params, tasks.train_model, limit, job_id=job_id, training=training)
+    return submit("training", params, tasks.train_model, budget + 300, budget + 600, job_id=job_id,
+                  training=training)
 
 
 @bp.get("/jobs/<job_id>")
@@ -158,14 +158,6 @@ def make_default(name):
         abort(404, f"no model {name!r}")
     models.set_default(name)
     return jsonify(default=name, model=models.get(name))
-
-
-@bp.get("/limits")
-def limits():
-    """Ranges the web pages show next to their inputs."""
-    return jsonify(melody=MelodyRequest.model_json_schema(), training=TrainingRequest.model_json_schema(),
-                   max_train_minutes=MAX_TRAIN_MINUTES,
-                   max_upload_bytes=current_app.config["MAX_CONTENT_LENGTH"])
 
 
 def _decode_base64(text: str, field: str) -> bytes:

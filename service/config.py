@@ -12,12 +12,13 @@
 | `TUNESMITH_MAX_UPLOAD_MB` | `32` | request body limit (Flask `MAX_CONTENT_LENGTH`) |
 | `TUNESMITH_MAX_ATTEMPTS` | `3` | deliveries of one job before it is failed as poison |
 | `TUNESMITH_GENERATE_TIME_LIMIT` | `120` | hard time limit of a generation task, seconds (soft = 80%) |
-| `TUNESMITH_MAX_TRAIN_MINUTES` | `240` | the largest `max_minutes` a training job may ask for |
 | `TUNESMITH_VISIBILITY_TIMEOUT` | longest task + 1 h | seconds before Redis hands an unacknowledged task out again |
 | `TUNESMITH_TEST_DELAY` | `0` | test only: seconds a generation task sleeps before it starts (to be killed mid-way) |
 """
 import os
 from pathlib import Path
+
+from service.schemas import MAX_TRAIN_MINUTES
 
 ENV_PREFIX = "TUNESMITH_"
 
@@ -43,8 +44,7 @@ def load_config(environ=None) -> dict:
             raise ValueError(f"{ENV_PREFIX}{name} must be a number, got {raw!r}") from None
 
     generate_limit = number("GENERATE_TIME_LIMIT", 120)
-    max_train_minutes = number("MAX_TRAIN_MINUTES", 240)
-    longest_task = max(generate_limit, max_train_minutes * 60 + 600)
+    longest_task = max(generate_limit, MAX_TRAIN_MINUTES * 60 + 600)   # a training job's hard limit
     redis_url = env.get("REDIS_URL") or None
     prefix = env.get(ENV_PREFIX + "KEY_PREFIX", "tunesmith:")
     config = {
@@ -56,7 +56,6 @@ def load_config(environ=None) -> dict:
         "TUNESMITH_JOB_TTL": number("JOB_TTL", 7 * 24 * 3600),
         "TUNESMITH_MAX_ATTEMPTS": number("MAX_ATTEMPTS", 3),
         "TUNESMITH_GENERATE_TIME_LIMIT": generate_limit,
-        "TUNESMITH_MAX_TRAIN_MINUTES": max_train_minutes,
         "TUNESMITH_TEST_DELAY": number("TEST_DELAY", 0.0, float),
         "MAX_CONTENT_LENGTH": number("MAX_UPLOAD_MB", 32) * 1024 * 1024,
     }

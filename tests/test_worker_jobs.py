@@ -1,9 +1,12 @@
 """Job records and the plain job functions around the tasks, on the real Redis: state
 changes, attempt limit (poison jobs), progress from training events, expiry sweep, the
 registry and atomic files."""
+import io
+import subprocess
+import sys
 import time
 import wave
-import io
+from pathlib import Path
 
 import pytest
 
@@ -132,3 +135,12 @@ def test_wav_rendering_lasts_as_long_as_the_melody():
         frames = w.readframes(w.getnframes())
     assert 2.0 < seconds < 2.5
     assert max(frames[1::2]) > 0                   # not silence
+
+
+def test_the_worker_entry_module_never_imports_torch():
+    """The worker's parent process loads this module before it forks its pool: no torch there."""
+    code = "import sys, worker.celery_worker; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
