@@ -232,7 +232,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = clip_gradients(self.model, cfg.clip)
-        self.optimizer.step()
+        if math.isfinite(grad_norm):  # a NaN/inf gradient would poison the weights and Adam's moments
+            self.optimizer.step()
         if cfg.bptt != "full":
             self.lane_state = repackage_state(state)  # carried into the next window
         return {"loss": loss.item(), "tokens": tokens, "grad_norm": grad_norm}
