@@ -139,30 +139,38 @@ def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> 
     return F.linear(x, w, b)
 
 
+def tanh_(t: torch.Tensor) -> torch.Tensor:
+    """In-place tanh. On this CPU torch's vectorised tanh runs ~7x slower than its sigmoid, so
+    tensors beyond a couple of thousand elements take tanh(x) = 2 sigmoid(2x) - 1 (error ~2e-7 in float32)."""
+    if t.numel() < 2048:
+        return t.tanh_()
+    return t.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
 class StepMatmul:
     """acc + h @ w^T for one time step with the faster kernel for the batch size (also used by
-    MelodyNetwork.step): in place on acc with MKL, or a new tensor from oneDNN."""
+    MelodyNetwork.step). oneDNN's product followed by an in-place add measured faster here than
+    its fused "binary add" form."""
 
     def __init__(self, w: torch.Tensor, rows: int):
-        self.in_place = not _onednn_ok(w, rows)
-        self.w = w.t().contiguous() if self.in_place else w.contiguous()  # (in, out) or (out, in)
+        self.mkl = not _onednn_ok(w, rows)
+        self.w = w.t().contiguous() if self.mkl else w.contiguous()  # (in, out) or (out, in)
 
     def __call__(self, h: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
-        if self.in_place:
-            return acc.addmm_(h, self.w)
-        return _ONEDNN.binary(h, acc, self.w, None, "add")
+        """acc += h @ w^T, in place."""
+        return acc.addmm_(h, self.w) if self.mkl else acc.add_(_ONEDNN(h, self.w, None, "none", [], ""))
 
     def into(self, out: torch.Tensor, h: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
         """out = acc + h @ w^T, where acc is out itself, another (B, out) tensor or a bias (out,)."""
-        if self.in_place:
-            return out.addmm_(h, self.w) if acc is out else torch.addmm(acc, h, self.w, out=out)
-        if acc.dim() == 1:
-            return out.copy_(_ONEDNN(h, self.w, acc, "none", [], ""))
-        return out.copy_(_ONEDNN.binary(h, acc, self.w, None, "add"))
+        if acc is out:
+            return self(h, out)
+        if self.mkl:
+            return torch.addmm(acc, h, self.w, out=out)
+        return torch.add(_ONEDNN(h, self.w, None, "none", [], ""), acc, out=out)
 
     def linear(self, h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """A new tensor bias + h @ w^T."""
-        return torch.addmm(bias, h, self.w) if self.in_place else _ONEDNN(h, self.w, bias, "none", [], "")
+        return torch.addmm(bias, h, self.w) if self.mkl else _ONEDNN(h, self.w, bias, "none", [], "")
 
 
 # ---- one layer over a whole sequence, with a hand-written BPTT ------------------------------------
@@ -199,12 +207,10 @@ class _RNNLayer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, bias):
         T, B, _ = x.shape
-        pre = _linear(x.reshape(T * B, -1), w_ih, bias).view(T, B, -1)  # x W_ih^T + b, every step at once
-        step_mm, h, outs = StepMatmul(w_hh, B), h0, []
-        for pre_t in pre.unbind(0):
-            h = step_mm(h, pre_t).tanh_()  # h_t = tanh(x_t W_ih^T + b + h_{t-1} W_hh^T)
-            outs.append(h)
-        out = pre if step_mm.in_place else torch.stack(outs)  # (T, B, H)
+        out = _linear(x.reshape(T * B, -1), w_ih, bias).view(T, B, -1)  # x W_ih^T + b, every step at once
+        step_mm, h = StepMatmul(w_hh, B), h0
+        for out_t in out.unbind(0):  # in place: (T, B, H) pre-activations become the outputs
+            h = tanh_(step_mm.into(out_t, h, out_t))  # h_t = tanh(x_t W_ih^T + b + h_{t-1} W_hh^T)
         ctx.save_for_backward(x, h0, w_ih, w_hh, out)
         return out, h.clone()
 
@@ -213,12 +219,11 @@ class _RNNLayer(torch.autograd.Function):
         x, h0, w_ih, w_hh, out = ctx.saved_tensors
         T, B, H = out.shape
         d_out = _owned_grad(d_out, d_hT)
-        slope = 1 - out * out  # tanh' for every step at once
-        dpre = torch.empty_like(out)  # gradient of the pre-activations
+        dpre = torch.addcmul(torch.ones_like(out), out, out, value=-1)  # tanh' = 1 - h^2, then times dh
         step_mm, dh = StepMatmul(w_hh.t(), B), d_out[T - 1]
-        d_outs, slopes, dpres = d_out.unbind(0), slope.unbind(0), dpre.unbind(0)
+        d_outs, dpres = d_out.unbind(0), dpre.unbind(0)
         for t in range(T - 1, -1, -1):
-            torch.mul(dh, slopes[t], out=dpres[t])
+            dpres[t].mul_(dh)
             dh = step_mm(dpres[t], d_outs[t - 1]) if t > 0 else dpres[0] @ w_hh  # into h_{t-1}
         dx, d_w_ih, d_b = _input_grads(ctx, x, dpre, w_ih, bias_index=4)
         return dx, dh, d_w_ih, _recurrent_weight_grad(dpre, h0, out), d_b
@@ -229,19 +234,20 @@ class _LSTMLayer(torch.autograd.Function):
     def forward(ctx, x, h0, c0, w_ih, w_hh, bias):
         T, B, _ = x.shape
         H = w_hh.shape[1]
-        pre = _linear(x.reshape(T * B, -1), w_ih, bias).view(T, B, 4 * H)  # input part of all gates
+        # x W_ih^T + b for every step at once; turned into the gate activations in place
+        acts = _linear(x.reshape(T * B, -1), w_ih, bias).view(T, B, 4 * H)
         cs, tcs, out = (x.new_empty(T, B, H) for _ in range(3))  # c_t, tanh(c_t), h_t
-        step_mm, h, c, acts = StepMatmul(w_hh, B), h0, c0, []
-        for pre_t, c_t, tc_t, h_t in zip(pre.unbind(0), cs.unbind(0), tcs.unbind(0), out.unbind(0)):
-            a = step_mm(h, pre_t)  # all four gates' pre-activations, (B, 4H)
-            i, f, g, o = a.view(B, 4, H).unbind(1)  # decode the gates (views)
-            a[:, :2 * H].sigmoid_()  # input and forget gates
-            g.tanh_()  # candidate cell
+        gates = acts.view(T, B, 4, H)  # decode the gates: per-step views, made once
+        steps = zip(acts.unbind(0), acts[..., :2 * H].unbind(0), *(gates[:, :, k].unbind(0) for k in range(4)),
+                    cs.unbind(0), tcs.unbind(0), out.unbind(0))
+        step_mm, h, c = StepMatmul(w_hh, B), h0, c0
+        for a, i_f, i, f, g, o, c_t, tc_t, h_t in steps:
+            step_mm.into(a, h, a)  # + h_{t-1} W_hh^T: all four gates' pre-activations, (B, 4H)
+            i_f.sigmoid_()  # input and forget gates
+            tanh_(g)  # candidate cell
             o.sigmoid_()  # output gate
             c = torch.mul(f, c, out=c_t).addcmul_(i, g)  # c_t = f*c_{t-1} + i*g
-            h = torch.mul(o, torch.tanh(c, out=tc_t), out=h_t)  # h_t = o * tanh(c_t)
-            acts.append(a)
-        acts = pre if step_mm.in_place else torch.stack(acts)  # gate activations (T, B, 4H)
+            h = torch.mul(o, tanh_(tc_t.copy_(c)), out=h_t)  # h_t = o * tanh(c_t)
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, out)
         ctx.buffers = acts, cs, tcs
         return out, h.clone(), c.clone()
@@ -266,15 +272,15 @@ class _LSTMLayer(torch.autograd.Function):
         torch.addcmul(o, o, o, value=-1, out=k[:, :, 3]).mul_(tcs)
         dc_dh = o * tcs
         torch.addcmul(o, dc_dh, tcs, value=-1, out=dc_dh)  # o(1 - tanh(c)^2): how dh reaches c_t
-        dpre = torch.empty_like(k)  # (T, B, 4, H)
+        dpre = k  # step t overwrites k[t] with the pre-activation gradients: (T, B, 4, H)
         step_mm, dh, dc_next = StepMatmul(w_hh.t(), B), d_out[T - 1], d_cT  # dc_next: from c_{t+1}
         views = (d_out.unbind(0), dc_dh.unbind(0), k[:, :, :3].unbind(0), k[:, :, 3].unbind(0),
-                 dpre[:, :, :3].unbind(0), dpre[:, :, 3].unbind(0), dpre.view(T, B, 4 * H).unbind(0), f.unbind(0))
-        d_outs, dc_dhs, k_ifg, k_o, dpre_ifg, dpre_o, dpre_flat, fs = views
+                 dpre.view(T, B, 4 * H).unbind(0), f.unbind(0))
+        d_outs, dc_dhs, k_ifg, k_o, dpre_flat, fs = views
         for t in range(T - 1, -1, -1):
             dc = torch.addcmul(dc_next, dh, dc_dhs[t])  # total gradient at c_t
-            torch.mul(dc.unsqueeze(1), k_ifg[t], out=dpre_ifg[t])  # i, f, g
-            torch.mul(dh, k_o[t], out=dpre_o[t])  # o
+            k_ifg[t].mul_(dc.unsqueeze(1))  # i, f, g
+            k_o[t].mul_(dh)  # o
             dc_next = dc * fs[t]  # into c_{t-1}
             dh = step_mm(dpre_flat[t], d_outs[t - 1]) if t > 0 else dpre_flat[0] @ w_hh  # into h_{t-1}
         dx, d_w_ih, d_b = _input_grads(ctx, x, dpre, w_ih, bias_index=5)
@@ -290,14 +296,15 @@ class _GRULayer(torch.autograd.Function):
         gh = (x.new_zeros(T, B, 3 * H) if b_hh is None else b_hh.expand(T, B, 3 * H).clone())
         rz = x.new_empty(T, B, 2 * H)  # reset and update gates
         ns, out = x.new_empty(T, B, H), x.new_empty(T, B, H)  # candidates, h_t
-        step_mm, h, ghs = StepMatmul(w_hh, B), h0, []
-        for pre_t, gh_t, rz_t, n_t, h_t in zip(pre.unbind(0), gh.unbind(0), rz.unbind(0), ns.unbind(0), out.unbind(0)):
-            gh_t = step_mm(h, gh_t)  # recurrent parts W_h h + b_h of r, z, n: (B, 3H)
-            torch.add(pre_t[:, :2 * H], gh_t[:, :2 * H], out=rz_t).sigmoid_()  # r and z
-            torch.addcmul(pre_t[:, 2 * H:], rz_t[:, :H], gh_t[:, 2 * H:], out=n_t).tanh_()  # n = tanh(x_n + r*h_n)
-            h = torch.sub(h, n_t, out=h_t).mul_(rz_t[:, H:]).add_(n_t)  # h_t = n + z*(h_{t-1} - n)
-            ghs.append(gh_t)
-        gh = gh if step_mm.in_place else torch.stack(ghs)
+        steps = zip(pre[..., :2 * H].unbind(0), pre[..., 2 * H:].unbind(0), gh.unbind(0), gh[..., :2 * H].unbind(0),
+                    gh[..., 2 * H:].unbind(0), rz.unbind(0), rz[..., :H].unbind(0), rz[..., H:].unbind(0),
+                    ns.unbind(0), out.unbind(0))  # per-step views, made once
+        step_mm, h = StepMatmul(w_hh, B), h0
+        for x_rz, x_n, gh_t, gh_rz, gh_n, rz_t, r, z, n_t, h_t in steps:
+            step_mm.into(gh_t, h, gh_t)  # recurrent parts h W_hh^T + b_hh of r, z, n: (B, 3H)
+            torch.add(x_rz, gh_rz, out=rz_t).sigmoid_()  # reset and update gates
+            tanh_(torch.addcmul(x_n, r, gh_n, out=n_t))  # candidate n = tanh(x_n + r * h_n)
+            h = torch.sub(h, n_t, out=h_t).mul_(z).add_(n_t)  # h_t = n + z*(h_{t-1} - n)
         ctx.save_for_backward(x, h0, w_ih, w_hh, out)
         ctx.buffers = gh, rz, ns
         return out, h.clone()
@@ -320,14 +327,14 @@ class _GRULayer(torch.autograd.Function):
         k_z[0].mul_(h0 - n[0])
         k_h = k.clone()
         k_h[:, :, 2].mul_(r)
-        dpre, dgh = torch.empty_like(k), torch.empty_like(k)  # d (x W_ih^T + b_ih) and d (h W_hh^T + b_hh)
+        dpre, dgh = k, k_h  # overwritten step by step: d (x W_ih^T + b_ih) and d (h W_hh^T + b_hh)
         step_mm, dh = StepMatmul(w_hh.t(), B), d_out[T - 1]
         d_outs, zs, ks, k_hs = d_out.unbind(0), z.unbind(0), k.unbind(0), k_h.unbind(0)
-        dpres, dghs, dgh_flat = dpre.unbind(0), dgh.unbind(0), dgh.view(T, B, 3 * H).unbind(0)
+        dgh_flat = dgh.view(T, B, 3 * H).unbind(0)
         for t in range(T - 1, -1, -1):
             dh_ = dh.unsqueeze(1)
-            torch.mul(dh_, ks[t], out=dpres[t])
-            torch.mul(dh_, k_hs[t], out=dghs[t])
+            ks[t].mul_(dh_)
+            k_hs[t].mul_(dh_)
             direct = d_outs[t - 1].addcmul_(dh, zs[t]) if t > 0 else dh * zs[0]  # through h_t = ... + z*h_{t-1}
             dh = step_mm(dgh_flat[t], direct)  # into h_{t-1}
         d_w_hh = _recurrent_weight_grad(dgh, h0, out)

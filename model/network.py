@@ -8,8 +8,10 @@ one runs on the other (``set_backend``).
 ``step`` is the generation hot path. It never calls the recurrent module: stepping torch.nn.LSTM
 one token at a time costs about 1 ms per token here (oneDNN setup per call), so ``step`` runs the
 cell equations directly on the same parameters, with layer 0's input projection precomputed as a
-lookup table (token embedding @ W_ih0^T + biases). The table is rebuilt whenever a parameter
-changes (keyed on the parameters' in-place version counters), so training between generations is safe.
+lookup table (token embedding @ W_ih0^T + biases), the gates computed in per-batch-size scratch
+buffers and the matmul kernel chosen by batch size (see ``model.cells.StepMatmul``). The tables are
+rebuilt whenever a parameter changes (keyed on the parameters' in-place version counters), so
+training between generations is safe.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from model.cells import NUM_GATES, Recurrent, StepMatmul
+from model.cells import NUM_GATES, Recurrent, StepMatmul, tanh_
 
 CELLS = ("lstm", "gru", "rnn")
 BACKENDS = ("fused", "cells")
@@ -162,7 +164,8 @@ class MelodyNetwork(nn.Module):
         tables = self.prepare_for_inference()
         cell = tables.cell
         scratch, head = tables.scratch(tokens.shape[0])
-        hs = state[0] if cell == "lstm" else state
+        hs = (state[0] if cell == "lstm" else state).unbind(0)  # per layer (B, H)
+        cs = state[1].unbind(0) if cell == "lstm" else None
         new_h, new_c = [], []
         x = tokens
         for k, ((inputs, pos_table, b_h), s) in enumerate(zip(tables.layers, scratch)):
@@ -179,18 +182,18 @@ class MelodyNetwork(nn.Module):
             if cell == "lstm":
                 s.mm_hh.into(gx, h, gx)  # + h @ W_hh^T: all four gates' pre-activations, order i, f, g, o
                 s.i_f.sigmoid_()  # input and forget gates
-                s.g.tanh_()  # candidate cell
+                tanh_(s.g)  # candidate cell
                 s.o.sigmoid_()  # output gate
-                c = torch.mul(s.f, state[1][k]).addcmul_(s.i, s.g)  # c' = f*c + i*g
-                x = torch.tanh(c).mul_(s.o)  # h' = o * tanh(c')
+                c = torch.mul(s.f, cs[k]).addcmul_(s.i, s.g)  # c' = f*c + i*g
+                x = tanh_(c.clone()).mul_(s.o)  # h' = o * tanh(c')
                 new_c.append(c)
             elif cell == "gru":
-                gh = s.mm_hh.into(s.gh, h, b_h)  # recurrent parts h @ W_hh^T + b_hh, order r, z, n
+                s.mm_hh.into(s.gh, h, b_h)  # recurrent parts h @ W_hh^T + b_hh, order r, z, n
                 s.rz.add_(s.gh_rz).sigmoid_()  # reset and update gates
-                s.n.addcmul_(s.r, s.gh_n).tanh_()  # candidate n = tanh(x_n + r * h_n)
+                tanh_(s.n.addcmul_(s.r, s.gh_n))  # candidate n = tanh(x_n + r * h_n)
                 x = torch.sub(h, s.n).mul_(s.z).add_(s.n)  # h' = n + z*(h - n)
             else:
-                x = torch.tanh(s.mm_hh.into(gx, h, gx))  # h' = tanh(W_ih x + W_hh h + b)
+                x = tanh_(s.mm_hh.into(gx, h, gx).clone())  # h' = tanh(W_ih x + W_hh h + b)
             new_h.append(x)
         logits = head.linear(x, tables.projection_bias)  # (B, V)
         if cell == "lstm":

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from model.cells import ONEDNN_MIN_ROWS, GRUCell, LSTMCell, Recurrent, RNNCell
+from model.cells import ONEDNN_MIN_ROWS, GRUCell, LSTMCell, Recurrent, RNNCell, tanh_
 
 TOL = {"atol": 1e-6, "rtol": 1e-6}
 CELL_PAIRS = [(RNNCell, torch.nn.RNNCell), (LSTMCell, torch.nn.LSTMCell), (GRUCell, torch.nn.GRUCell)]
@@ -92,11 +92,12 @@ def test_recurrent_matches_torch(mode, theirs_cls, num_layers, given_state):
 
 
 @pytest.mark.parametrize("mode,theirs_cls", LAYER_PAIRS)
-@pytest.mark.parametrize("batch", [2, ONEDNN_MIN_ROWS + 1])
-def test_recurrent_float32_kernels_match_torch(mode, theirs_cls, batch):
-    """float32 runs MKL (few rows) or oneDNN (many rows) matmuls: both must agree with torch."""
-    theirs = theirs_cls(6, 16, 2, batch_first=True)
-    ours = Recurrent(mode, 6, 16, 2)
+@pytest.mark.parametrize("batch,hidden", [(2, 16), (ONEDNN_MIN_ROWS + 1, 16), (ONEDNN_MIN_ROWS + 1, 240)])
+def test_recurrent_float32_kernels_match_torch(mode, theirs_cls, batch, hidden):
+    """float32 runs MKL (few rows) or oneDNN (many rows) matmuls, and big tensors take tanh through
+    the sigmoid: every path must agree with torch."""
+    theirs = theirs_cls(6, hidden, 2, batch_first=True)
+    ours = Recurrent(mode, 6, hidden, 2)
     ours.load_state_dict(theirs.state_dict())
     x = torch.randn(batch, 11, 6, requires_grad=True)
     out_a, state_a = theirs(x)
@@ -107,6 +108,14 @@ def test_recurrent_float32_kernels_match_torch(mode, theirs_cls, batch):
     weights = [torch.randn_like(t) for t in a]
     for ga, gb in zip(grads_of(a, [x], theirs, weights), grads_of(b, [x], ours, weights)):
         torch.testing.assert_close(gb, ga, atol=1e-4, rtol=1e-4)
+
+
+def test_tanh_matches_torch_small_and_large():
+    for n in (100, 5000):
+        x = torch.randn(n, dtype=torch.float64) * 4
+        torch.testing.assert_close(tanh_(x.clone()), torch.tanh(x), atol=1e-12, rtol=0)
+        x32 = x.float()
+        torch.testing.assert_close(tanh_(x32.clone()), torch.tanh(x32), atol=5e-7, rtol=0)
 
 
 @pytest.mark.parametrize("mode,theirs_cls", LAYER_PAIRS)

@@ -19,9 +19,10 @@ def sample_inputs(batch=3, time=7, vocab=20, positions=96):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("position_dim,batch", [(0, 3), (4, 3), (4, 9)])  # batch 9 takes the oneDNN kernels
-def test_step_matches_forward(cell, position_dim, batch):
-    net = tiny(cell, position_dim=position_dim)
+# batch 9 takes the oneDNN kernels; 9 x 240 units the sigmoid form of tanh
+@pytest.mark.parametrize("position_dim,batch,hidden", [(0, 3, 12), (4, 3, 12), (4, 9, 12), (4, 9, 240)])
+def test_step_matches_forward(cell, position_dim, batch, hidden):
+    net = tiny(cell, position_dim=position_dim, hidden_size=hidden)
     tokens, positions = sample_inputs(batch=batch)
     logits, final = net(tokens, positions)
     state = net.init_state(batch)
