@@ -28,28 +28,36 @@ def wait_until(check, timeout, what):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def start_worker(app, log_path):
+    """What a docker-compose worker runs: `tunesmith worker --queues generate` (service/cli.py)."""
+    with open(log_path, "ab") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--queues", "generate"],
+                                  cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    wait_until(lambda: queues_served(app.extensions["celery"], timeout=0.5), 60, "the worker")
+    return worker
+
+
+def stop_worker(worker):
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
 @pytest.fixture
 def stack(service_env, monkeypatch, tmp_path):
     """(Flask app, worker process): the app submits, the worker runs the jobs."""
-    env = {**service_env, "TUNESMITH_TEST_DELAY": str(DELAY_S)}
-    for name, value in env.items():
+    for name, value in {**service_env, "TUNESMITH_TEST_DELAY": str(DELAY_S)}.items():
         monkeypatch.setenv(name, value)
     app = create_app()
-    log = open(tmp_path / "worker.log", "wb")
-    # what a docker-compose worker runs: `tunesmith worker --queues generate` (service/cli.py)
-    worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--queues", "generate"], cwd=ROOT, env={**os.environ, **env},
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = start_worker(app, tmp_path / "worker.log")
     try:
-        wait_until(lambda: queues_served(app.extensions["celery"], timeout=0.5), 60, "the worker")
         yield app, worker
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
-        log.close()
+        stop_worker(worker)
 
 
 def submit(client, **body) -> str:
@@ -106,3 +114,26 @@ def test_cancelled_jobs_never_run_to_success(stack):
         assert record["state"] == "cancelled" and record["result"] is None
         assert not (home / "jobs" / job_id).exists()
     assert app.extensions["tunesmith"].jobs.get(queued)["attempts"] == 0   # skipped, never started
+
+
+def test_a_job_whose_whole_worker_died_runs_again_on_the_next_worker(service_env, monkeypatch, tmp_path):
+    """The worker's parent dies too (machine lost): Redis hands the unacknowledged task out again
+    once the visibility timeout has passed (here 4 s instead of hours) to the next worker."""
+    visibility_s = 4
+    for name, value in {**service_env, "TUNESMITH_TEST_DELAY": str(DELAY_S),
+                        "TUNESMITH_VISIBILITY_TIMEOUT": str(visibility_s)}.items():
+        monkeypatch.setenv(name, value)
+    app = create_app()
+    worker = start_worker(app, tmp_path / "worker.log")
+    job_id = submit(app.test_client(), bars=2, seed=5)
+    state_of(app, job_id, "running")
+    os.killpg(worker.pid, signal.SIGKILL)            # the parent and its pool process
+    worker.wait()
+    time.sleep(visibility_s + 1)
+    assert app.extensions["tunesmith"].jobs.get(job_id)["state"] == "running"   # nobody is on it
+    successor = start_worker(app, tmp_path / "worker.log")
+    try:
+        done = state_of(app, job_id, "succeeded", "failed")
+        assert done["state"] == "succeeded" and done["attempts"] == 2 and done["completions"] == 1
+    finally:
+        stop_worker(successor)
