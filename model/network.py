@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from model.cells import NUM_GATES, Recurrent, StepMatmul, tanh_
+from model.cells import NUM_GATES, Recurrent, StepMatmul, tanh, tanh_
 
 CELLS = ("lstm", "gru", "rnn")
 BACKENDS = ("fused", "cells")
@@ -185,7 +185,7 @@ class MelodyNetwork(nn.Module):
                 tanh_(s.g)  # candidate cell
                 s.o.sigmoid_()  # output gate
                 c = torch.mul(s.f, cs[k]).addcmul_(s.i, s.g)  # c' = f*c + i*g
-                x = tanh_(c.clone()).mul_(s.o)  # h' = o * tanh(c')
+                x = tanh(c).mul_(s.o)  # h' = o * tanh(c')
                 new_c.append(c)
             elif cell == "gru":
                 s.mm_hh.into(s.gh, h, b_h)  # recurrent parts h @ W_hh^T + b_hh, order r, z, n
@@ -193,7 +193,7 @@ class MelodyNetwork(nn.Module):
                 tanh_(s.n.addcmul_(s.r, s.gh_n))  # candidate n = tanh(x_n + r * h_n)
                 x = torch.sub(h, s.n).mul_(s.z).add_(s.n)  # h' = n + z*(h - n)
             else:
-                x = tanh_(s.mm_hh.into(gx, h, gx).clone())  # h' = tanh(W_ih x + W_hh h + b)
+                x = tanh(s.mm_hh.into(gx, h, gx))  # h' = tanh(W_ih x + W_hh h + b)
             new_h.append(x)
         logits = head.linear(x, tables.projection_bias)  # (B, V)
         if cell == "lstm":

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from model.cells import ONEDNN_MIN_ROWS, GRUCell, LSTMCell, Recurrent, RNNCell, tanh_
+from model.cells import ONEDNN_MIN_ROWS, GRUCell, LSTMCell, Recurrent, RNNCell, tanh, tanh_
 
 TOL = {"atol": 1e-6, "rtol": 1e-6}
 CELL_PAIRS = [(RNNCell, torch.nn.RNNCell), (LSTMCell, torch.nn.LSTMCell), (GRUCell, torch.nn.GRUCell)]
@@ -116,6 +116,7 @@ def test_tanh_matches_torch_small_and_large():
         torch.testing.assert_close(tanh_(x.clone()), torch.tanh(x), atol=1e-12, rtol=0)
         x32 = x.float()
         torch.testing.assert_close(tanh_(x32.clone()), torch.tanh(x32), atol=5e-7, rtol=0)
+        torch.testing.assert_close(tanh(x32), torch.tanh(x32), atol=5e-7, rtol=0)
 
 
 @pytest.mark.parametrize("mode,theirs_cls", LAYER_PAIRS)
