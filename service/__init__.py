@@ -30,7 +30,7 @@ class Services:
     def __init__(self, config):
         self.home = config["TUNESMITH_HOME"]
         self.redis = redis.Redis.from_url(config["REDIS_URL"] or DEFAULT_REDIS_URL,
-                                          socket_connect_timeout=1, socket_timeout=5)
+                                          socket_connect_timeout=1, socket_timeout=2)
         self.jobs = JobStore(self.redis, config["TUNESMITH_KEY_PREFIX"], config["TUNESMITH_JOB_TTL"])
         self.models = ModelRegistry(self.home, config["TUNESMITH_DEFAULT_MODEL"])
 

@@ -144,3 +144,37 @@ def test_the_worker_entry_module_never_imports_torch():
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_redelivered_training_job_resumes_from_its_last_epoch(services, monkeypatch):
+    """The first attempt dies right after epoch 1 was saved; the second goes on from there."""
+    import worker.training as training
+    from test_service_e2e import tiny_corpus_zip
+    store = services.jobs
+    params = {"data": "upload.zip", "epochs": 2, "cell": "gru", "hidden_size": 8, "layers": 1, "embedding_dim": 4,
+              "dropout": 0.0, "batch_size": 4, "bptt": 16, "clip": 1.0, "lr": 0.01, "valid": 0.3,
+              "max_minutes": 5, "name": "resumed"}
+    job_id = store.create("training", params, training={})["id"]
+    atomic_write(Path(services.home) / "jobs" / job_id / "upload.zip", tiny_corpus_zip())
+
+    class Died(BaseException):
+        """Stands for SIGKILL: nothing in the job catches it."""
+
+    real_call = training.ProgressWriter.__call__
+
+    def die_after_first_epoch(self, event):
+        real_call(self, event)
+        if event["event"] == "epoch" and event["epoch"] == 1:
+            raise Died()
+    monkeypatch.setattr(training.ProgressWriter, "__call__", die_after_first_epoch)
+    with pytest.raises(Died):
+        training.run_training_job(services, job_id)
+    first = store.get(job_id)
+    assert first["state"] == "running" and len(first["training"]["history"]) == 1
+
+    monkeypatch.setattr(training.ProgressWriter, "__call__", real_call)
+    assert training.run_training_job(services, job_id) == "succeeded"
+    done = store.get(job_id)
+    assert done["attempts"] == 2 and done["result"]["model"] == "resumed"
+    assert [h["epoch"] for h in done["training"]["history"]] == [1, 2]
+    assert done["training"]["history"][0] == first["training"]["history"][0]   # epoch 1 was not redone
