@@ -271,9 +271,11 @@ def plot(results: dict, out_dir: str) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
+    os.makedirs(out_dir, exist_ok=True)
     paths = []
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, stage, title in zip(axes, ("init", "trained"), ("at initialisation", "after a short training")):
         for cell, curves in results["curves"].items():
             y = np.asarray(curves[stage])
@@ -299,6 +301,7 @@ def plot(results: dict, out_dir: str) -> list[str]:
             row[1].plot(run["loss"], label=name, lw=0.8)
         row[0].axvline(cfg["clip"], color="k", ls="--", lw=1, label=f"clip = {cfg['clip']}")
         row[0].set_xscale("log")
+        row[0].xaxis.set_minor_formatter(NullFormatter())   # decade labels only: minor ones overlap
         row[0].set_xlabel("gradient norm before clipping")
         row[0].set_ylabel("training steps")
         row[0].set_title(f"{NAMES[cfg['clip_cell']]}, {spec.replace(':', ' lr ')}: gradient norms")
