@@ -191,7 +191,7 @@ DOCS_PAGE = """<!DOCTYPE html>
 <link rel="stylesheet" href="{{ assets }}/css/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
 <script src="{{ assets }}/js/swagger-ui-bundle.js"></script>
-<script>window.onload = () => { window.ui = SwaggerUIBundle({url: "{{ spec }}", dom_id: "#swagger-ui"}); };</script>
+<script>window.onload = () => { window.ui = SwaggerUIBundle({url: "{{ spec }}", dom_id: "#swagger-ui", validatorUrl: null}); };</script>
 </body></html>"""
 
 
