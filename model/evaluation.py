@@ -166,7 +166,9 @@ def sample_statistics(generator, tokenizer, reference, count: int = 100, seed: i
         bars = max(1, min(tokenizer.bar_count(ref[r]), max_bars))
         gen = generator.generate(GenerationParams(bars=bars, meter=meters[0][1], seed=seed + i, **params))
         generated.append(gen.melodies[0].tokens)
-    return {**metrics.compare_melodies(generated, ref, tokenizer), "seed": seed, "max_bars": max_bars,
+    key, scale = params.get("key"), params.get("scale") or ("major" if params.get("key") else None)
+    return {**metrics.compare_melodies(generated, ref, tokenizer, key=key, scale=scale),
+            "seed": seed, "max_bars": max_bars,
             "params": {k: v for k, v in params.items()}}
 
 

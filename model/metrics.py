@@ -237,8 +237,8 @@ def is_degenerate(melody, tokenizer=None, bar_steps: int | None = None) -> bool:
 
 # ---- a set of melodies against a reference set --------------------------------------------------
 def melody_statistics(melodies: Iterable, tokenizer=None, max_length: int = MAX_LENGTH,
-                      bar_steps: int | None = None) -> dict:
-    """Summed histograms, mean in-scale ratio and degenerate share of a set of melodies."""
+                      bar_steps: int | None = None, key: str | int | None = None, scale: str | None = None) -> dict:
+    """Summed histograms, mean in-scale ratio (in key+scale when given) and degenerate share of a set of melodies."""
     pc, iv, ln = np.zeros(12), np.zeros(2 * INTERVAL_CLIP + 1), np.zeros(max_length)
     ratios, degenerate, count = [], 0, 0
     for m in melodies:
@@ -247,7 +247,7 @@ def melody_statistics(melodies: Iterable, tokenizer=None, max_length: int = MAX_
         iv += interval_histogram(notes)
         ln += length_histogram(notes, max_length)
         if notes:
-            ratios.append(in_scale_ratio(notes))
+            ratios.append(in_scale_ratio(notes, key=key, scale=scale))
         degenerate += _degenerate(notes, total, bar_steps or first_bar) is not None
         count += 1
     if count == 0:
@@ -258,9 +258,11 @@ def melody_statistics(melodies: Iterable, tokenizer=None, max_length: int = MAX_
 
 
 def compare_melodies(generated: Iterable, reference: Iterable, tokenizer=None, max_length: int = MAX_LENGTH,
-                     bar_steps: int | None = None) -> dict:
-    """Histogram overlaps of generated against reference melodies, and both sets' scale/degenerate figures."""
-    gen = melody_statistics(generated, tokenizer, max_length, bar_steps)
+                     bar_steps: int | None = None, key: str | int | None = None, scale: str | None = None) -> dict:
+    """Histogram overlaps of generated against reference melodies, and both sets' scale/degenerate figures.
+    `key`/`scale`: the constraint the melodies were generated with (their in-scale ratio is then measured
+    against it; the reference's always against each tune's estimated key)."""
+    gen = melody_statistics(generated, tokenizer, max_length, bar_steps, key, scale)
     ref = melody_statistics(reference, tokenizer, max_length, bar_steps)
     return {
         "melodies": gen["melodies"], "reference_melodies": ref["melodies"],

@@ -71,6 +71,8 @@ def test_sample_statistics_compare_generated_with_reference(checkpoint):
     assert out["reference_degenerate_share"] == 0.0
     again = sample_statistics(Generator(checkpoint), TOK, reference, count=4, seed=3)
     assert again == out                                    # seeded: the same melodies, the same figures
+    in_d = sample_statistics(Generator(checkpoint), TOK, reference, count=3, seed=3, key="D", scale="dorian")
+    assert in_d["in_scale_ratio"] == 1.0                   # measured against the requested scale, which masks
 
 
 def test_evaluate_report_holds_every_figure(checkpoint):
