@@ -47,7 +47,8 @@ def test_network_figures_are_consistent_and_uniform_pitch_bits_at_init():
 
 
 def test_ngram_figures_use_the_same_units_and_beat_chance():
-    train, valid, test = [tune(i) for i in range(40)], [tune(i) for i in range(40, 50)], [tune(i) for i in range(50, 56)]
+    train, valid = [tune(i) for i in range(40)], [tune(i) for i in range(40, 50)]
+    test = [tune(i) for i in range(50, 56)]
     kn, table = fit_ngram(train, valid, TOK, orders=[2, 3, 4])
     assert set(table) == {2, 3, 4}
     out = evaluate_ngram(kn, TOK, test)
