@@ -109,3 +109,19 @@ def test_the_tunesmith_console_script_hands_serve_and_worker_options_over():
                            (["worker", "--queues", "train"], ("queues", "train"))):
         args = _own_arguments(argv[0], build_parser().parse_args(argv))
         assert getattr(args, expected[0]) == expected[1]
+
+
+def test_embedded_redis_stops_with_clients_connected_and_keeps_its_data(tmp_path):
+    import redis
+    from service.embedded import EmbeddedRedis
+    broker = EmbeddedRedis(tmp_path / "redis")
+    client = redis.Redis.from_url(broker.url)
+    client.set("queued-job", "still here")
+    pid = broker.server.pid
+    broker.close()                                  # `client` is still connected
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    again = EmbeddedRedis(tmp_path / "redis")
+    try:
+        assert redis.Redis.from_url(again.url).get("queued-job") == b"still here"
+    finally:
+        again.close()
