@@ -152,7 +152,9 @@ def tanh(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def tanh_(t: torch.Tensor) -> torch.Tensor:
-    return tanh(t, out=t)
+    if t.numel() < TANH_VIA_SIGMOID_MIN:
+        return t.tanh_()
+    return t.mul_(2).sigmoid_().mul_(2).sub_(1)
 
 
 class StepMatmul:
@@ -189,8 +191,9 @@ class StepMatmul:
 def _input_grads(ctx, x, dpre, w_ih, bias_index):
     """Gradients of pre = x W_ih^T + b: dx, dW_ih, db (None where not needed)."""
     T, B, I = x.shape
-    dpre = dpre.view(T * B, -1)
+    dpre = dpre.reshape(T * B, -1)
     dx = _linear(dpre, w_ih.t()).view(T, B, I) if ctx.needs_input_grad[0] else None
+    # MKL here: oneDNN would need both operands transposed into fresh copies, which cost more than it saves
     d_w_ih = dpre.t() @ x.reshape(T * B, I)  # sum over steps and batch of dpre^T x
     d_b = dpre.sum(0) if ctx.needs_input_grad[bias_index] else None
     return dx, d_w_ih, d_b
@@ -199,7 +202,7 @@ def _input_grads(ctx, x, dpre, w_ih, bias_index):
 def _recurrent_weight_grad(dpre, h0, out):
     """dW_hh = sum_t dpre_t^T h_{t-1}, one matmul over all steps (h_0 = h0 for the first)."""
     T, B, H = out.shape
-    dpre = dpre.view(T, B, -1)
+    dpre = dpre.reshape(T, B, -1)
     d_w_hh = dpre[1:].reshape(-1, dpre.shape[2]).t() @ out[:-1].reshape(-1, H)
     return d_w_hh.addmm_(dpre[0].t(), h0)
 
