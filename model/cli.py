@@ -129,17 +129,6 @@ def cmd_corpus_info(args) -> int:
     return 0
 
 
-def _service(name: str):
-    def run(args) -> int:
-        try:
-            from service import cli as service_cli
-        except ImportError as e:
-            print(f"tunesmith {name}: the service is not installed ({e})", file=sys.stderr)
-            return 1
-        return getattr(service_cli, name)(args) or 0
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
     from model.checkpoint import DEFAULT_MODEL_PATH
     parser = argparse.ArgumentParser(prog="tunesmith", description="Melody generation with an LSTM on MIDI tokens.")
@@ -201,14 +190,23 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data", required=True, help="music21:<collection> or a folder")
     q.set_defaults(func=cmd_corpus_info)
 
-    for name, text in (("serve", "run the HTTP service"), ("worker", "run a Celery worker")):
-        p = sub.add_parser(name, help=text, description=f"{text[0].upper()}{text[1:]} (see service/cli.py).")
-        p.add_argument("options", nargs=argparse.REMAINDER, help="options passed on to the service")
-        p.set_defaults(func=_service(name))
+    p = sub.add_parser("diagnose", help="gradient-by-distance and clipping plots (see model/diagnostics.py)",
+                       description="Measure how the gradient of the loss reaches back through time for the vanilla "
+                       "RNN, GRU and LSTM, and the gradient norms with and without clipping; writes plots. "
+                       "Options go to `python -m model.diagnostics` (try `tunesmith diagnose --help`).",
+                       add_help=False)
+    p.add_argument("options", nargs=argparse.REMAINDER, help="options of python -m model.diagnostics")
+
+    from service.cli import add_arguments as add_service_commands  # serve, worker
+    add_service_commands(sub)
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["diagnose"]:  # its options belong to model.diagnostics, --help included
+        from model.diagnostics import main as diagnose_main
+        return diagnose_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

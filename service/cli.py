@@ -123,12 +123,15 @@ def worker(args) -> int:
 
 def add_arguments(subparsers) -> None:
     """Add `serve` and `worker` to a `tunesmith` argument parser (used by model/cli.py)."""
-    p = subparsers.add_parser("serve", help="run the API, workers and (without REDIS_URL) a Redis")
+    p = subparsers.add_parser("serve", help="run the API, workers and (without REDIS_URL) a Redis",
+                              description="Run the Tunesmith service: the HTTP API, a generate worker and a train "
+                              "worker; without REDIS_URL an embedded Redis is started too.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-workers", type=int, default=2, help="gunicorn worker processes")
     p.set_defaults(func=serve)
-    p = subparsers.add_parser("worker", help="run one Celery worker against REDIS_URL")
+    p = subparsers.add_parser("worker", help="run one Celery worker against REDIS_URL",
+                              description="Run one Celery worker of the Tunesmith service against REDIS_URL.")
     p.add_argument("--queues", choices=("generate", "train"), required=True)
     p.add_argument("--concurrency", type=int, default=1, help="worker processes (prefork)")
     p.set_defaults(func=worker)

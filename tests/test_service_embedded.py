@@ -100,8 +100,6 @@ def test_container_commands_are_the_ones_serve_runs():
     assert "--appendonly" in compose_command("redis")
 
 
-@pytest.mark.xfail(reason="model/cli.py passes serve/worker options through argparse.REMAINDER, which "
-                          "rejects leading '--options'; fix: service.cli.add_arguments(sub)", strict=False)
 def test_the_tunesmith_console_script_hands_serve_and_worker_options_over():
     from model.cli import build_parser
     from service.cli import _own_arguments
