@@ -13,6 +13,8 @@ Register it in the app factory:
 """
 from flask import Blueprint, render_template
 
+from service.schemas import SCALES
+
 # Static files live under /assets, not /static, so they never collide with the app's
 # own static route whatever folder the app factory gives it.
 bp = Blueprint(
@@ -27,7 +29,7 @@ bp = Blueprint(
 @bp.get("/")
 def compose():
     """The composing page: parameters, generate, listen, see and download melodies."""
-    return render_template("compose.html")
+    return render_template("compose.html", scales=SCALES)
 
 
 @bp.get("/train")

@@ -6,11 +6,11 @@
 const MODE_TO_MAJOR = {
   major: 0, ionian: 0, minor: 3, aeolian: 3, natural_minor: 3, harmonic_minor: 3, melodic_minor: 3,
   dorian: 10, phrygian: 8, lydian: 7, mixolydian: 5, locrian: 1,
-  pentatonic: 0, major_pentatonic: 0, minor_pentatonic: 3, blues: 3, chromatic: 0,
+  pentatonic: 0, pentatonic_major: 0, pentatonic_minor: 3, blues: 3, chromatic: 0,
 };
 const ABC_MODE = { major: "", ionian: "", minor: "m", aeolian: "m", natural_minor: "m", harmonic_minor: "m",
   melodic_minor: "m", dorian: " dor", phrygian: " phr", lydian: " lyd", mixolydian: " mix", locrian: " loc",
-  pentatonic: "", major_pentatonic: "", minor_pentatonic: "m", blues: "m", chromatic: "" };
+  pentatonic: "", pentatonic_major: "", pentatonic_minor: "m", blues: "m", chromatic: "" };
 const FIFTHS_OF_MAJOR = { 0: 0, 7: 1, 2: 2, 9: 3, 4: 4, 11: 5, 6: 6, 1: -5, 8: -4, 3: -3, 10: -2, 5: -1 };
 const LETTERS = ["C", "D", "E", "F", "G", "A", "B"];
 const LETTER_PC = { C: 0, D: 2, E: 4, F: 5, G: 7, A: 9, B: 11 };
