@@ -129,9 +129,8 @@ class MelodyNetwork(nn.Module):
         old = self.rnn
         new = build_recurrent(self.config.cell, name, old.input_size, old.hidden_size,
                               old.num_layers, self.config.dropout)
-        p = old.weight_hh_l0
-        new.to(device=p.device, dtype=p.dtype)
-        new.load_state_dict(old.state_dict())
+        for param_name, p in old.named_parameters():
+            setattr(new, param_name, p)  # the same Parameter objects: an optimizer built on them keeps working
         new.train(old.training)
         self.rnn = new
         self.config.backend = name
