@@ -1,9 +1,9 @@
 """The melody network: token embedding -> stacked recurrent layers -> dropout -> projection to logits.
 
 Two interchangeable backends run the recurrent stack with one state_dict layout:
-``"fused"`` uses torch.nn.LSTM/GRU/RNN (fastest for training on this machine, the default) and
-``"cells"`` uses our own ``model.cells.Recurrent`` written from the equations. A model trained on
-one runs on the other (``set_backend``).
+``"fused"`` uses torch.nn.LSTM/GRU/RNN (the default: the faster for the LSTM, ~1.4x ours in training
+here) and ``"cells"`` uses our own ``model.cells.Recurrent`` written from the equations (the faster
+for the GRU and RNN; see docs/benchmarks.md). A model trained on one runs on the other (``set_backend``).
 
 ``step`` is the generation hot path. It never calls the recurrent module: stepping torch.nn.LSTM
 one token at a time costs about 1 ms per token here (oneDNN setup per call), so ``step`` runs the
