@@ -223,9 +223,12 @@ def test_training_on_a_zip_without_midi_fails_with_a_message(server):
 
 
 def test_cancel_a_running_training_job(server):
+    # 500 epochs of small steps with early stopping out of reach: minutes of work, so the job is
+    # still running when it is cancelled (a tiny model finished all 500 epochs within a poll)
     response = requests.post(f"{server}/api/v1/training-jobs", headers=TOKEN, timeout=20, json={
-        "data_base64": base64.b64encode(tiny_corpus_zip()).decode(), "epochs": 500, "hidden_size": 16,
-        "embedding_dim": 8, "layers": 1, "batch_size": 2, "bptt": 8, "valid": 0.3, "name": "never-finished"})
+        "data_base64": base64.b64encode(tiny_corpus_zip()).decode(), "epochs": 500, "hidden_size": 256,
+        "embedding_dim": 8, "layers": 2, "batch_size": 1, "bptt": 4, "valid": 0.3, "patience": 500,
+        "name": "never-finished"})
     assert response.status_code == 202
     url = server + response.headers["Location"]
 
