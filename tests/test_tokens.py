@@ -1,4 +1,4 @@
-"""Tests for model/tokens.py: grammar, round trips, MIDI melody extraction, errors."""
+"""Tests for model/tokens.py and model/parsing.py: grammar, round trips, MIDI melody extraction, errors."""
 import io
 from pathlib import Path
 
@@ -6,7 +6,8 @@ import pretty_midi
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from model.tokens import GrammarState, MelodyTokenizer, Note, TokenizerConfig, extract_melody
+from model.parsing import extract_melody
+from model.tokens import GrammarState, MelodyTokenizer, Note, TokenizerConfig
 
 TOK = MelodyTokenizer()
 TOK12 = MelodyTokenizer(TokenizerConfig(steps_per_quarter=12))
