@@ -15,7 +15,8 @@ supported meter fail this way: their barlines would teach the model wrong positi
 The result is cached under ``$TUNESMITH_CACHE`` (default ``~/.cache/tunesmith``) in a pickle
 named by the sha256 of (spec, file list with sizes and mtimes, tokenizer config,
 ``tokens.CODE_VERSION``); a second load reads it in about a second
-(``corpus.provenance["cache"] == "hit"``).
+(``corpus.provenance["cache"] == "hit"``). ``cached_corpus(spec)`` reads the cache only: None
+when the corpus has not been parsed yet.
 """
 from __future__ import annotations
 
@@ -171,22 +172,41 @@ def cache_key(spec: str, root: Path, files: list[Path], config: TokenizerConfig)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _cache_path(key: str, cache_dir) -> Path:
+    return Path(cache_dir or cache_dir_default()) / f"corpus-{key[:24]}.pkl"
+
+
+def _read_cache(path: Path, config: TokenizerConfig) -> Corpus | None:
+    """The cached corpus at ``path``, or None when there is none (or it is unreadable: it is rebuilt)."""
+    if not path.exists():
+        return None
+    try:
+        with open(path, "rb") as f:
+            saved = pickle.load(f)
+        corpus = _from_saved(saved, config)
+    except Exception:                        # noqa: BLE001 - a broken cache file is rebuilt
+        return None
+    corpus.provenance.update(cache="hit", cache_path=str(path))
+    return corpus
+
+
+def cached_corpus(spec: str, tokenizer_config: TokenizerConfig | None = None, *, cache_dir=None) -> Corpus | None:
+    """The corpus of ``spec`` if it is in the cache, else None; never parses (that takes minutes)."""
+    config = tokenizer_config or TokenizerConfig()
+    root, files = source_files(spec)
+    return _read_cache(_cache_path(cache_key(spec, root, files, config), cache_dir), config)
+
+
 def load_corpus(spec: str, tokenizer_config: TokenizerConfig | None = None, *, cache_dir=None,
                 workers: int | None = None, progress: bool = True) -> Corpus:
     """Parse (or load from the cache) every tune of ``spec``; see the module docstring."""
     config = tokenizer_config or TokenizerConfig()
     root, files = source_files(spec)
     key = cache_key(spec, root, files, config)
-    path = Path(cache_dir or cache_dir_default()) / f"corpus-{key[:24]}.pkl"
-    if path.exists():
-        try:
-            with open(path, "rb") as f:
-                saved = pickle.load(f)
-            corpus = _from_saved(saved, config)
-            corpus.provenance.update(cache="hit", cache_path=str(path))
-            return corpus
-        except Exception:                    # noqa: BLE001 - a broken cache file is rebuilt
-            pass
+    path = _cache_path(key, cache_dir)
+    corpus = _read_cache(path, config)
+    if corpus is not None:
+        return corpus
     start = time.time()
     items = work_items(root, files)
     results = _parse_all(items, config, workers, progress)

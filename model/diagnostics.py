@@ -23,7 +23,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.cells import GRUCell, LSTMCell, Recurrent, RNNCell
+from model.data import cached_corpus, split_corpus
 from model.tokens import MelodyTokenizer
 
 CELLS = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
@@ -164,27 +165,13 @@ def train_probe(net: ProbeNetwork, stream: np.ndarray, steps: int, window: int, 
     return {"grad_norm": norms, "loss": losses}
 
 
-def _cached_corpus(spec: str, tokenizer: MelodyTokenizer):
-    """The corpus from model.data's cache, or None when it has not been parsed yet (parsing takes minutes)."""
-    try:
-        from model import data
-        root, files = data.source_files(spec)
-        key = data.cache_key(spec, root, files, tokenizer.config)
-        if not (data.cache_dir_default() / f"corpus-{key[:24]}.pkl").exists():
-            return None
-        return data.load_corpus(spec, tokenizer.config, progress=False)
-    except (ImportError, AttributeError):
-        return None
-
-
 def load_tunes(spec: str, tokenizer: MelodyTokenizer, min_tokens: int = 150_000
                ) -> tuple[list[np.ndarray], list[np.ndarray], str]:
     """(training tunes, held-out tunes, description) of real melodies: the train and valid splits of the
     cached corpus, or else the first music21 files of the collection up to `min_tokens` tokens, every
     tenth tune held out."""
-    corpus = _cached_corpus(spec, tokenizer)
+    corpus = cached_corpus(spec, tokenizer.config)    # parsing the whole collection would take minutes
     if corpus is not None:
-        from model.data import split_corpus
         splits = split_corpus(corpus)
         return ([np.asarray(t.tokens) for t in splits["train"]], [np.asarray(t.tokens) for t in splits["valid"]],
                 f"{spec}, cached corpus: {len(splits['train'])} train / {len(splits['valid'])} valid tunes")

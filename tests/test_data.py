@@ -7,8 +7,8 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from model.data import (Corpus, Tune, augmented_tunes, corpus_info, load_corpus, parse_item, source_files,
-                        split_abc, split_corpus, transpose_tokens, work_items)
+from model.data import (Corpus, Tune, augmented_tunes, cached_corpus, corpus_info, load_corpus, parse_item,
+                        source_files, split_abc, split_corpus, transpose_tokens, work_items)
 import model.data as data
 from model.tokens import MelodyTokenizer, Note, TokenizerConfig
 
@@ -61,6 +61,19 @@ def test_folder_corpus_parses_counts_failures_and_caches(folder, tmp_path):
     os.utime(folder / "tunes.abc", ns=(1, 1))
     assert load_corpus(str(folder), cache_dir=cache, workers=1, progress=False).provenance["cache"] == "miss"
     assert len(list(cache.glob("*.tmp"))) == 0                   # atomic writes leave no debris
+
+
+def test_cached_corpus_reads_only_what_load_corpus_cached(folder, tmp_path):
+    cache = tmp_path / "cache"
+    assert cached_corpus(str(folder), cache_dir=cache) is None                # never parses
+    assert not cache.exists()
+    loaded = load_corpus(str(folder), cache_dir=cache, workers=1, progress=False)
+    cached = cached_corpus(str(folder), cache_dir=cache)
+    assert cached.provenance["cache"] == "hit" and cached.provenance["cache_path"] == loaded.provenance["cache_path"]
+    assert [t.id for t in cached.tunes] == [t.id for t in loaded.tunes]
+    assert cached_corpus(str(folder), TokenizerConfig(steps_per_quarter=12), cache_dir=cache) is None
+    Path(loaded.provenance["cache_path"]).write_bytes(b"not a pickle")       # a broken file counts as absent
+    assert cached_corpus(str(folder), cache_dir=cache) is None
 
 
 def test_bad_specs_raise_value_error(tmp_path):
