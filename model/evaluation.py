@@ -44,17 +44,16 @@ def tune_positions(tokenizer, tokens: list[np.ndarray]) -> list[np.ndarray]:
     return [np.asarray(tokenizer.positions(t), dtype=np.int64) for t in tokens]
 
 
-@torch.no_grad()
-def tune_nll(model, tokenizer, tokens: list[np.ndarray], positions: list[np.ndarray] | None = None,
-             batch_size: int = 32) -> tuple[float, int]:
-    """(summed NLL in nats, number of predicted tokens) over whole tunes."""
+def _whole_tune_batches(model, tokenizer, tokens: list[np.ndarray], positions: list[np.ndarray] | None,
+                        batch_size: int):
+    """Teacher-forced logits over whole tunes, batched by similar length (little padding), in eval mode:
+    yields (tune indices, logits (B, T, V), targets (B, T)); row j of a tune's logits predicts token j + 1."""
     use_positions = model.config.position_dim > 0
     if use_positions and positions is None:
         positions = tune_positions(tokenizer, tokens)
     was_training = model.training
     model.eval()
-    order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))  # similar lengths: little padding
-    total, count = 0.0, 0
+    order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))
     try:
         for b in range(0, len(order), batch_size):
             idx = order[b:b + batch_size]
@@ -62,11 +61,20 @@ def tune_nll(model, tokenizer, tokens: list[np.ndarray], positions: list[np.ndar
                                               [positions[i] for i in idx] if use_positions else None,
                                               tokenizer.pad_id)
             logits, _ = model(inputs, pos)  # (B, T, V)
-            total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=tokenizer.pad_id,
-                                     reduction="sum").item()
-            count += int((targets != tokenizer.pad_id).sum())
+            yield idx, logits, targets
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def tune_nll(model, tokenizer, tokens: list[np.ndarray], positions: list[np.ndarray] | None = None,
+             batch_size: int = 32) -> tuple[float, int]:
+    """(summed NLL in nats, number of predicted tokens) over whole tunes."""
+    total, count = 0.0, 0
+    for _, logits, targets in _whole_tune_batches(model, tokenizer, tokens, positions, batch_size):
+        total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=tokenizer.pad_id,
+                                 reduction="sum").item()
+        count += int((targets != tokenizer.pad_id).sum())
     return total, count
 
 
@@ -85,27 +93,14 @@ def tune_scores(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32
                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per tune: the natural-log probability of each predicted token (len - 1,) and the pitch bits of
     each note onset (see ``model.metrics.pitch_bits``), in the order of ``tokens``."""
-    use_positions = model.config.position_dim > 0
-    positions = tune_positions(tokenizer, tokens) if use_positions else None
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))  # similar lengths: little padding
     logprobs, bits = [None] * len(tokens), [None] * len(tokens)
-    try:
-        for b in range(0, len(order), batch_size):
-            idx = order[b:b + batch_size]
-            inputs, pos, targets = tune_batch([tokens[i] for i in idx],
-                                              [positions[i] for i in idx] if use_positions else None,
-                                              tokenizer.pad_id)
-            logits, _ = model(inputs, pos)
-            log_p = torch.log_softmax(logits.double(), dim=-1)  # (B, T, V)
-            for row, i in enumerate(idx):
-                n = len(tokens[i]) - 1
-                dist = log_p[row, :n].numpy()                 # (n, V): row j predicts token j + 1
-                logprobs[i] = dist[np.arange(n), tokens[i][1:]]
-                bits[i] = metrics.pitch_bits(dist, tokens[i], tokenizer)
-    finally:
-        model.train(was_training)
+    for idx, logits, _ in _whole_tune_batches(model, tokenizer, tokens, None, batch_size):
+        log_p = torch.log_softmax(logits.double(), dim=-1)  # (B, T, V)
+        for row, i in enumerate(idx):
+            n = len(tokens[i]) - 1
+            dist = log_p[row, :n].numpy()                 # (n, V): row j predicts token j + 1
+            logprobs[i] = dist[np.arange(n), tokens[i][1:]]
+            bits[i] = metrics.pitch_bits(dist, tokens[i], tokenizer)
     return logprobs, bits
 
 
