@@ -1,13 +1,31 @@
 """Health endpoints: `/healthz` (this process answers) and `/readyz` (the broker answers, a
-worker serves each queue, the default model loads), with the reasons when not ready."""
+worker serves each queue, the default model loads), with the reasons when not ready.
+
+The model check loads the checkpoint in a child process: the API process never imports torch
+(it would add hundreds of MB to every gunicorn worker that answers /readyz)."""
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 from flask import Blueprint, current_app, jsonify
 
 bp = Blueprint("health", __name__)
 
 QUEUES = ("generate", "train")
+MODEL_CHECK_TIMEOUT_S = 120
 _model_checks: dict = {}          # (path, mtime) -> None | error text; one load per file version
+# argv[1]: the checkpoint; prints why it does not load (and exits 1), or nothing
+_LOAD_CHECKPOINT = """import sys
+import torch
+torch.set_num_threads(1)
+from model.checkpoint import load_checkpoint
+try:
+    load_checkpoint(sys.argv[1])
+except Exception as exc:
+    print(f"{type(exc).__name__}: {exc}")
+    sys.exit(1)
+"""
 
 
 @bp.get("/healthz")
@@ -50,10 +68,14 @@ def model_problem(path) -> str | None:
         return f"no checkpoint file at {path}"
     key = (str(path), os.path.getmtime(path))
     if key not in _model_checks:
+        import model                   # the package root (no torch): where the child finds `model`
         try:
-            from model.checkpoint import load_checkpoint
-            load_checkpoint(path)
-            _model_checks[key] = None
-        except Exception as exc:       # a broken file must make us not ready, not crash
-            _model_checks[key] = f"{type(exc).__name__}: {exc}"
+            out = subprocess.run([sys.executable, "-c", _LOAD_CHECKPOINT, str(path)], capture_output=True,
+                                 text=True, timeout=MODEL_CHECK_TIMEOUT_S,
+                                 cwd=Path(model.__file__).resolve().parent.parent)
+        except subprocess.TimeoutExpired:  # not cached: a busy machine may load it next time
+            return f"loading the checkpoint took over {MODEL_CHECK_TIMEOUT_S} s"
+        # a broken file makes us not ready (its reason printed by the child), never crashes us
+        _model_checks[key] = None if out.returncode == 0 else (
+            out.stdout.strip() or out.stderr.strip()[-300:] or f"the check exited with status {out.returncode}")
     return _model_checks[key]

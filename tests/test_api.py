@@ -2,8 +2,13 @@
 job records, cancel of a queued job, auth, the OpenAPI document, broker down -> 503."""
 import base64
 import io
+import json
+import os
+import subprocess
+import sys
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -262,6 +267,24 @@ def test_healthz_answers_and_readyz_explains_without_workers(client):
     assert response.status_code == 503 and body["ready"] is False
     assert "no worker answering on queue 'generate'" in body["reasons"]
     assert body["checks"]["broker"] == "ok" and body["checks"]["default_model"]["status"] == "ok"
+
+
+def test_the_api_process_never_imports_torch(service_env):
+    """gunicorn workers answer every endpoint without torch, /readyz's default-model check included
+    (it loads the checkpoint in a child process)."""
+    code = ("import json, sys\n"
+            "from service import create_app\n"
+            "client = create_app().test_client()\n"
+            "ready = client.get('/readyz').get_json()\n"
+            "codes = [client.get(u).status_code for u in ('/api/v1/models', '/api/v1/openapi.json', '/', '/train')]\n"
+            "codes.append(client.post('/api/v1/melodies', json={'bars': 2}).status_code)\n"
+            "print(json.dumps([ready['checks']['default_model']['status'], codes, 'torch' in sys.modules]))\n")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **service_env}, capture_output=True,
+                         text=True, timeout=180, cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    model_status, codes, torch_imported = json.loads(out.stdout.strip().splitlines()[-1])
+    assert model_status == "ok" and codes == [200, 200, 200, 200, 202]
+    assert torch_imported is False
 
 
 def test_broker_down_is_503_json_within_two_seconds(service_env, monkeypatch):
