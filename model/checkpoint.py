@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model import DEFAULT_MODEL_PATH  # defined torch-free in model/__init__.py; callers import it from here
 from model.network import MelodyNetwork, NetworkConfig
 from model.tokens import MelodyTokenizer
 
 FORMAT = "tunesmith-melody-1"
-DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "weights" / "default.pt"
 
 
 def code_version() -> str:

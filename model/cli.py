@@ -130,7 +130,7 @@ def cmd_corpus_info(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from model.checkpoint import DEFAULT_MODEL_PATH
+    from model import DEFAULT_MODEL_PATH
     parser = argparse.ArgumentParser(prog="tunesmith", description="Melody generation with an LSTM on MIDI tokens.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -202,12 +202,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The parsed command line. ``serve`` and ``worker`` go to the service's own parser: the full one
+    imports torch (TrainConfig's flags), which the process that supervises the service does not need."""
+    if argv[:1] in (["serve"], ["worker"]):
+        from service.cli import build_parser as build_service_parser
+        return build_service_parser().parse_args(argv)
+    return build_parser().parse_args(argv)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["diagnose"]:  # its options belong to model.diagnostics, --help included
         from model.diagnostics import main as diagnose_main
         return diagnose_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return args.func(args)
     except ValueError as e:  # a bad parameter or input: say what and what is allowed

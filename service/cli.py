@@ -41,7 +41,6 @@ def _executable(argv: list[str]) -> list[str]:
 
 
 def serve(args) -> int:
-    args = _own_arguments("serve", args)
     env = dict(os.environ)
     home = Path(env.get("TUNESMITH_HOME", "var")).resolve()
     env["TUNESMITH_HOME"] = str(home)
@@ -112,7 +111,6 @@ def _stop(children: dict) -> None:
 
 
 def worker(args) -> int:
-    args = _own_arguments("worker", args)
     if not os.environ.get("REDIS_URL"):
         print("tunesmith worker needs REDIS_URL (e.g. redis://localhost:6379/0)", file=sys.stderr)
         return 2
@@ -137,21 +135,15 @@ def add_arguments(subparsers) -> None:
     p.set_defaults(func=worker)
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """`tunesmith serve|worker` alone (model/cli.py parses these two with it: no torch imported)."""
     parser = argparse.ArgumentParser(prog="tunesmith")
     add_arguments(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
-def _own_arguments(command: str, args):
-    """model/cli.py hands over the words after the command as `args.options`: parse them here."""
-    if hasattr(args, "options"):
-        return _parser().parse_args([command, *args.options])
-    return args
-
-
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

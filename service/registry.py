@@ -17,6 +17,7 @@ import re
 from datetime import datetime, timezone
 from pathlib import Path
 
+from model import DEFAULT_MODEL_PATH          # the package root only: no torch here
 from service.storage import atomic_copy, atomic_write
 
 SHIPPED_NAME = "default"
@@ -24,16 +25,10 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 
 
-def shipped_model_path() -> Path:
-    """model/weights/default.pt, located without importing torch."""
-    import model
-    return Path(model.__file__).resolve().parent / "weights" / "default.pt"
-
-
 class ModelRegistry:
     def __init__(self, home, shipped_path=None):
         self.root = Path(home) / "models"
-        self.shipped_path = Path(shipped_path) if shipped_path else shipped_model_path()
+        self.shipped_path = Path(shipped_path) if shipped_path else DEFAULT_MODEL_PATH
 
     def valid_name(self, name: str) -> bool:
         return bool(_NAME_RE.match(name or ""))
