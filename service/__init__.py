@@ -15,13 +15,11 @@ import redis
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from service.config import celery_config, load_config
+from service.config import DEFAULT_REDIS_URL, celery_config, load_config
 from service.jobs import JobStore
 from service.registry import ModelRegistry
 from service.schemas import RequestInvalid
 from worker import celery_init_app
-
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 class Services:
@@ -43,10 +41,8 @@ def create_app(test_config=None) -> Flask:
         if "CELERY" not in test_config:
             c = app.config
             app.config["CELERY"] = {**c["CELERY"], **celery_config(
-                c["REDIS_URL"] or DEFAULT_REDIS_URL, c["TUNESMITH_KEY_PREFIX"],
+                c["REDIS_URL"], c["TUNESMITH_KEY_PREFIX"],
                 c["CELERY"]["broker_transport_options"]["visibility_timeout"])}
-    if not app.config["REDIS_URL"]:
-        app.config["CELERY"]["broker_url"] = DEFAULT_REDIS_URL
     app.json.sort_keys = False
 
     app.extensions["tunesmith"] = Services(app.config)

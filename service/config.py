@@ -21,6 +21,7 @@ from pathlib import Path
 from service.schemas import MAX_TRAIN_MINUTES
 
 ENV_PREFIX = "TUNESMITH_"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"     # without REDIS_URL (`tunesmith serve` sets it)
 
 
 def broker_url(redis_url: str) -> str:
@@ -81,7 +82,7 @@ def celery_config(redis_url, prefix, visibility_timeout) -> dict:
         "max_retries": 1,
     }
     return {
-        "broker_url": broker_url(redis_url) if redis_url else "redis://127.0.0.1:6379/0",
+        "broker_url": broker_url(redis_url or DEFAULT_REDIS_URL),
         "broker_transport_options": transport,
         "broker_connection_timeout": 1,
         "broker_connection_retry_on_startup": True,

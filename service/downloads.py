@@ -9,16 +9,12 @@ rendered on first request (service/audio.py) and kept beside them.
 """
 from flask import Blueprint, abort, current_app, jsonify, send_file
 
-from service.storage import atomic_write, job_dir
+from service.storage import artifact_name, atomic_write, job_dir
 
 bp = Blueprint("downloads", __name__, url_prefix="/api/v1/melodies")
 
 MEDIA_TYPES = {"mid": "audio/midi", "musicxml": "application/vnd.recordare.musicxml+xml",
                "json": "application/json", "wav": "audio/wav", "zip": "application/zip"}
-
-
-def artifact_name(index: int, ext: str) -> str:
-    return f"melody-{index}.{ext}"
 
 
 @bp.get("/<job_id>.<ext>")

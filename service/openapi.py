@@ -11,6 +11,7 @@ import flask_openapi3_swagger
 from flask import Blueprint, jsonify, render_template_string, url_for
 from pydantic import BaseModel, Field
 
+from service.jobs import STATES
 from service.schemas import MelodyRequest, TrainingRequest
 
 SWAGGER_DIR = os.path.join(os.path.dirname(flask_openapi3_swagger.__file__), "templates", "swagger")
@@ -54,7 +55,7 @@ class TrainingProgress(BaseModel):
 class JobRecord(BaseModel):
     id: str
     kind: Literal["melody", "training"]
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    state: Literal[STATES]
     progress: float
     created_at: str
     started_at: str | None

@@ -10,9 +10,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from service.registry import NAME_PATTERN, SHIPPED_NAME
+
 MAX_TRAIN_MINUTES = 240
 MAX_PRIMER_BASE64 = 96 * 1024          # a primer is a few bars, not a symphony
-NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 PrimerNote = tuple[Annotated[int, Field(ge=0, le=127)],       # MIDI pitch
                    Annotated[float, Field(ge=0, le=1024)],    # start, in beats
                    Annotated[float, Field(gt=0, le=64)]]      # duration, in beats
@@ -97,8 +98,8 @@ class TrainingRequest(StrictModel):
     @field_validator("name")
     @classmethod
     def _not_reserved(cls, name):
-        if name == "default":
-            raise ValueError("name 'default' is reserved for the shipped model")
+        if name == SHIPPED_NAME:
+            raise ValueError(f"name {SHIPPED_NAME!r} is reserved for the shipped model")
         return name
 
     @model_validator(mode="after")

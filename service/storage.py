@@ -16,6 +16,11 @@ def job_dir(home, job_id: str) -> Path:
     return Path(home) / "jobs" / job_id
 
 
+def artifact_name(index: int, ext: str) -> str:
+    """A melody file in its job folder (written by worker/generation.py, served by service/downloads.py)."""
+    return f"melody-{index}.{ext}"
+
+
 def atomic_write(path, data: bytes) -> Path:
     """Write `data` to `path` all at once (temporary file + rename)."""
     path = Path(path)

@@ -15,7 +15,7 @@ import time
 import zipfile
 
 from service.jobs import now_iso
-from service.storage import atomic_write, job_dir
+from service.storage import artifact_name, atomic_write, job_dir
 from service.uploads import UploadInvalid, check_midi
 from worker.jobs import claim, fail
 
@@ -93,24 +93,16 @@ def write_melodies(home, job_id: str, generation, model_name: str) -> dict:
     melodies = []
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         for index, melody in enumerate(generation.melodies):
-            data = {"mid": melody.midi_bytes(), "musicxml": melody.musicxml_bytes(), "json": _json_bytes(melody)}
+            data = {"mid": melody.midi_bytes(), "musicxml": melody.musicxml_bytes(),
+                    "json": json.dumps(melody.to_json()).encode()}
             for ext in FORMATS:
-                atomic_write(folder / f"melody-{index}.{ext}", data[ext])
+                atomic_write(folder / artifact_name(index, ext), data[ext])
                 zf.writestr(f"tunesmith-{job_id[:8]}-{index}.{ext}", data[ext])
             melodies.append({"index": index, "midi": f"{base}/{index}.mid", "musicxml": f"{base}/{index}.musicxml",
                              "json": f"{base}/{index}.json", "wav": f"{base}/{index}.wav",
                              "notes": len(melody.notes)})
     atomic_write(folder / "melodies.zip", archive.getvalue())
     return {"seed": generation.seed, "model": model_name, "melodies": melodies, "zip": f"{base}.zip"}
-
-
-def _json_bytes(melody) -> bytes:
-    value = melody.to_json()
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
-    return json.dumps(value).encode()
 
 
 def _sleep_unless_cancelled(store, job_id, seconds) -> bool:
