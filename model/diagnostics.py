@@ -64,8 +64,9 @@ class DiagnoseConfig:
         for name in ("embedding_dim", "hidden_size", "window", "windows", "train_window", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.train_steps < 0 or self.clip_steps < 0:
-            raise ValueError("train_steps and clip_steps must be >= 0")
+        for name in ("train_steps", "clip_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for spec in self.clip_optimizers:
             name, _, lr = spec.partition(":")
             if name not in ("sgd", "adam") or not _is_positive(lr):

@@ -26,7 +26,6 @@ order on validation data costs one fit. Log-probabilities are natural logs, like
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
