@@ -211,8 +211,10 @@ class Generator:
         self.model.prepare_for_inference()
         tok, V = self.tokenizer, self.tokenizer.vocab_size
         self.note_ids = torch.tensor([i for i in range(V) if tok.pitch_of(i) is not None])
+        self.note_set = frozenset(self.note_ids.tolist())
         # (V,) 1 for NOTE and HOLD: after them HOLD may follow (row 1 of the step bias)
         self.sounding = torch.tensor([int(tok.pitch_of(i) is not None or i == tok.hold_id) for i in range(V)])
+        self._start_states = {}  # (prefix ids, batch, parameter versions) -> state after them; see _prefix_state
 
     # ---- the prefix: BOS TS or the primer -------------------------------------------------------
 
@@ -234,9 +236,28 @@ class Generator:
         bias = torch.full((2, tok.vocab_size), float("-inf"))
         bias[:, tok.rest_id] = 0.0
         bias[1, tok.hold_id] = 0.0
-        for p in params.allowed_pitches(tok.config.min_pitch, tok.config.max_pitch):
-            bias[:, tok.note_id(p)] = 0.0
+        bias[:, [tok.note_id(p) for p in params.allowed_pitches(tok.config.min_pitch, tok.config.max_pitch)]] = 0.0
         return bias
+
+    def _prefix_state(self, tokens: torch.Tensor, positions: list[int] | None, reuse: bool):
+        """The state after running tokens (B, T) (T may be 0; positions: a list for at least T ids).
+
+        Without a primer the prefix fed here is BOS alone: its state is kept per batch size (and
+        parameter versions), since one call of the fused LSTM costs ~2 ms here (oneDNN set-up per
+        call), as much as ~25 generation steps. The kept state is the very tensor that call returned.
+        """
+        model, (B, T) = self.model, tokens.shape
+        if T == 0:
+            return model.init_state(B)
+        key = (tuple(tokens[0].tolist()), B, tuple(p._version for p in model.parameters())) if reuse else None
+        if key in self._start_states:
+            return self._start_states[key]
+        _, state = model(tokens, torch.tensor(positions[:T]).expand(B, -1) if positions is not None else None)
+        if key is not None:
+            if len(self._start_states) >= 16:  # a few batch sizes in use; old parameter versions go
+                self._start_states.clear()
+            self._start_states[key] = state
+        return state
 
     # ---- generation ------------------------------------------------------------------------------
 
@@ -258,20 +279,25 @@ class Generator:
         template.append(tok.eos_id)
         full = prefix + template
         placeholder = [tok.rest_id if t == -1 else t for t in full]
-        positions = torch.tensor(tok.positions(placeholder)) if model.config.position_dim else None  # (N,)
+        positions = tok.positions(placeholder) if model.config.position_dim else None  # (N,) list
 
         beam = params.beam_width > 1
         B, N, P = (params.beam_width if beam else params.count), len(full), len(prefix)
         out = torch.tensor(placeholder).repeat(B, 1)  # (B, N)
         # warm the state on the prefix (all but its last token, which the loop feeds)
-        _, state = model(out[:, :P - 1], positions[:P - 1].expand(B, -1) if positions is not None else None) \
-            if P > 1 else (None, model.init_state(B))
+        state = self._prefix_state(out[:, :P - 1], positions, reuse=params.primer is None)
         gen = torch.Generator().manual_seed(seed)
         noise, noise_used = (), 0
-        pos_cols = positions.view(N, 1).expand(N, B) if positions is not None else None  # row i: (B,)
-        bias = self._step_bias(params)  # (2, V)
+        # the loop's inputs are (B,) tensors made once: per position value, per forced token, the draws
+        pos_inputs = {p: torch.full((B,), p) for p in set(positions)} if positions is not None else None
+        forced_inputs = {t: torch.full((B,), t) for t in {*template, full[P - 1]} if t != -1}
+        x = forced_inputs[full[P - 1]]  # (B,) the token fed at step i
+        # (V, V): row t = the step mask after step token t (HOLD may follow NOTE and HOLD only)
+        mask_after = self._step_bias(params)[self.sounding]
         last_steps = [t for t in prefix if tok.is_step(t)]
-        sounding = torch.full((B,), int(bool(last_steps) and last_steps[-1] != tok.rest_id))
+        # (B,) the last step token; it selects the mask row (any sounding token stands for NOTE/HOLD)
+        last = torch.full((B,), tok.hold_id if last_steps and last_steps[-1] != tok.rest_id else tok.rest_id)
+        pending = []  # sampled (column, (B,) tokens) not yet in `out`: written once a bar, not once a step
         step_cols = [i for i, t in enumerate(full) if t == -1 or tok.is_step(t)]  # every grid step column
         window = 2 * tok.bar_steps(meter)
         penalty = None
@@ -279,13 +305,15 @@ class Generator:
         scores[0] = 0.0
         done_steps = len(last_steps)
         for i in range(P - 1, N - 1):
-            logits, state = model.step(out[:, i], pos_cols[i] if positions is not None else None, state)  # (B, V)
+            logits, state = model.step(x, pos_inputs[positions[i]] if positions is not None else None, state)  # (B, V)
             if full[i + 1] != -1:
                 if full[i + 1] == tok.bar_id and params.avoid_repetition and done_steps >= window:
+                    self._write_pending(out, pending)
                     cols = step_cols[done_steps - window:done_steps]
                     penalty = self._repetition_penalty(out[:, cols])
+                x = forced_inputs[full[i + 1]]
                 continue  # a forced structural token, already in `out`
-            logits = logits + bias[sounding]  # (B, V) grammar + key/scale/range masks
+            logits.add_(mask_after.index_select(0, last))  # (B, V) grammar + key/scale/range masks
             if penalty is not None:
                 logits += penalty
             if beam:
@@ -297,14 +325,16 @@ class Generator:
                 out, scores = out[parent], top
                 state = tuple(s[:, parent] for s in state) if isinstance(state, tuple) else state[:, parent]
                 penalty = penalty[parent] if penalty is not None else None
+                out[:, i + 1] = choice
             else:
                 if noise_used == len(noise):  # Gumbel noise for the next bar's draws, in one call
-                    noise, noise_used = self._gumbel((tok.bar_steps(meter), B, tok.vocab_size), gen), 0
+                    noise, noise_used = self._gumbel((tok.bar_steps(meter), B, tok.vocab_size), gen).unbind(0), 0
                 choice = self._sample(logits, params, noise[noise_used])
                 noise_used += 1
-            out[:, i + 1] = choice
-            sounding = self.sounding[choice]
+                pending.append((i + 1, choice))
+            x = last = choice
             done_steps += 1
+        self._write_pending(out, pending)
         if beam:
             order = torch.argsort(scores, descending=True, stable=True)[:params.count]
             out, scores = out[order], scores[order]
@@ -325,8 +355,16 @@ class Generator:
         u = torch.rand(shape, generator=gen).clamp_(1e-10, 1.0 - 1e-7)
         return u.log_().neg_().log_().neg_()
 
+    @staticmethod
+    def _write_pending(out: torch.Tensor, pending: list) -> None:
+        """Write the sampled columns held in ``pending`` into ``out`` (B, N) in one call; empties it."""
+        if pending:
+            cols, tokens = zip(*pending)
+            out[:, list(cols)] = torch.stack(tokens, 1)  # (B, len(pending))
+            pending.clear()
+
     def _sample(self, logits, params, gumbel) -> torch.Tensor:
-        """Temperature, top-k, top-p, then one draw per row -> (B,).
+        """Temperature, top-k, top-p, then one draw per row -> (B,). May overwrite ``logits``.
 
         The draw is the Gumbel-max trick: argmax(logits / T + G) with G ~ Gumbel(0, 1) is an exact
         sample of softmax(logits / T), in two tensor ops instead of softmax + multinomial.
@@ -341,11 +379,14 @@ class Generator:
             probs = torch.softmax(sorted_logits, dim=-1)
             beyond = probs.cumsum(-1) - probs > params.top_p  # tokens after the nucleus (the first always stays)
             logits = logits.scatter(1, order, sorted_logits.masked_fill(beyond, float("-inf")))
-        return (logits + gumbel).argmax(-1)
+        return logits.add_(gumbel).argmax(-1)
 
     def _repetition_penalty(self, recent: torch.Tensor) -> torch.Tensor | None:
         """recent (B, W) step tokens of the last two bars -> (B, V) logit penalty, or None."""
         tok, (B, W) = self.tokenizer, recent.shape
+        # most bars trigger nothing: decide that on Python ints first (the tensor ops below cost ~50 µs)
+        if not any(self._repeats(row) for row in recent.tolist()):
+            return None
         counts = torch.zeros(B, self.tokenizer.vocab_size).scatter_add_(1, recent, torch.ones(B, W))
         played = counts[:, self.note_ids] > 0  # (B, pitches)
         onsets = counts[:, self.note_ids].sum(1)
@@ -355,6 +396,12 @@ class Generator:
         penalty[:, tok.rest_id] -= REPETITION_PENALTY * (counts[:, tok.rest_id] == W)  # silence
         penalty[:, tok.hold_id] -= REPETITION_PENALTY * (counts[:, tok.hold_id] == W)  # one endless note
         return penalty if bool(penalty.any()) else None
+
+    def _repeats(self, row: list[int]) -> bool:
+        """One melody's last two bars: the same test as _repetition_penalty's, on a list of ids."""
+        notes = [t for t in row if t in self.note_set]
+        rest, hold = self.tokenizer.rest_id, self.tokenizer.hold_id
+        return len(notes) >= 4 and len(set(notes)) <= 2 or all(t == rest for t in row) or all(t == hold for t in row)
 
     def _without_primer(self, generated: list[int], meter: str) -> list[int]:
         """BOS TS + the generated bars; a note held over from the primer becomes rests."""
