@@ -13,6 +13,10 @@ Anti-degeneracy guard (``avoid_repetition``, on by default): at every barline th
 inspected; if they hold at least 4 onsets on only one or two pitches, those pitches' logits are
 lowered by ``REPETITION_PENALTY`` nats for the next bar; if they are all rests (or one note held
 throughout), REST (or HOLD) is lowered the same way. Continuing the pattern stays possible, just rarer.
+Two hard caps come with it, because the bar count is forced (EOS waits for the last bar) and a model
+that has "finished" its tune early would otherwise fill the remaining bars with rests: a run of
+rests never exceeds one bar (REST is masked after ``bar_steps`` rests in a row), and a note is never
+held for two bars or more (HOLD is masked once a note has sounded for ``2 * bar_steps - 1`` steps).
 """
 from __future__ import annotations
 
@@ -301,6 +305,10 @@ class Generator:
         step_cols = [i for i, t in enumerate(full) if t == -1 or tok.is_step(t)]  # every grid step column
         window = 2 * tok.bar_steps(meter)
         penalty = None
+        guard = params.avoid_repetition
+        quiet = torch.zeros(B, dtype=torch.long)  # (B,) rests in a row so far
+        held = torch.zeros(B, dtype=torch.long)   # (B,) HOLD steps of the sounding note so far
+        rest_col, hold_col = tok.rest_id, tok.hold_id
         scores = torch.full((B,), float("-inf"))
         scores[0] = 0.0
         done_steps = len(last_steps)
@@ -316,6 +324,9 @@ class Generator:
             logits.add_(mask_after.index_select(0, last))  # (B, V) grammar + key/scale/range masks
             if penalty is not None:
                 logits += penalty
+            if guard:  # the hard caps: at most one bar of rests, notes shorter than two bars
+                logits[:, rest_col].masked_fill_(quiet >= window // 2, float("-inf"))
+                logits[:, hold_col].masked_fill_(held >= window - 2, float("-inf"))
             if beam:
                 logp = torch.log_softmax(logits / params.temperature, dim=-1)  # (B, V)
                 top, flat = torch.topk((scores[:, None] + logp).flatten(), B)  # best B continuations
@@ -325,6 +336,7 @@ class Generator:
                 out, scores = out[parent], top
                 state = tuple(s[:, parent] for s in state) if isinstance(state, tuple) else state[:, parent]
                 penalty = penalty[parent] if penalty is not None else None
+                quiet, held = quiet[parent], held[parent]
                 out[:, i + 1] = choice
             else:
                 if noise_used == len(noise):  # Gumbel noise for the next bar's draws, in one call
@@ -333,6 +345,9 @@ class Generator:
                 noise_used += 1
                 pending.append((i + 1, choice))
             x = last = choice
+            if guard:
+                quiet = (quiet + 1) * (choice == rest_col)
+                held = (held + 1) * (choice == hold_col)
             done_steps += 1
         self._write_pending(out, pending)
         if beam:

@@ -178,6 +178,42 @@ def test_repetition_penalty_targets_the_repeated_pattern(gen):
     assert not penalty[2].any()  # three pitches: no loop
 
 
+@pytest.fixture(scope="module")
+def lazy_checkpoint(tmp_path_factory):
+    """A model that would rather rest, or hold its note, than play: the hard caps' worst case."""
+    torch.manual_seed(0)
+    net = MelodyNetwork(NetworkConfig(vocab_size=TOK.vocab_size, hidden_size=8, embedding_dim=4, num_layers=1))
+    with torch.no_grad():
+        net.projection.weight.zero_()
+        net.projection.bias.fill_(-5.0)
+        net.projection.bias[TOK.rest_id] = 5.0
+        net.projection.bias[TOK.hold_id] = 6.0
+    return save_checkpoint(tmp_path_factory.mktemp("lazy") / "lazy.pt", net, TOK)
+
+
+def longest_runs(melody, bar_steps):
+    """(longest silence, longest note) in grid steps, over the whole melody up to its last bar."""
+    silence, until = 0, 0
+    for n in melody.notes:
+        silence, until = max(silence, n.start - until), max(until, n.end)
+    silence = max(silence, TOK.bar_count(melody.tokens) * bar_steps - until)
+    return silence, max((n.end - n.start for n in melody.notes), default=0)
+
+
+@pytest.mark.parametrize("meter", ["4/4", "3/4", "6/8"])
+def test_guard_caps_silence_at_one_bar_and_notes_below_two(lazy_checkpoint, meter):
+    lazy, S = Generator(lazy_checkpoint), TOK.bar_steps(meter)
+    for beam in (1, 3):
+        g = lazy.generate(GenerationParams(bars=8, seed=2, count=beam, beam_width=beam, meter=meter))
+        for m in g.melodies:
+            silence, longest = longest_runs(m, S)
+            assert silence <= S and longest < 2 * S and len(m.notes) >= 2
+    # without the guard this model plays one long-held note and rests: the caps are what helps
+    free = lazy.generate(GenerationParams(bars=8, seed=2, meter=meter, avoid_repetition=False)).melodies[0]
+    silence, longest = longest_runs(free, S)
+    assert silence > 2 * S or longest > 2 * S
+
+
 @pytest.mark.parametrize("field,value,message", [
     ("temperature", 9, "temperature must be in (0, 5], got 9"),
     ("temperature", 0, "temperature must be in (0, 5]"),
