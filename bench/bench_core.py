@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -22,10 +21,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks_doc import replace_section  # noqa: E402  (bench/benchmarks_doc.py, beside this script)
 from model.network import MelodyNetwork, NetworkConfig, build_recurrent  # noqa: E402
 
 EMBEDDING, HIDDEN, LAYERS, WINDOW, VOCAB, STEPS = 64, 256, 2, 128, 80, 200
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
 def best_times(fns, repeats: int, warmup: int = 2) -> list[float]:
@@ -145,14 +144,7 @@ tensors take tanh as 2 sigmoid(2x) - 1 (torch's tanh ran ~7x slower than its sig
 layer 0's input projection up in a (vocab x gates) table and at batch 1 sits ~25 µs above its
 matmuls alone (~50 µs reading 3 MB of weights per token).
 """
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Core speed\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    DOCS.write_text(text)
-    print(f"wrote {DOCS}")
+    replace_section("Core speed", section)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks_doc import replace_section  # noqa: E402  (bench/benchmarks_doc.py, beside this script)
 from model.checkpoint import DEFAULT_MODEL_PATH, save_checkpoint  # noqa: E402
 from model.network import MelodyNetwork  # noqa: E402
 from model.sampling import GenerationParams, Generator  # noqa: E402
@@ -43,7 +43,6 @@ from model.tokens import MelodyTokenizer, TokenizerConfig  # noqa: E402
 from model.training import TrainConfig  # noqa: E402
 
 BARS, COUNTS = (16, 64, 256), (1, 32)
-DOCS = ROOT / "docs" / "benchmarks.md"
 FALLBACK_MODEL = ROOT / "runs" / "default-a.pt"
 
 
@@ -209,14 +208,7 @@ token (16 / 64 / 256 bars, the previous `model/sampling.py`) to 12.7 / 10.1 / 9.
 bars), of which ~2 µs is validating, decoding and computing positions in `model/tokens.py`. The rest is
 the network step (the step() column), which varies by ~10% from run to run on this shared machine.
 """
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Generation speed\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section + "\n", text).rstrip() + "\n"
-    else:
-        text = text.rstrip() + "\n\n" + section
-    DOCS.write_text(text)
-    print(f"wrote {DOCS}")
+    replace_section("Generation speed", section)
 
 
 if __name__ == "__main__":

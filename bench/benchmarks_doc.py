@@ -1,0 +1,17 @@
+"""docs/benchmarks.md, written by the bench scripts: each one owns a `## <title>` section of it."""
+import re
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def replace_section(title: str, section: str) -> None:
+    """Put `section` (starting with its `## <title>` line) in place of that section, or append it."""
+    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text).rstrip() + "\n"
+    else:
+        text = text.rstrip() + "\n\n" + section
+    DOCS.write_text(text)
+    print(f"wrote {DOCS}")
