@@ -14,9 +14,11 @@ inspected; if they hold at least 4 onsets on only one or two pitches, those pitc
 lowered by ``REPETITION_PENALTY`` nats for the next bar; if they are all rests (or one note held
 throughout), REST (or HOLD) is lowered the same way. Continuing the pattern stays possible, just rarer.
 Two hard caps come with it, because the bar count is forced (EOS waits for the last bar) and a model
-that has "finished" its tune early would otherwise fill the remaining bars with rests: a run of
-rests never exceeds one bar (REST is masked after ``bar_steps`` rests in a row), and a note is never
-held for two bars or more (HOLD is masked once a note has sounded for ``2 * bar_steps - 1`` steps).
+that has "finished" its tune early would otherwise fill the remaining bars with rests: after a bar of
+nothing but rests the next bar must start with a note (REST is masked at its first step), and after
+a bar of nothing but HOLD the held note must end (HOLD is masked there). Any stretch longer than two
+bars contains a whole bar, so no silence and no single note lasts longer than two bars. Checked once
+a bar on plain ints, the caps cost nothing per token.
 """
 from __future__ import annotations
 
@@ -305,28 +307,27 @@ class Generator:
         step_cols = [i for i, t in enumerate(full) if t == -1 or tok.is_step(t)]  # every grid step column
         window = 2 * tok.bar_steps(meter)
         penalty = None
-        guard = params.avoid_repetition
-        quiet = torch.zeros(B, dtype=torch.long)  # (B,) rests in a row so far
-        held = torch.zeros(B, dtype=torch.long)   # (B,) HOLD steps of the sounding note so far
-        rest_col, hold_col = tok.rest_id, tok.hold_id
+        bar_steps = tok.bar_steps(meter)
+        ban = None  # (B, V) the caps' -inf mask for the first step of a bar, or None
         scores = torch.full((B,), float("-inf"))
         scores[0] = 0.0
         done_steps = len(last_steps)
         for i in range(P - 1, N - 1):
             logits, state = model.step(x, pos_inputs[positions[i]] if positions is not None else None, state)  # (B, V)
             if full[i + 1] != -1:
-                if full[i + 1] == tok.bar_id and params.avoid_repetition and done_steps >= window:
+                if full[i + 1] == tok.bar_id and params.avoid_repetition and done_steps >= bar_steps:
                     self._write_pending(out, pending)
-                    cols = step_cols[done_steps - window:done_steps]
-                    penalty = self._repetition_penalty(out[:, cols])
+                    ban = self._stuck_bar_ban(out[:, step_cols[done_steps - bar_steps:done_steps]])
+                    if done_steps >= window:
+                        penalty = self._repetition_penalty(out[:, step_cols[done_steps - window:done_steps]])
                 x = forced_inputs[full[i + 1]]
                 continue  # a forced structural token, already in `out`
             logits.add_(mask_after.index_select(0, last))  # (B, V) grammar + key/scale/range masks
             if penalty is not None:
                 logits += penalty
-            if guard:  # the hard caps: at most one bar of rests, notes shorter than two bars
-                logits[:, rest_col].masked_fill_(quiet >= window // 2, float("-inf"))
-                logits[:, hold_col].masked_fill_(held >= window - 2, float("-inf"))
+            if ban is not None:  # first step after a bar of only rests or only HOLD
+                logits += ban
+                ban = None
             if beam:
                 logp = torch.log_softmax(logits / params.temperature, dim=-1)  # (B, V)
                 top, flat = torch.topk((scores[:, None] + logp).flatten(), B)  # best B continuations
@@ -336,7 +337,6 @@ class Generator:
                 out, scores = out[parent], top
                 state = tuple(s[:, parent] for s in state) if isinstance(state, tuple) else state[:, parent]
                 penalty = penalty[parent] if penalty is not None else None
-                quiet, held = quiet[parent], held[parent]
                 out[:, i + 1] = choice
             else:
                 if noise_used == len(noise):  # Gumbel noise for the next bar's draws, in one call
@@ -345,9 +345,6 @@ class Generator:
                 noise_used += 1
                 pending.append((i + 1, choice))
             x = last = choice
-            if guard:
-                quiet = (quiet + 1) * (choice == rest_col)
-                held = (held + 1) * (choice == hold_col)
             done_steps += 1
         self._write_pending(out, pending)
         if beam:
@@ -411,6 +408,19 @@ class Generator:
         penalty[:, tok.rest_id] -= REPETITION_PENALTY * (counts[:, tok.rest_id] == W)  # silence
         penalty[:, tok.hold_id] -= REPETITION_PENALTY * (counts[:, tok.hold_id] == W)  # one endless note
         return penalty if bool(penalty.any()) else None
+
+    def _stuck_bar_ban(self, bar: torch.Tensor) -> torch.Tensor | None:
+        """bar (B, S) step tokens of the bar just ended -> (B, V) -inf on REST where it was all rests and
+        on HOLD where it was all HOLD (the next step must then play, or end the note), or None."""
+        tok = self.tokenizer
+        rows = bar.tolist()
+        stuck = [(all(t == tok.rest_id for t in row), all(t == tok.hold_id for t in row)) for row in rows]
+        if not any(r or h for r, h in stuck):
+            return None
+        ban = torch.zeros(len(rows), tok.vocab_size)
+        for b, (rests, holds) in enumerate(stuck):
+            ban[b, tok.rest_id if rests else tok.hold_id] = float("-inf") if rests or holds else 0.0
+        return ban
 
     def _repeats(self, row: list[int]) -> bool:
         """One melody's last two bars: the same test as _repetition_penalty's, on a list of ids."""
