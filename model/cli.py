@@ -36,7 +36,8 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
              "max_minutes": "time budget in minutes; the run stops resumable when it is spent",
              "position_inputs": "feed the position in the bar to the network",
              "patience": "epochs without a better validation loss before stopping early",
-             "cell": "recurrent cell: lstm, gru or rnn", "backend": "fused (torch.nn.LSTM) or cells (model.cells)",
+             "cell": "recurrent cell: lstm, gru or rnn", "backend": "fused (torch.nn.LSTM/GRU/RNN), cells (model.cells) or auto (the faster for the cell: "
+             "fused LSTM, our GRU and RNN)",
              "threads": "torch threads", "valid": "validation fraction of the tunes", "test": "test fraction"}
     for f in dataclasses.fields(TrainConfig):
         flag, default = "--" + f.name.replace("_", "-"), f.default

@@ -67,7 +67,8 @@ class TrainConfig:
     patience: int = 3                    # epochs without a better validation loss before stopping
     seed: int = 0
     transpose: tuple[int, int] = (-5, 6)  # semitone range drawn per tune and epoch; (0, 0) turns it off
-    backend: str = "fused"               # fused (torch.nn.LSTM) | cells (model.cells)
+    backend: str = "auto"                # fused (torch.nn.*) | cells (model.cells) | auto: the faster one
+                                         # for the cell (docs/benchmarks.md: fused LSTM, our GRU and RNN)
     threads: int = 2
     steps_per_quarter: int = 4           # tokenizer grid (when the corpus is loaded from `data`)
     valid: float = 0.05                  # split fractions, by tune
@@ -91,6 +92,7 @@ class TrainConfig:
             ("transpose", len(self.transpose) == 2 and -12 <= self.transpose[0] <= self.transpose[1] <= 12,
              "(low, high) with -12 <= low <= high <= 12"),
             ("threads", self.threads >= 1, ">= 1"),
+            ("backend", self.backend in ("auto", "fused", "cells"), "auto, fused or cells"),
             ("valid", 0 < self.valid < 0.5, "in (0, 0.5)"), ("test", 0 <= self.test < 0.5, "in [0, 0.5)"),
         ]
         for name, ok, allowed in checks:
@@ -103,7 +105,13 @@ class TrainConfig:
             hidden_size=self.hidden_size, num_layers=self.layers, dropout=self.dropout,
             position_dim=POSITION_DIM if self.position_inputs else 0,
             max_positions=tokenizer.max_bar_steps,
-            backend=self.backend)
+            backend=self.resolved_backend())
+
+    def resolved_backend(self) -> str:
+        """The backend that trains: `auto` picks the faster one measured for the cell (bench/bench_core.py)."""
+        if self.backend != "auto":
+            return self.backend
+        return "fused" if self.cell == "lstm" else "cells"
 
     def resume_path(self) -> Path:
         out = Path(self.out)

@@ -280,3 +280,12 @@ def test_resume_refuses_changed_settings(tmp_path):
     train(tiny(tmp_path, epochs=1), corpus=corpus, show_progress=False)
     with pytest.raises(ValueError, match="hidden_size: 16 -> 20"):
         train(tiny(tmp_path, epochs=2, hidden_size=20), corpus=corpus, resume=True, show_progress=False)
+
+
+def test_auto_backend_trains_each_cell_on_its_faster_implementation():
+    tok = MelodyTokenizer()
+    picked = {cell: TrainConfig(data="x", out="x.pt", cell=cell).network_config(tok).backend for cell in ("lstm", "gru", "rnn")}
+    assert picked == {"lstm": "fused", "gru": "cells", "rnn": "cells"}
+    assert TrainConfig(data="x", out="x.pt", cell="gru", backend="fused").network_config(tok).backend == "fused"
+    with pytest.raises(ValueError, match="backend must be auto, fused or cells"):
+        TrainConfig(data="x", out="x.pt", backend="cuda")
