@@ -1,5 +1,4 @@
 """Tests for model/cli.py: the tunesmith console script end to end on tiny models and files."""
-import io
 import json
 
 import mido

@@ -1,6 +1,6 @@
 """The Kneser-Ney reference model: a proper distribution, the textbook estimator, better than a unigram."""
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 
 import numpy as np
 import pytest

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from service import create_app
-from service.jobs import JobStore
 from service.registry import ModelRegistry
 from service.storage import atomic_write, sweep_expired
 from worker.jobs import claim
