@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The ablation runs of docs/model-card.md: each trains for the same 15-minute budget as the
 # reference LSTM on the same Essen split and tokens, changing one thing at a time.
+# The size row is the shipped recipe at 2x384 (runs/default-b, see the model card).
 # Usage: bash bench/ablations.sh [outdir]   (default runs/); then evaluate each with
 #   tunesmith evaluate --model runs/<name>.pt --data music21:essenFolksong --split test
 set -euo pipefail
@@ -15,4 +16,3 @@ train() { name=$1; shift
 train plus-position --transpose=0,0 --dropout 0
 train plus-position-transpose --dropout 0
 train plus-position-transpose-dropout
-train gru-recipe --cell gru
