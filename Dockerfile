@@ -14,6 +14,8 @@ COPY pyproject.toml README.md ./
 COPY model model
 COPY service service
 COPY worker worker
+# torch's CPU build first: from PyPI, torch==2.13.0 resolves to a CUDA build of several GB
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 RUN pip install . \
     && useradd --create-home --uid 1000 tunesmith \
     && mkdir -p /data && chown tunesmith /data
