@@ -14,5 +14,5 @@ train() { name=$1; shift
 # the reference of issue 3: 2x256 torch.nn.LSTM, embedding 64, Adam 2e-3, clip 1.0, windows of 128, batch 64
 [ -f "$out/reference.pt" ] || train reference --no-position-inputs --transpose=0,0 --dropout 0
 train plus-position --transpose=0,0 --dropout 0
-train plus-position-transpose --dropout 0
-train plus-position-transpose-dropout
+train plus-position-transpose --transpose=-5,6 --dropout 0
+train plus-position-transpose-dropout --transpose=-5,6

@@ -92,7 +92,7 @@ class TrainingRequest(StrictModel):
     lr: float = Field(2e-3, gt=0, le=1, description="learning rate")
     valid: float = Field(0.05, ge=0.01, le=0.5, description="fraction of tunes held out for validation")
     max_minutes: float = Field(30.0, gt=0, le=MAX_TRAIN_MINUTES, description="wall-clock budget")
-    patience: int = Field(3, ge=1, le=500, description="epochs without a better validation loss before stopping early")
+    patience: int = Field(4, ge=1, le=500, description="epochs without a better validation loss before stopping early")
     name: str | None = Field(None, pattern=NAME_PATTERN, description="model name to register")
 
     @field_validator("name")

@@ -23,7 +23,7 @@ def train_config(params: dict, data_spec: str, out):
                        layers=params["layers"], embedding_dim=params["embedding_dim"], dropout=params["dropout"],
                        bptt=params["bptt"], batch_size=params["batch_size"], lr=params["lr"], clip=params["clip"],
                        epochs=params["epochs"], max_minutes=params["max_minutes"], valid=params["valid"],
-                       patience=params.get("patience", 3),
+                       patience=params.get("patience", 4),
                        threads=1)
 
 
