@@ -1,6 +1,14 @@
 """Small helpers shared by the tests that run real processes (servers, workers, browsers)."""
+import contextlib
+import signal
 import socket
+import subprocess
+import sys
 import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -19,3 +27,34 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.1):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@contextlib.contextmanager
+def serving(home, env: dict):
+    """`python -m service.cli serve` on a free port with `env`, logging to home/serve.log; yields its
+    base URL once /readyz answers 200, and on exit stops it as Ctrl-C does and checks it exits cleanly."""
+    port = free_port()
+    log_path = Path(home) / "serve.log"
+    log = open(log_path, "wb")
+    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port),
+                                "--api-workers", "1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def ready():
+        assert process.poll() is None, log_path.read_text()[-3000:]
+        try:  # the first answer checks the default model in a child process: slow on a busy machine
+            with urllib.request.urlopen(base + "/readyz", timeout=60) as response:
+                return response.status == 200
+        except OSError:  # not listening yet, or 503 with the reason it is not ready
+            return False
+    try:
+        wait_until(ready, 120, "the service to be ready", interval=0.3)
+        yield base
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            assert process.wait(60) == 0, log_path.read_text()[-3000:]
+        finally:
+            if process.poll() is None:
+                process.kill()
+            log.close()

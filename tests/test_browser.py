@@ -14,10 +14,6 @@ import json
 import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
-import time
 import urllib.request
 import uuid
 import zipfile
@@ -27,7 +23,7 @@ import mido
 import pytest
 
 from conftest import forget_keys, service_environment
-from support import free_port
+from support import serving
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,31 +67,10 @@ def service(tmp_path_factory, tiny_checkpoint, redis_base_url):
     port, with the tiny untrained model as the default; the fixtures are tests/conftest.py's."""
     home = tmp_path_factory.mktemp("browser-home")
     env = {**os.environ, **service_environment(home, tiny_checkpoint, redis_base_url)}
-    port = free_port()
-    log = open(home / "serve.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port),
-                                "--api-workers", "1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, (home / "serve.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(base + "/readyz", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except OSError:          # not listening yet, or 503 with the reason it is not ready
-                pass
-            assert time.monotonic() < deadline, "service not ready: " + (home / "serve.log").read_text()[-3000:]
-            time.sleep(0.3)
-        yield {"base": base, "home": home, "token": env["TUNESMITH_TOKEN"]}
+        with serving(home, env) as base:
+            yield {"base": base, "home": home, "token": env["TUNESMITH_TOKEN"]}
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
         forget_keys(env)
 
 

@@ -4,11 +4,7 @@ import base64
 import io
 import json
 import os
-import signal
-import subprocess
-import sys
 import zipfile
-from pathlib import Path
 
 import mido
 import pretty_midi
@@ -16,10 +12,9 @@ import pytest
 import requests
 
 from conftest import forget_keys, service_environment
-from support import free_port, wait_until
+from support import serving, wait_until
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parent.parent
 TOKEN = {"Authorization": "Bearer test-token"}
 D_MAJOR = {2, 4, 6, 7, 9, 11, 1}
 
@@ -29,37 +24,21 @@ def server(tmp_path_factory, tiny_checkpoint, redis_base_url):
     """`python -m service.cli serve` on a free port; yields its base URL."""
     home = tmp_path_factory.mktemp("serve-home")
     env = {**os.environ, **service_environment(home, tiny_checkpoint, redis_base_url)}
-    port = free_port()
-    log = open(home / "serve.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port),
-                                "--api-workers", "1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def ready():
-        assert process.poll() is None, (home / "serve.log").read_text()[-3000:]
-        try:
-            # the first answer loads the default model (imports torch): slow on a busy machine
-            return requests.get(f"{base}/readyz", timeout=60).status_code == 200
-        except requests.ConnectionError:
-            return False
     try:
-        wait_until(ready, 90, "the service to be ready")
-        yield base
+        with serving(home, env) as base:
+            yield base
     finally:
-        process.send_signal(signal.SIGINT)          # what Ctrl-C does
-        try:
-            assert process.wait(60) == 0, (home / "serve.log").read_text()[-3000:]
-        finally:
-            if process.poll() is None:
-                process.kill()
-            log.close()
-            forget_keys(env)
+        forget_keys(env)
 
 
 def run_job(base, path, body, timeout=90, **kwargs):
     response = requests.post(f"{base}{path}", json=body, timeout=10, **kwargs)
     assert response.status_code == 202, response.text
-    url = base + response.headers["Location"]
+    return wait_for_job(base + response.headers["Location"], timeout)
+
+
+def wait_for_job(url, timeout):
+    """Poll a job until it has finished: (its last record, every record seen)."""
     seen = []
 
     def finished():
@@ -163,14 +142,7 @@ def test_training_job_registers_a_model_that_becomes_default_and_generates(serve
                              files={"file": ("tunes.zip", tiny_corpus_zip())},
                              data={k: json.dumps(v) if not isinstance(v, str) else v for k, v in settings.items()})
     assert response.status_code == 202, response.text
-    url = server + response.headers["Location"]
-    seen = []
-
-    def finished():
-        record = requests.get(url, timeout=10).json()
-        seen.append(record)
-        return record if record["state"] in ("succeeded", "failed", "cancelled") else None
-    job = wait_until(finished, 240, "the training job")
+    job, seen = wait_for_job(server + response.headers["Location"], 240)
     assert job["state"] == "succeeded", job["error"]
     progress = [r["progress"] for r in seen]
     assert progress == sorted(progress) and progress[-1] == 1.0
