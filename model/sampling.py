@@ -419,7 +419,8 @@ class Generator:
             return None
         ban = torch.zeros(len(rows), tok.vocab_size)
         for b, (rests, holds) in enumerate(stuck):
-            ban[b, tok.rest_id if rests else tok.hold_id] = float("-inf") if rests or holds else 0.0
+            if rests or holds:
+                ban[b, tok.rest_id if rests else tok.hold_id] = float("-inf")
         return ban
 
     def _repeats(self, row: list[int]) -> bool:
