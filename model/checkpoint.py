@@ -75,6 +75,17 @@ def save_checkpoint(path, model: MelodyNetwork, tokenizer: MelodyTokenizer, *, s
     }
     for key, value in fields.items():
         ckpt[key] = value if _has_tensors(value) else plain(value)
+    return _write_atomic(path, ckpt)
+
+
+def update_checkpoint(path, **fields) -> Path:
+    """Set (plain, tensor-free) ``fields`` in the checkpoint at ``path``, atomically; the rest stays."""
+    ckpt = read_checkpoint(path)
+    ckpt.update({key: plain(value) for key, value in fields.items()})
+    return _write_atomic(Path(path), ckpt)
+
+
+def _write_atomic(path: Path, ckpt: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

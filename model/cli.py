@@ -124,6 +124,12 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_short_term(args) -> int:
+    from model.evaluation import add_short_term
+    print(json.dumps(add_short_term(args.model, args.data, progress=not args.quiet), indent=2))
+    return 0
+
+
 def cmd_corpus_info(args) -> int:
     from model.data import corpus_info
     print(json.dumps(corpus_info(args.data), indent=2, default=str))
@@ -183,6 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the generated melodies (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar while parsing the corpus")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("short-term", help="fit a model's short-term model on its valid split",
+                       description="Fit the short-term copy model (model/shortterm.py) to a checkpoint's network on "
+                       "the valid split of its corpus and store it in the checkpoint, as `tunesmith train` does at "
+                       "the end of a run. Prints the parameters and the valid nats/token without and with it.")
+    p.add_argument("--model", required=True, help="checkpoint to update in place")
+    p.add_argument("--data", default=None, help="corpus spec (default: the one the model was trained on)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar while parsing the corpus")
+    p.set_defaults(func=cmd_short_term)
 
     p = sub.add_parser("corpus", help="corpus tools", description="Corpus tools.")
     corpus_sub = p.add_subparsers(dest="corpus_command", required=True, metavar="SUBCOMMAND")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model import metrics, ngram
+from model import metrics, ngram, shortterm
 
 
 def token_arrays(tunes) -> list[np.ndarray]:
@@ -78,30 +78,53 @@ def tune_nll(model, tokenizer, tokens: list[np.ndarray], positions: list[np.ndar
     return total, count
 
 
-def evaluate_model(model, tokenizer, tunes, batch_size: int = 32) -> dict:
+def evaluate_model(model, tokenizer, tunes, batch_size: int = 32, copy_model=None) -> dict:
     """Nats and bits per token, bits per note and pitch bits per note of ``model`` on ``tunes``
-    (Tune objects or id sequences)."""
+    (Tune objects or id sequences); with ``copy_model`` (a ``model.shortterm.CopyModel``), of the
+    network mixed with that short-term model."""
     tokens = token_arrays(tunes)
     if not tokens:
         raise ValueError("tunes must hold at least one tune, got none")
-    logprobs, bits = tune_scores(model, tokenizer, tokens, batch_size=batch_size)
+    logprobs, bits = tune_scores(model, tokenizer, tokens, batch_size=batch_size, copy_model=copy_model)
     return prediction_figures(logprobs, bits, tokens, tokenizer)
 
 
 @torch.no_grad()
-def tune_scores(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32
-                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Per tune: the natural-log probability of each predicted token (len - 1,) and the pitch bits of
-    each note onset (see ``model.metrics.pitch_bits``), in the order of ``tokens``."""
-    logprobs, bits = [None] * len(tokens), [None] * len(tokens)
+def tune_distributions(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32):
+    """Yields (index, natural-log next-token distributions (len - 1, V)) for every tune, row j
+    predicting token j + 1, in an order of similar lengths."""
     for idx, logits, _ in _whole_tune_batches(model, tokenizer, tokens, None, batch_size):
         log_p = torch.log_softmax(logits.double(), dim=-1)  # (B, T, V)
         for row, i in enumerate(idx):
-            n = len(tokens[i]) - 1
-            dist = log_p[row, :n].numpy()                 # (n, V): row j predicts token j + 1
-            logprobs[i] = dist[np.arange(n), tokens[i][1:]]
-            bits[i] = metrics.pitch_bits(dist, tokens[i], tokenizer)
+            yield i, log_p[row, :len(tokens[i]) - 1].numpy()
+
+
+def tune_scores(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32, copy_model=None
+                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per tune: the natural-log probability of each predicted token (len - 1,) and the pitch bits of
+    each note onset (see ``model.metrics.pitch_bits``), in the order of ``tokens``; with
+    ``copy_model``, of the mixture with the short-term model."""
+    logprobs, bits = [None] * len(tokens), [None] * len(tokens)
+    for i, dist in tune_distributions(model, tokenizer, tokens, batch_size):
+        if copy_model is not None:
+            dist = copy_model.mix(dist, tokens[i])
+        logprobs[i] = dist[np.arange(len(dist)), tokens[i][1:]]
+        bits[i] = metrics.pitch_bits(dist, tokens[i], tokenizer)
     return logprobs, bits
+
+
+def fit_short_term(model, tokenizer, tunes, batch_size: int = 32) -> tuple[shortterm.CopyModel, dict]:
+    """The short-term model that best complements ``model`` on ``tunes`` (the valid split), and
+    {"network_nats_per_token", "mixture_nats_per_token"} there."""
+    tokens = token_arrays(tunes)
+    if not tokens:
+        raise ValueError("tunes must hold at least one tune, got none")
+    target_logprobs = [None] * len(tokens)
+    for i, dist in tune_distributions(model, tokenizer, tokens, batch_size):
+        target_logprobs[i] = dist[np.arange(len(dist)), tokens[i][1:]]
+    stats = shortterm.collect(target_logprobs, tokens)
+    copy_model, nats = shortterm.fit(stats)
+    return copy_model, {"network_nats_per_token": float(-stats["net"].mean()), "mixture_nats_per_token": nats}
 
 
 def prediction_figures(logprobs: list[np.ndarray], pitch_bits: list[np.ndarray], tokens: list[np.ndarray],
@@ -167,6 +190,28 @@ def sample_statistics(generator, tokenizer, reference, count: int = 100, seed: i
             "params": {k: v for k, v in params.items()}}
 
 
+def add_short_term(checkpoint, data: str | None = None, corpus=None, progress: bool = False) -> dict:
+    """Fit the short-term model to a checkpoint's network on the valid split of its corpus (``data``
+    or the one it was trained on) and store it in the checkpoint (what ``tunesmith train`` does at
+    the end of a run); returns the fitted parameters and the valid figures."""
+    from model.checkpoint import load_checkpoint, update_checkpoint
+    from model.data import load_corpus, split_corpus
+    model, tokenizer, ckpt = load_checkpoint(checkpoint)
+    trained = ckpt.get("train_config") or {}
+    data = data or trained.get("data")
+    if corpus is None:
+        if not data:
+            raise ValueError("data must be given (the checkpoint does not name its training data)")
+        corpus = load_corpus(data, tokenizer.config, progress=progress)
+    valid = split_corpus(corpus, seed=trained.get("seed", 0), valid=trained.get("valid", 0.05),
+                         test=trained.get("test", 0.05))["valid"]
+    if not valid:
+        raise ValueError(f"the valid split of {data!r} holds no tunes")
+    copy_model, figures = fit_short_term(model, tokenizer, valid)
+    update_checkpoint(checkpoint, short_term=copy_model.to_dict())
+    return {"model": str(checkpoint), "data": data, "short_term": copy_model.to_dict(), "valid": figures}
+
+
 # ---- everything `tunesmith evaluate` prints ----------------------------------------------------
 
 def evaluate_report(checkpoint=None, data: str | None = None, split: str = "test", samples: int = 100,
@@ -193,7 +238,12 @@ def evaluate_report(checkpoint=None, data: str | None = None, split: str = "test
                           test=trained.get("test", 0.05))
     if not splits[split]:
         raise ValueError(f"split {split!r} of {data!r} holds no tunes")
-    report = {"model": str(path), "data": data, "split": split, **evaluate_model(model, tokenizer, splits[split])}
+    copy_model = shortterm.CopyModel.from_checkpoint(ckpt)
+    report = {"model": str(path), "data": data, "split": split,
+              **evaluate_model(model, tokenizer, splits[split], copy_model=copy_model)}
+    if copy_model is not None:  # the figures above are the network with its short-term model; these without
+        report["short_term"] = copy_model.to_dict()
+        report["network_only"] = evaluate_model(model, tokenizer, splits[split])
     if ngram_model:
         if ngram_model == "auto":
             kn, table = fit_ngram(splits["train"], splits["valid"], tokenizer, ngram_orders)

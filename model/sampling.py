@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint
+from model.shortterm import CopyModel, CopyState
 from model.tokens import MelodyTokenizer, Note
 
 PITCH_CLASSES = {"C": 0, "C#": 1, "Db": 1, "D": 2, "D#": 3, "Eb": 3, "E": 4, "F": 5, "F#": 6, "Gb": 6,
@@ -77,6 +78,7 @@ class GenerationParams:
     min_pitch: int | None = None
     max_pitch: int | None = None
     avoid_repetition: bool = True
+    short_term: bool = True          # mix in the model's short-term copy model, when it has one
 
     def validate(self, tokenizer: MelodyTokenizer | None = None) -> None:
         """Raise ParameterError (a ValueError) for the first bad parameter."""
@@ -102,6 +104,7 @@ class GenerationParams:
             ("max_pitch", f"null or an integer in [{lo}, {hi}]",
              self.max_pitch is None or _number(self.max_pitch, True) and lo <= self.max_pitch <= hi),
             ("avoid_repetition", "true or false", isinstance(self.avoid_repetition, bool)),
+            ("short_term", "true or false", isinstance(self.short_term, bool)),
         ]
         for name, allowed, ok in checks:
             if not ok:
@@ -213,6 +216,7 @@ class Generator:
     def __init__(self, checkpoint_path=None):
         self.path = Path(checkpoint_path) if checkpoint_path is not None else DEFAULT_MODEL_PATH
         self.model, self.tokenizer, ckpt = load_checkpoint(self.path)
+        self.copy_model = CopyModel.from_checkpoint(ckpt)  # the short-term model, or None
         self.name = self.path.stem
         self.model.prepare_for_inference()
         tok, V = self.tokenizer, self.tokenizer.vocab_size
@@ -312,8 +316,15 @@ class Generator:
         scores = torch.full((B,), float("-inf"))
         scores[0] = 0.0
         done_steps = len(last_steps)
+        copy = None  # the short-term model's state over each melody so far
+        if self.copy_model is not None and params.short_term:
+            copy = CopyState(self.copy_model, tok.vocab_size, batch=B, capacity=N)
+            for t in prefix[:-1]:
+                copy.push(t)
         for i in range(P - 1, N - 1):
             logits, state = model.step(x, pos_inputs[positions[i]] if positions is not None else None, state)  # (B, V)
+            if copy is not None:
+                copy.push(x.numpy())
             if full[i + 1] != -1:
                 if full[i + 1] == tok.bar_id and params.avoid_repetition and done_steps >= bar_steps:
                     self._write_pending(out, pending)
@@ -322,6 +333,8 @@ class Generator:
                         penalty = self._repetition_penalty(out[:, step_cols[done_steps - window:done_steps]])
                 x = forced_inputs[full[i + 1]]
                 continue  # a forced structural token, already in `out`
+            if copy is not None:
+                logits = copy.mix_logits(logits)  # log((1 - g) p_network + g p_copy)
             logits.add_(mask_after.index_select(0, last))  # (B, V) grammar + key/scale/range masks
             if penalty is not None:
                 logits += penalty
@@ -337,6 +350,8 @@ class Generator:
                 out, scores = out[parent], top
                 state = tuple(s[:, parent] for s in state) if isinstance(state, tuple) else state[:, parent]
                 penalty = penalty[parent] if penalty is not None else None
+                if copy is not None:
+                    copy.reorder(parent.numpy())
                 out[:, i + 1] = choice
             else:
                 if noise_used == len(noise):  # Gumbel noise for the next bar's draws, in one call

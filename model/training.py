@@ -21,9 +21,15 @@ ships) and ``<out stem>.resume.ckpt`` (ignored by git, never packaged) holds the
 state (last weights, optimizer, scheduler, RNG, carried lane state, position in the epoch) for
 ``resume=True``. Each epoch's order
 derives from ``seed + epoch``, so a resumed run sees the same batches and ends with the same weights.
+
+When the run ends (``short_term``, on by default), the short-term copy model (``model/shortterm.py``)
+is fitted to the best weights' predictions on the validation tunes and stored in ``out`` beside
+them; generation and ``tunesmith evaluate`` then use the mixture. Early stopping and the reported
+``valid_loss`` are the network's own.
 """
 from __future__ import annotations
 
+import copy
 import math
 import signal
 import threading
@@ -38,13 +44,13 @@ from tqdm import tqdm
 
 from model.checkpoint import read_checkpoint, save_checkpoint
 from model.data import load_corpus, split_corpus, transpose_tokens
-from model.evaluation import token_arrays, tune_batch, tune_nll, tune_positions
+from model.evaluation import fit_short_term, token_arrays, tune_batch, tune_nll, tune_positions
 from model.network import MelodyNetwork, NetworkConfig
 from model.tokens import MelodyTokenizer, TokenizerConfig
 
 POSITION_DIM = 16  # size of the position-in-bar embedding when position_inputs is on
 # Settings a resumed run may change; any other difference from the saved run is an error.
-RESUMABLE_CHANGES = ("epochs", "max_minutes", "patience", "threads", "out")
+RESUMABLE_CHANGES = ("epochs", "max_minutes", "patience", "threads", "out", "short_term")
 
 
 @dataclass
@@ -57,6 +63,7 @@ class TrainConfig:
     embedding_dim: int = 64
     dropout: float = 0.2
     position_inputs: bool = True         # feed the position in the bar as a second embedding
+    short_term: bool = True              # fit the short-term model (model/shortterm.py) on valid at the end
     bptt: int | str = 128                # "full" (whole tunes) or k: truncate gradients every k steps
     window: int = 128                    # tokens per lane per optimizer step (truncated BPTT only)
     batch_size: int = 64
@@ -183,6 +190,7 @@ class Trainer:
         self.lane_state = None              # carried recurrent state of the stream lanes
         self.sums = self._zero_sums()       # running sums of the current epoch
         self.stop_requested = False
+        self.short_term = None              # the fitted short-term model and its valid figures, at the end
 
     @staticmethod
     def _zero_sums():
@@ -264,7 +272,8 @@ class Trainer:
         last = self.history[-1] if self.history else {}
         return {"valid_loss": None if math.isinf(self.best["valid_loss"]) else self.best["valid_loss"],
                 "best_epoch": self.best["epoch"], "epochs_done": self.epoch,
-                "train_loss": last.get("train_loss"), "tokens_per_s": last.get("tokens_per_s")}
+                "train_loss": last.get("train_loss"), "tokens_per_s": last.get("tokens_per_s"),
+                "short_term": self.short_term}
 
     def save(self) -> None:
         """Write the model file (best weights so far, or the current ones before any validation)
@@ -278,6 +287,18 @@ class Trainer:
                         scheduler=self.scheduler.state_dict(), rng=torch.get_rng_state(),
                         lane_state=self.lane_state, sums=self.sums)
         save_checkpoint(self.config.out, self.model, self.tokenizer, state_dict=best, **fields)
+
+    def fit_short_term(self) -> None:
+        """Fit the short-term model to the best weights on the validation tunes; rewrite ``out`` with it."""
+        best = copy.deepcopy(self.model)  # a fresh network would draw its initial weights from the RNG
+        best.load_state_dict(self.best["model"])
+        copy_model, figures = fit_short_term(best, self.tokenizer, self.valid_tokens, self.config.batch_size)
+        self.short_term = {**copy_model.to_dict(), "valid": figures}
+        save_checkpoint(self.config.out, self.model, self.tokenizer, state_dict=self.best["model"],
+                        **self._fields(), short_term=copy_model.to_dict())
+        if self.show_progress:
+            tqdm.write(f"short-term model: valid {figures['network_nats_per_token']:.4f} -> "
+                       f"{figures['mixture_nats_per_token']:.4f} nats/token  -> {self.config.out}")
 
     def restore(self, ckpt: dict) -> None:
         saved = ckpt["train_config"]
@@ -349,6 +370,8 @@ class Trainer:
                 reason = self._stop_reason(should_stop, started)
         reason = reason or "epochs"
         self.save()
+        if cfg.short_term and self.best["model"] is not None:
+            self.fit_short_term()
         result = {"checkpoint": str(cfg.out), "resume_checkpoint": str(cfg.resume_path()),
                   "stopped": reason, "metrics": self.metrics(), "history": self.history}
         report(self._event("done", None, stopped=reason))

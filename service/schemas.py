@@ -56,6 +56,8 @@ class MelodyRequest(StrictModel):
     min_pitch: int | None = Field(None, ge=0, le=127, description="lowest MIDI pitch allowed")
     max_pitch: int | None = Field(None, ge=0, le=127, description="highest MIDI pitch allowed")
     avoid_repetition: bool = Field(True, description="discourage one-note loops and long silences")
+    short_term: bool = Field(True, description="mix in the model's short-term model (its copies of the melody "
+                             "so far), when it has one; false = the network alone")
 
     @model_validator(mode="after")
     def _check_together(self):

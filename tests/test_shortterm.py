@@ -1,0 +1,215 @@
+"""Tests for model/shortterm.py: match lengths against brute force, batching, the mixture's algebra,
+the fit, and its use by generation, training, evaluation and the CLI."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model import shortterm
+from model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from model.evaluation import evaluate_model, fit_short_term
+from model.network import MelodyNetwork, NetworkConfig
+from model.sampling import GenerationParams, Generator
+from model.shortterm import BUCKET_EDGES, CopyModel, CopyState
+from model.tokens import MelodyTokenizer
+
+TOK = MelodyTokenizer()
+
+
+def brute_candidates(x, t, max_match, window):
+    """(match length, next token) for every j in the window whose context ends like x[..t]."""
+    found = []
+    for j in range(max(0, t - window), t):
+        n = 0
+        while n < max_match and j - n >= 0 and x[j - n] == x[t - n]:
+            n += 1
+        if n:
+            found.append((n, int(x[j + 1])))
+    return sorted(found)
+
+
+@pytest.mark.parametrize("max_match,window", [(5, 1000), (64, 7), (3, 40)])
+def test_match_lengths_equal_brute_force(max_match, window):
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 3, size=260)
+    x[100:180] = 1  # a long run: matches far longer than max_match, and than their lag
+    state = CopyState(CopyModel(beta=2.0, max_match=max_match, window=window), 3, capacity=4)  # grows
+    for t in range(len(x)):
+        state.push(int(x[t]))
+        lengths, nexts = state.candidates()
+        assert sorted(zip(lengths.tolist(), nexts.tolist())) == brute_candidates(x, t, max_match, window), t
+
+
+def test_batched_state_equals_one_state_per_row_and_reorders_like_beams():
+    rng = np.random.default_rng(2)
+    model = CopyModel(beta=3.0, gate=list(np.linspace(-3, 2, len(BUCKET_EDGES))), max_match=8, window=50)
+    X = rng.integers(0, 4, size=(3, 120))
+    batch, rows = CopyState(model, 4, batch=3, capacity=8), [CopyState(model, 4, capacity=8) for _ in range(3)]
+    for t in range(120):
+        batch.push(X[:, t])
+        for r in range(3):
+            rows[r].push(int(X[r, t]))
+        p_b, g_b = batch.distribution()
+        for r in range(3):
+            p_r, g_r = rows[r].distribution()
+            np.testing.assert_allclose(p_b[r], p_r[0])
+            assert g_b[r] == pytest.approx(g_r[0])
+    batch.reorder(np.array([2, 2, 0]))
+    assert np.allclose(batch.distribution()[0], np.stack([rows[2].distribution()[0][0]] * 2
+                                                          + [rows[0].distribution()[0][0]]))
+
+
+def test_copy_distribution_and_gate_on_a_repeated_phrase():
+    model = CopyModel(beta=1.0, gate=[-9.0] * 4 + [3.0] * (len(BUCKET_EDGES) - 4))  # trusts matches of 6+
+    phrase = [5, 6, 7, 8, 9, 10, 11]
+    state = CopyState(model, 20)
+    for token in phrase + phrase[:6]:  # the phrase, then its first 6 tokens again
+        state.push(token)
+    copy, gate = state.distribution()
+    assert copy[0].argmax() == 11 and copy[0, 11] == pytest.approx(1.0)  # the phrase went on with 11
+    assert gate[0] == pytest.approx(1 / (1 + np.exp(-3.0)))
+    fresh = CopyState(model, 20)
+    fresh.push(5)
+    assert fresh.distribution()[1][0] == 0.0  # nothing to match yet: the network alone
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_mix_logits_is_the_normalised_mixture_up_to_a_constant(batch):
+    rng = np.random.default_rng(3)
+    model = CopyModel(beta=2.0, gate=[0.5] * len(BUCKET_EDGES))
+    state = CopyState(model, 30, batch=batch)
+    for t in rng.integers(0, 6, size=150):
+        state.push(np.full(batch, t))
+    logits = torch.randn(batch, 30)
+    mixed = state.mix_logits(logits).numpy()
+    copy, gate = state.distribution()
+    for r in range(batch):
+        expected = np.log((1 - gate[r]) * torch.softmax(logits[r].double(), -1).numpy() + gate[r] * copy[r])
+        shift = mixed[r] - expected
+        np.testing.assert_allclose(shift, shift[0], atol=1e-9)
+
+
+def test_teacher_forced_mix_gives_distributions_and_helps_a_repetitive_tune():
+    rng = np.random.default_rng(4)
+    phrase = list(rng.integers(10, 30, size=16))
+    tokens = [1] + phrase * 4 + [2]
+    uniform = np.full((len(tokens) - 1, 40), -np.log(40))
+    model = CopyModel(beta=2.0, gate=list(np.linspace(-2, 3, len(BUCKET_EDGES))))
+    mixed = model.mix(uniform, tokens)
+    np.testing.assert_allclose(np.exp(mixed).sum(1), 1.0)
+    rows = np.arange(len(tokens) - 1)
+    assert -mixed[rows, tokens[1:]].sum() < 0.5 * -uniform[rows, tokens[1:]].sum()
+
+
+def test_fit_trusts_long_matches_more_and_beats_the_network_alone():
+    rng = np.random.default_rng(5)
+    tunes, logprobs = [], []
+    for _ in range(30):  # AABA tunes under a "network" that knows only the alphabet
+        a, b = list(rng.integers(3, 13, size=12)), list(rng.integers(3, 13, size=12))
+        tune = np.array([1] + a + a + b + a + [2])
+        tunes.append(tune)
+        logprobs.append(np.full(len(tune) - 1, -np.log(12)))
+    model, nats = shortterm.fit(shortterm.collect(logprobs, tunes))
+    assert nats < 0.8 * np.log(12)
+    # inside a repeated A, a match of 6 tokens predicts the next one; a single token says little
+    assert model.gate_of(6) > 0.9 > model.gate_of(1)
+    assert model.beta > 0
+
+
+def tiny_network(seed=0):
+    torch.manual_seed(seed)
+    return MelodyNetwork(NetworkConfig(vocab_size=TOK.vocab_size, hidden_size=16, embedding_dim=8, num_layers=1,
+                                       position_dim=4, max_positions=TOK.max_bar_steps))
+
+
+def test_fit_short_term_on_a_network_and_evaluate_with_it():
+    rng = np.random.default_rng(6)
+    bar = [TOK.bar_id] + [TOK.note_id(int(p)) for p in rng.integers(60, 72, size=16)]
+    tune = TOK.start_ids("4/4") + bar * 6 + [TOK.eos_id]  # one bar six times
+    net = tiny_network()
+    model, figures = fit_short_term(net, TOK, [tune] * 3)
+    assert figures["mixture_nats_per_token"] < figures["network_nats_per_token"]
+    alone, mixed = evaluate_model(net, TOK, [tune]), evaluate_model(net, TOK, [tune], copy_model=model)
+    assert mixed["bits_per_note"] < alone["bits_per_note"]
+    assert mixed["pitch_bits_per_note"] < alone["pitch_bits_per_note"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """The same tiny network without and with a short-term model that trusts every match."""
+    folder = tmp_path_factory.mktemp("short-term")
+    net = tiny_network()
+    plain = save_checkpoint(folder / "plain.pt", net, TOK)
+    strong = CopyModel(beta=4.0, gate=[4.0] * len(BUCKET_EDGES))
+    mixed = save_checkpoint(folder / "mixed.pt", net, TOK, short_term=strong.to_dict())
+    return plain, mixed
+
+
+def test_generation_uses_the_short_term_model_and_can_leave_it_out(checkpoints):
+    plain, mixed = Generator(checkpoints[0]), Generator(checkpoints[1])
+    assert plain.copy_model is None and mixed.copy_model is not None
+    for params in (GenerationParams(bars=8, seed=3, count=2), GenerationParams(bars=4, seed=1, beam_width=3, count=2),
+                   GenerationParams(bars=4, seed=2, primer=[[60, 0, 1], [62, 1, 1], [64, 2, 2]])):
+        without = [m.tokens for m in plain.generate(params).melodies]
+        off = [m.tokens for m in mixed.generate(GenerationParams(**{**params.__dict__, "short_term": False})).melodies]
+        on = [m.tokens for m in mixed.generate(params).melodies]
+        assert off == without  # short_term=False is the network alone, token for token
+        assert on != without
+        assert on == [m.tokens for m in mixed.generate(params).melodies]  # and still deterministic
+
+
+def test_a_trusted_copy_model_makes_melodies_repeat_themselves(checkpoints):
+    """With every match trusted (gate 0.98), a sampled melody copies its own bars far more than the
+    untrained network does alone: count bars equal to an earlier bar."""
+    def repeated_bars(tokens):
+        bars, current = [], []
+        for t in tokens:
+            if t == TOK.bar_id and current:
+                bars.append(tuple(current))
+                current = []
+            elif TOK.is_step(t):
+                current.append(t)
+        return sum(b in bars[:i] for i, b in enumerate(bars))
+    params = GenerationParams(bars=16, seed=0, count=8, avoid_repetition=False)
+    plain = sum(repeated_bars(m.tokens) for m in Generator(checkpoints[0]).generate(params).melodies)
+    mixed = sum(repeated_bars(m.tokens) for m in Generator(checkpoints[1]).generate(params).melodies)
+    assert mixed > plain + 16
+
+
+def test_bad_short_term_flag_is_a_parameter_error():
+    with pytest.raises(ValueError, match="short_term"):
+        GenerationParams(short_term="yes").validate(TOK)
+
+
+def test_copy_model_checks_and_round_trips():
+    model = CopyModel(beta=3.5, gate=[float(i) for i in range(len(BUCKET_EDGES))], max_match=32, window=100)
+    assert CopyModel.from_dict(json.loads(json.dumps(model.to_dict()))) == model
+    assert CopyModel.from_checkpoint({}) is None
+    with pytest.raises(ValueError, match="gate"):
+        CopyModel(gate=[0.0])
+    with pytest.raises(ValueError, match="window"):
+        CopyModel(window=0)
+
+
+def test_train_stores_a_fitted_short_term_model(tmp_path):
+    from model.data import Corpus, Tune
+    from model.training import TrainConfig, train
+    rng = np.random.default_rng(7)
+    tunes = []
+    for i in range(40):
+        bar = [TOK.bar_id] + [TOK.note_id(int(p)) for p in rng.integers(60, 72, size=16)]
+        tunes.append(Tune(f"t{i}", np.array(TOK.start_ids("4/4") + bar * 4 + [TOK.eos_id]), "4/4"))
+    corpus = Corpus(tunes, [], tokenizer_config=TOK.config)
+    cfg = TrainConfig(data="synthetic", out=str(tmp_path / "m.pt"), hidden_size=16, embedding_dim=8, layers=1,
+                      epochs=1, batch_size=4, window=32, threads=1, valid=0.2, test=0.1)
+    result = train(cfg, corpus=corpus, show_progress=False)
+    stored = read_checkpoint(tmp_path / "m.pt")["short_term"]
+    assert 0.99 > CopyModel.from_dict(stored).gate_of(12) > CopyModel.from_dict(stored).gate_of(1)
+    figures = result["metrics"]["short_term"]["valid"]
+    assert figures["mixture_nats_per_token"] < figures["network_nats_per_token"]
+    off = TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "n.pt"), "short_term": False})
+    train(off, corpus=corpus, show_progress=False)
+    assert "short_term" not in read_checkpoint(tmp_path / "n.pt")
+    _, _, ckpt = load_checkpoint(tmp_path / "m.pt")
+    assert ckpt["metrics"]["short_term"]["valid"] == figures
