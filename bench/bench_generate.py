@@ -15,7 +15,9 @@ Tokens are a melody's full sequence (BOS TS (BAR step*16)*bars EOS in 4/4); per-
 figures divide by the count, so they are the cost of one melody's token or bar.
 
 The model: model/weights/default.pt if present, else runs/default-a.pt, else a randomly initialised
-checkpoint of TrainConfig's default network (2x256 LSTM); speed does not depend on the weights.
+checkpoint of TrainConfig's default network (2x256 LSTM). The speed does not depend on the weights, only
+on whether the checkpoint holds a short-term model (the shipped one does): each case is also generated
+with short_term=False, and the difference is what the short-term model costs.
 GenerationParams caps count at 16 (the service's limit); count 32 is timed through a subclass that
 lifts only that cap. --write puts the table into the "Generation speed" section of docs/benchmarks.md.
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import statistics
 import sys
@@ -92,8 +95,11 @@ def time_case(gen: Generator, bars: int, count: int, repeats: int) -> dict:
     tokens = len(gen.generate(params[-1]).melodies[0].tokens)
     steps = step_only(gen, count, tokens - 1)
     steps()
-    t = {"gen_cpu": [], "gen_wall": [], "midi_cpu": [], "midi_wall": [], "step_cpu": []}
+    t = {"gen_cpu": [], "gen_wall": [], "midi_cpu": [], "midi_wall": [], "step_cpu": [], "alone_cpu": []}
     for p in params[:-1]:
+        cpu = time.thread_time()
+        gen.generate(BenchParams(**{**asdict(p), "short_term": False}))  # the network without its short-term model
+        t["alone_cpu"].append(time.thread_time() - cpu)
         wall, cpu = time.perf_counter(), time.thread_time()
         result = gen.generate(p)
         wall2, cpu2 = time.perf_counter(), time.thread_time()
@@ -117,14 +123,52 @@ def row(bars: int, count: int, t: dict) -> str:
     wall = statistics.median(t["gen_wall"]) / count
     step = min(t["step_cpu"]) / count
     midi = min(t["midi_cpu"]) / count
+    alone = min(t["alone_cpu"]) / count
     return (f"| {bars} | {count} | {n} | {best * ms:.1f} | {med * ms:.1f} | {wall * ms:.1f} | "
             f"{best / n * 1e6:.1f} | {step / n * 1e6:.1f} | {(best - step) / n * 1e6:.1f} | "
-            f"{best / bars * ms:.3f} | {midi * ms:.1f} | {(best + midi) * ms:.1f} |")
+            f"{(best - alone) / n * 1e6:.1f} | {best / bars * ms:.3f} | {midi * ms:.1f} | {(best + midi) * ms:.1f} |")
 
 
 HEADER = ("| bars | count | tokens per melody | generate ms per melody (CPU best) | (CPU median) | (wall median) "
-          "| µs per token | of which step() µs per token | sampling µs per token | ms per bar "
-          "| MIDI ms per melody | generate + MIDI ms per melody |\n" + "|---" * 12 + "|")
+          "| µs per token | of which step() µs per token | sampling µs per token | of which short-term model µs "
+          "per token | ms per bar | MIDI ms per melody | generate + MIDI ms per melody |\n" + "|---" * 13 + "|")
+
+
+def cell_stack_reference(repeats: int = 5, steps: int = 500) -> float:
+    """µs per token of the naive baseline the issue quotes (~0.12 ms on the machine it was measured on):
+    an embedding, a stack of two torch.nn.LSTMCell(256) and the projection, one token at a time, batch 1."""
+    torch.manual_seed(0)
+    emb, proj = torch.nn.Embedding(95, 64), torch.nn.Linear(256, 95)
+    cells = [torch.nn.LSTMCell(64, 256), torch.nn.LSTMCell(256, 256)]
+    x = torch.tensor([5])
+
+    @torch.inference_mode()
+    def run():
+        states = [(torch.zeros(1, 256), torch.zeros(1, 256)) for _ in cells]
+        for _ in range(steps):
+            h = emb(x)
+            for k, cell in enumerate(cells):
+                states[k] = cell(h, states[k])
+                h = states[k][0]
+            proj(h)
+
+    run()
+    best = math.inf
+    for _ in range(repeats):
+        cpu = time.thread_time()
+        run()
+        best = min(best, time.thread_time() - cpu)
+    return best / steps * 1e6
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
 
 
 def main(argv=None) -> None:
@@ -150,7 +194,12 @@ def main(argv=None) -> None:
             results[bars, count] = time_case(gen, bars, count, args.repeats)
             rows.append(row(bars, count, results[bars, count]))
             print(rows[-1], flush=True)
-    table, summary = "\n".join(rows), verdict(results)
+    reference = cell_stack_reference()
+    print(f"nn.LSTMCell stack, batch 1: {reference:.1f} µs per token", flush=True)
+    table, summary = "\n".join(rows), verdict(results) + (
+        f" On the same machine and thread, the naive baseline the issue quotes at ~0.12 ms per token (a stack of "
+        f"two `torch.nn.LSTMCell` stepped one token at a time, with embedding and projection) took "
+        f"{reference / 1e3:.3f} ms per token ({cpu_model()}).")
     elapsed, load_after = time.perf_counter() - started, os.getloadavg()[0]
     print(f"\n{table}\n\n{summary}\n\ntook {elapsed:.0f} s; 1-minute load average {load_before:.2f} before, "
           f"{load_after:.2f} after")
@@ -177,22 +226,29 @@ def write_section(table: str, source: str, arch: str, args, load_before: float, 
     section = f"""## Generation speed
 
 Measured {datetime.date.today().isoformat()} with `{command}`
-(`torch.set_num_threads({args.threads})`, torch {torch.__version__}, {os.cpu_count()} CPU cores shared with other
-work: 1-minute load average {load_before:.2f} before the run, {load_after:.2f} after). Model: `{source}`
-({arch}); the speed does not depend on the weights.
+(`torch.set_num_threads({args.threads})`, torch {torch.__version__}, {os.cpu_count()} CPU cores of an
+{cpu_model()}, shared with other work: 1-minute load average {load_before:.2f} before the run, {load_after:.2f}
+after). Model: `{source}` ({arch}); the speed does not depend on the weights, only on whether the
+checkpoint holds a short-term model (`model/shortterm.py`; the shipped one does).
 
 End to end through `model.sampling.Generator(...).generate(GenerationParams(bars=..., count=..., seed=...))`
 at the default sampling settings (temperature 1, no top-k/top-p, repetition guard on, 4/4), then
 `Melody.midi_bytes()` for every melody, timed separately. "generate" covers validation, the token loop
 (network step, grammar/key masks, repetition guard, Gumbel-max draw) and decoding tokens to notes; "step()"
 is `MelodyNetwork.step` alone for the same number of steps and batch, timed in turns with it, and
-"sampling" is the difference. CPU time of this thread (`time.thread_time`), best and median of
+"sampling" is the difference, which includes the short-term model: its share is "generate" minus the
+same generation with `short_term=False`, timed in turns with it. CPU time of this thread (`time.thread_time`), best and median of
 {args.repeats} runs, beside the median wall time (which counts waiting for a core on this shared machine).
 Per-melody, per-token and per-bar figures divide by the count; tokens are the whole sequence
 (`BOS TS (BAR + 16 steps) x bars EOS`). Count 32 exceeds `GenerationParams`' cap of 16 and is timed through a
 subclass that lifts only that cap.
 
 {table}
+
+What the short-term model costs per token (`model/shortterm.py`, `CopyState`): pushing the token (three
+in-place numpy calls over the last 512 tokens' match lengths) and, at a grid step, the copy votes (a
+table lookup and a bincount) mixed into the network's distribution (exp, sum, add, log), on Python floats
+at batch 1. The window keeps it flat once a melody is longer than 512 tokens (32 bars of 4/4).
 
 What sampling costs per token (see `model/sampling.py`): at a grid step one mask-row lookup and add (the
 row is chosen by the last step token: HOLD only after NOTE/HOLD, key/scale/range), the Gumbel noise add
@@ -207,6 +263,8 @@ token (16 / 64 / 256 bars, the previous `model/sampling.py`) to 12.7 / 10.1 / 9.
 27.8 ms; with `MelodyNetwork.step` stubbed out the whole non-network part measured 10.0 µs per token (64
 bars), of which ~2 µs is validating, decoding and computing positions in `model/tokens.py`. The rest is
 the network step (the step() column), which varies by ~10% from run to run on this shared machine.
+Those comparisons ran on the AMD EPYC machine of the earlier sessions, where step() took ~80 µs per
+token at batch 1; the machine kind changes from session to session, so compare rows of one table only.
 """
     replace_section("Generation speed", section)
 

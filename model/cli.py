@@ -94,7 +94,8 @@ def cmd_generate(args) -> int:
         bars=args.bars, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
         key=args.key, scale=args.scale, tempo=args.tempo, meter=args.meter, primer=_primer(args.primer),
         include_primer=args.include_primer, count=args.count, beam_width=args.beam_width,
-        min_pitch=args.min_pitch, max_pitch=args.max_pitch, avoid_repetition=args.avoid_repetition)
+        min_pitch=args.min_pitch, max_pitch=args.max_pitch, avoid_repetition=args.avoid_repetition,
+        short_term=args.short_term)
     params.validate()  # before loading the model: a bad flag fails fast
     import torch
     torch.set_num_threads(1)  # one melody batch is too small to gain from more threads
@@ -170,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pitch", type=int, default=None, help="highest MIDI pitch allowed")
     p.add_argument("--avoid-repetition", action=argparse.BooleanOptionalAction, default=True,
                    help="down-weight two-bar one-pitch loops and silences (default: yes)")
+    p.add_argument("--short-term", action=argparse.BooleanOptionalAction, default=True,
+                   help="mix in the model's short-term model, which copies from the melody so far, when it has "
+                   "one (default: yes; --no-short-term = the network alone)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("evaluate", help="score a model on a corpus split (JSON)",

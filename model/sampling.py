@@ -323,8 +323,11 @@ class Generator:
                 copy.push(t)
         for i in range(P - 1, N - 1):
             logits, state = model.step(x, pos_inputs[positions[i]] if positions is not None else None, state)  # (B, V)
-            if copy is not None:
-                copy.push(x.numpy())
+            if copy is not None:  # the short-term model reads x; at a grid step it is mixed into the logits
+                if full[i + 1] == -1:
+                    copy.push_and_mix(x, logits)  # in place: log((1 - g) p_network + g p_copy) + a constant
+                else:
+                    copy.push(x)
             if full[i + 1] != -1:
                 if full[i + 1] == tok.bar_id and params.avoid_repetition and done_steps >= bar_steps:
                     self._write_pending(out, pending)
@@ -333,8 +336,6 @@ class Generator:
                         penalty = self._repetition_penalty(out[:, step_cols[done_steps - window:done_steps]])
                 x = forced_inputs[full[i + 1]]
                 continue  # a forced structural token, already in `out`
-            if copy is not None:
-                logits = copy.mix_logits(logits)  # log((1 - g) p_network + g p_copy)
             logits.add_(mask_after.index_select(0, last))  # (B, V) grammar + key/scale/range masks
             if penalty is not None:
                 logits += penalty

@@ -292,7 +292,7 @@ class Trainer:
         """Fit the short-term model to the best weights on the validation tunes; rewrite ``out`` with it."""
         best = copy.deepcopy(self.model)  # a fresh network would draw its initial weights from the RNG
         best.load_state_dict(self.best["model"])
-        copy_model, figures = fit_short_term(best, self.tokenizer, self.valid_tokens, self.config.batch_size)
+        copy_model, figures = fit_short_term(best, self.tokenizer, self.valid_tokens)  # as `tunesmith short-term`
         self.short_term = {**copy_model.to_dict(), "valid": figures}
         save_checkpoint(self.config.out, self.model, self.tokenizer, state_dict=self.best["model"],
                         **self._fields(), short_term=copy_model.to_dict())

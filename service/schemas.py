@@ -95,6 +95,11 @@ class TrainingRequest(StrictModel):
     valid: float = Field(0.05, ge=0.01, le=0.5, description="fraction of tunes held out for validation")
     max_minutes: float = Field(30.0, gt=0, le=MAX_TRAIN_MINUTES, description="wall-clock budget")
     patience: int = Field(4, ge=1, le=500, description="epochs without a better validation loss before stopping early")
+    transpose: list[Annotated[int, Field(ge=-12, le=12)]] = Field(
+        default_factory=lambda: [0, 0], min_length=2, max_length=2,
+        description="[low, high] semitones: each training tune is transposed by a random shift in this range "
+                    "every epoch; [0, 0] = off")
+    short_term: bool = Field(True, description="fit the short-term (copy) model on the validation tunes at the end")
     name: str | None = Field(None, pattern=NAME_PATTERN, description="model name to register")
 
     @field_validator("name")
@@ -107,6 +112,9 @@ class TrainingRequest(StrictModel):
     @model_validator(mode="after")
     def _check_together(self):
         problems = []
+        if self.transpose[0] > self.transpose[1]:
+            problems.append(("transpose", f"transpose must be [low, high] with low <= high, got {self.transpose}",
+                             "two integers from -12 to 12, low first"))
         if (self.data is None) == (self.data_base64 is None):
             problems.append(("data", "give exactly one of data (a music21 collection) or an uploaded zip",
                              "a collection name, or a zip as multipart 'file' or 'data_base64'"))

@@ -72,7 +72,7 @@ def test_empty_body_takes_every_default(client):
     ("count", 0, ">= 1"), ("count", 17, "<= 16"),
     ("beam_width", 0, ">= 1"), ("beam_width", 17, "<= 16"),
     ("min_pitch", -1, ">= 0"), ("max_pitch", 128, "<= 127"),
-    ("avoid_repetition", 1, "boolean"),
+    ("avoid_repetition", 1, "boolean"), ("short_term", "no", "boolean"),
 ])
 def test_each_bad_melody_field_is_named_with_its_allowed_range(client, field, bad, allowed_part):
     problems = fields_of(client.post("/api/v1/melodies", json={field: bad}))
@@ -170,11 +170,16 @@ def test_training_needs_the_token(client):
 
 def test_training_job_with_a_collection_is_queued_with_its_settings(client):
     response = client.post("/api/v1/training-jobs", headers=TOKEN,
-                           json={"data": "bach", "epochs": 2, "cell": "gru", "hidden_size": 32, "name": "my-bach"})
+                           json={"data": "bach", "epochs": 2, "cell": "gru", "hidden_size": 32, "name": "my-bach",
+                                 "transpose": [-5, 6], "short_term": False})
     assert response.status_code == 202
     job = client.get(response.headers["Location"]).get_json()
     assert job["kind"] == "training" and job["state"] == "queued"
     assert job["params"]["data"] == "music21:bach" and job["params"]["cell"] == "gru"
+    assert job["params"]["transpose"] == [-5, 6] and job["params"]["short_term"] is False
+    from worker.training import train_config
+    config = train_config(job["params"], job["params"]["data"], "out.pt")
+    assert config.transpose == (-5, 6) and config.short_term is False
     assert job["params"]["name"] == "my-bach"
     assert job["training"]["epochs"] == 2 and job["training"]["history"] == []
 
@@ -205,6 +210,8 @@ def test_training_job_with_an_uploaded_zip_multipart_and_base64(client, app):
     ({"data": "bach", "name": "Has Spaces"}, "name"), ({"data": "bach", "name": "default"}, "name"),
     ({"data": "bach", "dropout": 1}, "dropout"), ({"data": "bach", "batch_size": 0}, "batch_size"),
     ({"data": "bach", "embedding_dim": 1}, "embedding_dim"), ({"data": "bach", "optimizer": "sgd"}, "optimizer"),
+    ({"data": "bach", "transpose": [3, -2]}, "transpose"), ({"data": "bach", "transpose": [0, 13]}, "transpose"),
+    ({"data": "bach", "transpose": [1]}, "transpose"), ({"data": "bach", "short_term": "yes"}, "short_term"),
     ({"data_base64": "%%%notbase64"}, "data_base64"), ({"data_base64": base64.b64encode(b"plain").decode()}, "data"),
 ])
 def test_each_bad_training_field_is_named(client, body, field):

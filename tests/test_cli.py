@@ -65,6 +65,28 @@ def test_generate_count_primer_and_range(capsys, tmp_path, checkpoint):
     assert code == 0 and TOK.bar_count(TOK.encode_midi(str(tmp_path / "c.mid"))) == 2
 
 
+def test_short_term_fits_into_the_checkpoint_and_generate_can_leave_it_out(capsys, tmp_path):
+    torch.manual_seed(0)
+    net = MelodyNetwork(NetworkConfig(vocab_size=TOK.vocab_size, hidden_size=16, embedding_dim=8))
+    folder = tmp_path / "midi"
+    folder.mkdir()
+    for i in range(40):  # a phrase played twice per tune: the short-term model has something to copy
+        phrase = [Note(60 + (i * 7 + k * 5) % 12, 2 * k, 2 * k + 2) for k in range(8)]
+        notes = phrase + [Note(n.pitch, n.start + 16, n.end + 16) for n in phrase]
+        (folder / f"t{i}.mid").write_bytes(TOK.decode_midi_bytes(TOK.encode_notes(notes)))
+    model = save_checkpoint(tmp_path / "m.pt", net, TOK)
+    code, out, _ = run(capsys, "short-term", "--model", model, "--data", folder, "--quiet")
+    assert code == 0
+    report = json.loads(out)
+    assert read_checkpoint(model)["short_term"] == report["short_term"]
+    assert report["valid"]["mixture_nats_per_token"] < report["valid"]["network_nats_per_token"]
+    files = []
+    for flag in ("--short-term", "--no-short-term"):
+        files.append(tmp_path / f"{flag}.mid")
+        assert run(capsys, "generate", "--model", model, "--seed", 3, "--bars", 8, flag, "--out", files[-1])[0] == 0
+    assert midi_pitches(files[0]) != midi_pitches(files[1])
+
+
 def test_same_seed_same_file(capsys, tmp_path, checkpoint):
     for name in ("x.mid", "y.mid"):
         assert run(capsys, "generate", "--model", checkpoint, "--seed", 9, "--out", tmp_path / name)[0] == 0

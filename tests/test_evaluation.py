@@ -86,3 +86,19 @@ def test_evaluate_report_holds_every_figure(checkpoint):
     assert out["samples"]["melodies"] == 2
     with pytest.raises(ValueError, match="split"):
         evaluate_report(checkpoint, split="dev", corpus=corpus)
+
+
+def test_add_short_term_stores_a_fit_that_evaluate_report_then_uses(checkpoint):
+    from model.checkpoint import read_checkpoint
+    from model.evaluation import add_short_term
+    corpus = Corpus([Tune(f"t{i}", tune(i).astype(np.int32), "4/4") for i in range(60)], [], {"spec": "synthetic"},
+                    TokenizerConfig())
+    before = evaluate_report(checkpoint, split="test", samples=0, ngram_model=None, corpus=corpus)
+    assert "network_only" not in before
+    fitted = add_short_term(checkpoint, corpus=corpus)
+    assert read_checkpoint(checkpoint)["short_term"] == fitted["short_term"]
+    after = evaluate_report(checkpoint, split="test", samples=2, ngram_model=None, corpus=corpus)
+    assert after["short_term"] == fitted["short_term"]
+    assert after["network_only"]["bits_per_note"] == pytest.approx(before["bits_per_note"])
+    assert after["bits_per_note"] != pytest.approx(before["bits_per_note"])  # the mixture is what is scored
+    assert after["samples"]["melodies"] == 2

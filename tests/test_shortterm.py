@@ -82,12 +82,24 @@ def test_mix_logits_is_the_normalised_mixture_up_to_a_constant(batch):
     for t in rng.integers(0, 6, size=150):
         state.push(np.full(batch, t))
     logits = torch.randn(batch, 30)
-    mixed = state.mix_logits(logits).numpy()
+    mixed = state.mix_logits(logits.clone()).numpy()  # in place
     copy, gate = state.distribution()
     for r in range(batch):
         expected = np.log((1 - gate[r]) * torch.softmax(logits[r].double(), -1).numpy() + gate[r] * copy[r])
         shift = mixed[r] - expected
         np.testing.assert_allclose(shift, shift[0], atol=1e-9)
+
+
+def test_push_and_mix_is_push_then_mix_logits():
+    rng = np.random.default_rng(8)
+    model = CopyModel(beta=3.0, gate=list(np.linspace(-2, 2, len(BUCKET_EDGES))), window=64)
+    a, b = CopyState(model, 30, batch=2, capacity=4), CopyState(model, 30, batch=2, capacity=4)
+    for t in range(150):
+        tokens = torch.from_numpy(rng.integers(0, 4, size=2))
+        logits = torch.randn(2, 30)
+        b.push(tokens)
+        expected = b.mix_logits(logits.clone())
+        torch.testing.assert_close(a.push_and_mix(tokens, logits), expected)
 
 
 def test_teacher_forced_mix_gives_distributions_and_helps_a_repetitive_tune():

@@ -23,8 +23,8 @@ def train_config(params: dict, data_spec: str, out):
                        layers=params["layers"], embedding_dim=params["embedding_dim"], dropout=params["dropout"],
                        bptt=params["bptt"], batch_size=params["batch_size"], lr=params["lr"], clip=params["clip"],
                        epochs=params["epochs"], max_minutes=params["max_minutes"], valid=params["valid"],
-                       patience=params.get("patience", 4),
-                       threads=1)
+                       patience=params.get("patience", 4), transpose=tuple(params.get("transpose", (0, 0))),
+                       short_term=params.get("short_term", True), threads=1)
 
 
 def prepare_data(home, job_id: str, params: dict) -> str:
