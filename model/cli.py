@@ -120,7 +120,7 @@ def cmd_evaluate(args) -> int:
     result = evaluate_report(args.model, args.data, args.split, samples=args.samples,
                              ngram_model=None if args.ngram == "none" else args.ngram, ngram_out=args.ngram_out,
                              seed=args.seed, progress=not args.quiet,
-                             ngram_orders=range(3, args.ngram_max_order + 1))
+                             ngram_orders=range(3, args.ngram_max_order + 1), short_term=args.short_term)
     print(json.dumps({**result, "model": str(args.model or "default")}, indent=2))
     return 0
 
@@ -191,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "valid split (default 24: on 16th-note tokens long contexts keep helping)")
     p.add_argument("--ngram-out", default=None, help="save the n-gram model used to this .npz file")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated melodies (default 0)")
+    p.add_argument("--short-term", action=argparse.BooleanOptionalAction, default=True,
+                   help="score and sample the network with its short-term model, when it has one (default: yes); "
+                   "--no-short-term: the network alone")
     p.add_argument("--quiet", action="store_true", help="no progress bar while parsing the corpus")
     p.set_defaults(func=cmd_evaluate)
 

@@ -216,11 +216,13 @@ def add_short_term(checkpoint, data: str | None = None, corpus=None, progress: b
 
 def evaluate_report(checkpoint=None, data: str | None = None, split: str = "test", samples: int = 100,
                     ngram_model: str | None = "auto", ngram_out: str | None = None, seed: int = 0,
-                    progress: bool = False, corpus=None, ngram_orders=NGRAM_ORDERS) -> dict:
+                    progress: bool = False, corpus=None, ngram_orders=NGRAM_ORDERS, short_term: bool = True) -> dict:
     """Score a checkpoint (None = the shipped model) on a split of its corpus; with ``ngram_model``
     ("auto": fit on the train split, best of ``ngram_orders`` on the valid split; or a saved model's path; None:
     skip) score the n-gram reference on the same tunes; with ``samples`` > 0 generate that many
-    melodies and compare them with the split. ``corpus`` replaces loading ``data``."""
+    melodies and compare them with the split. ``corpus`` replaces loading ``data``. With the
+    checkpoint's short-term model (and ``short_term``), the figures and samples are the mixture's and
+    ``network_only`` holds the network's own figures; ``short_term=False`` leaves it out everywhere."""
     from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint
     from model.data import load_corpus, split_corpus
     from model.sampling import Generator
@@ -238,7 +240,7 @@ def evaluate_report(checkpoint=None, data: str | None = None, split: str = "test
                           test=trained.get("test", 0.05))
     if not splits[split]:
         raise ValueError(f"split {split!r} of {data!r} holds no tunes")
-    copy_model = shortterm.CopyModel.from_checkpoint(ckpt)
+    copy_model = shortterm.CopyModel.from_checkpoint(ckpt) if short_term else None
     report = {"model": str(path), "data": data, "split": split,
               **evaluate_model(model, tokenizer, splits[split], copy_model=copy_model)}
     if copy_model is not None:  # the figures above are the network with its short-term model; these without
@@ -255,5 +257,6 @@ def evaluate_report(checkpoint=None, data: str | None = None, split: str = "test
         if ngram_out:
             kn.save(ngram_out)
     if samples:
-        report["samples"] = sample_statistics(Generator(path), tokenizer, splits[split], count=samples, seed=seed)
+        report["samples"] = sample_statistics(Generator(path), tokenizer, splits[split], count=samples, seed=seed,
+                                              **({} if short_term else {"short_term": False}))
     return report

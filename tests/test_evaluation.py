@@ -102,3 +102,6 @@ def test_add_short_term_stores_a_fit_that_evaluate_report_then_uses(checkpoint):
     assert after["network_only"]["bits_per_note"] == pytest.approx(before["bits_per_note"])
     assert after["bits_per_note"] != pytest.approx(before["bits_per_note"])  # the mixture is what is scored
     assert after["samples"]["melodies"] == 2
+    alone = evaluate_report(checkpoint, split="test", samples=2, ngram_model=None, corpus=corpus, short_term=False)
+    assert "network_only" not in alone and alone["bits_per_note"] == pytest.approx(before["bits_per_note"])
+    assert alone["samples"]["params"] == {"short_term": False}
