@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks_doc import replace_section  # noqa: E402  (bench/benchmarks_doc.py, beside this script)
+from benchmarks_doc import cpu_model, replace_section  # noqa: E402  (bench/benchmarks_doc.py, beside this script)
 from model.network import MelodyNetwork, NetworkConfig, build_recurrent  # noqa: E402
 
 EMBEDDING, HIDDEN, LAYERS, WINDOW, VOCAB, STEPS = 64, 256, 2, 128, 80, 200
@@ -118,8 +118,8 @@ def write_section(training_table: str, step_table: str, threads: int, load_befor
     section = f"""## Core speed
 
 Measured {datetime.date.today().isoformat()} with `python bench/bench_core.py --write`
-(`torch.set_num_threads({threads})`, torch {torch.__version__}, {os.cpu_count()} CPU cores shared with other
-work: 1-minute load average {load_before:.2f} before the run, {load_after:.2f} after).
+(`torch.set_num_threads({threads})`, torch {torch.__version__}, {os.cpu_count()} CPU cores of an {cpu_model()},
+shared with other work: 1-minute load average {load_before:.2f} before the run, {load_after:.2f} after).
 
 **Training throughput**: forward + backward of a {LAYERS}-layer, {HIDDEN}-unit stack on {EMBEDDING}-dim inputs,
 {WINDOW}-step windows; tokens/s = batch x window / CPU time per iteration (`time.thread_time`,
@@ -139,10 +139,18 @@ feeding one-token windows through `torch.nn.LSTM` (the naive way, LSTM only). On
 What makes the cells fast here (see `model/cells.py`): the input projection of all steps and the
 weight gradients are whole-sequence matmuls, the time loops make one matmul and a few in-place
 element-wise calls per step with no autograd graph (a hand-written BPTT), float32 products of 8+
-rows go through oneDNN (MKL's sgemm ran them at about half the speed on this AMD EPYC), and large
-tensors take tanh as 2 sigmoid(2x) - 1 (torch's tanh ran ~7x slower than its sigmoid). `step()` looks
-layer 0's input projection up in a (vocab x gates) table and at batch 1 sits ~25 µs above its
-matmuls alone (~50 µs reading 3 MB of weights per token).
+rows go through oneDNN (MKL's sgemm ran them at about half the speed on the AMD EPYC of the first
+session), and large tensors take tanh as 2 sigmoid(2x) - 1 (torch's tanh ran ~7x slower than its
+sigmoid). `step()` looks layer 0's input projection up in a (vocab x gates) table.
+
+The machine kind changes between sessions; compare rows of one table only. On the AMD EPYC of the
+first session `step()` took 76 µs per token at batch 1 (~50 µs of it reading 3 MB of weights), and
+our LSTM trained at 0.74 / 0.70 of the fused layer's speed at batch 1 / 64. On the Intel Xeon of the
+second session (2 MB of L2 per core) the three 1 MB weight matrices of a step no longer stay in the
+cache between steps: the three products alone took ~115 µs per token, against ~11 µs each with one
+matrix reused, so `step()` takes ~175 µs. There our GRU and RNN layers train as fast as the fused
+ones at batch 64 (0.9x), not faster; `TrainConfig.backend="auto"` still picks them, as they win
+by 2.6 to 3.1x at batch 1.
 """
     replace_section("Core speed", section)
 

@@ -38,7 +38,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks_doc import replace_section  # noqa: E402  (bench/benchmarks_doc.py, beside this script)
+from benchmarks_doc import cpu_model, replace_section  # noqa: E402  (bench/benchmarks_doc.py, beside this script)
 from model.checkpoint import DEFAULT_MODEL_PATH, save_checkpoint  # noqa: E402
 from model.network import MelodyNetwork  # noqa: E402
 from model.sampling import GenerationParams, Generator  # noqa: E402
@@ -159,16 +159,6 @@ def cell_stack_reference(repeats: int = 5, steps: int = 500) -> float:
         run()
         best = min(best, time.thread_time() - cpu)
     return best / steps * 1e6
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def main(argv=None) -> None:

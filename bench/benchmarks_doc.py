@@ -15,3 +15,14 @@ def replace_section(title: str, section: str) -> None:
         text = text.rstrip() + "\n\n" + section
     DOCS.write_text(text)
     print(f"wrote {DOCS}")
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (the machine kind changes between sessions)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
