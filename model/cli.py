@@ -137,6 +137,12 @@ def cmd_corpus_info(args) -> int:
     return 0
 
 
+def _add_data_flags(p: argparse.ArgumentParser) -> None:
+    """--data and --quiet, for the commands that score or fit on a checkpoint's corpus."""
+    p.add_argument("--data", default=None, help="corpus spec (default: the one the model was trained on)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar while parsing the corpus")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from model import DEFAULT_MODEL_PATH
     parser = argparse.ArgumentParser(prog="tunesmith", description="Melody generation with an LSTM on MIDI tokens.")
@@ -181,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "split, the same for a Kneser-Ney n-gram reference, and statistics of generated melodies "
                        "against the split.")
     p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
-    p.add_argument("--data", default=None, help="corpus spec (default: the one the model was trained on)")
+    _add_data_flags(p)
     p.add_argument("--split", choices=("train", "valid", "test"), default="test", help="split to score (default test)")
     p.add_argument("--samples", type=int, default=100, help="melodies to generate and compare with the split "
                    "(histogram overlaps, in-scale ratio, degenerate share); 0 = none (default 100)")
@@ -194,7 +200,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--short-term", action=argparse.BooleanOptionalAction, default=True,
                    help="score and sample the network with its short-term model, when it has one (default: yes); "
                    "--no-short-term: the network alone")
-    p.add_argument("--quiet", action="store_true", help="no progress bar while parsing the corpus")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("short-term", help="fit a model's short-term model on its valid split",
@@ -202,8 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "the valid split of its corpus and store it in the checkpoint, as `tunesmith train` does at "
                        "the end of a run. Prints the parameters and the valid nats/token without and with it.")
     p.add_argument("--model", required=True, help="checkpoint to update in place")
-    p.add_argument("--data", default=None, help="corpus spec (default: the one the model was trained on)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar while parsing the corpus")
+    _add_data_flags(p)
     p.set_defaults(func=cmd_short_term)
 
     p = sub.add_parser("corpus", help="corpus tools", description="Corpus tools.")

@@ -190,11 +190,10 @@ def sample_statistics(generator, tokenizer, reference, count: int = 100, seed: i
             "params": {k: v for k, v in params.items()}}
 
 
-def add_short_term(checkpoint, data: str | None = None, corpus=None, progress: bool = False) -> dict:
-    """Fit the short-term model to a checkpoint's network on the valid split of its corpus (``data``
-    or the one it was trained on) and store it in the checkpoint (what ``tunesmith train`` does at
-    the end of a run); returns the fitted parameters and the valid figures."""
-    from model.checkpoint import load_checkpoint, update_checkpoint
+def checkpoint_splits(checkpoint, data: str | None = None, corpus=None, progress: bool = False):
+    """(network, tokenizer, checkpoint dict, data spec, {train, valid, test} tunes) of a checkpoint:
+    its corpus is ``corpus``, else ``data`` loaded, else the data it was trained on, split as in training."""
+    from model.checkpoint import load_checkpoint
     from model.data import load_corpus, split_corpus
     model, tokenizer, ckpt = load_checkpoint(checkpoint)
     trained = ckpt.get("train_config") or {}
@@ -203,11 +202,20 @@ def add_short_term(checkpoint, data: str | None = None, corpus=None, progress: b
         if not data:
             raise ValueError("data must be given (the checkpoint does not name its training data)")
         corpus = load_corpus(data, tokenizer.config, progress=progress)
-    valid = split_corpus(corpus, seed=trained.get("seed", 0), valid=trained.get("valid", 0.05),
-                         test=trained.get("test", 0.05))["valid"]
-    if not valid:
+    splits = split_corpus(corpus, seed=trained.get("seed", 0), valid=trained.get("valid", 0.05),
+                          test=trained.get("test", 0.05))
+    return model, tokenizer, ckpt, data, splits
+
+
+def add_short_term(checkpoint, data: str | None = None, corpus=None, progress: bool = False) -> dict:
+    """Fit the short-term model to a checkpoint's network on the valid split of its corpus (``data``
+    or the one it was trained on) and store it in the checkpoint (what ``tunesmith train`` does at
+    the end of a run); returns the fitted parameters and the valid figures."""
+    from model.checkpoint import update_checkpoint
+    model, tokenizer, _, data, splits = checkpoint_splits(checkpoint, data, corpus, progress)
+    if not splits["valid"]:
         raise ValueError(f"the valid split of {data!r} holds no tunes")
-    copy_model, figures = fit_short_term(model, tokenizer, valid)
+    copy_model, figures = fit_short_term(model, tokenizer, splits["valid"])
     update_checkpoint(checkpoint, short_term=copy_model.to_dict())
     return {"model": str(checkpoint), "data": data, "short_term": copy_model.to_dict(), "valid": figures}
 
@@ -223,21 +231,12 @@ def evaluate_report(checkpoint=None, data: str | None = None, split: str = "test
     melodies and compare them with the split. ``corpus`` replaces loading ``data``. With the
     checkpoint's short-term model (and ``short_term``), the figures and samples are the mixture's and
     ``network_only`` holds the network's own figures; ``short_term=False`` leaves it out everywhere."""
-    from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint
-    from model.data import load_corpus, split_corpus
+    from model.checkpoint import DEFAULT_MODEL_PATH
     from model.sampling import Generator
     if split not in ("train", "valid", "test"):
         raise ValueError(f"split must be train, valid or test, got {split!r}")
     path = checkpoint if checkpoint is not None else DEFAULT_MODEL_PATH
-    model, tokenizer, ckpt = load_checkpoint(path)
-    trained = ckpt.get("train_config") or {}
-    data = data or trained.get("data")
-    if corpus is None:
-        if not data:
-            raise ValueError("data must be given (the checkpoint does not name its training data)")
-        corpus = load_corpus(data, tokenizer.config, progress=progress)
-    splits = split_corpus(corpus, seed=trained.get("seed", 0), valid=trained.get("valid", 0.05),
-                          test=trained.get("test", 0.05))
+    model, tokenizer, ckpt, data, splits = checkpoint_splits(path, data, corpus, progress)
     if not splits[split]:
         raise ValueError(f"split {split!r} of {data!r} holds no tunes")
     copy_model = shortterm.CopyModel.from_checkpoint(ckpt) if short_term else None
