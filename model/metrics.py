@@ -33,7 +33,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from model.sampling import PITCH_CLASSES, SCALES  # the key and scale names generation accepts
+from model.params import PITCH_CLASSES, SCALES  # the key and scale names generation accepts
 from model.tokens import Note
 
 LN2 = math.log(2)

@@ -24,151 +24,21 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import asdict, dataclass, field, replace
-from numbers import Integral, Real
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint
+from model.params import (MAX_SEED, PITCH_CLASSES, SCALES, GenerationParams, ParameterError,
+                          primer_notes)  # re-exported (__all__): callers look for them here
 from model.shortterm import CopyModel, CopyState
 from model.tokens import MelodyTokenizer, Note
 
-PITCH_CLASSES = {"C": 0, "C#": 1, "Db": 1, "D": 2, "D#": 3, "Eb": 3, "E": 4, "F": 5, "F#": 6, "Gb": 6,
-                 "G": 7, "G#": 8, "Ab": 8, "A": 9, "A#": 10, "Bb": 10, "B": 11}
-SCALES = {
-    "major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10), "harmonic_minor": (0, 2, 3, 5, 7, 8, 11),
-    "dorian": (0, 2, 3, 5, 7, 9, 10), "mixolydian": (0, 2, 4, 5, 7, 9, 10), "lydian": (0, 2, 4, 6, 7, 9, 11),
-    "phrygian": (0, 1, 3, 5, 7, 8, 10), "pentatonic_major": (0, 2, 4, 7, 9), "pentatonic_minor": (0, 3, 5, 7, 10),
-    "blues": (0, 3, 5, 6, 7, 10), "chromatic": tuple(range(12)),
-}
+__all__ = ["Generation", "GenerationParams", "Generator", "MAX_SEED", "Melody", "PITCH_CLASSES", "ParameterError",
+           "REPETITION_PENALTY", "SCALES", "generate_melody", "primer_notes"]
+
 REPETITION_PENALTY = 2.0  # nats taken off a repeated pattern's logits (probability x ~0.14)
-MAX_SEED = 2 ** 32 - 1
-MAX_PRIMER_BYTES = 1 << 20
-MAX_PRIMER_NOTES = 2048
-
-
-class ParameterError(ValueError):
-    """A bad generation parameter: ``field`` names it, ``allowed`` says what it may be."""
-
-    def __init__(self, field: str, allowed: str, got):
-        super().__init__(f"{field} must be {allowed}, got {got!r}")
-        self.field, self.allowed = field, allowed
-
-
-def _number(value, integer=False) -> bool:
-    return isinstance(value, Integral if integer else Real) and not isinstance(value, bool)
-
-
-@dataclass
-class GenerationParams:
-    bars: int = 8                    # bars generated after the primer
-    temperature: float = 1.0
-    top_k: int = 0                   # 0: no top-k cut
-    top_p: float = 1.0               # 1: no nucleus cut
-    seed: int | None = None          # None: a fresh random seed (reported in the result)
-    key: str | None = None           # tonic; with scale=None the scale is major
-    scale: str | None = None
-    tempo: float = 120.0             # quarter notes per minute
-    meter: str | None = None         # None: the primer's meter, else 4/4
-    primer: bytes | list | str | None = None  # MIDI bytes, a MIDI path, or [[pitch, start_beats, duration_beats]]
-    include_primer: bool = True
-    count: int = 1
-    beam_width: int = 1
-    min_pitch: int | None = None
-    max_pitch: int | None = None
-    avoid_repetition: bool = True
-    short_term: bool = True          # mix in the model's short-term copy model, when it has one
-
-    def validate(self, tokenizer: MelodyTokenizer | None = None) -> None:
-        """Raise ParameterError (a ValueError) for the first bad parameter."""
-        lo, hi = (tokenizer.config.min_pitch, tokenizer.config.max_pitch) if tokenizer else (0, 127)
-        checks = [
-            ("bars", "an integer in [1, 256]", _number(self.bars, True) and 1 <= self.bars <= 256),
-            ("temperature", "in (0, 5]", _number(self.temperature) and 0 < self.temperature <= 5),
-            ("top_k", "an integer >= 0", _number(self.top_k, True) and self.top_k >= 0),
-            ("top_p", "in (0, 1]", _number(self.top_p) and 0 < self.top_p <= 1),
-            ("seed", f"null or an integer in [0, {MAX_SEED}]",
-             self.seed is None or _number(self.seed, True) and 0 <= self.seed <= MAX_SEED),
-            ("key", "null or one of " + ", ".join(PITCH_CLASSES), self.key is None or self.key in PITCH_CLASSES),
-            ("scale", "null or one of " + ", ".join(SCALES), self.scale is None or self.scale in SCALES),
-            ("key", "given when scale is given", self.scale is None or self.key is not None),
-            ("tempo", "in [20, 300]", _number(self.tempo) and 20 <= self.tempo <= 300),
-            ("include_primer", "true or false", isinstance(self.include_primer, bool)),
-            ("count", "an integer in [1, 16]", _number(self.count, True) and 1 <= self.count <= 16),
-            ("beam_width", "an integer in [1, 16]", _number(self.beam_width, True) and 1 <= self.beam_width <= 16),
-            ("count", f"at most beam_width ({self.beam_width}) when beam_width > 1",
-             not _number(self.beam_width, True) or self.beam_width == 1 or self.count <= self.beam_width),
-            ("min_pitch", f"null or an integer in [{lo}, {hi}]",
-             self.min_pitch is None or _number(self.min_pitch, True) and lo <= self.min_pitch <= hi),
-            ("max_pitch", f"null or an integer in [{lo}, {hi}]",
-             self.max_pitch is None or _number(self.max_pitch, True) and lo <= self.max_pitch <= hi),
-            ("avoid_repetition", "true or false", isinstance(self.avoid_repetition, bool)),
-            ("short_term", "true or false", isinstance(self.short_term, bool)),
-        ]
-        for name, allowed, ok in checks:
-            if not ok:
-                raise ParameterError(name, allowed, getattr(self, name))
-        if self.min_pitch is not None and self.max_pitch is not None and self.min_pitch > self.max_pitch:
-            raise ParameterError("max_pitch", f">= min_pitch ({self.min_pitch})", self.max_pitch)
-        if not self.allowed_pitches(lo, hi):
-            raise ParameterError("max_pitch", f"high enough that some {self.key} {self.scale or 'major'} pitch "
-                                 f"lies in [{self.min_pitch if self.min_pitch is not None else lo}, max_pitch]",
-                                 self.max_pitch)
-        if self.meter is not None:
-            if tokenizer is not None:
-                try:
-                    tokenizer.meter_id(self.meter)
-                except ValueError:
-                    raise ParameterError("meter", "null or one of " + ", ".join(tokenizer.config.meters),
-                                         self.meter) from None
-            elif not isinstance(self.meter, str):
-                raise ParameterError("meter", "null or a meter like '3/4'", self.meter)
-        primer_notes(self.primer, tokenizer.steps_per_quarter if tokenizer else 4)  # raises on a bad primer
-
-    def allowed_pitches(self, lo: int, hi: int) -> list[int]:
-        """MIDI pitches the key/scale and range constraints allow, within [lo, hi]."""
-        lo = max(lo, self.min_pitch) if self.min_pitch is not None else lo
-        hi = min(hi, self.max_pitch) if self.max_pitch is not None else hi
-        if self.key is None:
-            return list(range(lo, hi + 1))
-        tonic, steps = PITCH_CLASSES[self.key], SCALES[self.scale or "major"]
-        return [p for p in range(lo, hi + 1) if (p - tonic) % 12 in steps]
-
-    def to_dict(self) -> dict:
-        """JSON-ready parameters (a MIDI primer is summarised by its size)."""
-        d = asdict(self)
-        if isinstance(self.primer, (bytes, bytearray)):
-            d["primer"] = f"<MIDI, {len(self.primer)} bytes>"
-        return d
-
-
-def primer_notes(primer, steps_per_quarter: int):
-    """Check a primer; a note list becomes grid Notes, MIDI (bytes or path) comes back as bytes."""
-    if primer is None:
-        return None
-    if isinstance(primer, (bytes, bytearray)):
-        if not 0 < len(primer) <= MAX_PRIMER_BYTES:
-            raise ParameterError("primer", f"MIDI data of 1 to {MAX_PRIMER_BYTES} bytes", f"{len(primer)} bytes")
-        return bytes(primer)
-    if isinstance(primer, (str, Path)):
-        path = Path(primer)
-        if not path.is_file():
-            raise ParameterError("primer", "MIDI bytes, a MIDI file path or a note list", str(primer))
-        return primer_notes(path.read_bytes(), steps_per_quarter)
-    allowed = "a list of [pitch 0..127, start_beats >= 0, duration_beats > 0]"
-    if not isinstance(primer, (list, tuple)) or not 0 < len(primer) <= MAX_PRIMER_NOTES:
-        raise ParameterError("primer", f"{allowed} with 1 to {MAX_PRIMER_NOTES} notes", primer)
-    notes = []
-    for i, item in enumerate(primer):
-        ok = isinstance(item, (list, tuple)) and len(item) == 3 and _number(item[0], True) \
-            and all(_number(x) for x in item[1:]) and 0 <= item[0] <= 127 and item[1] >= 0 and item[2] > 0
-        if not ok:
-            raise ParameterError(f"primer[{i}]", "[pitch 0..127, start_beats >= 0, duration_beats > 0]", item)
-        start = round(item[1] * steps_per_quarter)
-        end = max(start + 1, round((item[1] + item[2]) * steps_per_quarter))
-        notes.append(Note(int(item[0]), start, end))
-    return notes
 
 
 @dataclass

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from model.parsing import extract_melody
-from model.tokens import GrammarState, MelodyTokenizer, Note, TokenizerConfig
+from model.grammar import GrammarState
+from model.tokens import MelodyTokenizer, Note, TokenizerConfig
 
 TOK = MelodyTokenizer()
 TOK12 = MelodyTokenizer(TokenizerConfig(steps_per_quarter=12))
