@@ -121,7 +121,10 @@ def test_compose_generate_play_and_download(service, page, tmp_path):
     page.click("#compose-form summary")
     page.fill("#min_pitch", "60")
     page.fill("#max_pitch", "79")
-    page.click("#generate")
+    page.uncheck("#short_term")
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/api/v1/melodies")) as sent:
+        page.click("#generate")
+    assert sent.value.post_data_json["short_term"] is False  # the checkbox reached the request
     page.wait_for_function("document.body.dataset.melody", timeout=90_000)
     assert page.get_attribute("body", "data-job") == "succeeded"
 

@@ -71,6 +71,7 @@ function readForm() {
   for (const name of ["key", "scale", "meter", "model"]) {
     if (form.elements[name].value) body[name] = form.elements[name].value;
   }
+  if (!$("short_term").checked) body.short_term = false;  // checked is the API's default
   if (primer) {
     body.primer = primer.base64;
     body.include_primer = $("include_primer").checked;
