@@ -7,7 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     OMP_NUM_THREADS=1 \
     TUNESMITH_HOME=/data \
-    TUNESMITH_CACHE=/data/cache
+    TUNESMITH_CACHE=/data/cache \
+    NUMBA_CACHE_DIR=/data/cache/numba
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
