@@ -273,7 +273,8 @@ class Trainer:
         return {"valid_loss": None if math.isinf(self.best["valid_loss"]) else self.best["valid_loss"],
                 "best_epoch": self.best["epoch"], "epochs_done": self.epoch,
                 "train_loss": last.get("train_loss"), "tokens_per_s": last.get("tokens_per_s"),
-                "short_term": self.short_term}
+                "short_term": self.short_term,  # parameters and valid figures, or None
+                "short_term_valid_loss": self.short_term["valid"]["mixture_nats_per_token"] if self.short_term else None}
 
     def save(self) -> None:
         """Write the model file (best weights so far, or the current ones before any validation)

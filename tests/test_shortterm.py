@@ -220,6 +220,7 @@ def test_train_stores_a_fitted_short_term_model(tmp_path):
     assert 0.99 > CopyModel.from_dict(stored).gate_of(12) > CopyModel.from_dict(stored).gate_of(1)
     figures = result["metrics"]["short_term"]["valid"]
     assert figures["mixture_nats_per_token"] < figures["network_nats_per_token"]
+    assert result["metrics"]["short_term_valid_loss"] == figures["mixture_nats_per_token"]  # a number the pages show
     off = TrainConfig(**{**cfg.__dict__, "out": str(tmp_path / "n.pt"), "short_term": False})
     train(off, corpus=corpus, show_progress=False)
     assert "short_term" not in read_checkpoint(tmp_path / "n.pt")
