@@ -14,9 +14,10 @@ successors add to reach their figures. Ours is a copy model over the tune's own 
   evidence that a passage is being repeated; a one-token match says little.
 
 ``beta`` and the gate logits (one per bucket) are the only parameters; ``fit`` chooses them to
-maximise the likelihood of the validation tunes under the mixture, given the network's predictions.
-The match lengths are updated in O(t) numpy work per step (``CopyState``), so generation pays
-microseconds per token for it.
+maximise the likelihood of the validation tunes under the mixture, given the network's predictions
+(with a weak prior on the gate logits, ``gate_prior``). Only the last ``window`` tokens are searched.
+``CopyState`` updates the match lengths in one compiled (numba) pass over them per step, so
+generation pays about 15 µs per token for it at batch 1 (docs/benchmarks.md).
 """
 from __future__ import annotations
 
