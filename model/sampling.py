@@ -222,7 +222,7 @@ class Generator:
                 state = tuple(s[:, parent] for s in state) if isinstance(state, tuple) else state[:, parent]
                 penalty = penalty[parent] if penalty is not None else None
                 if copy is not None:
-                    copy.reorder(parent.numpy())
+                    copy.reorder(parent)
                 out[:, i + 1] = choice
             else:
                 if noise_used == len(noise):  # Gumbel noise for the next bar's draws, in one call

@@ -83,16 +83,14 @@ class CopyModel:
 
     def mix(self, log_probs: np.ndarray, tokens) -> np.ndarray:
         """Teacher-forced: the network's natural-log next-token distributions over a whole tune
-        ((len(tokens) - 1, V), row t predicting token t + 1) -> those of the mixture."""
-        log_probs = np.asarray(log_probs, dtype=np.float64)
-        out = log_probs.copy()
-        state = CopyState(self, log_probs.shape[1])
+        ((len(tokens) - 1, V), row t predicting token t + 1) -> those of the mixture. The same
+        compiled step as generation (``CopyState.push_and_mix``), then each row renormalised."""
+        out = np.array(log_probs, dtype=np.float64)  # a copy: mixed in place
+        state = CopyState(self, out.shape[1], capacity=len(out) + 1)
         for t, token in enumerate(np.asarray(tokens, dtype=np.int64)[:-1]):
-            state.push(int(token))
-            copy, gate = state.distribution()
-            if gate[0] > 0:
-                out[t] = np.log((1.0 - gate[0]) * np.exp(log_probs[t]) + gate[0] * copy[0])
-        return out
+            state.push_and_mix(int(token), out[t:t + 1])
+        peak = out.max(axis=1, keepdims=True)
+        return out - (peak + np.log(np.exp(out - peak).sum(axis=1, keepdims=True)))
 
 
 def bucket(longest: int) -> int:
@@ -200,11 +198,13 @@ class CopyState:
         new, start, k = self._next(tokens)
         _push(self.history, self.match, start, k, new, self.model.max_match)
 
-    def push_and_mix(self, tokens, logits: torch.Tensor) -> torch.Tensor:
-        """``push(tokens)`` then ``mix_logits(logits)``, in one compiled call (what generation does)."""
+    def push_and_mix(self, tokens, logits):
+        """``push(tokens)`` then ``mix_logits(logits)``, in one compiled call (what generation does);
+        ``logits`` (batch, V) is a tensor or an array, mixed in place and returned."""
         new, start, k = self._next(tokens)
         _push_and_mix(self.history, self.match, start, k, new, self.model.max_match, self.weight_of, self.gate_of,
-                      self._votes, self._totals, self._gates, logits.numpy())
+                      self._votes, self._totals, self._gates,
+                      logits.numpy() if isinstance(logits, torch.Tensor) else logits)
         return logits
 
     def reorder(self, rows) -> None:
