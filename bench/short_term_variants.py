@@ -23,10 +23,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model import shortterm  # noqa: E402
-from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint  # noqa: E402
-from model.data import load_corpus, split_corpus  # noqa: E402
-from model.evaluation import token_arrays, tune_distributions  # noqa: E402
+from model.checkpoint import DEFAULT_MODEL_PATH  # noqa: E402
+from model.evaluation import checkpoint_splits, token_arrays, tune_distributions  # noqa: E402
 from model.shortterm import BUCKET_EDGES, CopyModel, CopyState  # noqa: E402
 
 MAX_INTERVAL = 48
@@ -119,10 +117,7 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default=str(DEFAULT_MODEL_PATH))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    model, tok, ckpt = load_checkpoint(args.model)
-    trained = ckpt.get("train_config") or {}
-    splits = split_corpus(load_corpus(trained.get("data", "music21:essenFolksong"), tok.config),
-                          seed=trained.get("seed", 0), valid=trained.get("valid", 0.05), test=trained.get("test", 0.05))
+    model, tok, _, _, splits = checkpoint_splits(args.model)
     exact = {name: collect(model, tok, splits[name], "exact") for name in ("valid", "test")}
     print(json.dumps({"variant": "exact", **fit_and_score(exact["valid"], exact["test"], False)}), flush=True)
     print(json.dumps({"variant": "entropy", **fit_and_score(exact["valid"], exact["test"], True)}), flush=True)

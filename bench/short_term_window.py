@@ -16,14 +16,12 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from model import shortterm  # noqa: E402
-from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint  # noqa: E402
-from model.data import load_corpus, split_corpus  # noqa: E402
-from model.evaluation import evaluate_model, token_arrays, tune_distributions  # noqa: E402
+from model.checkpoint import DEFAULT_MODEL_PATH  # noqa: E402
+from model.evaluation import checkpoint_splits, evaluate_model, target_logprobs, token_arrays  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -34,15 +32,9 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model, tokenizer, ckpt = load_checkpoint(args.model)
-    trained = ckpt.get("train_config") or {}
-    corpus = load_corpus(trained.get("data", "music21:essenFolksong"), tokenizer.config)
-    splits = split_corpus(corpus, seed=trained.get("seed", 0), valid=trained.get("valid", 0.05),
-                          test=trained.get("test", 0.05))
+    model, tokenizer, _, _, splits = checkpoint_splits(args.model)
     valid = token_arrays(splits["valid"])
-    target = [None] * len(valid)
-    for i, dist in tune_distributions(model, tokenizer, valid):
-        target[i] = dist[np.arange(len(dist)), valid[i][1:]]
+    target = target_logprobs(model, tokenizer, valid)
     cases = [(int(w), 64) for w in args.windows.split(",")] + \
             [(512, int(m)) for m in args.max_matches.split(",") if int(m) != 64]
     for window, max_match in cases:

@@ -113,16 +113,21 @@ def tune_scores(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32
     return logprobs, bits
 
 
+def target_logprobs(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32) -> list[np.ndarray]:
+    """Per tune (in the order of ``tokens``): the network's natural-log probability of each true next token."""
+    out = [None] * len(tokens)
+    for i, dist in tune_distributions(model, tokenizer, tokens, batch_size):
+        out[i] = dist[np.arange(len(dist)), tokens[i][1:]]
+    return out
+
+
 def fit_short_term(model, tokenizer, tunes, batch_size: int = 32) -> tuple[shortterm.CopyModel, dict]:
     """The short-term model that best complements ``model`` on ``tunes`` (the valid split), and
     {"network_nats_per_token", "mixture_nats_per_token"} there."""
     tokens = token_arrays(tunes)
     if not tokens:
         raise ValueError("tunes must hold at least one tune, got none")
-    target_logprobs = [None] * len(tokens)
-    for i, dist in tune_distributions(model, tokenizer, tokens, batch_size):
-        target_logprobs[i] = dist[np.arange(len(dist)), tokens[i][1:]]
-    stats = shortterm.collect(target_logprobs, tokens)
+    stats = shortterm.collect(target_logprobs(model, tokenizer, tokens, batch_size), tokens)
     copy_model, nats = shortterm.fit(stats)
     return copy_model, {"network_nats_per_token": float(-stats["net"].mean()), "mixture_nats_per_token": nats}
 
