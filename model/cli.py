@@ -35,8 +35,11 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
              "transpose": "LOW,HIGH semitone range of the training-split transposition, e.g. --transpose=-5,6 (0,0 = off)",
              "max_minutes": "time budget in minutes; the run stops resumable when it is spent",
              "position_inputs": "feed the position in the bar to the network",
+             "remaining_inputs": "feed the bars remaining to the end of the tune to the network",
+             "max_remaining": "cap of the bars-remaining input",
+             "remaining_dropout": "share of training tunes read with their end unknown (so ranges of bars can end freely)",
              "patience": "epochs without a better validation loss before stopping early",
-             "cell": "recurrent cell: lstm, gru or rnn", "backend": "fused (torch.nn.LSTM/GRU/RNN), cells (model.cells) or auto (the faster for the cell: "
+             "cell": "recurrent cell: lstm, gru or rnn", "backend": "cells (model.cells, our own), fused (torch.nn.LSTM/GRU/RNN) or auto (a fixed rule: "
              "fused LSTM, our GRU and RNN)",
              "threads": "torch threads", "valid": "validation fraction of the tunes", "test": "test fraction"}
     for f in dataclasses.fields(TrainConfig):

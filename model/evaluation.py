@@ -39,18 +39,31 @@ def tune_batch(tokens: list[np.ndarray], positions: list[np.ndarray] | None, pad
     return ids[:, :-1], None if pos is None else pos[:, :-1], ids[:, 1:]
 
 
-def tune_positions(tokenizer, tokens: list[np.ndarray]) -> list[np.ndarray]:
-    """The network's position input for every tune (see ``MelodyTokenizer.positions``)."""
-    return [np.asarray(tokenizer.positions(t), dtype=np.int64) for t in tokens]
+def condition_ids(tokenizer, ids, config, known_end: bool = True) -> list[int]:
+    """The network's condition input at every index of ``ids`` (``NetworkConfig.condition_id``): the
+    position in the bar of the next grid step and, when ``known_end``, the bars remaining after token
+    i (``MelodyTokenizer.bars_remaining``), else "unknown"."""
+    positions = tokenizer.positions(ids)
+    if not config.remaining_dim:
+        return positions
+    remaining = tokenizer.bars_remaining(ids) if known_end else [None] * len(positions)
+    return [config.condition_id(p, r) for p, r in zip(positions, remaining)]
+
+
+def tune_positions(tokenizer, tokens: list[np.ndarray], config=None, known_end: bool = True) -> list[np.ndarray]:
+    """The network's condition input for every tune (see ``condition_ids``; config None: positions only)."""
+    if config is None:
+        return [np.asarray(tokenizer.positions(t), dtype=np.int64) for t in tokens]
+    return [np.asarray(condition_ids(tokenizer, t, config, known_end), dtype=np.int64) for t in tokens]
 
 
 def _whole_tune_batches(model, tokenizer, tokens: list[np.ndarray], positions: list[np.ndarray] | None,
                         batch_size: int):
     """Teacher-forced logits over whole tunes, batched by similar length (little padding), in eval mode:
     yields (tune indices, logits (B, T, V), targets (B, T)); row j of a tune's logits predicts token j + 1."""
-    use_positions = model.config.position_dim > 0
+    use_positions = model.config.conditioned
     if use_positions and positions is None:
-        positions = tune_positions(tokenizer, tokens)
+        positions = tune_positions(tokenizer, tokens, model.config)
     was_training = model.training
     model.eval()
     order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))

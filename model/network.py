@@ -38,6 +38,8 @@ class NetworkConfig:
     dropout: float = 0.2  # between recurrent layers and before the projection
     position_dim: int = 0  # > 0: embed the position in the bar and concatenate it to the token embedding
     max_positions: int = 96  # position ids must lie in [0, max_positions)
+    remaining_dim: int = 0  # > 0: embed the bars remaining to the end (capped) and concatenate it too
+    max_remaining: int = 8  # remaining ids: 0..max_remaining (that many bars or more), max_remaining + 1 unknown
     backend: str = "fused"  # fused (torch.nn.LSTM/GRU/RNN) | cells (model.cells.Recurrent)
 
     def __post_init__(self):
@@ -50,10 +52,31 @@ class NetworkConfig:
         for name in ("embedding_dim", "hidden_size", "num_layers", "max_positions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.position_dim < 0:
-            raise ValueError(f"position_dim must be >= 0, got {self.position_dim}")
+        for name in ("position_dim", "remaining_dim"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_remaining < 0:
+            raise ValueError(f"max_remaining must be >= 0, got {self.max_remaining}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def conditioned(self) -> bool:
+        """Whether the network reads a condition id (position in the bar, bars remaining) per step."""
+        return self.position_dim > 0 or self.remaining_dim > 0
+
+    @property
+    def unknown_remaining(self) -> int:
+        """The remaining id meaning "the end is not known" (a length range, or a tune read without its end)."""
+        return self.max_remaining + 1
+
+    def condition_id(self, position: int, remaining: int | None) -> int:
+        """One step's condition id: the position in the bar and the bars remaining after the current
+        one (capped at max_remaining; None: unknown), packed as position + max_positions * remaining_id."""
+        if self.remaining_dim == 0:
+            return position
+        rem = self.unknown_remaining if remaining is None else min(remaining, self.max_remaining)
+        return position + self.max_positions * rem
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,7 +107,11 @@ class MelodyNetwork(nn.Module):
             self.position_embedding = nn.Embedding(config.max_positions, config.position_dim)
         else:
             self.position_embedding = None
-        input_size = config.embedding_dim + config.position_dim
+        if config.remaining_dim > 0:  # ids 0..max_remaining and one for "unknown"
+            self.remaining_embedding = nn.Embedding(config.max_remaining + 2, config.remaining_dim)
+        else:
+            self.remaining_embedding = None
+        input_size = config.embedding_dim + config.position_dim + config.remaining_dim
         self.rnn = build_recurrent(config.cell, config.backend, input_size, config.hidden_size,
                                    config.num_layers, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
@@ -95,17 +122,24 @@ class MelodyNetwork(nn.Module):
 
     def _inputs(self, tokens: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
         x = self.embedding(tokens)  # (..., E)
+        if not self.config.conditioned:
+            return x
+        if positions is None:
+            raise ValueError("positions (condition ids) are required when position_dim or remaining_dim > 0, got None")
+        if positions.shape != tokens.shape:
+            raise ValueError(f"positions must have the shape of tokens {tuple(tokens.shape)}, "
+                             f"got {tuple(positions.shape)}")
+        parts = [x]
+        P = self.config.max_positions
         if self.position_embedding is not None:
-            if positions is None:
-                raise ValueError("positions are required when position_dim > 0, got None")
-            if positions.shape != tokens.shape:
-                raise ValueError(f"positions must have the shape of tokens {tuple(tokens.shape)}, "
-                                 f"got {tuple(positions.shape)}")
-            x = torch.cat([x, self.position_embedding(positions)], dim=-1)  # (..., E + P)
-        return x
+            parts.append(self.position_embedding(positions % P))  # (..., P_dim)
+        if self.remaining_embedding is not None:
+            parts.append(self.remaining_embedding(positions // P))  # (..., R_dim)
+        return torch.cat(parts, dim=-1)  # (..., E + P_dim + R_dim)
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None, state=None):
-        """tokens (B, T) long, positions (B, T) long or None -> (logits (B, T, V), state)."""
+        """tokens (B, T) long, positions (B, T) long condition ids (``NetworkConfig.condition_id``) or
+        None -> (logits (B, T, V), state)."""
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (batch, time), got shape {tuple(tokens.shape)}")
         x = self._inputs(tokens, positions)  # (B, T, I)
@@ -173,8 +207,9 @@ class MelodyNetwork(nn.Module):
                 torch.index_select(inputs, 0, tokens, out=gx)  # embedding @ W_ih0^T + biases, looked up
                 if pos_table is not None:
                     if positions is None:
-                        raise ValueError("positions are required when position_dim > 0, got None")
-                    gx.add_(pos_table.index_select(0, positions))
+                        raise ValueError("positions (condition ids) are required when the network is "
+                                         "conditioned, got None")
+                    gx.add_(pos_table.index_select(0, positions))  # position and remaining parts, one lookup
             else:
                 s.mm_ih.into(gx, x, inputs)  # x @ W_ih^T + biases
             h = hs[k]
@@ -204,7 +239,8 @@ class StepTables:
     """MelodyNetwork's parameters rearranged for step(), and per-batch-size scratch buffers.
 
     Layer 0's input matmul becomes a lookup: table = embedding @ W_ih0^T + biases (V, G), plus a
-    position table (max_positions, G) when positions are an input. The tables follow the
+    condition table (condition ids, G) when positions and/or bars remaining are inputs: row
+    pos + max_positions * rem holds position_embedding[pos] @ W_pos^T + remaining_embedding[rem] @ W_rem^T. The tables follow the
     parameters' version counters, which every in-place change (optimizer step, load_state_dict) bumps.
     """
 
@@ -223,8 +259,7 @@ class StepTables:
                 b_x, b_h = (b_ih.detach(), b_hh.detach()) if cfg.cell == "gru" else (b_ih + b_hh, None)
                 if k == 0:
                     table = torch.addmm(b_x, net.embedding.weight, w_ih[:, :E].t())  # (V, G)
-                    pos_table = (net.position_embedding.weight @ w_ih[:, E:].t()  # (max_positions, G)
-                                 if net.position_embedding is not None else None)
+                    pos_table = self._condition_table(net, w_ih, E)
                     self.layers.append((table, pos_table, b_h))
                     self.weights.append((None, w_hh.detach()))
                 else:
@@ -233,6 +268,22 @@ class StepTables:
         self.projection_weight = net.projection.weight.detach()
         self.projection_bias = net.projection.bias.detach()
         self._scratch = {}
+
+    @staticmethod
+    def _condition_table(net: MelodyNetwork, w_ih: torch.Tensor, E: int) -> torch.Tensor | None:
+        """(condition ids, G): the input part of every condition id, or None without conditions."""
+        cfg = net.config
+        if not cfg.conditioned:
+            return None
+        G, P, off = w_ih.shape[0], cfg.max_positions, E
+        pos = torch.zeros(P, G)
+        if net.position_embedding is not None:
+            pos = net.position_embedding.weight @ w_ih[:, off:off + cfg.position_dim].t()  # (P, G)
+            off += cfg.position_dim
+        if net.remaining_embedding is None:
+            return pos
+        rem = net.remaining_embedding.weight @ w_ih[:, off:off + cfg.remaining_dim].t()  # (R, G)
+        return (rem[:, None, :] + pos[None, :, :]).reshape(-1, G)  # (R * P, G), row rem * P + pos
 
     def _versions(self):
         return tuple(p._version for p in self.params)

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint
+from model.evaluation import condition_ids
 from model.params import (MAX_SEED, PITCH_CLASSES, SCALES, GenerationParams, ParameterError,
                           primer_notes)  # re-exported (__all__): callers look for them here
 from model.shortterm import CopyModel, CopyState
@@ -159,7 +160,8 @@ class Generator:
         template.append(tok.eos_id)
         full = prefix + template
         placeholder = [tok.rest_id if t == -1 else t for t in full]
-        positions = tok.positions(placeholder) if model.config.position_dim else None  # (N,) list
+        # (N,) condition ids: position in the bar and bars remaining (known: the template fixes the end)
+        positions = condition_ids(tok, placeholder, model.config) if model.config.conditioned else None
 
         beam = params.beam_width > 1
         B, N, P = (params.beam_width if beam else params.count), len(full), len(prefix)

@@ -253,6 +253,16 @@ class MelodyTokenizer:
             out[i] = state.position
         return out
 
+    def bars_remaining(self, ids) -> list[int]:
+        """For each index i, the number of bars that start after token i (BAR tokens later in ``ids``):
+        0 throughout the last bar and at EOS, so the network's distance-to-end input counts down to 0."""
+        out, later = [0] * len(ids), 0
+        for i in range(len(ids) - 1, -1, -1):
+            out[i] = later
+            if int(ids[i]) == self.bar_id:
+                later += 1
+        return out
+
     def start_ids(self, meter: str) -> list[int]:
         """The ids that open a tune in ``meter``: BOS TS."""
         return [self.bos_id, self.meter_id(meter)]

@@ -49,6 +49,7 @@ from model.network import MelodyNetwork, NetworkConfig
 from model.tokens import MelodyTokenizer, TokenizerConfig
 
 POSITION_DIM = 16  # size of the position-in-bar embedding when position_inputs is on
+REMAINING_DIM = 8  # size of the bars-remaining embedding when remaining_inputs is on
 # Settings a resumed run may change; any other difference from the saved run is an error.
 RESUMABLE_CHANGES = ("epochs", "max_minutes", "patience", "threads", "out", "short_term")
 
@@ -63,6 +64,10 @@ class TrainConfig:
     embedding_dim: int = 64
     dropout: float = 0.2
     position_inputs: bool = True         # feed the position in the bar as a second embedding
+    remaining_inputs: bool = True        # feed the bars remaining to the end of the tune (capped) as a third embedding
+    max_remaining: int = 8               # the cap: "8" means 8 bars or more to go
+    remaining_dropout: float = 0.25      # share of training tunes (drawn per epoch) read with the end "unknown",
+                                         # so the model also learns to end on its own (a min_bars/max_bars range)
     short_term: bool = True              # fit the short-term model (model/shortterm.py) on valid at the end
     bptt: int | str = 128                # "full" (whole tunes) or k: truncate gradients every k steps
     window: int = 128                    # tokens per lane per optimizer step (truncated BPTT only)
@@ -76,8 +81,8 @@ class TrainConfig:
     # semitone range drawn per tune and epoch, e.g. (-5, 6); off by default: on Essen it slowed learning and
     # spread the model over all keys (docs/model-card.md, ablations)
     transpose: tuple[int, int] = (0, 0)
-    backend: str = "auto"                # fused (torch.nn.*) | cells (model.cells) | auto: the faster one
-                                         # for the cell (docs/benchmarks.md: fused LSTM, our GRU and RNN)
+    backend: str = "cells"               # cells (model.cells, our own equations: the shipped recipe) | fused
+                                         # (torch.nn.*) | auto: fused for the LSTM, cells for GRU and RNN
     threads: int = 2
     steps_per_quarter: int = 4           # tokenizer grid (when the corpus is loaded from `data`)
     valid: float = 0.05                  # split fractions, by tune
@@ -101,6 +106,8 @@ class TrainConfig:
             ("transpose", len(self.transpose) == 2 and -12 <= self.transpose[0] <= self.transpose[1] <= 12,
              "(low, high) with -12 <= low <= high <= 12"),
             ("threads", self.threads >= 1, ">= 1"),
+            ("max_remaining", 1 <= self.max_remaining <= 64, "in [1, 64]"),
+            ("remaining_dropout", 0 <= self.remaining_dropout < 1, "in [0, 1)"),
             ("backend", self.backend in ("auto", "fused", "cells"), "auto, fused or cells"),
             ("valid", 0 < self.valid < 0.5, "in (0, 0.5)"), ("test", 0 <= self.test < 0.5, "in [0, 0.5)"),
         ]
@@ -114,10 +121,12 @@ class TrainConfig:
             hidden_size=self.hidden_size, num_layers=self.layers, dropout=self.dropout,
             position_dim=POSITION_DIM if self.position_inputs else 0,
             max_positions=tokenizer.max_bar_steps,
+            remaining_dim=REMAINING_DIM if self.remaining_inputs else 0, max_remaining=self.max_remaining,
             backend=self.resolved_backend())
 
     def resolved_backend(self) -> str:
-        """The backend that trains: `auto` picks the faster one measured for the cell (bench/bench_core.py)."""
+        """The backend that trains. `auto` is a fixed rule, not a measurement: torch's fused LSTM, our GRU
+        and RNN layers (the faster of each at batch 64 in bench/bench_core.py on the machine it was measured on)."""
         if self.backend != "auto":
             return self.backend
         return "fused" if self.cell == "lstm" else "cells"
@@ -173,14 +182,15 @@ class Trainer:
                                  f"({len(corpus.tunes)} tunes); use more tunes or a larger valid fraction")
         self.train_tokens = token_arrays(splits["train"])
         self.valid_tokens = token_arrays(splits["valid"])
-        use_positions = config.position_inputs
-        self.train_positions = tune_positions(self.tokenizer, self.train_tokens) if use_positions else None
-        self.valid_positions = tune_positions(self.tokenizer, self.valid_tokens) if use_positions else None
+        net_config = config.network_config(self.tokenizer)
+        use_positions = net_config.conditioned  # condition ids: position in the bar and/or bars remaining
+        self.train_positions = tune_positions(self.tokenizer, self.train_tokens, net_config) if use_positions else None
+        self.valid_positions = tune_positions(self.tokenizer, self.valid_tokens, net_config) if use_positions else None
         self.provenance = dict(getattr(corpus, "provenance", {}) or {})
         self.provenance.update(spec=config.data, splits={k: len(v) for k, v in splits.items()},
                                split_seed=config.seed, train_tokens=int(sum(map(len, self.train_tokens))))
         torch.manual_seed(config.seed)
-        self.model = MelodyNetwork(config.network_config(self.tokenizer))
+        self.model = MelodyNetwork(net_config)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=0.5, patience=1)
         self.epoch, self.step = 0, 0        # completed epochs; completed steps in the current epoch
@@ -204,14 +214,20 @@ class Trainer:
         rng = np.random.default_rng([cfg.seed, epoch])
         order = rng.permutation(len(self.train_tokens))
         shifts = rng.integers(cfg.transpose[0], cfg.transpose[1] + 1, size=len(order))
+        net = self.model.config
+        # tunes read with their end unknown this epoch (drawn only when the input exists: older runs replay)
+        unknown = rng.random(len(order)) < cfg.remaining_dropout if net.remaining_dim else np.zeros(len(order), bool)
         tunes, positions = [], []
-        for i, shift in zip(order, shifts):
+        for i, shift, hide_end in zip(order, shifts, unknown):
             tokens = self.train_tokens[i]
             if shift:
                 moved = transpose_tokens(tokens, int(shift), self.tokenizer)
                 tokens = tokens if moved is None else np.asarray(moved, dtype=np.int64)
             tunes.append(tokens)
-            positions.append(self.train_positions[i] if self.train_positions is not None else None)
+            pos = self.train_positions[i] if self.train_positions is not None else None
+            if hide_end:  # keep the position part, replace the remaining part with "unknown"
+                pos = pos % net.max_positions + net.max_positions * net.unknown_remaining
+            positions.append(pos)
         use_positions = self.train_positions is not None
         if cfg.bptt == "full":
             # buckets of similar length (little padding), then the batches in random order

@@ -150,3 +150,34 @@ def test_cells_backend_learns_with_truncated_bptt(cell):
             optimizer.step()
             losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("position_dim", [0, 4])
+def test_step_matches_forward_with_bars_remaining(cell, position_dim):
+    net = tiny(cell, position_dim=position_dim, remaining_dim=3, max_remaining=5, max_positions=16)
+    cfg = net.config
+    g = torch.Generator().manual_seed(2)
+    tokens = torch.randint(0, 20, (4, 9), generator=g)
+    pos = torch.randint(0, 16, (4, 9), generator=g)
+    rem = torch.randint(0, cfg.max_remaining + 2, (4, 9), generator=g)  # the last id is "unknown"
+    cond = pos + cfg.max_positions * rem
+    logits, _ = net(tokens, cond)
+    state, steps = net.init_state(4), []
+    for t in range(tokens.shape[1]):
+        out, state = net.step(tokens[:, t], cond[:, t], state)
+        steps.append(out)
+    torch.testing.assert_close(torch.stack(steps, 1), logits, atol=1e-5, rtol=1e-5)
+
+
+def test_bars_remaining_changes_the_prediction():
+    net = tiny(position_dim=4, remaining_dim=3, max_remaining=5, max_positions=16)
+    tokens = torch.zeros(1, 3, dtype=torch.long)
+    near = torch.tensor([[net.config.condition_id(2, 0)] * 3])
+    far = torch.tensor([[net.config.condition_id(2, 7)] * 3])  # capped at 5
+    capped = torch.tensor([[net.config.condition_id(2, 5)] * 3])
+    a, _ = net(tokens, near)
+    b, _ = net(tokens, far)
+    c, _ = net(tokens, capped)
+    assert not torch.allclose(a, b)
+    torch.testing.assert_close(b, c)

@@ -296,3 +296,17 @@ def test_musicxml_meter_change_and_triplets():
     xml = TOK12.decode_musicxml(ids, qpm=72)
     assert b"<beats>3</beats>" in xml and b"<per-minute>72" in xml
     assert TOK12.encode_stream(converter.parseData(xml, format="musicxml")) == ids
+
+
+def test_bars_remaining_counts_down_to_zero_at_eos_across_meter_changes():
+    notes = [Note(60, 0, 4), Note(62, 4, 12), Note(64, 12, 20), Note(65, 20, 26)]
+    ids = TOK.encode_notes(notes, [(0, "2/4"), (1, "3/4"), (2, "2/4")], bars=4)
+    remaining = TOK.bars_remaining(ids)
+    bars_seen = 0
+    for i, t in enumerate(ids):
+        bars_seen += t == TOK.bar_id
+        assert remaining[i] == 4 - bars_seen  # bars that start after token i
+    assert remaining[-1] == 0 and ids[-1] == TOK.eos_id
+    last_bar = max(i for i, t in enumerate(ids) if t == TOK.bar_id)
+    assert all(r == 0 for r in remaining[last_bar:])
+    assert remaining[last_bar - 1] == 1

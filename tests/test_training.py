@@ -284,7 +284,7 @@ def test_resume_refuses_changed_settings(tmp_path):
 
 def test_auto_backend_trains_each_cell_on_its_faster_implementation():
     tok = MelodyTokenizer()
-    picked = {cell: TrainConfig(data="x", out="x.pt", cell=cell).network_config(tok).backend for cell in ("lstm", "gru", "rnn")}
+    picked = {cell: TrainConfig(data="x", out="x.pt", cell=cell, backend="auto").network_config(tok).backend for cell in ("lstm", "gru", "rnn")}
     assert picked == {"lstm": "fused", "gru": "cells", "rnn": "cells"}
     assert TrainConfig(data="x", out="x.pt", cell="gru", backend="fused").network_config(tok).backend == "fused"
     with pytest.raises(ValueError, match="backend must be auto, fused or cells"):
