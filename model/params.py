@@ -23,6 +23,9 @@ SCALES = {
 MAX_SEED = 2 ** 32 - 1
 MAX_PRIMER_BYTES = 1 << 20
 MAX_PRIMER_NOTES = 2048
+DEFAULT_TEMPO = 120.0
+MAX_REDRAWS = 8  # the quality gate's bound on redraws per melody
+CADENCES = ("none", "tonic")
 
 
 class ParameterError(ValueError):
@@ -46,7 +49,7 @@ class GenerationParams:
     seed: int | None = None          # None: a fresh random seed (reported in the result)
     key: str | None = None           # tonic; with scale=None the scale is major
     scale: str | None = None
-    tempo: float = 120.0             # quarter notes per minute
+    tempo: float | None = None       # quarter notes per minute; None: the primer's tempo, else DEFAULT_TEMPO
     meter: str | None = None         # None: the primer's meter, else 4/4
     primer: bytes | list | str | None = None  # MIDI bytes, a MIDI path, or [[pitch, start_beats, duration_beats]]
     include_primer: bool = True
@@ -56,6 +59,10 @@ class GenerationParams:
     max_pitch: int | None = None
     avoid_repetition: bool = True
     short_term: bool = True          # mix in the model's short-term copy model, when it has one
+    min_bars: int | None = None      # a length range: the tune may end at any barline from min_bars (default 1)
+    max_bars: int | None = None      # ... up to max_bars, where the model chooses (EOS forced at max_bars); replaces bars
+    cadence: str = "none"            # "tonic": the last note is the tonic, on a strong beat, at least a beat long
+    redraw_degenerate: bool = True   # the quality gate: redraw a degenerate melody (up to MAX_REDRAWS times)
 
     def validate(self, tokenizer: MelodyTokenizer | None = None) -> None:
         """Raise ParameterError (a ValueError) for the first bad parameter."""
@@ -70,7 +77,7 @@ class GenerationParams:
             ("key", "null or one of " + ", ".join(PITCH_CLASSES), self.key is None or self.key in PITCH_CLASSES),
             ("scale", "null or one of " + ", ".join(SCALES), self.scale is None or self.scale in SCALES),
             ("key", "given when scale is given", self.scale is None or self.key is not None),
-            ("tempo", "in [20, 300]", _number(self.tempo) and 20 <= self.tempo <= 300),
+            ("tempo", "in [20, 300]", self.tempo is None or _number(self.tempo) and 20 <= self.tempo <= 300),
             ("include_primer", "true or false", isinstance(self.include_primer, bool)),
             ("count", "an integer in [1, 16]", _number(self.count, True) and 1 <= self.count <= 16),
             ("beam_width", "an integer in [1, 16]", _number(self.beam_width, True) and 1 <= self.beam_width <= 16),
@@ -83,15 +90,35 @@ class GenerationParams:
             ("avoid_repetition", "true or false", isinstance(self.avoid_repetition, bool)),
             ("short_term", "true or false", isinstance(self.short_term, bool)),
         ]
+        bar_limit = 256
+        checks += [
+            ("max_bars", f"null or an integer in [1, {bar_limit}]",
+             self.max_bars is None or _number(self.max_bars, True) and 1 <= self.max_bars <= bar_limit),
+            ("min_bars", f"null or an integer in [1, {bar_limit}]",
+             self.min_bars is None or _number(self.min_bars, True) and 1 <= self.min_bars <= bar_limit),
+            ("max_bars", "given when min_bars is given", self.min_bars is None or self.max_bars is not None),
+            ("cadence", "one of " + ", ".join(CADENCES), self.cadence in CADENCES),
+            ("redraw_degenerate", "true or false", isinstance(self.redraw_degenerate, bool)),
+        ]
         for name, allowed, ok in checks:
             if not ok:
                 raise ParameterError(name, allowed, getattr(self, name))
+        if self.max_bars is not None and (self.min_bars or 1) > self.max_bars:
+            raise ParameterError("max_bars", f">= min_bars ({self.min_bars})", self.max_bars)
         if self.min_pitch is not None and self.max_pitch is not None and self.min_pitch > self.max_pitch:
             raise ParameterError("max_pitch", f">= min_pitch ({self.min_pitch})", self.max_pitch)
-        if not self.allowed_pitches(lo, hi):
+        allowed = self.allowed_pitches(lo, hi)
+        if not allowed:
             raise ParameterError("max_pitch", f"high enough that some {self.key} {self.scale or 'major'} pitch "
                                  f"lies in [{self.min_pitch if self.min_pitch is not None else lo}, max_pitch]",
                                  self.max_pitch)
+        if self.cadence == "tonic" and self.key is not None \
+                and not any((p - PITCH_CLASSES[self.key]) % 12 == 0 for p in allowed):
+            raise ParameterError("max_pitch", f"high enough that a {self.key} (the cadence's tonic) lies in the "
+                                 f"pitch range", self.max_pitch)
+        if self.cadence == "tonic" and self.key is None and len({p % 12 for p in allowed}) < 12:
+            raise ParameterError("min_pitch", "at least an octave below max_pitch when cadence is 'tonic' without a "
+                                 "key (any tonic may be needed); or give a key", self.min_pitch)
         if self.meter is not None:
             if tokenizer is not None:
                 try:
@@ -102,6 +129,11 @@ class GenerationParams:
             elif not isinstance(self.meter, str):
                 raise ParameterError("meter", "null or a meter like '3/4'", self.meter)
         primer_notes(self.primer, tokenizer.steps_per_quarter if tokenizer else 4)  # raises on a bad primer
+
+    @property
+    def ranged(self) -> bool:
+        """Whether the length is a range (min_bars..max_bars, the model chooses) rather than exactly ``bars``."""
+        return self.max_bars is not None
 
     def allowed_pitches(self, lo: int, hi: int) -> list[int]:
         """MIDI pitches the key/scale and range constraints allow, within [lo, hi]."""

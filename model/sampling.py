@@ -22,6 +22,7 @@ a bar on plain ints, the caps cost nothing per token.
 """
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass, field, replace
@@ -30,16 +31,29 @@ from pathlib import Path
 import torch
 
 from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint
+from model.endings import Cadence, ends_in_cadence, melody_tonic
 from model.evaluation import condition_ids
-from model.params import (MAX_SEED, PITCH_CLASSES, SCALES, GenerationParams, ParameterError,
-                          primer_notes)  # re-exported (__all__): callers look for them here
+from model.metrics import degenerate_reason
+from model.params import (DEFAULT_TEMPO, MAX_REDRAWS, MAX_SEED, PITCH_CLASSES, SCALES, GenerationParams,
+                          ParameterError, primer_notes)  # re-exported (__all__): callers look for them here
 from model.shortterm import CopyModel, CopyState
 from model.tokens import MelodyTokenizer, Note
 
-__all__ = ["Generation", "GenerationParams", "Generator", "MAX_SEED", "Melody", "PITCH_CLASSES", "ParameterError",
+__all__ = ["Generation", "GenerationFailed", "GenerationParams", "Generator", "MAX_SEED", "Melody", "PITCH_CLASSES", "ParameterError",
            "REPETITION_PENALTY", "SCALES", "generate_melody", "primer_notes"]
 
 REPETITION_PENALTY = 2.0  # nats taken off a repeated pattern's logits (probability x ~0.14)
+CHOOSE, DECIDE = -1, -2  # template columns: a grid step to sample; a barline that may be EOS (a length range)
+
+
+class GenerationFailed(ValueError):
+    """No acceptable melody within the quality gate's bound (the message says what to change)."""
+
+
+def derived_seed(seed: int, index: int, attempt: int) -> int:
+    """The seed of redraw ``attempt`` of melody ``index``: a hash of the three, so it is reproducible."""
+    digest = hashlib.blake2b(f"{seed}:{index}:{attempt}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big")
 
 
 @dataclass
@@ -69,6 +83,15 @@ class Melody:
 
 
 @dataclass
+class Prefix:
+    """What generation continues: BOS TS, or a primer's tokens (without EOS), with what the primer sets."""
+    ids: list[int]
+    meter: str                   # the meter in effect at its end
+    tempo: float | None = None   # the primer's tempo (quarter notes per minute)
+    key_pc: int | None = None    # the tonic of the primer's last key signature
+
+
+@dataclass
 class Generation:
     melodies: list[Melody]
     seed: int
@@ -78,6 +101,7 @@ class Generation:
 
     def to_json(self) -> dict:
         return {"model": self.model, "seed": self.seed, "params": self.params.to_dict(), "seconds": self.seconds,
+                "redrawn": sum(m.info.get("redrawn", 0) for m in self.melodies),
                 "melodies": [m.to_json() for m in self.melodies]}
 
 
@@ -96,20 +120,31 @@ class Generator:
         # (V,) 1 for NOTE and HOLD: after them HOLD may follow (row 1 of the step bias)
         self.sounding = torch.tensor([int(tok.pitch_of(i) is not None or i == tok.hold_id) for i in range(V)])
         self._start_states = {}  # (prefix ids, batch, parameter versions) -> state after them; see _prefix_state
+        self._finished_row = torch.full((V,), float("-inf"))  # an ended row's only choice: REST
+        self._finished_row[tok.rest_id] = 0.0
 
     # ---- the prefix: BOS TS or the primer -------------------------------------------------------
 
-    def _prefix(self, params: GenerationParams) -> tuple[list[int], str]:
+    def _prefix(self, params: GenerationParams) -> Prefix:
         tok = self.tokenizer
         primer = primer_notes(params.primer, tok.steps_per_quarter)
         if primer is None:
-            return tok.start_ids(params.meter or "4/4"), params.meter or "4/4"
+            return Prefix(tok.start_ids(params.meter or "4/4"), params.meter or "4/4")
+        tempo = key_pc = None
         try:
-            ids = tok.encode_midi(primer) if isinstance(primer, bytes) else tok.encode_notes(primer, params.meter or "4/4")
+            if isinstance(primer, bytes):
+                from model.parsing import load_midi
+                pm = load_midi(primer)
+                ids = tok.encode_midi(pm)
+                tempo = round(float(pm.get_tempo_changes()[1][0]), 2)  # the first tempo (120 when none is set)
+                if pm.key_signature_changes:  # pretty_midi: 0..11 major, 12..23 minor keys, tonic first
+                    key_pc = pm.key_signature_changes[-1].key_number % 12
+            else:
+                ids = tok.encode_notes(primer, params.meter or "4/4")
         except ValueError as e:
             raise ParameterError("primer", "a melody the tokenizer can read", str(e)) from None
         meters = [tok.meter_of(t) for t in ids if tok.meter_of(t) is not None]
-        return ids[:-1], meters[-1]  # without EOS; the meter in effect at its end
+        return Prefix(ids[:-1], meters[-1], tempo, key_pc)  # without EOS; the meter in effect at its end
 
     def _step_bias(self, params: GenerationParams) -> torch.Tensor:
         """(2, V) additive logit masks for a grid step: row 0 when no note sounds, row 1 when HOLD may follow."""
@@ -148,23 +183,93 @@ class Generator:
         params.validate(self.tokenizer)
         seed = params.seed if params.seed is not None else secrets.randbelow(MAX_SEED + 1)
         params = replace(params, seed=seed, scale=params.scale or ("major" if params.key else None))
-        tok, model = self.tokenizer, self.model
-        prefix, primer_meter = self._prefix(params)
-        meter = params.meter or primer_meter
-        template = []  # the generated part: -1 marks a grid step to choose
-        for b in range(params.bars):
-            template.append(tok.bar_id)
-            if b == 0 and meter != primer_meter:
+        prefix = self._prefix(params)
+        # a continuation keeps its primer's tempo and meter unless the request sets them
+        params = replace(params, tempo=float(params.tempo if params.tempo is not None
+                                             else prefix.tempo or DEFAULT_TEMPO))
+        key_pc = PITCH_CLASSES[params.key] if params.key else prefix.key_pc
+        drawn = self._draw(params, prefix, key_pc, seed, params.count)
+        redrawn = [0] * len(drawn)
+        if params.redraw_degenerate:
+            drawn, redrawn = self._gate(params, prefix, key_pc, seed, drawn)
+        info = {"model": self.name, "seed": seed, "params": params.to_dict()}
+        melodies = []
+        for b, (ids, score) in enumerate(drawn):
+            notes, _ = self.tokenizer.decode_notes(ids)  # validates the grammar
+            melodies.append(Melody(b, ids, notes, params.meter or prefix.meter, params.tempo, self.tokenizer,
+                                   {**info, "redrawn": redrawn[b]}, score))
+        return Generation(melodies, seed, params, self.name, time.perf_counter() - started)
+
+    def _gate(self, params, prefix: Prefix, key_pc, seed: int, drawn: list) -> tuple[list, list[int]]:
+        """The quality gate: a melody whose generated part is degenerate (``model.metrics``' rule) is
+        drawn again with a seed derived from (seed, index, attempt), at most MAX_REDRAWS times, so the
+        same request still gives the same bytes. Beam search takes the next best beam instead, and a
+        sampled melody when no beam is left; ``redrawn`` then counts the beams passed over as well."""
+        meter = params.meter or prefix.meter
+        bar_steps = self.tokenizer.bar_steps(meter)
+        bad = lambda ids: degenerate_reason(self._generated_part(ids, prefix, meter), self.tokenizer, bar_steps)
+        if params.beam_width > 1:  # the next best beams; where none is left, a sampled melody (gated below)
+            ranked = self._draw(params, prefix, key_pc, seed, params.beam_width)
+            good = [d for d in ranked if bad(d[0]) is None][:params.count]
+            skipped = [sum(1 for d in ranked[:ranked.index(g)] if bad(d[0])) for g in good]
+            if len(good) == params.count:
+                return good, skipped
+            sampled, counts = self._gate(replace(params, beam_width=1), prefix, key_pc, seed,
+                                         [(ranked[0][0], None)] * (params.count - len(good)))
+            return good + sampled, skipped + [params.beam_width + c for c in counts]
+        out, counts = [], []
+        for b, (ids, score) in enumerate(drawn):
+            attempt, reason = 0, bad(ids)
+            while reason is not None:
+                if attempt == MAX_REDRAWS:
+                    raise GenerationFailed(f"melody {b} was degenerate in {MAX_REDRAWS + 1} draws (last: {reason}); "
+                                           "try a higher temperature, a wider pitch range or another seed")
+                attempt += 1
+                (ids, score), = self._draw(params, prefix, key_pc, derived_seed(seed, b, attempt), 1)
+                reason = bad(ids)
+            out.append((ids, score))
+            counts.append(attempt)
+        return out, counts
+
+    def _generated_part(self, ids: list[int], prefix: Prefix, meter: str) -> list[int]:
+        """The melody without its primer (what the gate judges: a primer is the user's own)."""
+        if len(prefix.ids) <= 2:
+            return ids
+        return self._without_primer(ids[len(prefix.ids):], meter)
+
+    def _template(self, params: GenerationParams, prefix: Prefix):
+        """The generated part's columns: forced tokens, CHOOSE (a grid step) and DECIDE (BAR or EOS:
+        a barline inside a length range), with each CHOOSE column's (bar index, position in the bar)."""
+        tok, meter = self.tokenizer, params.meter or prefix.meter
+        bars = params.max_bars if params.ranged else params.bars
+        first_end = (params.min_bars or 1) if params.ranged else bars
+        template, where = [], []
+        for b in range(bars):
+            template.append(DECIDE if params.ranged and b >= first_end else tok.bar_id)
+            where.append(None)
+            if b == 0 and meter != prefix.meter:
                 template.append(tok.meter_id(meter))  # a meter change after the primer
-            template += [-1] * tok.bar_steps(meter)
+                where.append(None)
+            template += [CHOOSE] * tok.bar_steps(meter)
+            where += [(b, p) for p in range(tok.bar_steps(meter))]
         template.append(tok.eos_id)
-        full = prefix + template
-        placeholder = [tok.rest_id if t == -1 else t for t in full]
-        # (N,) condition ids: position in the bar and bars remaining (known: the template fixes the end)
-        positions = condition_ids(tok, placeholder, model.config) if model.config.conditioned else None
+        where.append(None)
+        return template, where, bars
+
+    def _draw(self, params: GenerationParams, prefix: Prefix, key_pc, seed: int, count: int) -> list:
+        """``count`` melodies (beam search: the best ``count`` beams) as [(ids, score or None)]."""
+        tok, model = self.tokenizer, self.model
+        meter = params.meter or prefix.meter
+        template, where, bars = self._template(params, prefix)
+        full = prefix.ids + template
+        placeholder = [tok.rest_id if t == CHOOSE else tok.bar_id if t == DECIDE else t for t in full]
+        where = [None] * len(prefix.ids) + where
+        # (N,) condition ids: position in the bar and bars remaining (known when the template fixes the end)
+        positions = condition_ids(tok, placeholder, model.config, known_end=not params.ranged) \
+            if model.config.conditioned else None
 
         beam = params.beam_width > 1
-        B, N, P = (params.beam_width if beam else params.count), len(full), len(prefix)
+        B, N, P = (params.beam_width if beam else count), len(full), len(prefix.ids)
         out = torch.tensor(placeholder).repeat(B, 1)  # (B, N)
         # warm the state on the prefix (all but its last token, which the loop feeds)
         state = self._prefix_state(out[:, :P - 1], positions, reuse=params.primer is None)
@@ -172,82 +277,145 @@ class Generator:
         noise, noise_used = (), 0
         # the loop's inputs are (B,) tensors made once: per position value, per forced token, the draws
         pos_inputs = {p: torch.full((B,), p) for p in set(positions)} if positions is not None else None
-        forced_inputs = {t: torch.full((B,), t) for t in {*template, full[P - 1]} if t != -1}
+        forced_inputs = {t: torch.full((B,), t) for t in {*template, full[P - 1], tok.bar_id} if t >= 0}
         x = forced_inputs[full[P - 1]]  # (B,) the token fed at step i
         # (V, V): row t = the step mask after step token t (HOLD may follow NOTE and HOLD only)
         mask_after = self._step_bias(params)[self.sounding]
-        last_steps = [t for t in prefix if tok.is_step(t)]
+        last_steps = [t for t in prefix.ids if tok.is_step(t)]
         # (B,) the last step token; it selects the mask row (any sounding token stands for NOTE/HOLD)
         last = torch.full((B,), tok.hold_id if last_steps and last_steps[-1] != tok.rest_id else tok.rest_id)
         pending = []  # sampled (column, (B,) tokens) not yet in `out`: written once a bar, not once a step
-        step_cols = [i for i, t in enumerate(full) if t == -1 or tok.is_step(t)]  # every grid step column
-        window = 2 * tok.bar_steps(meter)
-        penalty = None
+        step_cols = [i for i, t in enumerate(full) if t == CHOOSE or tok.is_step(t)]  # every grid step column
         bar_steps = tok.bar_steps(meter)
+        window = 2 * bar_steps
+        penalty = None
         ban = None  # (B, V) the caps' -inf mask for the first step of a bar, or None
         scores = torch.full((B,), float("-inf"))
         scores[0] = 0.0
         done_steps = len(last_steps)
+        finished = torch.zeros(B, dtype=torch.bool)  # rows that chose EOS inside a length range
+        allowed = params.allowed_pitches(tok.config.min_pitch, tok.config.max_pitch)
+        cadence = Cadence(tok, meter, allowed, B) if params.cadence == "tonic" else None
         copy = None  # the short-term model's state over each melody so far
         if self.copy_model is not None and params.short_term:
             copy = CopyState(self.copy_model, tok.vocab_size, batch=B, capacity=N)
-            for t in prefix[:-1]:
+            for t in prefix.ids[:-1]:
                 copy.push(t)
         for i in range(P - 1, N - 1):
             logits, state = model.step(x, pos_inputs[positions[i]] if positions is not None else None, state)  # (B, V)
+            nxt = full[i + 1]
             if copy is not None:  # the short-term model reads x; at a grid step it is mixed into the logits
-                if full[i + 1] == -1:
+                if nxt == CHOOSE:
                     copy.push_and_mix(x, logits)  # in place: log((1 - g) p_network + g p_copy) + a constant
                 else:
                     copy.push(x)
-            if full[i + 1] != -1:
-                if full[i + 1] == tok.bar_id and params.avoid_repetition and done_steps >= bar_steps:
-                    self._write_pending(out, pending)
-                    ban = self._stuck_bar_ban(out[:, step_cols[done_steps - bar_steps:done_steps]])
-                    if done_steps >= window:
-                        penalty = self._repetition_penalty(out[:, step_cols[done_steps - window:done_steps]])
-                x = forced_inputs[full[i + 1]]
+            if nxt in (tok.bar_id, DECIDE) and params.avoid_repetition and done_steps >= bar_steps:
+                self._write_pending(out, pending)
+                ban = self._stuck_bar_ban(out[:, step_cols[done_steps - bar_steps:done_steps]])
+                if done_steps >= window:
+                    penalty = self._repetition_penalty(out[:, step_cols[done_steps - window:done_steps]])
+            if nxt not in (CHOOSE, DECIDE):
+                x = forced_inputs[nxt]
                 continue  # a forced structural token, already in `out`
-            logits.add_(mask_after.index_select(0, last))  # (B, V) grammar + key/scale/range masks
-            if penalty is not None:
-                logits += penalty
-            if ban is not None:  # first step after a bar of only rests or only HOLD
-                logits += ban
-                ban = None
+            if nxt == DECIDE:  # BAR or EOS; with a cadence, EOS only after a bar that cadenced
+                self._write_pending(out, pending)
+                logits.add_(self._decide_bias(out, step_cols, done_steps, bar_steps, meter, finished, cadence, key_pc))
+            else:
+                bar, pos = where[i + 1]
+                logits.add_(mask_after.index_select(0, last))  # (B, V) grammar + key/scale/range masks
+                if penalty is not None:
+                    logits += penalty
+                if ban is not None:  # first step after a bar of only rests or only HOLD
+                    logits += ban
+                    ban = None
+                if cadence is not None and bar == bars - 1:
+                    if pos == 0:
+                        self._write_pending(out, pending)
+                        cadence.begin_bar(self._tonics(out[:, :i + 1], key_pc))
+                    logits += cadence.mask(pos)
+                if bool(finished.any()):  # ended rows only mark time (one choice: REST, log-probability 0)
+                    logits[finished] = self._finished_row
             if beam:
                 logp = torch.log_softmax(logits / params.temperature, dim=-1)  # (B, V)
                 top, flat = torch.topk((scores[:, None] + logp).flatten(), B)  # best B continuations
                 parent, choice = flat // logp.shape[1], flat % logp.shape[1]
                 dead = ~torch.isfinite(top)  # fewer legal continuations than beams: copy the best one
                 parent[dead], choice[dead] = parent[0], choice[0]
-                out, scores = out[parent], top
+                out, scores, last, finished = out[parent], top, last[parent], finished[parent]
                 state = tuple(s[:, parent] for s in state) if isinstance(state, tuple) else state[:, parent]
                 penalty = penalty[parent] if penalty is not None else None
+                ban = ban[parent] if ban is not None else None
                 if copy is not None:
                     copy.reorder(parent)
+                if cadence is not None and cadence.active:
+                    cadence.reorder(parent)
                 out[:, i + 1] = choice
             else:
-                if noise_used == len(noise):  # Gumbel noise for the next bar's draws, in one call
-                    noise, noise_used = self._gumbel((tok.bar_steps(meter), B, tok.vocab_size), gen).unbind(0), 0
-                choice = self._sample(logits, params, noise[noise_used])
-                noise_used += 1
+                if nxt == DECIDE:
+                    choice = self._sample(logits, params, self._gumbel((B, tok.vocab_size), gen))
+                else:
+                    if noise_used == len(noise):  # Gumbel noise for the next bar's draws, in one call
+                        noise, noise_used = self._gumbel((bar_steps, B, tok.vocab_size), gen).unbind(0), 0
+                    choice = self._sample(logits, params, noise[noise_used])
+                    noise_used += 1
                 pending.append((i + 1, choice))
-            x = last = choice
+            x = choice
+            if nxt == DECIDE:
+                finished |= choice == tok.eos_id
+                continue
+            if cadence is not None and cadence.active:
+                cadence.advance(where[i + 1][1], choice.tolist())
+            last = choice
             done_steps += 1
         self._write_pending(out, pending)
         if beam:
-            order = torch.argsort(scores, descending=True, stable=True)[:params.count]
+            order = torch.argsort(scores, descending=True, stable=True)[:count]
             out, scores = out[order], scores[order]
-        info = {"model": self.name, "seed": seed, "params": params.to_dict()}
-        melodies = []
+        drawn = []
         for b in range(out.shape[0]):
             ids = out[b].tolist()
+            if tok.eos_id in ids[P:]:  # a range ended early: cut after its EOS
+                ids = ids[:P + ids[P:].index(tok.eos_id) + 1]
             if params.primer is not None and not params.include_primer:
                 ids = self._without_primer(ids[P:], meter)
-            notes, _ = tok.decode_notes(ids)  # validates the grammar
-            melodies.append(Melody(b, ids, notes, meter, float(params.tempo), tok, info,
-                                   float(scores[b]) if beam else None))
-        return Generation(melodies, seed, params, self.name, time.perf_counter() - started)
+            drawn.append((ids, float(scores[b]) if beam else None))
+        return drawn
+
+    def _decide_bias(self, out, step_cols, done_steps, bar_steps, meter, finished, cadence, key_pc) -> torch.Tensor:
+        """(B, V) mask for a barline inside a length range: BAR or EOS; EOS only after a bar that
+        cadenced when a cadence is asked for; rows already ended only mark time (BAR)."""
+        tok, B = self.tokenizer, out.shape[0]
+        bias = torch.full((B, tok.vocab_size), float("-inf"))
+        bias[:, tok.bar_id] = 0.0
+        bias[:, tok.eos_id] = 0.0
+        if cadence is not None:
+            bar = out[:, step_cols[done_steps - bar_steps:done_steps]].tolist()
+            tonics = self._tonics(out[:, :step_cols[done_steps - 1] + 1], key_pc)
+            for b in range(B):
+                if tonics[b] is None or not ends_in_cadence(bar[b], tok, tonics[b], meter):
+                    bias[b, tok.eos_id] = float("-inf")
+        bias[finished, tok.eos_id] = float("-inf")
+        return bias
+
+    def _tonics(self, so_far: torch.Tensor, key_pc) -> list:
+        """Each row's cadence tonic: the requested or primer key's, else the estimate from its notes so far."""
+        if key_pc is not None:
+            return [key_pc] * so_far.shape[0]
+        tok = self.tokenizer
+        tonics = []
+        for row in so_far.tolist():
+            steps = [t for t in row if tok.is_step(t)]
+            notes, start, pitch = [], 0, None
+            for j, t in enumerate(steps):  # grid notes of the step tokens (BAR and TS take no time)
+                if t != tok.hold_id and pitch is not None:
+                    notes.append(Note(pitch, start, j))
+                    pitch = None
+                if tok.pitch_of(t) is not None:
+                    pitch, start = tok.pitch_of(t), j
+            if pitch is not None:
+                notes.append(Note(pitch, start, len(steps)))
+            tonics.append(melody_tonic(notes, None))
+        return tonics
 
     @staticmethod
     def _gumbel(shape, gen) -> torch.Tensor:

@@ -1,0 +1,183 @@
+"""Length ranges, the tonic cadence, the quality gate and ending statistics (model/endings.py, model/sampling.py)."""
+import io
+
+import mido
+import pretty_midi
+import pytest
+import torch
+
+from model.checkpoint import save_checkpoint
+from model.endings import beat_steps, ending_statistics, ends_in_cadence, strong_positions
+from model.metrics import degenerate_reason, estimate_key
+from model.network import MelodyNetwork, NetworkConfig
+from model.sampling import GenerationParams, Generator, ParameterError, derived_seed
+from model.tokens import MelodyTokenizer, Note
+
+TOK = MelodyTokenizer()
+
+
+@pytest.fixture(scope="module", params=["positions", "remaining"])
+def gen(request, tmp_path_factory):
+    torch.manual_seed(0)
+    extra = {"remaining_dim": 3, "max_remaining": 4} if request.param == "remaining" else {}
+    net = MelodyNetwork(NetworkConfig(vocab_size=TOK.vocab_size, hidden_size=24, embedding_dim=8, num_layers=2,
+                                      position_dim=4, max_positions=TOK.max_bar_steps, **extra))
+    with torch.no_grad():  # an untrained model that ends now and then at a barline
+        net.projection.bias[TOK.eos_id] = 1.5
+    return Generator(save_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt", net, TOK))
+
+
+def bars_of(melody):
+    return TOK.bar_count(melody.tokens)
+
+
+def test_a_range_ends_at_a_barline_inside_it(gen):
+    lengths = set()
+    for seed in range(12):
+        g = gen.generate(GenerationParams(min_bars=3, max_bars=9, seed=seed, count=3))
+        for m in g.melodies:
+            TOK.validate(m.tokens)
+            assert 3 <= bars_of(m) <= 9 and m.tokens[-1] == TOK.eos_id
+            assert m.tokens[-2] != TOK.bar_id  # EOS follows a complete bar
+            lengths.add(bars_of(m))
+    assert len(lengths) >= 3  # the model, not the request, chose where to end
+
+
+def test_exact_bars_stay_exact(gen):
+    for seed in range(5):
+        assert all(bars_of(m) == 6 for m in gen.generate(GenerationParams(bars=6, seed=seed, count=2)).melodies)
+
+
+def final_note_cadences(melody, tonic_pc):
+    """The cadence rule read off the decoded notes, independently of the masks."""
+    notes = melody.notes
+    S = TOK.bar_steps(melody.meter)
+    total = sum(1 for t in melody.tokens if TOK.is_step(t))
+    last = notes[-1]
+    bar_start = total - S
+    return (last.pitch % 12 == tonic_pc and last.start >= bar_start
+            and last.start - bar_start in strong_positions(melody.meter, 4, S)
+            and last.end - last.start >= beat_steps(melody.meter, 4))
+
+
+@pytest.mark.parametrize("meter", ["4/4", "3/4", "6/8", "2/4"])
+@pytest.mark.parametrize("key", ["D", "G", "F"])
+def test_cadence_holds_for_every_sampled_melody(gen, meter, key):
+    tonic = {"D": 2, "G": 7, "F": 5}[key]
+    g = gen.generate(GenerationParams(bars=4, seed=3, count=8, meter=meter, key=key, cadence="tonic",
+                                      temperature=1.5))
+    assert all(final_note_cadences(m, tonic) for m in g.melodies)
+
+
+def test_cadence_holds_for_beam_search_and_ranges(gen):
+    for params in (GenerationParams(bars=4, seed=1, beam_width=4, count=4, key="A", cadence="tonic"),
+                   GenerationParams(min_bars=2, max_bars=6, seed=5, count=6, key="A", cadence="tonic"),
+                   GenerationParams(min_bars=2, max_bars=5, seed=6, beam_width=3, count=2, key="A", cadence="tonic")):
+        for m in gen.generate(params).melodies:
+            assert final_note_cadences(m, 9), m.tokens
+
+
+def test_cadence_without_a_key_ends_on_the_estimated_tonic(gen):
+    g = gen.generate(GenerationParams(bars=4, seed=11, count=6, cadence="tonic"))
+    for m in g.melodies:
+        # the tonic is estimated from the notes before the last bar
+        before = [n for n in m.notes if n.start < 3 * TOK.bar_steps("4/4")]
+        assert final_note_cadences(m, estimate_key(before)[0])
+
+
+def test_without_cadence_the_untrained_model_often_misses_it(gen):
+    g = gen.generate(GenerationParams(bars=4, seed=3, count=8, key="D", temperature=1.5))
+    assert not all(final_note_cadences(m, 2) for m in g.melodies)
+
+
+def test_ends_in_cadence_reads_a_bar():
+    d, e, hold, rest = TOK.note_id(62), TOK.note_id(64), TOK.hold_id, TOK.rest_id
+    assert ends_in_cadence([e, hold, hold, hold] * 2 + [d] + [hold] * 3 + [rest] * 4, TOK, 2, "4/4")
+    assert not ends_in_cadence([e] * 8 + [d, hold, e, hold] + [rest] * 4, TOK, 2, "4/4")  # last note E
+    assert not ends_in_cadence([e] * 9 + [d, hold, hold, hold] + [rest] * 3, TOK, 2, "4/4")  # weak beat
+
+
+def test_cadence_needs_a_tonic_in_range():
+    with pytest.raises(ParameterError, match="max_pitch"):
+        GenerationParams(key="D", cadence="tonic", min_pitch=63, max_pitch=70).validate(TOK)
+
+
+@pytest.fixture(scope="module")
+def lazy(tmp_path_factory):
+    """A model that would rather rest than play: most of its raw draws are degenerate."""
+    torch.manual_seed(0)
+    net = MelodyNetwork(NetworkConfig(vocab_size=TOK.vocab_size, hidden_size=8, embedding_dim=4, num_layers=1))
+    with torch.no_grad():
+        net.projection.weight.zero_()
+        net.projection.bias.fill_(-3.0)
+        net.projection.bias[TOK.rest_id] = 3.5
+    return Generator(save_checkpoint(tmp_path_factory.mktemp("lazy") / "lazy.pt", net, TOK))
+
+
+def test_gate_never_returns_a_degenerate_melody_and_is_deterministic(lazy):
+    raw = lazy.generate(GenerationParams(bars=8, seed=4, count=8, avoid_repetition=False, redraw_degenerate=False))
+    assert sum(degenerate_reason(m.tokens, TOK) is not None for m in raw.melodies) >= 2  # the gate has work
+    p = GenerationParams(bars=8, seed=4, count=8, avoid_repetition=False)
+    a, b = lazy.generate(p), lazy.generate(p)
+    assert all(degenerate_reason(m.tokens, TOK) is None for m in a.melodies)
+    assert [m.midi_bytes() for m in a.melodies] == [m.midi_bytes() for m in b.melodies]
+    assert a.to_json()["redrawn"] >= 2 and a.to_json()["redrawn"] == sum(m.info["redrawn"] for m in a.melodies)
+    # a melody that passed is the same draw as without the gate
+    for m, r in zip(a.melodies, raw.melodies):
+        if m.info["redrawn"] == 0:
+            assert m.tokens == r.tokens
+    assert derived_seed(4, 0, 1) != derived_seed(4, 1, 1) != derived_seed(4, 0, 2)
+
+
+def primer_midi(qpm, key=None):
+    pm = pretty_midi.PrettyMIDI(initial_tempo=qpm)
+    inst = pretty_midi.Instrument(0)
+    spb = 60 / qpm
+    for i, p in enumerate([62, 64, 66, 67]):
+        inst.notes.append(pretty_midi.Note(90, p, i * spb, (i + 1) * spb))
+    pm.instruments.append(inst)
+    if key is not None:
+        pm.key_signature_changes.append(pretty_midi.KeySignature(key, 0))
+    pm.time_signature_changes.append(pretty_midi.TimeSignature(3, 4, 0))
+    buf = io.BytesIO()
+    pm.write(buf)
+    return buf.getvalue()
+
+
+def midi_tempo(data):
+    f = mido.MidiFile(file=io.BytesIO(data))
+    return next(mido.tempo2bpm(m.tempo) for t in f.tracks for m in t if m.type == "set_tempo")
+
+
+def test_continuation_keeps_the_primers_tempo_and_meter_unless_set(gen):
+    g = gen.generate(GenerationParams(bars=2, seed=1, primer=primer_midi(144)))
+    assert g.params.tempo == pytest.approx(144) and g.melodies[0].meter == "3/4"
+    assert midi_tempo(g.melodies[0].midi_bytes()) == pytest.approx(144, abs=0.01)
+    g = gen.generate(GenerationParams(bars=2, seed=1, primer=primer_midi(144), tempo=90, meter="4/4"))
+    assert g.params.tempo == 90 and g.melodies[0].meter == "4/4"
+    assert gen.generate(GenerationParams(bars=2, seed=1)).params.tempo == 120
+
+
+def test_cadence_takes_the_primers_key_signature(gen):
+    g = gen.generate(GenerationParams(bars=3, seed=2, count=4, primer=primer_midi(100, key=7), cadence="tonic",
+                                      include_primer=False))
+    assert all(final_note_cadences(m, 7) for m in g.melodies)  # G major's tonic
+
+
+def test_ending_statistics_of_known_tunes():
+    d, e = 62, 64
+    tonic_long = TOK.encode_notes([Note(d, 0, 4), Note(e, 4, 8), Note(66, 8, 12), Note(d, 16, 32)], "4/4")
+    short_off = TOK.encode_notes([Note(d, 0, 8), Note(d, 8, 16), Note(e, 16, 20), Note(e, 21, 22)], "4/4")
+    stats = ending_statistics([tonic_long, short_off], TOK)
+    assert stats["tunes"] == 2
+    assert stats["final_longer_than_beat_share"] == 0.5
+    assert stats["final_on_strong_beat_share"] == 0.5
+    assert stats["final_length_beats"] == pytest.approx((4 + 0.25) / 2)
+    assert stats["tonic_share"] == 0.5
+
+
+def test_gate_covers_beam_search(lazy):
+    p = GenerationParams(bars=8, seed=2, count=3, beam_width=3, avoid_repetition=False)
+    a = lazy.generate(p)
+    assert all(degenerate_reason(m.tokens, TOK) is None for m in a.melodies)
+    assert [m.tokens for m in a.melodies] == [m.tokens for m in lazy.generate(p).melodies]
