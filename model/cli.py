@@ -25,8 +25,9 @@ def _bptt(text: str):
     return text if text == "full" else int(text)
 
 
-def _add_train_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (--hidden-size for hidden_size), with its default."""
+def _add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One flag per TrainConfig field (--hidden-size for hidden_size), with its default; ``skip``: fields
+    left out (a command that trains per fold sets them itself), and then no --resume/--quiet either."""
     from model.training import TrainConfig
     helps = {"data": "corpus: music21:<collection> or a folder of MIDI/ABC/MusicXML/kern files",
              "out": "model checkpoint to write (the resume state goes beside it as <stem>.resume.ckpt, which git ignores)",
@@ -43,6 +44,8 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
              "fused LSTM, our GRU and RNN)",
              "threads": "torch threads", "valid": "validation fraction of the tunes", "test": "test fraction"}
     for f in dataclasses.fields(TrainConfig):
+        if f.name in skip:
+            continue
         flag, default = "--" + f.name.replace("_", "-"), f.default
         kwargs = {"default": default, "help": helps.get(f.name, f.name.replace("_", " ")) + f" (default: {default})"}
         if f.name == "transpose":
@@ -56,6 +59,8 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
         else:
             kwargs["type"] = type(default)
         parser.add_argument(flag, **kwargs)
+    if skip:
+        return
     parser.add_argument("--resume", action="store_true", help="continue from the resume state beside --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -98,7 +103,8 @@ def cmd_generate(args) -> int:
         key=args.key, scale=args.scale, tempo=args.tempo, meter=args.meter, primer=_primer(args.primer),
         include_primer=args.include_primer, count=args.count, beam_width=args.beam_width,
         min_pitch=args.min_pitch, max_pitch=args.max_pitch, avoid_repetition=args.avoid_repetition,
-        short_term=args.short_term)
+        short_term=args.short_term, min_bars=args.min_bars, max_bars=args.max_bars, cadence=args.cadence,
+        redraw_degenerate=args.redraw_degenerate)
     params.validate()  # before loading the model: a bad flag fails fast
     import torch
     torch.set_num_threads(1)  # one melody batch is too small to gain from more threads
@@ -119,12 +125,32 @@ def cmd_generate(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    if args.folds is not None:
+        return cmd_cross_validate(args)
     from model.evaluation import evaluate_report
     result = evaluate_report(args.model, args.data, args.split, samples=args.samples,
                              ngram_model=None if args.ngram == "none" else args.ngram, ngram_out=args.ngram_out,
                              seed=args.seed, progress=not args.quiet,
                              ngram_orders=range(3, args.ngram_max_order + 1), short_term=args.short_term)
     print(json.dumps({**result, "model": str(args.model or "default")}, indent=2))
+    return 0
+
+
+def cmd_cross_validate(args) -> int:
+    from model.data import load_corpus
+    from model.folds import cross_validate
+    from model.tokens import TokenizerConfig
+    from model.training import TrainConfig
+    if not args.data:
+        raise ValueError("data must be given with --folds (a corpus spec or one file)")
+    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)
+              and f.name not in ("data", "out", "seed", "valid", "test")}
+    config = TrainConfig(data=args.data, **fields)
+    corpus = load_corpus(args.data, TokenizerConfig(steps_per_quarter=config.steps_per_quarter),
+                         progress=not args.quiet)
+    report = cross_validate(corpus, args.folds, config, valid=args.fold_valid, out_dir=args.folds_dir,
+                            progress=not args.quiet)
+    print(json.dumps({"data": args.data, "train_config": dataclasses.asdict(config), **report}, indent=2))
     return 0
 
 
@@ -168,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", default=None, help="tonic for the scale constraint: C, C#, Db, ..., B")
     p.add_argument("--scale", default=None, help="major, minor, harmonic_minor, dorian, mixolydian, lydian, "
                    "phrygian, pentatonic_major, pentatonic_minor, blues, chromatic (default major with --key)")
-    p.add_argument("--tempo", type=float, default=120.0, help="quarter notes per minute 20..300 (default 120)")
+    p.add_argument("--tempo", type=float, default=None, help="quarter notes per minute 20..300 "
+                   "(default: the primer's tempo, else 120)")
     p.add_argument("--meter", default=None, help="meter such as 3/4 (default: the primer's, else 4/4)")
     p.add_argument("--primer", default=None, help="a MIDI file, or a JSON note list '[[60, 0, 1], [62, 1, 0.5]]' "
                    "of [pitch, start_beats, duration_beats]")
@@ -183,6 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--short-term", action=argparse.BooleanOptionalAction, default=True,
                    help="mix in the model's short-term model, which copies from the melody so far, when it has "
                    "one (default: yes; --no-short-term = the network alone)")
+    p.add_argument("--min-bars", type=int, default=None, help="with --max-bars: the tune may end at any barline "
+                   "from this bar on, where the model chooses (default 1)")
+    p.add_argument("--max-bars", type=int, default=None, help="a length range instead of --bars: the tune ends "
+                   "where the model ends it, at the latest after this many bars")
+    p.add_argument("--cadence", choices=("none", "tonic"), default="none", help="tonic: the last note is the "
+                   "tonic of --key (or the primer's key, or the melody's estimated key), on a strong beat, at "
+                   "least a beat long (default none)")
+    p.add_argument("--redraw-degenerate", action=argparse.BooleanOptionalAction, default=True,
+                   help="the quality gate: redraw a degenerate melody, at most 8 times, with seeds derived from "
+                   "--seed (default: yes)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("evaluate", help="score a model on a corpus split (JSON)",
@@ -203,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--short-term", action=argparse.BooleanOptionalAction, default=True,
                    help="score and sample the network with its short-term model, when it has one (default: yes); "
                    "--no-short-term: the network alone")
+    p.add_argument("--folds", type=int, default=None, help="K-fold cross-validation by tune instead: train a fresh "
+                   "model per fold on the other folds (the training flags below apply), score each held-out fold "
+                   "and print pooled and per-fold bits per note; --data may be one file, e.g. "
+                   "music21:essenFolksong/kinder0.abc")
+    p.add_argument("--fold-valid", type=float, default=0.1, help="with --folds: share of the training folds' tunes "
+                   "used for validation and early stopping (default 0.1)")
+    p.add_argument("--folds-dir", default=None, help="with --folds: keep the fold checkpoints in this folder")
+    _add_train_flags(p.add_argument_group("training flags (with --folds)"), skip=("data", "out", "seed", "valid", "test", "short_term"))
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("short-term", help="fit a model's short-term model on its valid split",

@@ -65,6 +65,9 @@ def source_files(spec: str) -> tuple[Path, list[Path]]:
     if spec.startswith("music21:"):
         from music21 import corpus as m21corpus
         name = spec.split(":", 1)[1]
+        one = _corpus_root() / name
+        if "/" in name and one.is_file() and one.suffix.lower() in EXTENSIONS:  # one file, e.g. essenFolksong/kinder0.abc
+            return _corpus_root(), [one]
         files = sorted(Path(p) for p in m21corpus.getComposer(name)
                        if Path(p).suffix.lower() in EXTENSIONS)
         if not files:
@@ -72,8 +75,11 @@ def source_files(spec: str) -> tuple[Path, list[Path]]:
                              "(e.g. essenFolksong, bach, ryansMammoth, oneills1850)")
         return _corpus_root(), files
     root = Path(spec).expanduser()
+    if root.is_file() and root.suffix.lower() in EXTENSIONS:  # a single file (an ABC file holds many tunes)
+        return root.parent, [root]
     if not root.is_dir():
-        raise ValueError(f"data must be music21:<collection> or an existing folder, got {spec!r}")
+        raise ValueError(f"data must be music21:<collection>, an existing folder or a "
+                         f"{'/'.join(EXTENSIONS)} file, got {spec!r}")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS)
     if not files:
         raise ValueError(f"data folder {spec!r} holds no {'/'.join(EXTENSIONS)} files")
