@@ -195,15 +195,25 @@ def sample_statistics(generator, tokenizer, reference, count: int = 100, seed: i
     ref = token_arrays(reference)
     if not ref:
         raise ValueError("reference must hold at least one tune, got none")
+    from model.endings import ending_statistics
     rng = np.random.default_rng(seed)
-    generated = []
+    generated, matched, redrawn = [], [], 0
     for i, r in enumerate(rng.integers(0, len(ref), size=count)):
         _, meters = tokenizer.decode_notes(ref[r])
         bars = max(1, min(tokenizer.bar_count(ref[r]), max_bars))
         gen = generator.generate(GenerationParams(bars=bars, meter=meters[0][1], seed=seed + i, **params))
         generated.append(gen.melodies[0].tokens)
+        redrawn += gen.melodies[0].info.get("redrawn", 0) > 0
+        if tokenizer.bar_count(ref[r]) <= max_bars:
+            matched.append(ref[r])
     key, scale = params.get("key"), params.get("scale") or ("major" if params.get("key") else None)
     return {**metrics.compare_melodies(generated, ref, tokenizer, key=key, scale=scale),
+            # the quality gate's work: melodies whose first draw was degenerate (redrawn before returning)
+            "redrawn_share": redrawn / count,
+            # how they end, beside the reference tunes (all of them, and those the draws could match in length)
+            "endings": ending_statistics(generated, tokenizer),
+            "reference_endings": ending_statistics(ref, tokenizer),
+            "reference_endings_matched": ending_statistics(matched, tokenizer),
             "seed": seed, "max_bars": max_bars,
             "params": {k: v for k, v in params.items()}}
 

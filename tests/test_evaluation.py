@@ -84,6 +84,11 @@ def test_evaluate_report_holds_every_figure(checkpoint):
         assert out[key] > 0 and out["ngram"][key] > 0
     assert out["ngram"]["order"] in range(3, 25)
     assert out["samples"]["melodies"] == 2
+    for side in ("endings", "reference_endings"):  # how generated and reference tunes end, side by side
+        assert set(out["samples"][side]) >= {"tonic_share", "final_length_beats", "final_on_strong_beat_share",
+                                              "final_longer_than_beat_share"}
+    assert out["samples"]["endings"]["tunes"] == 2
+    assert 0 <= out["samples"]["redrawn_share"] <= 1
     with pytest.raises(ValueError, match="split"):
         evaluate_report(checkpoint, split="dev", corpus=corpus)
 
