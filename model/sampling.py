@@ -1,13 +1,23 @@
 """Generating melodies from a trained network, one token at a time.
 
 The recurrent state is carried from step to step (a primer is fed once through the network; the
-prefix is never run again). With one meter, a tune of ``bars`` bars has a fixed shape,
-``BOS TS (BAR step*S)*bars EOS``, so the structural tokens (BOS, TS, BAR, EOS) are forced and only
-the S grid steps of each bar are chosen; every sequence is therefore valid and has exactly ``bars``
-new bars. At a step the choices are REST, HOLD (only while a note sounds) and the NOTE tokens that
-pass the key/scale and pitch-range masks; the logits then go through temperature, top-k and top-p,
-and a seeded ``torch.Generator`` draws all ``count`` melodies in one batched pass (Gumbel-max). Beam search
-(``beam_width`` > 1) keeps the w most likely masked sequences instead and returns the best ``count``.
+prefix is never run again); the per-request loop lives in ``model.rows`` so that a worker can run
+many requests in one batch. **Length.** ``bars`` fixes the shape ``BOS TS (BAR step*S)*bars EOS``:
+the structural tokens are forced and only the S grid steps of each bar are chosen, and the network's
+bars-remaining input counts down to the end. A range (``min_bars``..``max_bars``) instead samples
+BAR or EOS at each barline inside it (EOS forced at the maximum) with the end "unknown" to the
+network, so the tune ends where the model ends it. At a step the choices are REST, HOLD (only while
+a note sounds) and the NOTE tokens that pass the key/scale and pitch-range masks; the logits then go
+through temperature, top-k and top-p, and a seeded ``torch.Generator`` draws all ``count`` melodies in
+one batched pass (Gumbel-max). Beam search (``beam_width`` > 1) keeps the w most likely masked
+sequences instead and returns the best ``count``.
+
+**Cadence** (``cadence="tonic"``, ``model.endings``): masks in the last bar make the last note the
+tonic, on a strong beat, at least a beat long; in a range EOS is allowed only after such a bar.
+**Quality gate** (``redraw_degenerate``): a melody whose generated part is degenerate by
+``model.metrics``' rule is drawn again with a seed derived from the request's (``derived_seed``), at
+most ``MAX_REDRAWS`` times; the result says how many were redrawn. A primer's tempo and key
+signature are kept unless the request sets tempo and key.
 
 Anti-degeneracy guard (``avoid_repetition``, on by default): at every barline the last two bars are
 inspected; if they hold at least 4 onsets on only one or two pitches, those pitches' logits are
@@ -31,19 +41,17 @@ from pathlib import Path
 import torch
 
 from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint
-from model.endings import Cadence, ends_in_cadence, melody_tonic
-from model.evaluation import condition_ids
 from model.metrics import degenerate_reason
+from model.rows import MIN_ROWS, MelodyRows
 from model.params import (DEFAULT_TEMPO, MAX_REDRAWS, MAX_SEED, PITCH_CLASSES, SCALES, GenerationParams,
                           ParameterError, primer_notes)  # re-exported (__all__): callers look for them here
-from model.shortterm import CopyModel, CopyState
+from model.shortterm import CopyModel
 from model.tokens import MelodyTokenizer, Note
 
 __all__ = ["Generation", "GenerationFailed", "GenerationParams", "Generator", "MAX_SEED", "Melody", "PITCH_CLASSES", "ParameterError",
            "REPETITION_PENALTY", "SCALES", "generate_melody", "primer_notes"]
 
 REPETITION_PENALTY = 2.0  # nats taken off a repeated pattern's logits (probability x ~0.14)
-CHOOSE, DECIDE = -1, -2  # template columns: a grid step to sample; a barline that may be EOS (a length range)
 
 
 class GenerationFailed(ValueError):
@@ -155,25 +163,28 @@ class Generator:
         bias[:, [tok.note_id(p) for p in params.allowed_pitches(tok.config.min_pitch, tok.config.max_pitch)]] = 0.0
         return bias
 
-    def _prefix_state(self, tokens: torch.Tensor, positions: list[int] | None, reuse: bool):
-        """The state after running tokens (B, T) (T may be 0; positions: a list for at least T ids).
+    def _prefix_state(self, tokens: torch.Tensor, positions: list[int] | None, rows: int, reuse: bool):
+        """The state after running tokens (1, T) (T may be 0; positions: a list for at least T ids),
+        repeated for ``rows`` rows. It is computed for one row whatever ``rows`` is, so a row's state
+        does not depend on how many melodies a request asks for.
 
-        Without a primer the prefix fed here is BOS alone: its state is kept per batch size (and
-        parameter versions), since one call of the fused LSTM costs ~2 ms here (oneDNN set-up per
-        call), as much as ~25 generation steps. The kept state is the very tensor that call returned.
+        Without a primer the prefix fed here is BOS alone: its state is kept (per parameter versions),
+        since one call of the fused LSTM costs ~2 ms here (oneDNN set-up per call), as much as ~25
+        generation steps.
         """
-        model, (B, T) = self.model, tokens.shape
+        model, T = self.model, tokens.shape[1]
         if T == 0:
-            return model.init_state(B)
-        key = (tuple(tokens[0].tolist()), B, tuple(p._version for p in model.parameters())) if reuse else None
-        if key in self._start_states:
-            return self._start_states[key]
-        _, state = model(tokens, torch.tensor(positions[:T]).expand(B, -1) if positions is not None else None)
-        if key is not None:
-            if len(self._start_states) >= 16:  # a few batch sizes in use; old parameter versions go
-                self._start_states.clear()
-            self._start_states[key] = state
-        return state
+            return model.init_state(rows)
+        key = (tuple(tokens[0].tolist()), tuple(p._version for p in model.parameters())) if reuse else None
+        state = self._start_states.get(key) if key is not None else None
+        if state is None:
+            _, state = model(tokens, torch.tensor([positions[:T]]) if positions is not None else None)
+            if key is not None:
+                if len(self._start_states) >= 16:  # old parameter versions go
+                    self._start_states.clear()
+                self._start_states[key] = state
+        expand = lambda s: s.repeat(1, rows, 1)  # (L, 1, H) -> (L, rows, H)
+        return tuple(expand(s) for s in state) if isinstance(state, tuple) else expand(state)
 
     # ---- generation ------------------------------------------------------------------------------
 
@@ -237,199 +248,32 @@ class Generator:
             return ids
         return self._without_primer(ids[len(prefix.ids):], meter)
 
-    def _template(self, params: GenerationParams, prefix: Prefix):
-        """The generated part's columns: forced tokens, CHOOSE (a grid step) and DECIDE (BAR or EOS:
-        a barline inside a length range), with each CHOOSE column's (bar index, position in the bar)."""
-        tok, meter = self.tokenizer, params.meter or prefix.meter
-        bars = params.max_bars if params.ranged else params.bars
-        first_end = (params.min_bars or 1) if params.ranged else bars
-        template, where = [], []
-        for b in range(bars):
-            template.append(DECIDE if params.ranged and b >= first_end else tok.bar_id)
-            where.append(None)
-            if b == 0 and meter != prefix.meter:
-                template.append(tok.meter_id(meter))  # a meter change after the primer
-                where.append(None)
-            template += [CHOOSE] * tok.bar_steps(meter)
-            where += [(b, p) for p in range(tok.bar_steps(meter))]
-        template.append(tok.eos_id)
-        where.append(None)
-        return template, where, bars
-
     def _draw(self, params: GenerationParams, prefix: Prefix, key_pc, seed: int, count: int) -> list:
-        """``count`` melodies (beam search: the best ``count`` beams) as [(ids, score or None)]."""
-        tok, model = self.tokenizer, self.model
-        meter = params.meter or prefix.meter
-        template, where, bars = self._template(params, prefix)
-        full = prefix.ids + template
-        placeholder = [tok.rest_id if t == CHOOSE else tok.bar_id if t == DECIDE else t for t in full]
-        where = [None] * len(prefix.ids) + where
-        # (N,) condition ids: position in the bar and bars remaining (known when the template fixes the end)
-        positions = condition_ids(tok, placeholder, model.config, known_end=not params.ranged) \
-            if model.config.conditioned else None
-
-        beam = params.beam_width > 1
-        B, N, P = (params.beam_width if beam else count), len(full), len(prefix.ids)
-        out = torch.tensor(placeholder).repeat(B, 1)  # (B, N)
-        # warm the state on the prefix (all but its last token, which the loop feeds)
-        state = self._prefix_state(out[:, :P - 1], positions, reuse=params.primer is None)
-        gen = torch.Generator().manual_seed(seed)
-        noise, noise_used = (), 0
-        # the loop's inputs are (B,) tensors made once: per position value, per forced token, the draws
-        pos_inputs = {p: torch.full((B,), p) for p in set(positions)} if positions is not None else None
-        forced_inputs = {t: torch.full((B,), t) for t in {*template, full[P - 1], tok.bar_id} if t >= 0}
-        x = forced_inputs[full[P - 1]]  # (B,) the token fed at step i
-        # (V, V): row t = the step mask after step token t (HOLD may follow NOTE and HOLD only)
-        mask_after = self._step_bias(params)[self.sounding]
-        last_steps = [t for t in prefix.ids if tok.is_step(t)]
-        # (B,) the last step token; it selects the mask row (any sounding token stands for NOTE/HOLD)
-        last = torch.full((B,), tok.hold_id if last_steps and last_steps[-1] != tok.rest_id else tok.rest_id)
-        pending = []  # sampled (column, (B,) tokens) not yet in `out`: written once a bar, not once a step
-        step_cols = [i for i, t in enumerate(full) if t == CHOOSE or tok.is_step(t)]  # every grid step column
-        bar_steps = tok.bar_steps(meter)
-        window = 2 * bar_steps
-        penalty = None
-        ban = None  # (B, V) the caps' -inf mask for the first step of a bar, or None
-        scores = torch.full((B,), float("-inf"))
-        scores[0] = 0.0
-        done_steps = len(last_steps)
-        finished = torch.zeros(B, dtype=torch.bool)  # rows that chose EOS inside a length range
-        allowed = params.allowed_pitches(tok.config.min_pitch, tok.config.max_pitch)
-        cadence = Cadence(tok, meter, allowed, B) if params.cadence == "tonic" else None
-        copy = None  # the short-term model's state over each melody so far
-        if self.copy_model is not None and params.short_term:
-            copy = CopyState(self.copy_model, tok.vocab_size, batch=B, capacity=N)
-            for t in prefix.ids[:-1]:
-                copy.push(t)
-        for i in range(P - 1, N - 1):
-            logits, state = model.step(x, pos_inputs[positions[i]] if positions is not None else None, state)  # (B, V)
-            nxt = full[i + 1]
-            if copy is not None:  # the short-term model reads x; at a grid step it is mixed into the logits
-                if nxt == CHOOSE:
-                    copy.push_and_mix(x, logits)  # in place: log((1 - g) p_network + g p_copy) + a constant
-                else:
-                    copy.push(x)
-            if nxt in (tok.bar_id, DECIDE) and params.avoid_repetition and done_steps >= bar_steps:
-                self._write_pending(out, pending)
-                ban = self._stuck_bar_ban(out[:, step_cols[done_steps - bar_steps:done_steps]])
-                if done_steps >= window:
-                    penalty = self._repetition_penalty(out[:, step_cols[done_steps - window:done_steps]])
-            if nxt not in (CHOOSE, DECIDE):
-                x = forced_inputs[nxt]
-                continue  # a forced structural token, already in `out`
-            if nxt == DECIDE:  # BAR or EOS; with a cadence, EOS only after a bar that cadenced
-                self._write_pending(out, pending)
-                logits.add_(self._decide_bias(out, step_cols, done_steps, bar_steps, meter, finished, cadence, key_pc))
-            else:
-                bar, pos = where[i + 1]
-                logits.add_(mask_after.index_select(0, last))  # (B, V) grammar + key/scale/range masks
-                if penalty is not None:
-                    logits += penalty
-                if ban is not None:  # first step after a bar of only rests or only HOLD
-                    logits += ban
-                    ban = None
-                if cadence is not None and bar == bars - 1:
-                    if pos == 0:
-                        self._write_pending(out, pending)
-                        cadence.begin_bar(self._tonics(out[:, :i + 1], key_pc))
-                    logits += cadence.mask(pos)
-                if bool(finished.any()):  # ended rows only mark time (one choice: REST, log-probability 0)
-                    logits[finished] = self._finished_row
-            if beam:
-                logp = torch.log_softmax(logits / params.temperature, dim=-1)  # (B, V)
-                top, flat = torch.topk((scores[:, None] + logp).flatten(), B)  # best B continuations
-                parent, choice = flat // logp.shape[1], flat % logp.shape[1]
-                dead = ~torch.isfinite(top)  # fewer legal continuations than beams: copy the best one
-                parent[dead], choice[dead] = parent[0], choice[0]
-                out, scores, last, finished = out[parent], top, last[parent], finished[parent]
-                state = tuple(s[:, parent] for s in state) if isinstance(state, tuple) else state[:, parent]
-                penalty = penalty[parent] if penalty is not None else None
-                ban = ban[parent] if ban is not None else None
-                if copy is not None:
-                    copy.reorder(parent)
-                if cadence is not None and cadence.active:
-                    cadence.reorder(parent)
-                out[:, i + 1] = choice
-            else:
-                if nxt == DECIDE:
-                    choice = self._sample(logits, params, self._gumbel((B, tok.vocab_size), gen))
-                else:
-                    if noise_used == len(noise):  # Gumbel noise for the next bar's draws, in one call
-                        noise, noise_used = self._gumbel((bar_steps, B, tok.vocab_size), gen).unbind(0), 0
-                    choice = self._sample(logits, params, noise[noise_used])
-                    noise_used += 1
-                pending.append((i + 1, choice))
-            x = choice
-            if nxt == DECIDE:
-                finished |= choice == tok.eos_id
-                continue
-            if cadence is not None and cadence.active:
-                cadence.advance(where[i + 1][1], choice.tolist())
-            last = choice
-            done_steps += 1
-        self._write_pending(out, pending)
-        if beam:
-            order = torch.argsort(scores, descending=True, stable=True)[:count]
-            out, scores = out[order], scores[order]
-        drawn = []
-        for b in range(out.shape[0]):
-            ids = out[b].tolist()
-            if tok.eos_id in ids[P:]:  # a range ended early: cut after its EOS
-                ids = ids[:P + ids[P:].index(tok.eos_id) + 1]
-            if params.primer is not None and not params.include_primer:
-                ids = self._without_primer(ids[P:], meter)
-            drawn.append((ids, float(scores[b]) if beam else None))
-        return drawn
-
-    def _decide_bias(self, out, step_cols, done_steps, bar_steps, meter, finished, cadence, key_pc) -> torch.Tensor:
-        """(B, V) mask for a barline inside a length range: BAR or EOS; EOS only after a bar that
-        cadenced when a cadence is asked for; rows already ended only mark time (BAR)."""
-        tok, B = self.tokenizer, out.shape[0]
-        bias = torch.full((B, tok.vocab_size), float("-inf"))
-        bias[:, tok.bar_id] = 0.0
-        bias[:, tok.eos_id] = 0.0
-        if cadence is not None:
-            bar = out[:, step_cols[done_steps - bar_steps:done_steps]].tolist()
-            tonics = self._tonics(out[:, :step_cols[done_steps - 1] + 1], key_pc)
-            for b in range(B):
-                if tonics[b] is None or not ends_in_cadence(bar[b], tok, tonics[b], meter):
-                    bias[b, tok.eos_id] = float("-inf")
-        bias[finished, tok.eos_id] = float("-inf")
-        return bias
-
-    def _tonics(self, so_far: torch.Tensor, key_pc) -> list:
-        """Each row's cadence tonic: the requested or primer key's, else the estimate from its notes so far."""
-        if key_pc is not None:
-            return [key_pc] * so_far.shape[0]
-        tok = self.tokenizer
-        tonics = []
-        for row in so_far.tolist():
-            steps = [t for t in row if tok.is_step(t)]
-            notes, start, pitch = [], 0, None
-            for j, t in enumerate(steps):  # grid notes of the step tokens (BAR and TS take no time)
-                if t != tok.hold_id and pitch is not None:
-                    notes.append(Note(pitch, start, j))
-                    pitch = None
-                if tok.pitch_of(t) is not None:
-                    pitch, start = tok.pitch_of(t), j
-            if pitch is not None:
-                notes.append(Note(pitch, start, len(steps)))
-            tonics.append(melody_tonic(notes, None))
-        return tonics
+        """``count`` melodies (beam search: the best ``count`` beams) as [(ids, score or None)]: the
+        rows' loop of ``model.rows`` for this request alone, padded to MIN_ROWS rows like a shared batch."""
+        rows = MelodyRows(self, params, prefix, key_pc, seed, count)
+        state = rows.start_state()
+        pad = max(0, MIN_ROWS - rows.B)
+        if pad:  # the padding rows are zeros; their logits are dropped
+            state = tuple(torch.cat([s, s.new_zeros(s.shape[0], pad, s.shape[2])], 1) for s in state) \
+                if isinstance(state, tuple) else torch.cat([state, state.new_zeros(state.shape[0], pad, state.shape[2])], 1)
+        while not rows.done:
+            x, cond = rows.inputs()
+            if pad:
+                x = torch.cat([x, x.new_zeros(pad)])
+                cond = torch.cat([cond, cond.new_zeros(pad)]) if cond is not None else None
+            logits, state = self.model.step(x, cond, state)  # (B + pad, V)
+            parent = rows.advance(logits[:rows.B])
+            if parent is not None:  # beam search reordered its rows
+                index = torch.cat([parent, torch.arange(rows.B, rows.B + pad)])
+                state = tuple(s[:, index] for s in state) if isinstance(state, tuple) else state[:, index]
+        return rows.result(count)
 
     @staticmethod
     def _gumbel(shape, gen) -> torch.Tensor:
         """Standard Gumbel noise -log(-log(U)) from the seeded generator."""
         u = torch.rand(shape, generator=gen).clamp_(1e-10, 1.0 - 1e-7)
         return u.log_().neg_().log_().neg_()
-
-    @staticmethod
-    def _write_pending(out: torch.Tensor, pending: list) -> None:
-        """Write the sampled columns held in ``pending`` into ``out`` (B, N) in one call; empties it."""
-        if pending:
-            cols, tokens = zip(*pending)
-            out[:, list(cols)] = torch.stack(tokens, 1)  # (B, len(pending))
-            pending.clear()
 
     def _sample(self, logits, params, gumbel) -> torch.Tensor:
         """Temperature, top-k, top-p, then one draw per row -> (B,). May overwrite ``logits``.

@@ -1,0 +1,285 @@
+"""One request's melodies as rows that advance one token at a time, so many requests can share a step.
+
+``MelodyRows`` holds everything a request's rows need between two network steps: the template of
+columns (forced tokens, grid steps to choose, barlines that may end a length range), the tokens so
+far, the masks' state (grammar, key/scale/range, repetition guard, cadence), the short-term model's
+state and the request's own random stream. The caller owns the network and its recurrent state:
+
+    rows = MelodyRows(generator, params, prefix, key_pc, seed, count)
+    state = rows.start_state()                        # the prefix (or primer) run through the network
+    while not rows.done:
+        logits, state = net.step(*rows.inputs(), state)
+        parent = rows.advance(logits)                 # beam search: reorder the state rows by parent
+
+``Generator`` runs this loop for one request; ``worker.batcher`` runs it for many at once by
+concatenating their inputs and slicing the logits, so a request's bytes do not depend on what else
+is in the batch (see ``MIN_ROWS``). Sampling draws from each request's own ``torch.Generator``.
+"""
+from __future__ import annotations
+
+import torch
+
+from model.endings import Cadence, ends_in_cadence, melody_tonic
+from model.evaluation import condition_ids
+from model.shortterm import CopyState
+from model.tokens import Note
+
+CHOOSE, DECIDE = -1, -2  # template columns: a grid step to sample; a barline that may be EOS (a length range)
+# The step's matrix products take one kernel below 8 rows and another from 8 rows on; within the
+# second, a row's result is the same whatever the batch size and the row's place in it (checked by
+# tests/test_batcher.py). Batches are therefore padded to at least MIN_ROWS rows.
+MIN_ROWS = 8
+
+
+class MelodyRows:
+    """The rows of one request (``count`` samples, or ``beam_width`` beams), advanced token by token."""
+
+    def __init__(self, generator, params, prefix, key_pc, seed: int, count: int):
+        self.g, self.params, self.prefix, self.key_pc = generator, params, prefix, key_pc
+        tok, model = generator.tokenizer, generator.model
+        self.tok = tok
+        self.meter = params.meter or prefix.meter
+        self.template, where, self.bars = self._template()
+        self.full = full = prefix.ids + self.template
+        placeholder = [tok.rest_id if t == CHOOSE else tok.bar_id if t == DECIDE else t for t in full]
+        self.placeholder = placeholder
+        self.where = [None] * len(prefix.ids) + where  # per column: (bar, position) of a grid step to choose
+        # (N,) condition ids: position in the bar and bars remaining (known when the template fixes the end)
+        self.positions = condition_ids(tok, placeholder, model.config, known_end=not params.ranged) \
+            if model.config.conditioned else None
+        self.beam = params.beam_width > 1
+        B, N, P = (params.beam_width if self.beam else count), len(full), len(prefix.ids)
+        self.B, self.N, self.P = B, N, P
+        self.out = torch.tensor(placeholder).repeat(B, 1)  # (B, N)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.noise, self.noise_used = (), 0
+        self.pos_inputs = {p: torch.full((B,), p) for p in set(self.positions)} if self.positions is not None else None
+        self.forced = {t: torch.full((B,), t) for t in {*self.template, full[P - 1], tok.bar_id} if t >= 0}
+        self.x = self.forced[full[P - 1]]  # (B,) the token fed at the next step
+        self.mask_after = generator._step_bias(params)[generator.sounding]  # (V, V) step mask after token t
+        last_steps = [t for t in prefix.ids if tok.is_step(t)]
+        # (B,) the last step token; it selects the mask row (any sounding token stands for NOTE/HOLD)
+        self.last = torch.full((B,), tok.hold_id if last_steps and last_steps[-1] != tok.rest_id else tok.rest_id)
+        self.pending = []  # sampled (column, (B,) tokens) not yet in `out`: written once a bar, not once a step
+        self.step_cols = [i for i, t in enumerate(full) if t == CHOOSE or tok.is_step(t)]  # grid step columns
+        self.bar_steps = tok.bar_steps(self.meter)
+        self.penalty = self.ban = None  # the repetition guard's (B, V) penalty and the caps' -inf mask
+        self.scores = torch.full((B,), float("-inf"))
+        self.scores[0] = 0.0
+        self.done_steps = len(last_steps)
+        self.finished = torch.zeros(B, dtype=torch.bool)  # rows that chose EOS inside a length range
+        allowed = params.allowed_pitches(tok.config.min_pitch, tok.config.max_pitch)
+        self.cadence = Cadence(tok, self.meter, allowed, B) if params.cadence == "tonic" else None
+        self.copy = None  # the short-term model's state over each melody so far
+        if generator.copy_model is not None and params.short_term:
+            self.copy = CopyState(generator.copy_model, tok.vocab_size, batch=B, capacity=N)
+            for t in prefix.ids[:-1]:
+                self.copy.push(t)
+        self.i = P - 1  # the column whose token is fed next
+        self.ended = False  # all rows chose EOS inside a length range
+        self.bars_completed = 0  # generated bars finished (streamed by the batcher as they complete)
+
+    # ---- the template --------------------------------------------------------------------------
+
+    def _template(self):
+        """The generated part's columns: forced tokens, CHOOSE and DECIDE (BAR or EOS inside a range),
+        with each CHOOSE column's (bar index, position in the bar)."""
+        tok, params, prefix, meter = self.tok, self.params, self.prefix, self.meter
+        bars = params.max_bars if params.ranged else params.bars
+        first_end = (params.min_bars or 1) if params.ranged else bars
+        template, where = [], []
+        for b in range(bars):
+            template.append(DECIDE if params.ranged and b >= first_end else tok.bar_id)
+            where.append(None)
+            if b == 0 and meter != prefix.meter:
+                template.append(tok.meter_id(meter))  # a meter change after the primer
+                where.append(None)
+            template += [CHOOSE] * tok.bar_steps(meter)
+            where += [(b, p) for p in range(tok.bar_steps(meter))]
+        template.append(tok.eos_id)
+        where.append(None)
+        return template, where, bars
+
+    # ---- the loop's three calls ------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """Every column fed, or (a length range) every row has ended."""
+        return self.i >= self.N - 1 or self.ended
+
+    @property
+    def progress(self) -> float:
+        """Share of the generated columns done (a range counts towards its maximum)."""
+        return 1.0 if self.done else (self.i - self.P + 1) / (self.N - self.P)
+
+    def start_state(self):
+        """The recurrent state after the prefix (all but its last token, which the loop feeds)."""
+        return self.g._prefix_state(self.out[:1, :self.P - 1], self.positions, self.B,
+                                    reuse=self.params.primer is None)
+
+    def inputs(self):
+        """(tokens (B,), condition ids (B,) or None) for the next network step."""
+        return self.x, self.pos_inputs[self.positions[self.i]] if self.positions is not None else None
+
+    def advance(self, logits: torch.Tensor):
+        """Take the step's logits (B, V) (may be modified in place): choose or force the next column's
+        token. Returns the beams' parents (B,) when beam search reordered the rows, else None."""
+        tok, params, i = self.tok, self.params, self.i
+        nxt = self.full[i + 1]
+        self.i += 1
+        if self.copy is not None:  # the short-term model reads x; at a grid step it is mixed into the logits
+            if nxt == CHOOSE:
+                self.copy.push_and_mix(self.x, logits)  # in place: log((1 - g) p_network + g p_copy) + a constant
+            else:
+                self.copy.push(self.x)
+        if nxt in (tok.bar_id, DECIDE) and params.avoid_repetition and self.done_steps >= self.bar_steps:
+            self._write_pending()
+            recent = self.step_cols
+            self.ban = self.g._stuck_bar_ban(self.out[:, recent[self.done_steps - self.bar_steps:self.done_steps]])
+            if self.done_steps >= 2 * self.bar_steps:
+                self.penalty = self.g._repetition_penalty(
+                    self.out[:, recent[self.done_steps - 2 * self.bar_steps:self.done_steps]])
+        if nxt in (tok.bar_id, DECIDE, tok.eos_id) and i + 1 > self.P:
+            self.bars_completed += 1  # the barline (or EOS) after a generated bar
+        if nxt not in (CHOOSE, DECIDE):
+            self.x = self.forced[nxt]
+            return None  # a forced structural token, already in `out`
+        if nxt == DECIDE:  # BAR or EOS; with a cadence, EOS only after a bar that cadenced
+            self._write_pending()
+            logits.add_(self._decide_bias())
+        else:
+            bar, pos = self.where[i + 1]
+            logits.add_(self.mask_after.index_select(0, self.last))  # (B, V) grammar + key/scale/range masks
+            if self.penalty is not None:
+                logits += self.penalty
+            if self.ban is not None:  # first step after a bar of only rests or only HOLD
+                logits += self.ban
+                self.ban = None
+            if self.cadence is not None and bar == self.bars - 1:
+                if pos == 0:
+                    self._write_pending()
+                    self.cadence.begin_bar(self._tonics(self.out[:, :i + 1]))
+                logits += self.cadence.mask(pos)
+            if bool(self.finished.any()):  # ended rows only mark time (one choice: REST, log-probability 0)
+                logits[self.finished] = self.g._finished_row
+        parent = None
+        if self.beam:
+            logp = torch.log_softmax(logits / params.temperature, dim=-1)  # (B, V)
+            top, flat = torch.topk((self.scores[:, None] + logp).flatten(), self.B)  # best B continuations
+            parent, choice = flat // logp.shape[1], flat % logp.shape[1]
+            dead = ~torch.isfinite(top)  # fewer legal continuations than beams: copy the best one
+            parent[dead], choice[dead] = parent[0], choice[0]
+            self.out, self.scores = self.out[parent], top
+            self.last, self.finished = self.last[parent], self.finished[parent]
+            self.penalty = self.penalty[parent] if self.penalty is not None else None
+            self.ban = self.ban[parent] if self.ban is not None else None
+            if self.copy is not None:
+                self.copy.reorder(parent)
+            if self.cadence is not None and self.cadence.active:
+                self.cadence.reorder(parent)
+            self.out[:, i + 1] = choice
+        else:
+            if nxt == DECIDE:
+                choice = self.g._sample(logits, params, self.g._gumbel((self.B, tok.vocab_size), self.gen))
+            else:
+                if self.noise_used == len(self.noise):  # Gumbel noise for the next bar's draws, in one call
+                    self.noise = self.g._gumbel((self.bar_steps, self.B, tok.vocab_size), self.gen).unbind(0)
+                    self.noise_used = 0
+                choice = self.g._sample(logits, params, self.noise[self.noise_used])
+                self.noise_used += 1
+            self.pending.append((i + 1, choice))
+        self.x = choice
+        if nxt == DECIDE:
+            self.finished |= choice == tok.eos_id
+            self.ended = bool(self.finished.all()) and not self.beam  # beams stop at the template's end
+            return parent
+        if self.cadence is not None and self.cadence.active:
+            self.cadence.advance(self.where[i + 1][1], choice.tolist())
+        self.last = choice
+        self.done_steps += 1
+        return parent
+
+    def result(self, count: int) -> list:
+        """The finished melodies as [(ids, score or None)] (beam search: the best ``count`` beams)."""
+        self._write_pending()
+        out, scores, P, tok = self.out, self.scores, self.P, self.tok
+        if self.beam:
+            order = torch.argsort(scores, descending=True, stable=True)[:count]
+            out, scores = out[order], scores[order]
+        drawn = []
+        for b in range(out.shape[0]):
+            ids = out[b].tolist()
+            if tok.eos_id in ids[P:]:  # a range ended early: cut after its EOS
+                ids = ids[:P + ids[P:].index(tok.eos_id) + 1]
+            if self.params.primer is not None and not self.params.include_primer:
+                ids = self.g._without_primer(ids[P:], self.meter)
+            drawn.append((ids, float(scores[b]) if self.beam else None))
+        return drawn
+
+    def finished_bar_notes(self, bar: int) -> list[list[dict]]:
+        """Per row, the notes that start in generated bar ``bar`` (for streaming a bar once it is done)."""
+        self._write_pending()
+        tok, spq = self.tok, self.tok.steps_per_quarter
+        cols = [i for i, w in enumerate(self.where) if w is not None and w[0] == bar]
+        if not cols:
+            return [[] for _ in range(self.B)]
+        first_step = self.step_cols.index(cols[0])
+        rows = []
+        for row in self.out[:, cols[0]:].tolist():
+            notes, step = [], first_step
+            for j, t in enumerate(row[:len(cols)]):
+                pitch = tok.pitch_of(t)
+                if pitch is not None:
+                    length = 1
+                    while j + length < len(row) and row[j + length] == tok.hold_id:
+                        length += 1
+                    notes.append({"pitch": pitch, "start_beats": step / spq, "end_beats": (step + length) / spq})
+                step += 1
+            rows.append(notes)
+        return rows
+
+    # ---- helpers -----------------------------------------------------------------------------------
+
+    def _write_pending(self) -> None:
+        """Write the sampled columns held in ``pending`` into ``out`` (B, N) in one call; empties it."""
+        if self.pending:
+            cols, tokens = zip(*self.pending)
+            self.out[:, list(cols)] = torch.stack(tokens, 1)  # (B, len(pending))
+            self.pending.clear()
+
+    def _decide_bias(self) -> torch.Tensor:
+        """(B, V) mask for a barline inside a length range: BAR or EOS; EOS only after a bar that
+        cadenced when a cadence is asked for; rows already ended only mark time (BAR)."""
+        tok, B, out = self.tok, self.B, self.out
+        bias = torch.full((B, tok.vocab_size), float("-inf"))
+        bias[:, tok.bar_id] = 0.0
+        bias[:, tok.eos_id] = 0.0
+        if self.cadence is not None:
+            cols = self.step_cols[self.done_steps - self.bar_steps:self.done_steps]
+            bar = out[:, cols].tolist()
+            tonics = self._tonics(out[:, :cols[-1] + 1])
+            for b in range(B):
+                if tonics[b] is None or not ends_in_cadence(bar[b], tok, tonics[b], self.meter):
+                    bias[b, tok.eos_id] = float("-inf")
+        bias[self.finished, tok.eos_id] = float("-inf")
+        return bias
+
+    def _tonics(self, so_far: torch.Tensor) -> list:
+        """Each row's cadence tonic: the requested or primer key's, else the estimate from its notes so far."""
+        if self.key_pc is not None:
+            return [self.key_pc] * so_far.shape[0]
+        tok = self.tok
+        tonics = []
+        for row in so_far.tolist():
+            steps = [t for t in row if tok.is_step(t)]
+            notes, start, pitch = [], 0, None
+            for j, t in enumerate(steps):  # grid notes of the step tokens (BAR and TS take no time)
+                if t != tok.hold_id and pitch is not None:
+                    notes.append(Note(pitch, start, j))
+                    pitch = None
+                if tok.pitch_of(t) is not None:
+                    pitch, start = tok.pitch_of(t), j
+            if pitch is not None:
+                notes.append(Note(pitch, start, len(steps)))
+            tonics.append(melody_tonic(notes, None))
+        return tonics
