@@ -190,6 +190,20 @@ class Generator:
 
     @torch.inference_mode()
     def generate(self, params: GenerationParams) -> Generation:
+        """Generate for one request, alone (a worker's batcher runs ``plan`` for many at once)."""
+        plan = self.plan(params)
+        try:
+            draw = next(plan)
+            while True:
+                draw = plan.send(self._draw(*draw))
+        except StopIteration as done:
+            return done.value
+
+    def plan(self, params: GenerationParams):
+        """A request as a generator of draws: it yields (params, prefix, key_pc, seed, count), is sent
+        back that draw's [(ids, score)], and returns the Generation. The first draw is the request's;
+        the quality gate's redraws follow. Whoever runs the draws (``generate`` one after another,
+        the batcher inside its shared step loop) gets the same melodies."""
         started = time.perf_counter()
         params.validate(self.tokenizer)
         seed = params.seed if params.seed is not None else secrets.randbelow(MAX_SEED + 1)
@@ -199,10 +213,11 @@ class Generator:
         params = replace(params, tempo=float(params.tempo if params.tempo is not None
                                              else prefix.tempo or DEFAULT_TEMPO))
         key_pc = PITCH_CLASSES[params.key] if params.key else prefix.key_pc
-        drawn = self._draw(params, prefix, key_pc, seed, params.count)
-        redrawn = [0] * len(drawn)
         if params.redraw_degenerate:
-            drawn, redrawn = self._gate(params, prefix, key_pc, seed, drawn)
+            drawn, redrawn = yield from self._gate(params, prefix, key_pc, seed)
+        else:
+            drawn = yield (params, prefix, key_pc, seed, params.count)
+            redrawn = [0] * len(drawn)
         info = {"model": self.name, "seed": seed, "params": params.to_dict()}
         melodies = []
         for b, (ids, score) in enumerate(drawn):
@@ -211,23 +226,26 @@ class Generator:
                                    {**info, "redrawn": redrawn[b]}, score))
         return Generation(melodies, seed, params, self.name, time.perf_counter() - started)
 
-    def _gate(self, params, prefix: Prefix, key_pc, seed: int, drawn: list) -> tuple[list, list[int]]:
-        """The quality gate: a melody whose generated part is degenerate (``model.metrics``' rule) is
-        drawn again with a seed derived from (seed, index, attempt), at most MAX_REDRAWS times, so the
-        same request still gives the same bytes. Beam search takes the next best beam instead, and a
-        sampled melody when no beam is left; ``redrawn`` then counts the beams passed over as well."""
+    def _gate(self, params, prefix: Prefix, key_pc, seed: int, drawn: list | None = None):
+        """The quality gate (a generator of draws, see ``plan``): a melody whose generated part is
+        degenerate (``model.metrics``' rule) is drawn again with a seed derived from (seed, index,
+        attempt), at most MAX_REDRAWS times, so the same request still gives the same bytes. Beam
+        search takes the next best beam instead, and a sampled melody when no beam is left;
+        ``redrawn`` then counts the beams passed over as well. Returns (drawn, redrawn per melody)."""
         meter = params.meter or prefix.meter
         bar_steps = self.tokenizer.bar_steps(meter)
         bad = lambda ids: degenerate_reason(self._generated_part(ids, prefix, meter), self.tokenizer, bar_steps)
         if params.beam_width > 1:  # the next best beams; where none is left, a sampled melody (gated below)
-            ranked = self._draw(params, prefix, key_pc, seed, params.beam_width)
+            ranked = yield (params, prefix, key_pc, seed, params.beam_width)
             good = [d for d in ranked if bad(d[0]) is None][:params.count]
             skipped = [sum(1 for d in ranked[:ranked.index(g)] if bad(d[0])) for g in good]
             if len(good) == params.count:
                 return good, skipped
-            sampled, counts = self._gate(replace(params, beam_width=1), prefix, key_pc, seed,
-                                         [(ranked[0][0], None)] * (params.count - len(good)))
+            sampled, counts = yield from self._gate(replace(params, beam_width=1), prefix, key_pc, seed,
+                                                    [(ranked[0][0], None)] * (params.count - len(good)))
             return good + sampled, skipped + [params.beam_width + c for c in counts]
+        if drawn is None:
+            drawn = yield (params, prefix, key_pc, seed, params.count)
         out, counts = [], []
         for b, (ids, score) in enumerate(drawn):
             attempt, reason = 0, bad(ids)
@@ -236,7 +254,7 @@ class Generator:
                     raise GenerationFailed(f"melody {b} was degenerate in {MAX_REDRAWS + 1} draws (last: {reason}); "
                                            "try a higher temperature, a wider pitch range or another seed")
                 attempt += 1
-                (ids, score), = self._draw(params, prefix, key_pc, derived_seed(seed, b, attempt), 1)
+                (ids, score), = yield (params, prefix, key_pc, derived_seed(seed, b, attempt), 1)
                 reason = bad(ids)
             out.append((ids, score))
             counts.append(attempt)

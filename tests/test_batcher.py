@@ -1,0 +1,124 @@
+"""worker/batcher.py: requests sharing one step loop give the bytes they give alone."""
+import threading
+
+import pytest
+import torch
+
+from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint, save_checkpoint
+from model.network import MelodyNetwork, NetworkConfig
+from model.rows import MIN_ROWS
+from model.sampling import GenerationParams, Generator
+from model.shortterm import CopyModel
+from model.tokens import MelodyTokenizer
+from worker.batcher import Batcher
+
+TOK = MelodyTokenizer()
+PRIMER = [[62, 0, 1], [64, 1, 0.5], [66, 1.5, 1.5], [67, 3, 1]]
+
+
+@pytest.fixture(scope="module")
+def gen(tmp_path_factory):
+    torch.manual_seed(0)
+    net = MelodyNetwork(NetworkConfig(vocab_size=TOK.vocab_size, hidden_size=32, embedding_dim=8, num_layers=2,
+                                      position_dim=4, max_positions=TOK.max_bar_steps, remaining_dim=3))
+    with torch.no_grad():
+        net.projection.bias[TOK.eos_id] = 1.0
+    copy = CopyModel(beta=1.0, gate=[-2.0] * 12)
+    path = save_checkpoint(tmp_path_factory.mktemp("b") / "tiny.pt", net, TOK, short_term=copy.to_dict())
+    return Generator(path)
+
+
+REQUESTS = [
+    GenerationParams(bars=4, seed=1),
+    GenerationParams(bars=6, seed=2, count=3, temperature=1.3, top_p=0.9, meter="3/4"),
+    GenerationParams(bars=3, seed=3, key="D", scale="dorian", min_pitch=55, max_pitch=80, top_k=12),
+    GenerationParams(min_bars=2, max_bars=7, seed=4, count=2, cadence="tonic", key="G"),
+    GenerationParams(bars=5, seed=5, primer=PRIMER, include_primer=False, short_term=False),
+    GenerationParams(bars=4, seed=6, beam_width=3, count=2),
+    GenerationParams(bars=8, seed=7, count=4, meter="6/8", cadence="tonic", avoid_repetition=False),
+]
+
+
+def midi_of(generation):
+    return [m.midi_bytes() for m in generation.melodies]
+
+
+def test_requests_in_a_busy_batch_give_their_bytes_alone(gen):
+    alone = [midi_of(gen.generate(p)) for p in REQUESTS]
+    batcher = Batcher(gen)
+    try:
+        for mix in (REQUESTS, REQUESTS[::-1], REQUESTS[2:] + REQUESTS[:2]):
+            handles = [batcher.submit(p) for p in mix]
+            got = [midi_of(h.result(timeout=60)) for h in handles]
+            assert got == [alone[REQUESTS.index(p)] for p in mix]
+        # joining a batch already under way: submit while another request runs
+        long = batcher.submit(GenerationParams(bars=32, seed=9, count=5))
+        late = [batcher.submit(p) for p in REQUESTS]
+        assert [midi_of(h.result(timeout=60)) for h in late] == alone
+        assert midi_of(long.result(timeout=60)) == midi_of(gen.generate(GenerationParams(bars=32, seed=9, count=5)))
+        assert max(batcher.batch_sizes) > 8  # requests did share steps
+    finally:
+        batcher.close()
+
+
+def test_row_logits_do_not_depend_on_the_batch_from_min_rows_on():
+    model, tok, _ = load_checkpoint(DEFAULT_MODEL_PATH)
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    tokens = torch.randint(3, tok.vocab_size, (n,), generator=g)
+    cond = torch.randint(0, 16, (n,), generator=g)
+    state = tuple(torch.randn(model.config.num_layers, n, model.config.hidden_size, generator=g) for _ in range(2))
+    full, _ = model.step(tokens, cond, state)
+    for B in range(MIN_ROWS, n + 1, 3):
+        part, _ = model.step(tokens[:B], cond[:B], tuple(s[:, :B].contiguous() for s in state))
+        assert torch.equal(part, full[:B]), B
+    perm = torch.randperm(n, generator=g)
+    shuffled, _ = model.step(tokens[perm], cond[perm], tuple(s[:, perm].contiguous() for s in state))
+    assert torch.equal(shuffled, full[perm])
+
+
+def test_a_cancelled_request_leaves_the_others_untouched(gen):
+    batcher = Batcher(gen)
+    try:
+        keep = [GenerationParams(bars=16, seed=s, count=2) for s in (11, 12)]
+        handles = [batcher.submit(keep[0]), batcher.submit(GenerationParams(bars=64, seed=13, count=4)),
+                   batcher.submit(keep[1])]
+        handles[1].cancel()
+        with pytest.raises(Exception) as info:
+            handles[1].result(timeout=60)
+        assert "Cancelled" in type(info.value).__name__
+        assert [midi_of(handles[i].result(timeout=60)) for i in (0, 2)] == [midi_of(gen.generate(p)) for p in keep]
+    finally:
+        batcher.close()
+
+
+def test_bars_are_reported_in_order_and_match_the_result(gen):
+    events, lock = [], threading.Lock()
+
+    def on_bar(e):
+        with lock:
+            events.append(e)
+    batcher = Batcher(gen)
+    try:
+        params = GenerationParams(bars=6, seed=21, count=2, redraw_degenerate=False)
+        result = batcher.submit(params, on_bar=on_bar).result(timeout=60)
+    finally:
+        batcher.close()
+    for m, melody in enumerate(result.melodies):
+        bars = [e for e in events if e["melody"] == m]
+        assert [e["bar"] for e in bars] == list(range(6))
+        streamed = [(n["pitch"], n["start_beats"]) for e in bars for n in e["notes"]]
+        assert streamed == [(n.pitch, n.start / 4) for n in melody.notes]
+    assert [e["progress"] for e in events] == sorted(e["progress"] for e in events)
+
+
+def test_a_bad_request_fails_alone(gen):
+    batcher = Batcher(gen)
+    try:
+        bad = batcher.submit(GenerationParams(bars=4, meter="5/7"))
+        good = batcher.submit(GenerationParams(bars=4, seed=1))
+        with pytest.raises(ValueError, match="meter"):
+            bad.result(timeout=60)
+        assert midi_of(good.result(timeout=60)) == midi_of(gen.generate(GenerationParams(bars=4, seed=1)))
+    finally:
+        batcher.close()
