@@ -68,6 +68,7 @@ class MelodyRows:
         self.scores[0] = 0.0
         self.done_steps = len(last_steps)
         self.finished = torch.zeros(B, dtype=torch.bool)  # rows that chose EOS inside a length range
+        self.any_finished = False
         allowed = params.allowed_pitches(tok.config.min_pitch, tok.config.max_pitch)
         self.cadence = Cadence(tok, self.meter, allowed, B) if params.cadence == "tonic" else None
         self.copy = None  # the short-term model's state over each melody so far
@@ -160,7 +161,7 @@ class MelodyRows:
                     self._write_pending()
                     self.cadence.begin_bar(self._tonics(self.out[:, :i + 1]))
                 logits += self.cadence.mask(pos)
-            if bool(self.finished.any()):  # ended rows only mark time (one choice: REST, log-probability 0)
+            if self.any_finished:  # ended rows only mark time (one choice: REST, log-probability 0)
                 logits[self.finished] = self.g._finished_row
         parent = None
         if self.beam:
@@ -171,6 +172,7 @@ class MelodyRows:
             parent[dead], choice[dead] = parent[0], choice[0]
             self.out, self.scores = self.out[parent], top
             self.last, self.finished = self.last[parent], self.finished[parent]
+            self.any_finished = bool(self.finished.any())
             self.penalty = self.penalty[parent] if self.penalty is not None else None
             self.ban = self.ban[parent] if self.ban is not None else None
             if self.copy is not None:
@@ -191,6 +193,7 @@ class MelodyRows:
         self.x = choice
         if nxt == DECIDE:
             self.finished |= choice == tok.eos_id
+            self.any_finished = bool(self.finished.any())
             self.ended = bool(self.finished.all()) and not self.beam  # beams stop at the template's end
             return parent
         if self.cadence is not None and self.cadence.active:
