@@ -25,7 +25,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.files import atomic_output
 from model.tokens import CODE_VERSION, MelodyTokenizer, TokenizerConfig
 
 EXTENSIONS = (".mid", ".midi", ".abc", ".xml", ".mxl", ".musicxml", ".krn")
@@ -251,15 +251,8 @@ def _parse_all(items, config, workers, progress) -> list[tuple]:
 
 
 def _write_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as f:
+        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 # --- splits, augmentation, statistics ------------------------------------------------------------
