@@ -1,6 +1,11 @@
-"""The ``tunesmith`` console script: train, generate, evaluate, corpus info, serve, worker.
+"""The model's commands of the ``tunesmith`` console script: train, generate, evaluate, short-term,
+corpus info, diagnose.
 
-Bad parameters exit with status 2 and the message of the ValueError that rejected them.
+``add_commands(subparsers)`` adds them to a parser; ``main(argv, mount=...)`` parses and runs them
+together with the commands other layers mount (the console script itself is service/cli.py, which
+mounts ``worker`` and ``serve``; ``python -m model.cli`` runs the model's commands alone). Bad
+parameters exit with status 2 and the message of the ValueError that rejected them. Building the
+parser imports no torch (train's flags come from torch-free model/train_config.py).
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ def _bptt(text: str):
 
 def _add_train_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field (--hidden-size for hidden_size), with its default."""
-    from model.training import TrainConfig
+    from model.train_config import TrainConfig
     helps = {"data": "corpus: music21:<collection> or a folder of MIDI/ABC/MusicXML/kern files",
              "out": "model checkpoint to write (the resume state goes beside it as <stem>.resume.ckpt, which git ignores)",
              "bptt": "'full' (whole tunes) or k: truncated BPTT, gradients flow back at most k steps",
@@ -58,7 +63,8 @@ def _add_train_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> int:
-    from model.training import TrainConfig, train
+    from model.train_config import TrainConfig
+    from model.training import train
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**fields)
     result = train(config, resume=args.resume, show_progress=not args.quiet)
@@ -85,7 +91,7 @@ def _primer(text: str | None):
 
 
 def cmd_generate(args) -> int:
-    from model.sampling import GenerationParams, Generator
+    from model.params import GenerationParams
     out = Path(args.out)
     kind = OUTPUT_SUFFIXES.get(out.suffix.lower())
     if kind is None:
@@ -99,6 +105,7 @@ def cmd_generate(args) -> int:
     params.validate()  # before loading the model: a bad flag fails fast
     import torch
     torch.set_num_threads(1)  # one melody batch is too small to gain from more threads
+    from model.sampling import Generator
     generation = Generator(args.model).generate(params)
     written = []
     for m in generation.melodies:
@@ -143,17 +150,9 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar while parsing the corpus")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_generate_flags(p: argparse.ArgumentParser) -> None:
+    """generate's flags, one per GenerationParams field."""
     from model import DEFAULT_MODEL_PATH
-    parser = argparse.ArgumentParser(prog="tunesmith", description="Melody generation with an LSTM on MIDI tokens.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("train", help="train a melody model", description="Train a melody network on a corpus.")
-    _add_train_flags(p)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("generate", help="generate melodies to MIDI, MusicXML or JSON",
-                       description="Generate melodies with a trained model.")
     p.add_argument("--model", default=None, help=f"checkpoint (default: the shipped model {DEFAULT_MODEL_PATH})")
     p.add_argument("--out", default="melody.mid", help="output file: .mid/.midi, .musicxml/.xml or .json; "
                    "with --count > 1, name-1.mid, name-2.mid, ... (default: melody.mid)")
@@ -180,6 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--short-term", action=argparse.BooleanOptionalAction, default=True,
                    help="mix in the model's short-term model, which copies from the melody so far, when it has "
                    "one (default: yes; --no-short-term = the network alone)")
+
+
+def add_commands(sub) -> None:
+    """Add the model's commands to a `tunesmith` parser's subcommands."""
+    p = sub.add_parser("train", help="train a melody model", description="Train a melody network on a corpus.")
+    _add_train_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="generate melodies to MIDI, MusicXML or JSON",
+                       description="Generate melodies with a trained model.")
+    _add_generate_flags(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("evaluate", help="score a model on a corpus split (JSON)",
@@ -224,26 +234,23 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     p.add_argument("options", nargs=argparse.REMAINDER, help="options of python -m model.diagnostics")
 
-    from service.cli import add_arguments as add_service_commands  # serve, worker
-    add_service_commands(sub)
+
+def build_parser(mount=()) -> argparse.ArgumentParser:
+    """The `tunesmith` parser: the model's commands, and those each function in `mount` adds."""
+    parser = argparse.ArgumentParser(prog="tunesmith", description="Melody generation with an LSTM on MIDI tokens.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_commands(sub)
+    for add in mount:
+        add(sub)
     return parser
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    """The parsed command line. ``serve`` and ``worker`` go to the service's own parser: the full one
-    imports torch (TrainConfig's flags), which the process that supervises the service does not need."""
-    if argv[:1] in (["serve"], ["worker"]):
-        from service.cli import build_parser as build_service_parser
-        return build_service_parser().parse_args(argv)
-    return build_parser().parse_args(argv)
-
-
-def main(argv=None) -> int:
+def main(argv=None, mount=()) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["diagnose"]:  # its options belong to model.diagnostics, --help included
         from model.diagnostics import main as diagnose_main
         return diagnose_main(argv[1:])
-    args = parse_args(argv)
+    args = build_parser(mount).parse_args(argv)
     try:
         return args.func(args)
     except ValueError as e:  # a bad parameter or input: say what and what is allowed

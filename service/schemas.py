@@ -10,9 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from service.registry import NAME_PATTERN, SHIPPED_NAME
+from worker import MAX_TRAIN_MINUTES, NAME_PATTERN, SHIPPED_NAME
 
-MAX_TRAIN_MINUTES = 240
 MAX_PRIMER_BASE64 = 96 * 1024          # a primer is a few bars, not a symphony
 PrimerNote = tuple[Annotated[int, Field(ge=0, le=127)],       # MIDI pitch
                    Annotated[float, Field(ge=0, le=1024)],    # start, in beats

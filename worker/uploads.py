@@ -12,7 +12,7 @@ from pathlib import Path
 
 import mido
 
-from service.storage import atomic_write
+from model.files import atomic_write
 
 MAX_MIDI_BYTES = 2 * 1024 * 1024
 MAX_NOTES = 50_000
