@@ -2,7 +2,7 @@
 
 ``load_corpus(spec)`` accepts ``music21:<collection>`` (any collection bundled with music21:
 ``essenFolksong``, ``bach`` = the soprano line of the chorales, ``ryansMammoth``, ``oneills1850``
-...) or a folder searched recursively for .mid/.midi/.abc/.xml/.mxl/.musicxml/.krn files. An
+...) or a folder searched recursively for .mid/.midi/.kar/.abc/.xml/.mxl/.musicxml/.krn files. An
 ABC file is split into its tunes (``X:`` headers, file header fields copied into each); a file
 music21 reads as several works (an Opus) gives one tune per work. A tune's id is its path
 (relative to the folder or to music21's corpus) plus ``#<index in the file>``.
@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
+from model import MIDI_EXTENSIONS
 from model.files import atomic_output
 from model.tokens import CODE_VERSION, MelodyTokenizer, TokenizerConfig
 
-EXTENSIONS = (".mid", ".midi", ".abc", ".xml", ".mxl", ".musicxml", ".krn")
-MIDI_EXTENSIONS = (".mid", ".midi")
+EXTENSIONS = (*MIDI_EXTENSIONS, ".abc", ".xml", ".mxl", ".musicxml", ".krn")
 
 
 @dataclass
