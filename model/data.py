@@ -284,16 +284,6 @@ def transpose_tokens(tokens, semitones: int, tokenizer: MelodyTokenizer) -> np.n
     return moved.astype(tokens.dtype, copy=False)
 
 
-def augmented_tunes(tunes: list[Tune], shifts, tokenizer: MelodyTokenizer):
-    """Yield each tune transposed by each shift that keeps it in range (for the training split only);
-    a shift of 0 yields the tune itself. Ids get ``@+2`` style suffixes."""
-    for tune in tunes:
-        for s in shifts:
-            moved = tune.tokens if s == 0 else transpose_tokens(tune.tokens, s, tokenizer)
-            if moved is not None:
-                yield tune if s == 0 else Tune(f"{tune.id}@{s:+d}", moved, tune.meter)
-
-
 def corpus_info(spec: str, tokenizer_config: TokenizerConfig | None = None, *, seed: int = 0,
                 valid: float = 0.05, test: float = 0.05, **load_args) -> dict:
     """Tunes, notes and tokens per split, failures (count and the commonest reasons), provenance."""
