@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from model import DEFAULT_MODEL_PATH  # defined torch-free in model/__init__.py; callers import it from here
+from model.files import atomic_output
 from model.network import MelodyNetwork, NetworkConfig
 from model.tokens import MelodyTokenizer
 
@@ -86,14 +87,8 @@ def update_checkpoint(path, **fields) -> Path:
 
 
 def _write_atomic(path: Path, ckpt: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(ckpt, tmp)
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_output(path) as f:  # readers see the old file or the new one
+        torch.save(ckpt, f)
     return path
 
 

@@ -1,6 +1,11 @@
-"""The ``tunesmith`` console script: train, generate, evaluate, corpus info, serve, worker.
+"""The model's commands of the ``tunesmith`` console script: train, generate, evaluate, short-term,
+corpus info, diagnose.
 
-Bad parameters exit with status 2 and the message of the ValueError that rejected them.
+``add_commands(subparsers)`` adds them to a parser; ``main(argv, mount=...)`` parses and runs them
+together with the commands other layers mount (the console script itself is service/cli.py, which
+mounts ``worker`` and ``serve``; ``python -m model.cli`` runs the model's commands alone). Bad
+parameters exit with status 2 and the message of the ValueError that rejected them. Building the
+parser imports no torch (the flags come from torch-free model/train_config.py and model/params.py).
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ def _bptt(text: str):
 def _add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """One flag per TrainConfig field (--hidden-size for hidden_size), with its default; ``skip``: fields
     left out (a command that trains per fold sets them itself), and then no --resume/--quiet either."""
-    from model.training import TrainConfig
+    from model.train_config import TrainConfig
     helps = {"data": "corpus: music21:<collection> or a folder of MIDI/ABC/MusicXML/kern files",
              "out": "model checkpoint to write (the resume state goes beside it as <stem>.resume.ckpt, which git ignores)",
              "bptt": "'full' (whole tunes) or k: truncated BPTT, gradients flow back at most k steps",
@@ -66,7 +71,8 @@ def _add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
 
 
 def cmd_train(args) -> int:
-    from model.training import TrainConfig, train
+    from model.train_config import TrainConfig
+    from model.training import train
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**fields)
     result = train(config, resume=args.resume, show_progress=not args.quiet)
@@ -93,7 +99,7 @@ def _primer(text: str | None):
 
 
 def cmd_generate(args) -> int:
-    from model.sampling import GenerationParams, Generator
+    from model.params import GenerationParams
     out = Path(args.out)
     kind = OUTPUT_SUFFIXES.get(out.suffix.lower())
     if kind is None:
@@ -108,6 +114,7 @@ def cmd_generate(args) -> int:
     params.validate()  # before loading the model: a bad flag fails fast
     import torch
     torch.set_num_threads(1)  # one melody batch is too small to gain from more threads
+    from model.sampling import Generator
     generation = Generator(args.model).generate(params)
     written = []
     for m in generation.melodies:
@@ -172,54 +179,63 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar while parsing the corpus")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from model import DEFAULT_MODEL_PATH
-    parser = argparse.ArgumentParser(prog="tunesmith", description="Melody generation with an LSTM on MIDI tokens.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _add_generate_flags(p: argparse.ArgumentParser) -> None:
+    """generate's flags: GenerationParams' defaults, and the limits model/params.py defines."""
+    from model import DEFAULT_MODEL_PATH, params
+    d = params.GenerationParams()
+    p.add_argument("--model", default=None, help=f"checkpoint (default: the shipped model {DEFAULT_MODEL_PATH})")
+    p.add_argument("--out", default="melody.mid", help="output file: .mid/.midi, .musicxml/.xml or .json; "
+                   "with --count > 1, name-1.mid, name-2.mid, ... (default: melody.mid)")
+    p.add_argument("--bars", type=int, default=d.bars,
+                   help=f"bars to generate after the primer (1..{params.MAX_BARS}, default {d.bars})")
+    p.add_argument("--temperature", type=float, default=d.temperature,
+                   help=f"sampling temperature (0, {params.MAX_TEMPERATURE:g}] (default {d.temperature})")
+    p.add_argument("--top-k", type=int, default=d.top_k,
+                   help=f"keep the k most likely tokens, 0..{params.MAX_TOP_K}; 0 = all (default {d.top_k})")
+    p.add_argument("--top-p", type=float, default=d.top_p, help=f"nucleus sampling mass (0, 1] (default {d.top_p})")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed; same model+flags+seed = same file")
+    p.add_argument("--key", default=d.key, help="tonic for the scale constraint: C, C#, Db, ..., B")
+    p.add_argument("--scale", default=d.scale, help=", ".join(params.SCALES) + " (default major with --key)")
+    p.add_argument("--tempo", type=float, default=d.tempo, help=f"quarter notes per minute "
+                   f"{params.MIN_TEMPO}..{params.MAX_TEMPO} (default: the primer's tempo, else {params.DEFAULT_TEMPO:g})")
+    p.add_argument("--meter", default=d.meter, help="meter such as 3/4 (default: the primer's, else 4/4)")
+    p.add_argument("--primer", default=None, help="a MIDI file, or a JSON note list '[[60, 0, 1], [62, 1, 0.5]]' "
+                   f"of [pitch, start_beats, duration_beats] (at most {params.MAX_PRIMER_BYTES} bytes or "
+                   f"{params.MAX_PRIMER_NOTES} notes)")
+    p.add_argument("--include-primer", action=argparse.BooleanOptionalAction, default=d.include_primer,
+                   help="put the primer at the start of the output (default: yes)")
+    p.add_argument("--count", type=int, default=d.count,
+                   help=f"melodies to generate in one batch 1..{params.MAX_COUNT} (default {d.count})")
+    p.add_argument("--beam-width", type=int, default=d.beam_width,
+                   help=f"beam search width 1..{params.MAX_BEAM_WIDTH}; 1 = sampling (default {d.beam_width})")
+    p.add_argument("--min-pitch", type=int, default=d.min_pitch, help="lowest MIDI pitch allowed")
+    p.add_argument("--max-pitch", type=int, default=d.max_pitch, help="highest MIDI pitch allowed")
+    p.add_argument("--avoid-repetition", action=argparse.BooleanOptionalAction, default=d.avoid_repetition,
+                   help="down-weight two-bar one-pitch loops and silences (default: yes)")
+    p.add_argument("--short-term", action=argparse.BooleanOptionalAction, default=d.short_term,
+                   help="mix in the model's short-term model, which copies from the melody so far, when it has "
+                   "one (default: yes; --no-short-term = the network alone)")
+    p.add_argument("--min-bars", type=int, default=d.min_bars, help="with --max-bars: the tune may end at any "
+                   "barline from this bar on, where the model chooses (default 1)")
+    p.add_argument("--max-bars", type=int, default=d.max_bars, help=f"a length range instead of --bars "
+                   f"(at most {params.MAX_BARS}): the tune ends where the model ends it, at the latest here")
+    p.add_argument("--cadence", choices=params.CADENCES, default=d.cadence, help="tonic: the last note is the "
+                   "tonic of --key (or the primer's key, or the melody's estimated key), on a strong beat, at "
+                   "least a beat long (default none)")
+    p.add_argument("--redraw-degenerate", action=argparse.BooleanOptionalAction, default=d.redraw_degenerate,
+                   help=f"the quality gate: redraw a degenerate melody, at most {params.MAX_REDRAWS} times, with "
+                   "seeds derived from --seed (default: yes)")
 
+
+def add_commands(sub) -> None:
+    """Add the model's commands to a `tunesmith` parser's subcommands."""
     p = sub.add_parser("train", help="train a melody model", description="Train a melody network on a corpus.")
     _add_train_flags(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("generate", help="generate melodies to MIDI, MusicXML or JSON",
                        description="Generate melodies with a trained model.")
-    p.add_argument("--model", default=None, help=f"checkpoint (default: the shipped model {DEFAULT_MODEL_PATH})")
-    p.add_argument("--out", default="melody.mid", help="output file: .mid/.midi, .musicxml/.xml or .json; "
-                   "with --count > 1, name-1.mid, name-2.mid, ... (default: melody.mid)")
-    p.add_argument("--bars", type=int, default=8, help="bars to generate after the primer (1..256, default 8)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0, 5] (default 1.0)")
-    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens; 0 = all (default 0)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (0, 1] (default 1.0)")
-    p.add_argument("--seed", type=int, default=None, help="random seed; same model+flags+seed = same file")
-    p.add_argument("--key", default=None, help="tonic for the scale constraint: C, C#, Db, ..., B")
-    p.add_argument("--scale", default=None, help="major, minor, harmonic_minor, dorian, mixolydian, lydian, "
-                   "phrygian, pentatonic_major, pentatonic_minor, blues, chromatic (default major with --key)")
-    p.add_argument("--tempo", type=float, default=None, help="quarter notes per minute 20..300 "
-                   "(default: the primer's tempo, else 120)")
-    p.add_argument("--meter", default=None, help="meter such as 3/4 (default: the primer's, else 4/4)")
-    p.add_argument("--primer", default=None, help="a MIDI file, or a JSON note list '[[60, 0, 1], [62, 1, 0.5]]' "
-                   "of [pitch, start_beats, duration_beats]")
-    p.add_argument("--include-primer", action=argparse.BooleanOptionalAction, default=True,
-                   help="put the primer at the start of the output (default: yes)")
-    p.add_argument("--count", type=int, default=1, help="melodies to generate in one batch 1..16 (default 1)")
-    p.add_argument("--beam-width", type=int, default=1, help="beam search width 1..16; 1 = sampling (default 1)")
-    p.add_argument("--min-pitch", type=int, default=None, help="lowest MIDI pitch allowed")
-    p.add_argument("--max-pitch", type=int, default=None, help="highest MIDI pitch allowed")
-    p.add_argument("--avoid-repetition", action=argparse.BooleanOptionalAction, default=True,
-                   help="down-weight two-bar one-pitch loops and silences (default: yes)")
-    p.add_argument("--short-term", action=argparse.BooleanOptionalAction, default=True,
-                   help="mix in the model's short-term model, which copies from the melody so far, when it has "
-                   "one (default: yes; --no-short-term = the network alone)")
-    p.add_argument("--min-bars", type=int, default=None, help="with --max-bars: the tune may end at any barline "
-                   "from this bar on, where the model chooses (default 1)")
-    p.add_argument("--max-bars", type=int, default=None, help="a length range instead of --bars: the tune ends "
-                   "where the model ends it, at the latest after this many bars")
-    p.add_argument("--cadence", choices=("none", "tonic"), default="none", help="tonic: the last note is the "
-                   "tonic of --key (or the primer's key, or the melody's estimated key), on a strong beat, at "
-                   "least a beat long (default none)")
-    p.add_argument("--redraw-degenerate", action=argparse.BooleanOptionalAction, default=True,
-                   help="the quality gate: redraw a degenerate melody, at most 8 times, with seeds derived from "
-                   "--seed (default: yes)")
+    _add_generate_flags(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("evaluate", help="score a model on a corpus split (JSON)",
@@ -272,26 +288,23 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     p.add_argument("options", nargs=argparse.REMAINDER, help="options of python -m model.diagnostics")
 
-    from service.cli import add_arguments as add_service_commands  # serve, worker
-    add_service_commands(sub)
+
+def build_parser(mount=()) -> argparse.ArgumentParser:
+    """The `tunesmith` parser: the model's commands, and those each function in `mount` adds."""
+    parser = argparse.ArgumentParser(prog="tunesmith", description="Melody generation with an LSTM on MIDI tokens.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_commands(sub)
+    for add in mount:
+        add(sub)
     return parser
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    """The parsed command line. ``serve`` and ``worker`` go to the service's own parser: the full one
-    imports torch (TrainConfig's flags), which the process that supervises the service does not need."""
-    if argv[:1] in (["serve"], ["worker"]):
-        from service.cli import build_parser as build_service_parser
-        return build_service_parser().parse_args(argv)
-    return build_parser().parse_args(argv)
-
-
-def main(argv=None) -> int:
+def main(argv=None, mount=()) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["diagnose"]:  # its options belong to model.diagnostics, --help included
         from model.diagnostics import main as diagnose_main
         return diagnose_main(argv[1:])
-    args = parse_args(argv)
+    args = build_parser(mount).parse_args(argv)
     try:
         return args.func(args)
     except ValueError as e:  # a bad parameter or input: say what and what is allowed

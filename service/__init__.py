@@ -4,9 +4,10 @@
     tunesmith serve                        # one machine: embedded Redis, workers, API
 
 Configuration comes from environment variables (service/config.py); `test_config` overrides
-keys for tests. The app holds a Redis client, the job store and the model registry in
-`app.extensions["tunesmith"]`, and its Celery app in `app.extensions["celery"]`. Nothing here
-imports torch: the same factory runs in worker parents before they fork.
+keys for tests. The app holds the job runtime (`worker.Runtime`: Redis, the job store, the model
+registry, the storage folder) in `app.extensions["tunesmith"]`, and its Celery app, which
+publishes jobs by task name, in `app.extensions["celery"]`. The service reaches the job runtime
+only through the `worker` package's interface (worker/__init__.py), and never imports torch.
 """
 import importlib.util
 
@@ -15,22 +16,9 @@ import redis
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from service.config import DEFAULT_REDIS_URL, celery_config, load_config
-from service.jobs import JobStore
-from service.registry import ModelRegistry
+from service.config import load_config
 from service.schemas import RequestInvalid
-from worker import celery_init_app
-
-
-class Services:
-    """What views and tasks share: Redis, job records, the registry, the storage folder."""
-
-    def __init__(self, config):
-        self.home = config["TUNESMITH_HOME"]
-        self.redis = redis.Redis.from_url(config["REDIS_URL"] or DEFAULT_REDIS_URL,
-                                          socket_connect_timeout=1, socket_timeout=2)
-        self.jobs = JobStore(self.redis, config["TUNESMITH_KEY_PREFIX"], config["TUNESMITH_JOB_TTL"])
-        self.models = ModelRegistry(self.home, config["TUNESMITH_DEFAULT_MODEL"])
+from worker import Runtime, celery_config
 
 
 def create_app(test_config=None) -> Flask:
@@ -45,8 +33,9 @@ def create_app(test_config=None) -> Flask:
                 c["CELERY"]["broker_transport_options"]["visibility_timeout"])}
     app.json.sort_keys = False
 
-    app.extensions["tunesmith"] = Services(app.config)
-    celery_init_app(app)
+    runtime = Runtime(app.config)
+    app.extensions["tunesmith"] = runtime
+    app.extensions["celery"] = runtime.celery
 
     from service import api, downloads, health, openapi
     app.register_blueprint(api.bp)

@@ -1,8 +1,9 @@
 """The JSON API under /api/v1: submit melody and training jobs, read and cancel jobs, list
 models and choose the default.
 
-Views validate, store a job record, publish the job id to a queue and answer 202 with the
-job's URL; they never wait on a worker. The work itself is in worker/.
+Views validate, have the job runtime store a record and publish the job id (by task name:
+`worker.Runtime.submit`), and answer 202 with the job's URL; they never wait on a worker. The
+work itself is in worker/.
 """
 import base64
 import binascii
@@ -12,9 +13,8 @@ from functools import wraps
 
 from flask import Blueprint, abort, current_app, jsonify, request, url_for
 
-from service.jobs import FINISHED, new_job_id, public_record
 from service.schemas import MelodyRequest, RequestInvalid, TrainingRequest, validate_request
-from service.storage import atomic_write, job_dir
+from worker import FINISHED, atomic_write, new_job_id, public_record
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -38,20 +38,9 @@ def require_token(view):
     return checked
 
 
-def submit(kind: str, params: dict, task, soft_limit: float, hard_limit: float, job_id=None, **fields):
-    """Store a queued record, publish the job id, answer 202 with its URL.
-
-    The task id is the job id. If publishing fails the record is removed and the broker
-    error propagates (the app answers 503).
-    """
-    store = services().jobs
-    record = store.create(kind, params, job_id=job_id, **fields)
-    try:
-        task.apply_async(args=[record["id"]], task_id=record["id"],
-                         soft_time_limit=int(soft_limit), time_limit=int(hard_limit))
-    except Exception:
-        store.redis.delete(store.key(record["id"]))
-        raise
+def submit(kind: str, params: dict, job_id=None, **fields):
+    """Queue the job (a broker error propagates: the app answers 503); answer 202 with its URL."""
+    record = services().submit(kind, params, job_id=job_id, **fields)
     status_url = url_for("api.get_job", job_id=record["id"])
     response = jsonify(id=record["id"], status_url=status_url, state="queued")
     return response, 202, {"Location": status_url}
@@ -67,7 +56,6 @@ def json_body() -> dict:
 
 @bp.post("/melodies")
 def create_melodies():
-    from worker import tasks
     req = validate_request(MelodyRequest, json_body())
     models = services().models
     name = req.model or models.default_name()
@@ -78,14 +66,12 @@ def create_melodies():
     if isinstance(req.primer, str):
         _decode_base64(req.primer, "primer")
     params = {**req.model_dump(), "model": name}
-    limit = current_app.config["TUNESMITH_GENERATE_TIME_LIMIT"]
-    return submit("melody", params, tasks.generate_melodies, 0.8 * limit, limit)
+    return submit("melody", params)
 
 
 @bp.post("/training-jobs")
 @require_token
 def create_training_job():
-    from worker import tasks
     upload = None
     if request.mimetype == "multipart/form-data":
         body = {k: _form_value(v) for k, v in request.form.items()}
@@ -107,16 +93,14 @@ def create_training_job():
     job_id = new_job_id()
     params = req.model_dump(exclude={"data_base64"})
     if upload is not None:
-        atomic_write(job_dir(services().home, job_id) / "upload.zip", upload)
+        atomic_write(services().job_dir(job_id) / "upload.zip", upload)
         params["data"] = f"upload.zip ({len(upload)} bytes)"
     elif not params["data"].startswith("music21:"):
         params["data"] = "music21:" + params["data"]
     params["name"] = req.name or f"job-{job_id[:8]}"
-    budget = req.max_minutes * 60                 # training stops itself then; the limits are a safety net
     training = {"epoch": 0, "epochs": req.epochs, "step": 0, "history": [],
                 "tokens_per_s": None, "eta_s": None, "model": None}
-    return submit("training", params, tasks.train_model, budget + 300, budget + 600, job_id=job_id,
-                  training=training)
+    return submit("training", params, job_id=job_id, training=training)
 
 
 @bp.get("/jobs/<job_id>")
@@ -138,7 +122,7 @@ def cancel_job(job_id):
         record = store.get(job_id)
         return jsonify(error=f"job already {record['state']}", job=public_record(record)), 409
     try:
-        current_app.extensions["celery"].control.revoke(job_id)
+        services().revoke(job_id)
     except Exception:                    # the record already says cancelled; workers check it
         current_app.logger.warning("could not broadcast revoke for %s", job_id)
     return jsonify(public_record(store.get(job_id)))

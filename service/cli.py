@@ -1,4 +1,6 @@
-"""`tunesmith serve` and `tunesmith worker` (model/cli.py dispatches here).
+"""The `tunesmith` console script: every command, mounted from the layer that owns it (the
+model's train, generate, evaluate, ... from model/cli.py, `worker` from worker/cli.py), and
+`serve`, which is the service's own.
 
     tunesmith serve [--host 127.0.0.1] [--port 8000]
         One machine, one command: without REDIS_URL it starts an embedded Redis
@@ -8,7 +10,8 @@
     tunesmith worker --queues generate|train [--concurrency N]
         One Celery worker against REDIS_URL (what a container runs).
 
-Run without the console script as `python -m service.cli serve`.
+Run without the console script as `python -m service.cli serve`. Building the parser imports
+no torch: the process that supervises the service never needs it.
 """
 import argparse
 import os
@@ -19,25 +22,17 @@ import sys
 import time
 from pathlib import Path
 
+from model import cli as model_cli
+from worker import cli as worker_cli
+from worker.cli import executable, worker_command
+
 STOP_GRACE_S = 15
-
-
-def worker_command(queue: str, concurrency: int = 1) -> list[str]:
-    """The Celery worker command for one queue (prefork: time limits need it)."""
-    return ["celery", "-A", "worker.celery_worker", "worker", "-Q", queue, "-c", str(concurrency),
-            "--pool", "prefork", "-n", f"{queue}@%h", "--loglevel", "INFO",
-            "--without-gossip", "--without-mingle"]
 
 
 def api_command(host: str, port: int, workers: int = 2) -> list[str]:
     """The gunicorn command that serves the API."""
     return ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", "4",
             "--timeout", "60", "--access-logfile", "-", "service:create_app()"]
-
-
-def _executable(argv: list[str]) -> list[str]:
-    """Run a console script from this interpreter's environment (works without PATH set)."""
-    return [sys.executable, "-m", argv[0], *argv[1:]]
 
 
 def serve(args) -> int:
@@ -67,7 +62,7 @@ def serve(args) -> int:
                            ("train worker", worker_command("train")),
                            ("api", api_command(args.host, args.port, args.api_workers))):
             # own session: a Ctrl-C reaches only us, and we stop the children in order
-            children[name] = subprocess.Popen(_executable(argv), env=env, start_new_session=True)
+            children[name] = subprocess.Popen(executable(argv), env=env, start_new_session=True)
         print(f"Tunesmith is running at http://{args.host}:{args.port}/  (API docs: /api/v1/docs)", flush=True)
         print(f"broker: {'embedded Redis at ' + env['REDIS_URL'] if broker else env['REDIS_URL']}", flush=True)
         if env.get("TUNESMITH_TOKEN"):
@@ -110,17 +105,8 @@ def _stop(children: dict) -> None:
             process.wait()
 
 
-def worker(args) -> int:
-    if not os.environ.get("REDIS_URL"):
-        print("tunesmith worker needs REDIS_URL (e.g. redis://localhost:6379/0)", file=sys.stderr)
-        return 2
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    argv = _executable(worker_command(args.queues, args.concurrency))
-    os.execv(argv[0], argv)
-
-
-def add_arguments(subparsers) -> None:
-    """Add `serve` and `worker` to a `tunesmith` argument parser (used by model/cli.py)."""
+def add_commands(subparsers) -> None:
+    """Add `serve` to a `tunesmith` argument parser's subcommands."""
     p = subparsers.add_parser("serve", help="run the API, workers and (without REDIS_URL) a Redis",
                               description="Run the Tunesmith service: the HTTP API, a generate worker and a train "
                               "worker; without REDIS_URL an embedded Redis is started too.")
@@ -128,23 +114,23 @@ def add_arguments(subparsers) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-workers", type=int, default=2, help="gunicorn worker processes")
     p.set_defaults(func=serve)
-    p = subparsers.add_parser("worker", help="run one Celery worker against REDIS_URL",
-                              description="Run one Celery worker of the Tunesmith service against REDIS_URL.")
-    p.add_argument("--queues", choices=("generate", "train"), required=True)
-    p.add_argument("--concurrency", type=int, default=1, help="worker processes (prefork)")
-    p.set_defaults(func=worker)
+
+
+COMMANDS = (worker_cli.add_commands, add_commands)   # mounted beside the model's own
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """`tunesmith serve|worker` alone (model/cli.py parses these two with it: no torch imported)."""
-    parser = argparse.ArgumentParser(prog="tunesmith")
-    add_arguments(parser.add_subparsers(dest="command", required=True))
-    return parser
+    """The whole `tunesmith` parser, as `tunesmith --help` shows it."""
+    return model_cli.build_parser(mount=COMMANDS)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    """The console script (pyproject.toml's `tunesmith`)."""
+    return model_cli.main(argv, mount=COMMANDS)
 
 
 if __name__ == "__main__":

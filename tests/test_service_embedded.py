@@ -91,13 +91,13 @@ def test_container_commands_are_the_ones_serve_runs():
 
 
 def test_the_tunesmith_console_script_hands_serve_and_worker_options_over():
-    from model.cli import build_parser
+    from service.cli import build_parser
     for argv, expected in ((["serve", "--port", "9000"], ("port", 9000)),
                            (["worker", "--queues", "train"], ("queues", "train"))):
         args = build_parser().parse_args(argv)      # the full parser, as `tunesmith --help` shows it
         assert getattr(args, expected[0]) == expected[1]
     # what `tunesmith serve|worker` parse with: the service's own parser, and no torch in that process
-    code = ("import json, sys\nfrom model.cli import parse_args\n"
+    code = ("import json, sys\nfrom service.cli import parse_args\n"
             "args = [parse_args(['serve', '--port', '9000']).port, parse_args(['worker', '--queues', 'train']).queues]\n"
             "print(json.dumps(args + ['torch' in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)

@@ -1,18 +1,19 @@
 """A real `celery worker` subprocess on the generate queue: a worker process SIGKILLed in the
-middle of a job, and cancelling queued and running jobs. The worker runs with
-TUNESMITH_TEST_DELAY, so every job waits a moment before generating: long enough to act on."""
+middle of a job, and cancelling queued and running jobs. The worker runs the command `tunesmith
+worker` runs, with tests/slow_jobs.py as its entry module, so every job waits a moment before
+generating: long enough to act on."""
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from service import create_app
-from service.health import queues_served
 from support import wait_until
+from worker import queues_served
+from worker.cli import executable, worker_command
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,10 +21,12 @@ DELAY_S = 2.0
 
 
 def start_worker(app, log_path):
-    """What a docker-compose worker runs: `tunesmith worker --queues generate` (service/cli.py)."""
+    """What `tunesmith worker --queues generate` runs (worker/cli.py), its jobs slowed by DELAY_S."""
+    argv = [("slow_jobs" if part == "worker.celery_worker" else part) for part in worker_command("generate")]
+    env = {**os.environ, "SLOW_JOB_S": str(DELAY_S), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     with open(log_path, "ab") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--queues", "generate"],
-                                  cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
+        worker = subprocess.Popen(executable(argv), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True)
     wait_until(lambda: queues_served(app.extensions["celery"], timeout=0.5), 60, "the worker")
     return worker
@@ -41,7 +44,7 @@ def stop_worker(worker):
 @pytest.fixture
 def stack(service_env, monkeypatch, tmp_path):
     """(Flask app, worker process): the app submits, the worker runs the jobs."""
-    for name, value in {**service_env, "TUNESMITH_TEST_DELAY": str(DELAY_S)}.items():
+    for name, value in service_env.items():
         monkeypatch.setenv(name, value)
     app = create_app()
     worker = start_worker(app, tmp_path / "worker.log")
@@ -111,8 +114,7 @@ def test_a_job_whose_whole_worker_died_runs_again_on_the_next_worker(service_env
     """The worker's parent dies too (machine lost): Redis hands the unacknowledged task out again
     once the visibility timeout has passed (here 4 s instead of hours) to the next worker."""
     visibility_s = 4
-    for name, value in {**service_env, "TUNESMITH_TEST_DELAY": str(DELAY_S),
-                        "TUNESMITH_VISIBILITY_TIMEOUT": str(visibility_s)}.items():
+    for name, value in {**service_env, "TUNESMITH_VISIBILITY_TIMEOUT": str(visibility_s)}.items():
         monkeypatch.setenv(name, value)
     app = create_app()
     worker = start_worker(app, tmp_path / "worker.log")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from service import create_app
-from service.registry import ModelRegistry
-from service.storage import atomic_write, sweep_expired
 from worker.jobs import claim
+from worker.registry import ModelRegistry
+from worker.storage import atomic_write, sweep_expired
 from worker.training import ProgressWriter
 
 

@@ -1,20 +1,28 @@
-"""Celery for Tunesmith, in Flask's documented pattern: `celery_init_app(app)` builds the
-Celery app from `app.config["CELERY"]`, and every task runs inside the Flask app context.
+"""The job runtime: the Celery app and its tasks, job records, artifact storage, upload checks,
+the model registry and the generation and training jobs. It imports model/ and never service/;
+it knows no Flask and its parent processes never import torch.
 
-The tasks live in worker/tasks.py (`@shared_task`, thin adapters over worker/generation.py
-and worker/training.py); worker/celery_worker.py is the entry module `celery -A` loads.
+What the API (service/) uses, all importable from this package:
+
+    load_settings, env_number, MAX_TRAIN_MINUTES    settings from the environment (worker/settings.py)
+    ECHO_TASK                                       a trivial task's name (the broker round trip)
+    celery_config                                   Celery settings for a broker URL and key prefix
+    Runtime                                         Redis, job records, registry, storage, Celery:
+        .submit(kind, params, job_id=None, **fields)    store a queued record, publish the job by name
+        .jobs (JobStore) .models (ModelRegistry) .job_dir(id) .revoke(id) .queues_served()
+    FINISHED, STATES, new_job_id, public_record     job records (worker/records.py)
+    NAME_PATTERN, SHIPPED_NAME, checkpoint_problem  the model registry (worker/registry.py)
+    artifact_name, atomic_write, job_dir            job files (worker/storage.py)
+
+The tasks (worker/tasks.py) are thin adapters over worker/generation.py and worker/training.py;
+worker/celery_worker.py is the module `celery -A` loads; worker/cli.py holds `tunesmith worker`.
 """
-from celery import Celery, Task
+from worker.records import FINISHED, STATES, new_job_id, public_record
+from worker.registry import NAME_PATTERN, SHIPPED_NAME, checkpoint_problem
+from worker.runtime import Runtime, make_celery, queues_served
+from worker.settings import ECHO_TASK, MAX_TRAIN_MINUTES, celery_config, env_number, load_settings
+from worker.storage import artifact_name, atomic_write, job_dir
 
-
-def celery_init_app(app) -> Celery:
-    class FlaskTask(Task):
-        def __call__(self, *args, **kwargs):
-            with app.app_context():
-                return self.run(*args, **kwargs)
-
-    celery_app = Celery(app.name, task_cls=FlaskTask)
-    celery_app.config_from_object(app.config["CELERY"])
-    celery_app.set_default()
-    app.extensions["celery"] = celery_app
-    return celery_app
+__all__ = ["FINISHED", "STATES", "new_job_id", "public_record", "NAME_PATTERN", "SHIPPED_NAME",
+           "checkpoint_problem", "Runtime", "make_celery", "queues_served", "ECHO_TASK", "MAX_TRAIN_MINUTES",
+           "celery_config", "env_number", "load_settings", "artifact_name", "atomic_write", "job_dir"]

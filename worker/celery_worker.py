@@ -1,10 +1,12 @@
-"""The module `celery -A worker.celery_worker worker -Q generate` loads: it builds the Flask
-app (configuration from the environment), whose Celery app then finds the tasks.
+"""The module `celery -A worker.celery_worker worker -Q generate` loads: the Celery app, configured
+from the environment (worker/settings.py), and its tasks. No Flask app is built.
 
 No torch here: this runs in the worker's parent process, before it forks its children.
 """
-from service import create_app
-from worker import tasks  # noqa: F401  (registers the tasks)
+from worker.runtime import make_celery
+from worker.settings import load_settings
 
-flask_app = create_app()
-celery_app = flask_app.extensions["celery"]
+celery_app = make_celery(load_settings())
+celery_app.set_default()
+
+from worker import tasks  # noqa: E402,F401  (registers the tasks with the app above)

@@ -1,9 +1,10 @@
-"""A melody job: load the model (once per worker process), generate, write the files.
+"""A melody job: generate with the requested model, write the files.
 
 `run_generation_job` is the whole job as a plain function; worker/tasks.py only calls it.
-The loaded `Generator` is cached per process, keyed by checkpoint path and modification
-time, so the first task in a fresh worker child loads the model, later ones reuse it, and a
-new default model (another path) or a retrained file (new mtime) is loaded on the next task.
+The model is loaded through `model.sampling.generate_melody`, whose cache keeps one `Generator`
+per process, keyed by checkpoint path and modification time: the first task in a fresh worker
+child loads the model, later ones reuse it, and a new default model (another path) or a
+retrained file (new mtime) is loaded on the next task.
 """
 import base64
 import io
@@ -14,74 +15,69 @@ import shutil
 import time
 import zipfile
 
-from service.jobs import now_iso
-from service.storage import artifact_name, atomic_write, job_dir
-from service.uploads import UploadInvalid, check_midi
+from model.params import MAX_PRIMER_BYTES, GenerationParams
 from worker.jobs import claim, fail
+from worker.records import now_iso
+from worker.storage import artifact_name, atomic_write, job_dir
+from worker.uploads import UploadInvalid, check_midi
 
 log = logging.getLogger(__name__)
 FORMATS = ("mid", "musicxml", "json")
-_generators: dict = {}        # (path, mtime_ns) -> model.sampling.Generator, in this process only
 
 
-def generator_for(path):
-    """The Generator for a checkpoint, loaded at most once per process and file version."""
-    key = (str(path), os.stat(path).st_mtime_ns)
-    if key not in _generators:
-        import torch
-        torch.set_num_threads(1)                  # one thread per worker process (2 cores, many procs)
-        from model.sampling import Generator
-        _generators.clear()                       # keep one model in memory
-        started = time.perf_counter()
-        _generators[key] = Generator(str(path))
-        log.info("loaded %s in %.2f s (pid %d)", path, time.perf_counter() - started, os.getpid())
-    return _generators[key]
+def generate(path, request: GenerationParams):
+    """Generate with the checkpoint at `path` (loaded at most once per process and file version)."""
+    import torch
+    torch.set_num_threads(1)                  # one thread per worker process (2 cores, many procs)
+    from model.sampling import generate_melody
+    started = time.perf_counter()
+    generation = generate_melody(request, model=path)
+    log.info("%d melodies from %s in %.2f s (pid %d)", len(generation.melodies), path,
+             time.perf_counter() - started, os.getpid())
+    return generation
 
 
-def generation_params(params: dict):
-    """The API's stored parameters -> model.sampling.GenerationParams (primer checked first)."""
-    from model.sampling import GenerationParams
+def generation_params(params: dict) -> GenerationParams:
+    """The API's stored parameters -> model.params.GenerationParams (primer checked first)."""
     fields = {k: v for k, v in params.items() if k != "model"}
     primer = fields.get("primer")
     if isinstance(primer, str):
         data = base64.b64decode(primer)
-        check_midi(data, "primer")
+        check_midi(data, "primer", max_bytes=MAX_PRIMER_BYTES)
         fields["primer"] = data
     elif primer is not None:
         fields["primer"] = [list(note) for note in primer]
     return GenerationParams(**fields)         # Generator.generate validates against the model
 
 
-def run_generation_job(services, job_id: str, max_attempts: int = 3, delay: float = 0.0) -> str:
+def run_generation_job(runtime, job_id: str, max_attempts: int = 3) -> str:
     """Run one melody job to its end state; returns that state (or 'skipped')."""
-    record = claim(services, job_id, max_attempts)
+    record = claim(runtime, job_id, max_attempts)
     if record is None:
         return "skipped"
-    store = services.jobs
+    store = runtime.jobs
     try:
-        if delay and _sleep_unless_cancelled(store, job_id, delay):
-            return "cancelled"
         params = record["params"]
-        path = services.models.path(params["model"])
+        path = runtime.models.path(params["model"])
         if path is None:
             raise UploadInvalid(f"model {params['model']!r} is no longer registered")
         generation_request = generation_params(params)
         store.update(job_id, progress=0.1)
-        generation = generator_for(path).generate(generation_request)
+        generation = generate(path, generation_request)
         if store.is_cancelled(job_id):
             return "cancelled"
-        result = write_melodies(services.home, job_id, generation, params["model"])
+        result = write_melodies(runtime.home, job_id, generation, params["model"])
     except ValueError as exc:        # bad parameters or primer (UploadInvalid): the user's to fix
-        fail(services, job_id, str(exc))
+        fail(runtime, job_id, str(exc))
         return "failed"
     except Exception as exc:                          # anything else: report it, keep the worker alive
         log.exception("melody job %s failed", job_id)
-        fail(services, job_id, f"{type(exc).__name__}: {exc}")
+        fail(runtime, job_id, f"{type(exc).__name__}: {exc}")
         return "failed"
     if store.transition(job_id, ("running",), "succeeded", progress=1.0, result=result, finished_at=now_iso()):
         store.count(job_id, "completions")
         return "succeeded"
-    shutil.rmtree(job_dir(services.home, job_id), ignore_errors=True)   # cancelled while we worked
+    shutil.rmtree(job_dir(runtime.home, job_id), ignore_errors=True)   # cancelled while we worked
     return "cancelled"
 
 
@@ -104,12 +100,3 @@ def write_melodies(home, job_id: str, generation, model_name: str) -> dict:
     atomic_write(folder / "melodies.zip", archive.getvalue())
     return {"seed": generation.seed, "model": model_name, "melodies": melodies, "zip": f"{base}.zip"}
 
-
-def _sleep_unless_cancelled(store, job_id, seconds) -> bool:
-    """Test hook (TUNESMITH_TEST_DELAY): wait, so a test can kill or cancel us mid-job."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if store.is_cancelled(job_id):
-            return True
-        time.sleep(0.1)
-    return False

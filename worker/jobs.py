@@ -8,17 +8,17 @@ attempt counter in the record stops a job that kills its worker every time (a po
 import logging
 import os
 
-from service.jobs import FINISHED, now_iso
-from service.storage import sweep_expired
+from worker.records import FINISHED, now_iso
+from worker.storage import sweep_expired
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY_S = 3600
 
 
-def claim(services, job_id: str, max_attempts: int) -> dict | None:
+def claim(runtime, job_id: str, max_attempts: int) -> dict | None:
     """Mark the job running and return its record, or None when it must not run
     (unknown, expired, cancelled, already finished, or out of attempts)."""
-    store = services.jobs
+    store = runtime.jobs
     record = store.get(job_id)
     if record is None:
         log.warning("job %s has no record (expired?); skipping", job_id)
@@ -39,16 +39,16 @@ def claim(services, job_id: str, max_attempts: int) -> dict | None:
     return store.get(job_id)
 
 
-def fail(services, job_id: str, message: str) -> None:
-    services.jobs.transition(job_id, ("queued", "running"), "failed", finished_at=now_iso(), error=message)
+def fail(runtime, job_id: str, message: str) -> None:
+    runtime.jobs.transition(job_id, ("queued", "running"), "failed", finished_at=now_iso(), error=message)
 
 
-def maybe_sweep(services, ttl: int) -> None:
+def maybe_sweep(runtime, ttl: int) -> None:
     """At most once an hour across all workers: delete the folders of expired jobs."""
-    lock = f"{services.jobs.prefix}sweep-lock"
+    lock = f"{runtime.jobs.prefix}sweep-lock"
     try:
-        if services.redis.set(lock, os.getpid(), nx=True, ex=SWEEP_EVERY_S):
-            removed = sweep_expired(services.home, lambda jid: services.jobs.get(jid) is not None, ttl)
+        if runtime.redis.set(lock, os.getpid(), nx=True, ex=SWEEP_EVERY_S):
+            removed = sweep_expired(runtime.home, lambda jid: runtime.jobs.get(jid) is not None, ttl)
             if removed:
                 log.info("removed %d expired job folders", len(removed))
     except Exception:                    # housekeeping must never fail a job

@@ -8,17 +8,17 @@ re-delivered job (its worker died) resumes from there. Cancelling the job makes
 import logging
 import time
 
-from service.jobs import now_iso
-from service.storage import job_dir
-from service.uploads import extract_midi_zip
 from worker.jobs import claim, fail
+from worker.records import now_iso
+from worker.storage import job_dir
+from worker.uploads import extract_midi_zip
 
 log = logging.getLogger(__name__)
 WRITE_EVERY_S = 0.5         # progress writes to Redis at most this often (epochs always)
 
 
 def train_config(params: dict, data_spec: str, out):
-    from model.training import TrainConfig
+    from model.train_config import TrainConfig
     return TrainConfig(data=data_spec, out=str(out), cell=params["cell"], hidden_size=params["hidden_size"],
                        layers=params["layers"], embedding_dim=params["embedding_dim"], dropout=params["dropout"],
                        bptt=params["bptt"], batch_size=params["batch_size"], lr=params["lr"], clip=params["clip"],
@@ -79,17 +79,17 @@ class ProgressWriter:
         return self.cancelled
 
 
-def run_training_job(services, job_id: str, max_attempts: int = 3) -> str:
-    record = claim(services, job_id, max_attempts)
+def run_training_job(runtime, job_id: str, max_attempts: int = 3) -> str:
+    record = claim(runtime, job_id, max_attempts)
     if record is None:
         return "skipped"
-    store, params = services.jobs, record["params"]
-    folder = job_dir(services.home, job_id)
+    store, params = runtime.jobs, record["params"]
+    folder = job_dir(runtime.home, job_id)
     try:
         from model.data import load_corpus
         from model.tokens import TokenizerConfig
         from model.training import train
-        config = train_config(params, prepare_data(services.home, job_id, params), folder / "model.pt")
+        config = train_config(params, prepare_data(runtime.home, job_id, params), folder / "model.pt")
         corpus = load_corpus(config.data, TokenizerConfig(steps_per_quarter=config.steps_per_quarter),
                              workers=1, progress=False)
         writer = ProgressWriter(store, job_id)
@@ -98,15 +98,15 @@ def run_training_job(services, job_id: str, max_attempts: int = 3) -> str:
                         corpus=corpus, show_progress=False)
         if outcome["stopped"] == "should_stop":
             return "cancelled"
-        name = services.models.register(params["name"], outcome["checkpoint"], meta={
+        name = runtime.models.register(params["name"], outcome["checkpoint"], meta={
             "data": params["data"], "metrics": outcome["metrics"], "job": job_id,
             "params": {k: v for k, v in params.items() if k != "name"}, "created": now_iso()})
     except ValueError as exc:               # bad data or settings (UploadInvalid included)
-        fail(services, job_id, str(exc))
+        fail(runtime, job_id, str(exc))
         return "failed"
     except Exception as exc:                 # report it; keep the worker alive
         log.exception("training job %s failed", job_id)
-        fail(services, job_id, f"{type(exc).__name__}: {exc}")
+        fail(runtime, job_id, f"{type(exc).__name__}: {exc}")
         return "failed"
     record = store.get(job_id)
     training = {**(record.get("training") or {}), "model": name}

@@ -63,7 +63,8 @@ function setPrimer(value) {
 function readForm() {
   const body = {};
   const bad = [];
-  for (const name of ["bars", "tempo", "temperature", "top_p", "top_k", "seed", "min_pitch", "max_pitch"]) {
+  for (const name of ["bars", "tempo", "temperature", "top_p", "top_k", "seed", "min_pitch", "max_pitch",
+                      "min_bars", "max_bars"]) {
     const input = form.elements[name];
     if (input.validity.badInput) bad.push({ field: name, message: "must be a number" });
     else if (input.value.trim() !== "") body[name] = Number(input.value);
@@ -71,6 +72,7 @@ function readForm() {
   for (const name of ["key", "scale", "meter", "model"]) {
     if (form.elements[name].value) body[name] = form.elements[name].value;
   }
+  if (form.elements.cadence.value !== "none") body.cadence = form.elements.cadence.value;
   if (!$("short_term").checked) body.short_term = false;  // checked is the API's default
   if (primer) {
     body.primer = primer.base64;

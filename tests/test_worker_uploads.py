@@ -1,4 +1,4 @@
-"""Bounded checks of uploaded MIDI files and zips (service/uploads.py)."""
+"""Bounded checks of uploaded MIDI files and zips (worker/uploads.py)."""
 import io
 import zipfile
 
@@ -6,8 +6,8 @@ import mido
 import pretty_midi
 import pytest
 
-from service import uploads
-from service.uploads import UploadInvalid, check_midi, extract_midi_zip
+from worker import uploads
+from worker.uploads import UploadInvalid, check_midi, extract_midi_zip
 
 
 def midi_bytes(notes=8, step=0.25) -> bytes:

@@ -10,15 +10,21 @@ registered as "default". The registry lives on disk beside the job artifacts, so
 every worker that share TUNESMITH_HOME (one folder, or one Docker volume) see the same models;
 a worker keys its loaded model by checkpoint path and modification time, so a new default
 is picked up by the next task without restarting anything.
+
+`checkpoint_problem(path)` says whether a checkpoint loads (for /readyz); it loads it in a
+child process, so the process that asks (the API) never imports torch.
 """
 import json
 import os
 import re
+import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from model import DEFAULT_MODEL_PATH          # the package root only: no torch here
-from service.storage import atomic_copy, atomic_write
+import model                                  # the package root only: no torch here
+from model import DEFAULT_MODEL_PATH
+from model.files import atomic_copy, atomic_write
 
 SHIPPED_NAME = "default"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -97,6 +103,39 @@ class ModelRegistry:
 
     def name_taken(self, name: str) -> bool:
         return name == SHIPPED_NAME or (self.root / name / "model.pt").exists()
+
+
+CHECK_TIMEOUT_S = 120
+_checked: dict = {}          # (path, mtime) -> None | error text; one load per file version
+# argv[1]: the checkpoint; prints why it does not load (and exits 1), or nothing
+_LOAD_CHECKPOINT = """import sys
+import torch
+torch.set_num_threads(1)
+from model.checkpoint import load_checkpoint
+try:
+    load_checkpoint(sys.argv[1])
+except Exception as exc:
+    print(f"{type(exc).__name__}: {exc}")
+    sys.exit(1)
+"""
+
+
+def checkpoint_problem(path) -> str | None:
+    """None when the checkpoint loads, else why not (cached per file version)."""
+    if path is None or not os.path.isfile(path):
+        return f"no checkpoint file at {path}"
+    key = (str(path), os.path.getmtime(path))
+    if key not in _checked:
+        try:       # run where the child finds the `model` package we import
+            out = subprocess.run([sys.executable, "-c", _LOAD_CHECKPOINT, str(path)], capture_output=True,
+                                 text=True, timeout=CHECK_TIMEOUT_S,
+                                 cwd=Path(model.__file__).resolve().parent.parent)
+        except subprocess.TimeoutExpired:  # not cached: a busy machine may load it next time
+            return f"loading the checkpoint took over {CHECK_TIMEOUT_S} s"
+        # a broken file makes us not ready (its reason printed by the child), never crashes us
+        _checked[key] = None if out.returncode == 0 else (
+            out.stdout.strip() or out.stderr.strip()[-300:] or f"the check exited with status {out.returncode}")
+    return _checked[key]
 
 
 def _read_json(path) -> dict:

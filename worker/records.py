@@ -97,6 +97,10 @@ class JobStore:
             value, _ = pipe.execute()
         return int(value)
 
+    def delete(self, job_id: str) -> None:
+        """Forget a record (a job that could not be published)."""
+        self.redis.delete(self.key(job_id))
+
     def is_cancelled(self, job_id: str) -> bool:
         state = self.redis.hget(self.key(job_id), "state")
         return state is None or json.loads(state) == "cancelled"

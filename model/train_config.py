@@ -1,0 +1,100 @@
+"""What a training run is: ``TrainConfig``, one field per setting with its default, checked on
+construction. ``tunesmith train``'s flags are generated from its fields (model/cli.py) and the
+service's training request takes its defaults from them (service/schemas.py); model/training.py
+runs it. Nothing here imports torch, so the API process can read the defaults.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from model.network import NetworkConfig
+    from model.tokens import MelodyTokenizer
+
+POSITION_DIM = 16  # size of the position-in-bar embedding when position_inputs is on
+REMAINING_DIM = 8  # size of the bars-remaining embedding when remaining_inputs is on
+
+
+@dataclass
+class TrainConfig:
+    data: str = "music21:essenFolksong"
+    out: str = "model/weights/default.pt"
+    cell: str = "lstm"                   # lstm | gru | rnn
+    hidden_size: int = 256
+    layers: int = 2
+    embedding_dim: int = 64
+    dropout: float = 0.2
+    position_inputs: bool = True         # feed the position in the bar as a second embedding
+    remaining_inputs: bool = True        # feed the bars remaining to the end of the tune (capped) as a third embedding
+    max_remaining: int = 8               # the cap: "8" means 8 bars or more to go
+    remaining_dropout: float = 0.25      # share of training tunes (drawn per epoch) read with the end "unknown",
+                                         # so the model also learns to end on its own (a min_bars/max_bars range)
+    short_term: bool = True              # fit the short-term model (model/shortterm.py) on valid at the end
+    bptt: int | str = 128                # "full" (whole tunes) or k: truncate gradients every k steps
+    window: int = 128                    # tokens per lane per optimizer step (truncated BPTT only)
+    batch_size: int = 64
+    lr: float = 2e-3
+    clip: float = 1.0                    # max total gradient norm
+    epochs: int = 30
+    max_minutes: float | None = None     # time budget; the run stops cleanly (resumable) when spent
+    patience: int = 4                    # epochs without a better validation loss before stopping
+    seed: int = 0
+    # semitone range drawn per tune and epoch, e.g. (-5, 6); off by default: on Essen it slowed learning and
+    # spread the model over all keys (docs/model-card.md, ablations)
+    transpose: tuple[int, int] = (0, 0)
+    backend: str = "cells"               # cells (model.cells, our own equations: the shipped recipe) | fused
+                                         # (torch.nn.*) | auto: fused for the LSTM, cells for GRU and RNN
+    threads: int = 2
+    steps_per_quarter: int = 4           # tokenizer grid (when the corpus is loaded from `data`)
+    valid: float = 0.05                  # split fractions, by tune
+    test: float = 0.05
+
+    def __post_init__(self):
+        if isinstance(self.bptt, str) and self.bptt != "full":
+            try:
+                self.bptt = int(self.bptt)
+            except ValueError:
+                raise ValueError(f"bptt must be 'full' or an integer >= 1, got {self.bptt!r}") from None
+        self.transpose = tuple(int(s) for s in self.transpose)
+        checks = [
+            ("hidden_size", self.hidden_size >= 1, ">= 1"), ("layers", self.layers >= 1, ">= 1"),
+            ("embedding_dim", self.embedding_dim >= 1, ">= 1"), ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+            ("bptt", self.bptt == "full" or self.bptt >= 1, "'full' or an integer >= 1"),
+            ("window", self.window >= 2, ">= 2"), ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("lr", 0 < self.lr <= 1, "in (0, 1]"), ("clip", self.clip > 0, "> 0"),
+            ("epochs", self.epochs >= 1, ">= 1"), ("patience", self.patience >= 1, ">= 1"),
+            ("max_minutes", self.max_minutes is None or self.max_minutes > 0, "> 0 or None"),
+            ("transpose", len(self.transpose) == 2 and -12 <= self.transpose[0] <= self.transpose[1] <= 12,
+             "(low, high) with -12 <= low <= high <= 12"),
+            ("threads", self.threads >= 1, ">= 1"),
+            ("max_remaining", 1 <= self.max_remaining <= 64, "in [1, 64]"),
+            ("remaining_dropout", 0 <= self.remaining_dropout < 1, "in [0, 1)"),
+            ("backend", self.backend in ("auto", "fused", "cells"), "auto, fused or cells"),
+            ("valid", 0 < self.valid < 0.5, "in (0, 0.5)"), ("test", 0 <= self.test < 0.5, "in [0, 0.5)"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
+
+    def network_config(self, tokenizer: MelodyTokenizer) -> NetworkConfig:
+        from model.network import NetworkConfig  # torch: only where a network is built
+        return NetworkConfig(
+            vocab_size=tokenizer.vocab_size, cell=self.cell, embedding_dim=self.embedding_dim,
+            hidden_size=self.hidden_size, num_layers=self.layers, dropout=self.dropout,
+            position_dim=POSITION_DIM if self.position_inputs else 0,
+            max_positions=tokenizer.max_bar_steps,
+            remaining_dim=REMAINING_DIM if self.remaining_inputs else 0, max_remaining=self.max_remaining,
+            backend=self.resolved_backend())
+
+    def resolved_backend(self) -> str:
+        """The backend that trains. `auto` is a fixed rule, not a measurement: torch's fused LSTM, our GRU
+        and RNN layers (the faster of each at batch 64 in bench/bench_core.py on the machine it was measured on)."""
+        if self.backend != "auto":
+            return self.backend
+        return "fused" if self.cell == "lstm" else "cells"
+
+    def resume_path(self) -> Path:
+        out = Path(self.out)
+        return out.with_name(out.stem + ".resume.ckpt")

@@ -1,0 +1,37 @@
+"""`tunesmith worker`: one Celery worker of the job runtime against REDIS_URL (what a container
+runs), and the worker command line that `tunesmith serve` (service/cli.py) starts as well.
+
+    tunesmith worker --queues generate|train [--concurrency N]
+"""
+import os
+import sys
+
+
+def worker_command(queue: str, concurrency: int = 1) -> list[str]:
+    """The Celery worker command for one queue (prefork: time limits need it)."""
+    return ["celery", "-A", "worker.celery_worker", "worker", "-Q", queue, "-c", str(concurrency),
+            "--pool", "prefork", "-n", f"{queue}@%h", "--loglevel", "INFO",
+            "--without-gossip", "--without-mingle"]
+
+
+def executable(argv: list[str]) -> list[str]:
+    """Run a console script from this interpreter's environment (works without PATH set)."""
+    return [sys.executable, "-m", argv[0], *argv[1:]]
+
+
+def run_worker(args) -> int:
+    if not os.environ.get("REDIS_URL"):
+        print("tunesmith worker needs REDIS_URL (e.g. redis://localhost:6379/0)", file=sys.stderr)
+        return 2
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    argv = executable(worker_command(args.queues, args.concurrency))
+    os.execv(argv[0], argv)
+
+
+def add_commands(subparsers) -> None:
+    """Add `worker` to a `tunesmith` argument parser's subcommands."""
+    p = subparsers.add_parser("worker", help="run one Celery worker against REDIS_URL",
+                              description="Run one Celery worker of the Tunesmith service against REDIS_URL.")
+    p.add_argument("--queues", choices=("generate", "train"), required=True)
+    p.add_argument("--concurrency", type=int, default=1, help="worker processes (prefork)")
+    p.set_defaults(func=run_worker)

@@ -1,0 +1,92 @@
+"""The job runtime as one object: Redis, the job records, the model registry, the storage folder
+and the Celery app, built from the settings (worker/settings.py).
+
+The API holds one per process (`app.extensions["tunesmith"]`) to submit, read and cancel jobs; a
+worker process builds its own the first time one of its tasks runs (`runtime_of`), after the
+fork. Jobs are published by task name, so the publisher never imports worker/tasks.py. No Flask
+here, and no torch.
+"""
+from pathlib import Path
+
+import redis
+from celery import Celery
+
+from worker.records import JobStore
+from worker.registry import ModelRegistry
+from worker.settings import DEFAULT_REDIS_URL, TASKS, load_settings
+from worker.storage import job_dir
+
+
+def make_celery(settings: dict) -> Celery:
+    """A Celery app configured from `settings["CELERY"]` (worker/settings.py), carrying `settings`
+    for the tasks' runtime."""
+    app = Celery("tunesmith")
+    app.config_from_object(settings["CELERY"])
+    app.tunesmith_settings = settings
+    return app
+
+
+class Runtime:
+    """What the API and the tasks share: Redis, job records, the registry, the storage folder."""
+
+    def __init__(self, settings: dict, celery_app: Celery | None = None):
+        self.settings = settings
+        self.home = settings["TUNESMITH_HOME"]
+        self.redis = redis.Redis.from_url(settings["REDIS_URL"] or DEFAULT_REDIS_URL,
+                                          socket_connect_timeout=1, socket_timeout=2)
+        self.jobs = JobStore(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
+        self.models = ModelRegistry(self.home, settings["TUNESMITH_DEFAULT_MODEL"])
+        self.max_attempts = settings["TUNESMITH_MAX_ATTEMPTS"]
+        self.job_ttl = settings["TUNESMITH_JOB_TTL"]
+        self.celery = celery_app or make_celery(settings)
+
+    def job_dir(self, job_id: str) -> Path:
+        """The job's storage folder (its uploads and artifacts)."""
+        return job_dir(self.home, job_id)
+
+    def time_limits(self, kind: str, params: dict) -> tuple[float, float]:
+        """(soft, hard) seconds a task of this kind may run."""
+        if kind == "melody":
+            hard = self.settings["TUNESMITH_GENERATE_TIME_LIMIT"]
+            return 0.8 * hard, hard
+        budget = params["max_minutes"] * 60   # training stops itself then; the limits are a safety net
+        return budget + 300, budget + 600
+
+    def submit(self, kind: str, params: dict, job_id: str | None = None, **fields) -> dict:
+        """Store a queued record of a "melody" or "training" job and publish its id; returns the record.
+
+        The task id is the job id. If publishing fails the record is removed and the broker error
+        propagates (the API answers 503).
+        """
+        soft, hard = self.time_limits(kind, params)
+        record = self.jobs.create(kind, params, job_id=job_id, **fields)
+        try:
+            self.celery.send_task(TASKS[kind], args=[record["id"]], task_id=record["id"],
+                                  soft_time_limit=int(soft), time_limit=int(hard))
+        except Exception:
+            self.jobs.delete(record["id"])
+            raise
+        return record
+
+    def revoke(self, job_id: str) -> None:
+        """Tell the workers to drop a job's task (its record says cancelled already)."""
+        self.celery.control.revoke(job_id)
+
+    def queues_served(self, timeout: float = 1.0) -> dict:
+        """{worker name: set of queue names} from the workers that answer within `timeout`."""
+        return queues_served(self.celery, timeout)
+
+
+def queues_served(celery_app: Celery, timeout: float = 1.0) -> dict:
+    """{worker name: set of queue names} from the workers that answer within `timeout`."""
+    replies = celery_app.control.inspect(timeout=timeout).active_queues() or {}
+    return {worker: {q["name"] for q in queues} for worker, queues in replies.items()}
+
+
+def runtime_of(celery_app: Celery) -> Runtime:
+    """The Runtime of this process's Celery app, built on first use (in a worker: after the fork)."""
+    runtime = getattr(celery_app, "tunesmith_runtime", None)
+    if runtime is None:
+        settings = getattr(celery_app, "tunesmith_settings", None) or load_settings()
+        runtime = celery_app.tunesmith_runtime = Runtime(settings, celery_app)
+    return runtime
