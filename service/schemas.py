@@ -134,6 +134,11 @@ class TrainingRequest(StrictModel):
                     "every epoch; [0, 0] = off")
     short_term: bool = Field(TRAINING_DEFAULTS["short_term"],
                              description="fit the short-term (copy) model on the validation tunes at the end")
+    remaining_inputs: bool = Field(TRAINING_DEFAULTS["remaining_inputs"], description="tell the network how many "
+                                   "bars remain to the end of the tune, so it learns to end (and, with the end "
+                                   "hidden for a share of tunes, also to end on its own in a length range)")
+    max_remaining: int = Field(TRAINING_DEFAULTS["max_remaining"], ge=1, le=64,
+                               description="the cap of the bars-remaining input")
     name: str | None = Field(None, pattern=NAME_PATTERN, description="model name to register")
 
     @field_validator("name")
