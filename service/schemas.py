@@ -170,6 +170,17 @@ class _Together(ValueError):
         self.problems = problems
 
 
+def field_bounds(model: type[BaseModel]) -> dict[str, dict]:
+    """{field: {"min": ..., "max": ...}}: the inclusive numeric bounds of a request model's fields, as its
+    JSON schema states them (what the pages' inputs use, so a page and the API cannot disagree)."""
+    bounds = {}
+    for name, prop in model.model_json_schema()["properties"].items():
+        found = {key: prop[bound] for key, bound in (("min", "minimum"), ("max", "maximum")) if bound in prop}
+        if found:
+            bounds[name] = found
+    return bounds
+
+
 def validate_request(model: type[BaseModel], body) -> BaseModel:
     """Validate a decoded JSON body; raise RequestInvalid naming every bad field."""
     if not isinstance(body, dict):
