@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from model import metrics, ngram, shortterm
+from model.conditions import condition_ids, tune_positions  # noqa: F401 (re-exported: callers import them here)
 
 
 def token_arrays(tunes) -> list[np.ndarray]:
@@ -37,24 +38,6 @@ def tune_batch(tokens: list[np.ndarray], positions: list[np.ndarray] | None, pad
         if pos is not None:
             pos[i, :len(t)] = torch.from_numpy(np.asarray(positions[i], dtype=np.int64))
     return ids[:, :-1], None if pos is None else pos[:, :-1], ids[:, 1:]
-
-
-def condition_ids(tokenizer, ids, config, known_end: bool = True) -> list[int]:
-    """The network's condition input at every index of ``ids`` (``NetworkConfig.condition_id``): the
-    position in the bar of the next grid step and, when ``known_end``, the bars remaining after token
-    i (``MelodyTokenizer.bars_remaining``), else "unknown"."""
-    positions = tokenizer.positions(ids)
-    if not config.remaining_dim:
-        return positions
-    remaining = tokenizer.bars_remaining(ids) if known_end else [None] * len(positions)
-    return [config.condition_id(p, r) for p, r in zip(positions, remaining)]
-
-
-def tune_positions(tokenizer, tokens: list[np.ndarray], config=None, known_end: bool = True) -> list[np.ndarray]:
-    """The network's condition input for every tune (see ``condition_ids``; config None: positions only)."""
-    if config is None:
-        return [np.asarray(tokenizer.positions(t), dtype=np.int64) for t in tokens]
-    return [np.asarray(condition_ids(tokenizer, t, config, known_end), dtype=np.int64) for t in tokens]
 
 
 def _whole_tune_batches(model, tokenizer, tokens: list[np.ndarray], positions: list[np.ndarray] | None,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from model.endings import Cadence, ends_in_cadence, melody_tonic
-from model.evaluation import condition_ids
+from model.conditions import condition_ids
 from model.shortterm import CopyState
 from model.tokens import Note
 
