@@ -12,6 +12,7 @@ from model.metrics import degenerate_reason, estimate_key
 from model.network import MelodyNetwork, NetworkConfig
 from model.sampling import GenerationParams, Generator, ParameterError, derived_seed
 from model.tokens import MelodyTokenizer, Note
+from support import biased_checkpoint
 
 TOK = MelodyTokenizer()
 
@@ -105,13 +106,7 @@ def test_cadence_needs_a_tonic_in_range():
 @pytest.fixture(scope="module")
 def lazy(tmp_path_factory):
     """A model that would rather rest than play: most of its raw draws are degenerate."""
-    torch.manual_seed(0)
-    net = MelodyNetwork(NetworkConfig(vocab_size=TOK.vocab_size, hidden_size=8, embedding_dim=4, num_layers=1))
-    with torch.no_grad():
-        net.projection.weight.zero_()
-        net.projection.bias.fill_(-3.0)
-        net.projection.bias[TOK.rest_id] = 3.5
-    return Generator(save_checkpoint(tmp_path_factory.mktemp("lazy") / "lazy.pt", net, TOK))
+    return Generator(biased_checkpoint(tmp_path_factory.mktemp("lazy") / "lazy.pt", TOK, -3.0, {TOK.rest_id: 3.5}))
 
 
 def test_gate_never_returns_a_degenerate_melody_and_is_deterministic(lazy):
