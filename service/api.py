@@ -7,8 +7,10 @@ work itself is in worker/.
 """
 import base64
 import binascii
+import hashlib
 import hmac
 import json
+import secrets
 from functools import wraps
 
 from flask import Blueprint, abort, current_app, jsonify, request, url_for
@@ -23,26 +25,61 @@ def services():
     return current_app.extensions["tunesmith"]
 
 
+def bearer_token() -> str | None:
+    """The credentials of an `Authorization: Bearer <credentials>` header (the scheme in any case,
+    RFC 7235), or None."""
+    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
+    return credentials.strip()
+
+
+def _same(given: str | None, secret: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), secret.encode())
+
+
+def unauthorized(message: str):
+    response = jsonify(error=message)
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response, 401
+
+
+def admin_refusal():
+    """None when the request may use training and admin endpoints, else the response that refuses it.
+
+    Fails closed: with no TUNESMITH_TOKEN configured these endpoints are refused (403) unless the
+    operator opted in with TUNESMITH_OPEN=1."""
+    token = current_app.config["TUNESMITH_TOKEN"]
+    if token:
+        if _same(bearer_token(), token):
+            return None
+        return unauthorized("this endpoint needs 'Authorization: Bearer <token>'")
+    if current_app.config.get("TUNESMITH_OPEN"):
+        return None
+    return jsonify(error="training and admin endpoints are disabled: this server has no TUNESMITH_TOKEN "
+                         "(set one, or TUNESMITH_OPEN=1 to leave them open)"), 403
+
+
 def require_token(view):
-    """Bearer-token check for training and admin endpoints (open when no token is set)."""
+    """Bearer-token check for training and admin endpoints (see `admin_refusal`)."""
     @wraps(view)
     def checked(*args, **kwargs):
-        token = current_app.config["TUNESMITH_TOKEN"]
-        if token:
-            given = request.headers.get("Authorization", "")
-            if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), token.encode())):
-                response = jsonify(error="this endpoint needs 'Authorization: Bearer <token>'")
-                response.headers["WWW-Authenticate"] = "Bearer"
-                return response, 401
-        return view(*args, **kwargs)
+        return admin_refusal() or view(*args, **kwargs)
     return checked
 
 
+def cancel_hash(secret: str) -> str:
+    """What a job record keeps of its cancel secret (the secret itself is shown once, at submit)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 def submit(kind: str, params: dict, job_id=None, **fields):
-    """Queue the job (a broker error propagates: the app answers 503); answer 202 with its URL."""
-    record = services().submit(kind, params, job_id=job_id, **fields)
+    """Queue the job (a broker error propagates: the app answers 503); answer 202 with its URL and
+    the job's cancel secret, which only this response ever shows."""
+    secret = secrets.token_urlsafe(24)
+    record = services().submit(kind, params, job_id=job_id, cancel_hash=cancel_hash(secret), **fields)
     status_url = url_for("api.get_job", job_id=record["id"])
-    response = jsonify(id=record["id"], status_url=status_url, state="queued")
+    response = jsonify(id=record["id"], status_url=status_url, state="queued", cancel_token=secret)
     return response, 202, {"Location": status_url}
 
 
@@ -113,11 +150,19 @@ def get_job(job_id):
 
 @bp.delete("/jobs/<job_id>")
 def cancel_job(job_id):
-    """Cancel a queued job (the worker skips it) or a running one (it stops at its next check)."""
+    """Cancel a queued job (the worker skips it) or a running one (it stops at its next check).
+    Takes the job's own cancel secret (from its 202 answer) or the admin token, as a bearer token."""
     store = services().jobs
     record = store.get(job_id)
     if record is None:
         abort(404, f"no job {job_id!r} (unknown or expired)")
+    given = bearer_token()
+    own = record.get("cancel_hash") and given is not None and _same(cancel_hash(given), record["cancel_hash"])
+    token = current_app.config["TUNESMITH_TOKEN"]
+    admin = _same(given, token) if token else current_app.config.get("TUNESMITH_OPEN")
+    if not (own or admin):
+        return unauthorized("cancelling needs 'Authorization: Bearer <cancel_token>' (the cancel_token the "
+                            "job's submission answered with) or the admin token")
     if record["state"] in FINISHED or not store.cancel(job_id):
         record = store.get(job_id)
         return jsonify(error=f"job already {record['state']}", job=public_record(record)), 409

@@ -6,7 +6,8 @@ model's train, generate, evaluate, ... from model/cli.py, `worker` from worker/c
         One machine, one command: without REDIS_URL it starts an embedded Redis
         (service/embedded.py); then a generate worker, a train worker and the API (gunicorn),
         each a child process with exactly the command docker-compose.yml runs. Prints the URL
-        and the bearer token; Ctrl-C stops everything cleanly.
+        and the bearer token (made up when TUNESMITH_TOKEN is unset, whichever the broker, unless
+        TUNESMITH_OPEN=1); Ctrl-C stops everything cleanly.
     tunesmith worker --queues generate|train [--concurrency N]
         One Celery worker against REDIS_URL (what a container runs).
 
@@ -24,15 +25,25 @@ from pathlib import Path
 
 from model import cli as model_cli
 from worker import cli as worker_cli
+from worker import open_without_token
 from worker.cli import executable, worker_command
 
 STOP_GRACE_S = 15
 
 
 def api_command(host: str, port: int, workers: int = 2) -> list[str]:
-    """The gunicorn command that serves the API."""
+    """The gunicorn command that serves the API. No control socket: gunicorn's default is one path
+    per user ($XDG_RUNTIME_DIR or ~/.gunicorn), which a second instance would take over."""
     return ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", "4",
-            "--timeout", "60", "--access-logfile", "-", "service:create_app()"]
+            "--timeout", "60", "--no-control-socket", "--access-logfile", "-", "service:create_app()"]
+
+
+def ensure_token(env: dict) -> dict:
+    """Fail closed, whichever the broker: without TUNESMITH_TOKEN, make one up for the children
+    (serve prints it), unless the operator opted in to open endpoints (TUNESMITH_OPEN=1)."""
+    if not env.get("TUNESMITH_TOKEN") and not open_without_token(env):
+        env["TUNESMITH_TOKEN"] = secrets.token_urlsafe(18)
+    return env
 
 
 def serve(args) -> int:
@@ -44,8 +55,7 @@ def serve(args) -> int:
         from service.embedded import EmbeddedRedis
         broker = EmbeddedRedis(home / "redis")
         env["REDIS_URL"] = broker.url
-    if not env.get("TUNESMITH_TOKEN") and broker is not None:
-        env["TUNESMITH_TOKEN"] = secrets.token_urlsafe(18)
+    ensure_token(env)
     env.setdefault("OMP_NUM_THREADS", "1")
 
     children = {}
@@ -68,7 +78,8 @@ def serve(args) -> int:
         if env.get("TUNESMITH_TOKEN"):
             print(f"token for training and admin endpoints: {env['TUNESMITH_TOKEN']}", flush=True)
         else:
-            print("no TUNESMITH_TOKEN set: training and admin endpoints are open", flush=True)
+            print("TUNESMITH_OPEN=1 and no TUNESMITH_TOKEN: training and admin endpoints are open to anyone",
+                  flush=True)
         while not stopping:
             dead = [n for n, p in children.items() if p.poll() is not None]
             if dead:

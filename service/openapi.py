@@ -23,6 +23,8 @@ class JobAccepted(BaseModel):
     id: str
     status_url: str
     state: Literal["queued"]
+    cancel_token: str = Field(description="the job's own cancel secret, shown only here: "
+                              "DELETE the job with 'Authorization: Bearer <cancel_token>'")
 
 
 class MelodyFiles(BaseModel):
@@ -109,7 +111,8 @@ def _ref(model):
 def _responses(ok_code, ok_model, *errors, media="application/json"):
     out = {str(ok_code): {"description": "OK" if ok_code < 300 else "Accepted",
                           "content": {media: {"schema": _ref(ok_model) if ok_model else {}}}}}
-    texts = {400: "invalid request", 401: "missing or wrong bearer token", 404: "unknown id",
+    texts = {400: "invalid request", 401: "missing or wrong bearer token",
+             403: "disabled: the server has no token (TUNESMITH_OPEN=1 opens them)", 404: "unknown id",
              409: "conflict with the job's or model's state", 503: "broker unavailable"}
     for code in errors:
         model = ValidationFailed if code == 400 else Error
@@ -145,8 +148,9 @@ def build_spec() -> dict:
         "/api/v1/jobs/{job_id}": {
             "get": {"summary": "A job's state, progress, parameters and results", "parameters": job_id,
                     "responses": _responses(200, JobRecord, 404, 503)},
-            "delete": {"summary": "Cancel a queued or running job", "parameters": job_id,
-                       "responses": _responses(200, JobRecord, 404, 409, 503)}},
+            "delete": {"summary": "Cancel a queued or running job (its cancel_token, or the admin token)",
+                       "parameters": job_id, "security": secured,
+                       "responses": _responses(200, JobRecord, 401, 404, 409, 503)}},
         "/api/v1/melodies/{job_id}.{ext}": {"get": {
             "summary": "Download the first melody", "parameters": file_params,
             "responses": _responses(200, None, 404, 409, media="application/octet-stream")}},
@@ -160,12 +164,12 @@ def build_spec() -> dict:
             "responses": _responses(200, None, 404, 409, media="application/zip")}},
         "/api/v1/training-jobs": {"post": {
             "summary": "Train a model (asynchronous); registers it when done", "security": secured,
-            "requestBody": training_body, "responses": _responses(202, JobAccepted, 400, 401, 409, 503)}},
+            "requestBody": training_body, "responses": _responses(202, JobAccepted, 400, 401, 403, 409, 503)}},
         "/api/v1/models": {"get": {"summary": "Registered models", "responses": _responses(200, ModelList)}},
         "/api/v1/models/{name}/default": {"post": {
             "summary": "Make a model the default for new requests", "security": secured,
             "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": _responses(200, None, 401, 404)}},
+            "responses": _responses(200, None, 401, 403, 404)}},
         "/healthz": {"get": {"summary": "The process answers", "responses": _responses(200, None)}},
         "/readyz": {"get": {"summary": "Broker, workers and default model are ready",
                             "responses": {"200": {"description": "ready", "content": {

@@ -135,11 +135,11 @@ def test_unknown_job_is_404(client):
 
 def test_cancel_a_queued_job_then_cancel_again_is_409(client):
     job = client.post("/api/v1/melodies", json={}).get_json()
-    response = client.delete(job["status_url"])
+    response = client.delete(job["status_url"], headers={"Authorization": f"Bearer {job['cancel_token']}"})
     assert response.status_code == 200
     assert response.get_json()["state"] == "cancelled" and response.get_json()["finished_at"]
     assert client.get(job["status_url"]).get_json()["state"] == "cancelled"
-    again = client.delete(job["status_url"])
+    again = client.delete(job["status_url"], headers=TOKEN)
     assert again.status_code == 409 and again.get_json()["job"]["state"] == "cancelled"
 
 
@@ -166,6 +166,62 @@ def test_training_needs_the_token(client):
     wrong = client.post("/api/v1/training-jobs", json={"data": "bach"}, headers={"Authorization": "Bearer no"})
     assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
     assert client.post("/api/v1/models/default/default").status_code == 401
+
+
+def test_the_bearer_scheme_is_case_insensitive(client):
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        response = client.post("/api/v1/models/default/default", headers={"Authorization": f"{scheme} test-token"})
+        assert response.status_code == 200, scheme
+
+
+def _app_with(service_env, monkeypatch, **env):
+    for name, value in {**service_env, **env}.items():
+        monkeypatch.setenv(name, value)
+    if "TUNESMITH_TOKEN" not in env:
+        monkeypatch.delenv("TUNESMITH_TOKEN")
+    return create_app().test_client()
+
+
+def test_without_a_token_training_and_admin_endpoints_fail_closed(service_env, monkeypatch):
+    client = _app_with(service_env, monkeypatch)
+    for response in (client.post("/api/v1/training-jobs", json={"data": "bach"}),
+                     client.post("/api/v1/models/default/default"),
+                     client.post("/api/v1/models/default/default", headers=TOKEN)):
+        assert response.status_code == 403
+        assert "TUNESMITH_TOKEN" in response.get_json()["error"] and "TUNESMITH_OPEN=1" in response.get_json()["error"]
+    job = client.post("/api/v1/melodies", json={}).get_json()       # melodies stay open to everyone
+    assert client.delete(job["status_url"]).status_code == 401       # ... but a job is its owner's to cancel
+    mine = client.delete(job["status_url"], headers={"Authorization": f"Bearer {job['cancel_token']}"})
+    assert mine.status_code == 200 and mine.get_json()["state"] == "cancelled"
+
+
+def test_the_operator_can_opt_in_to_open_endpoints(service_env, monkeypatch):
+    client = _app_with(service_env, monkeypatch, TUNESMITH_OPEN="1")
+    assert client.post("/api/v1/training-jobs", json={"data": "bach"}).status_code == 202
+    assert client.post("/api/v1/models/default/default").status_code == 200
+    job = client.post("/api/v1/melodies", json={}).get_json()
+    assert client.delete(job["status_url"]).status_code == 200
+
+
+def test_cancel_takes_the_jobs_own_secret_or_the_token_and_nothing_else(client):
+    mine = client.post("/api/v1/melodies", json={}).get_json()
+    theirs = client.post("/api/v1/melodies", json={}).get_json()
+    training = client.post("/api/v1/training-jobs", headers=TOKEN, json={"data": "bach"}).get_json()
+    assert mine["cancel_token"] != theirs["cancel_token"]
+    for job in (theirs, training):
+        for headers in ({}, {"Authorization": f"Bearer {mine['cancel_token']}"}, {"Authorization": "Bearer no"},
+                        {"Authorization": f"Basic {mine['cancel_token']}"}):
+            response = client.delete(job["status_url"], headers=headers)
+            assert response.status_code == 401, headers
+            assert "cancel_token" in response.get_json()["error"] and response.headers["WWW-Authenticate"] == "Bearer"
+        assert client.get(job["status_url"]).get_json()["state"] == "queued"
+    record = client.get(mine["status_url"]).get_json()
+    assert "cancel_token" not in json.dumps(record) and mine["cancel_token"] not in json.dumps(record)
+    assert "cancel_hash" not in record
+    own = client.delete(mine["status_url"], headers={"Authorization": f"bearer {mine['cancel_token']}"})
+    assert own.status_code == 200 and own.get_json()["state"] == "cancelled"
+    assert client.delete(training["status_url"], headers=TOKEN).get_json()["state"] == "cancelled"
+    assert client.delete(theirs["status_url"], headers=TOKEN).get_json()["state"] == "cancelled"
 
 
 def test_training_job_with_a_collection_is_queued_with_its_settings(client):

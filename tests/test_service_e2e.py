@@ -192,7 +192,7 @@ def test_cancel_a_running_training_job(server):
         assert record["state"] in ("queued", "running"), record
         return record["training"]["step"] > 0
     wait_until(stepping, 240, "training to start")
-    cancelled = requests.delete(url, timeout=10)
+    cancelled = requests.delete(url, timeout=10, headers={"Authorization": f"Bearer {response.json()['cancel_token']}"})
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
     # the worker stops at its next check and takes the next job
     follow, _ = run_job(server, "/api/v1/training-jobs", {"data": "nosuchcollection", "epochs": 1}, headers=TOKEN)

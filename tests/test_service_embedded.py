@@ -119,3 +119,20 @@ def test_embedded_redis_stops_with_clients_connected_and_keeps_its_data(tmp_path
         assert redis.Redis.from_url(again.url).get("queued-job") == b"still here"
     finally:
         again.close()
+
+
+def test_serve_makes_up_a_token_whichever_the_broker_unless_the_operator_opts_in_to_open():
+    from service.cli import ensure_token
+    for env in ({"REDIS_URL": "redis://127.0.0.1:6379/0"}, {}):
+        assert len(ensure_token(dict(env))["TUNESMITH_TOKEN"]) >= 20
+        assert ensure_token({**env, "TUNESMITH_TOKEN": "mine"})["TUNESMITH_TOKEN"] == "mine"
+        assert "TUNESMITH_TOKEN" not in ensure_token({**env, "TUNESMITH_OPEN": "1"})
+    assert ensure_token({})["TUNESMITH_TOKEN"] != ensure_token({})["TUNESMITH_TOKEN"]
+
+
+def test_a_train_worker_refuses_to_start_without_a_token_unless_told_open():
+    env = {k: v for k, v in os.environ.items() if k not in ("TUNESMITH_TOKEN", "TUNESMITH_OPEN")}
+    env["REDIS_URL"] = "redis://127.0.0.1:1/0"        # never reached: it stops before
+    out = subprocess.run([sys.executable, "-m", "service.cli", "worker", "--queues", "train"], env=env,
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 2 and "TUNESMITH_TOKEN" in out.stderr and "TUNESMITH_OPEN=1" in out.stderr

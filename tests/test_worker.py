@@ -61,6 +61,9 @@ def submit(client, **body) -> str:
     return response.get_json()["id"]
 
 
+ADMIN = {"Authorization": "Bearer test-token"}       # service_env's token: may cancel any job
+
+
 def state_of(app, job_id, *states, timeout=90) -> dict:
     store = app.extensions["tunesmith"].jobs
     return wait_until(lambda: (r := store.get(job_id)) and r["state"] in states and r, timeout,
@@ -99,8 +102,8 @@ def test_cancelled_jobs_never_run_to_success(stack):
     queued = submit(client, bars=2)                   # waits: the worker holds one job at a time
     assert app.extensions["tunesmith"].jobs.get(queued)["state"] == "queued"
 
-    assert client.delete(f"/api/v1/jobs/{queued}").get_json()["state"] == "cancelled"
-    assert client.delete(f"/api/v1/jobs/{running}").get_json()["state"] == "cancelled"
+    assert client.delete(f"/api/v1/jobs/{queued}", headers=ADMIN).get_json()["state"] == "cancelled"
+    assert client.delete(f"/api/v1/jobs/{running}", headers=ADMIN).get_json()["state"] == "cancelled"
 
     after = submit(client, bars=2)                    # FIFO: once this one is done, both were seen
     assert state_of(app, after, "succeeded", "failed")["state"] == "succeeded"

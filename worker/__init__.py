@@ -5,6 +5,7 @@ it knows no Flask and its parent processes never import torch.
 What the API (service/) uses, all importable from this package:
 
     load_settings, env_number, MAX_TRAIN_MINUTES    settings from the environment (worker/settings.py)
+    open_without_token                              TUNESMITH_OPEN=1: the operator's opt-in to no token
     ECHO_TASK                                       a trivial task's name (the broker round trip)
     celery_config                                   Celery settings for a broker URL and key prefix
     Runtime                                         Redis, job records, registry, storage, Celery:
@@ -20,9 +21,10 @@ worker/celery_worker.py is the module `celery -A` loads; worker/cli.py holds `tu
 from worker.records import FINISHED, STATES, new_job_id, public_record
 from worker.registry import NAME_PATTERN, SHIPPED_NAME, checkpoint_problem
 from worker.runtime import Runtime, make_celery, queues_served
-from worker.settings import ECHO_TASK, MAX_TRAIN_MINUTES, celery_config, env_number, load_settings
+from worker.settings import (ECHO_TASK, MAX_TRAIN_MINUTES, celery_config, env_number, load_settings,
+                             open_without_token)
 from worker.storage import artifact_name, atomic_write, job_dir
 
 __all__ = ["FINISHED", "STATES", "new_job_id", "public_record", "NAME_PATTERN", "SHIPPED_NAME",
            "checkpoint_problem", "Runtime", "make_celery", "queues_served", "ECHO_TASK", "MAX_TRAIN_MINUTES",
-           "celery_config", "env_number", "load_settings", "artifact_name", "atomic_write", "job_dir"]
+           "celery_config", "env_number", "load_settings", "open_without_token", "artifact_name", "atomic_write", "job_dir"]

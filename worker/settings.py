@@ -37,6 +37,12 @@ def env_number(env, name: str, default, kind=int):
         raise ValueError(f"{ENV_PREFIX}{name} must be a number, got {raw!r}") from None
 
 
+def open_without_token(env) -> bool:
+    """Has the operator opted in to training and admin endpoints without a token (`TUNESMITH_OPEN=1`)?
+    Without a token and without this, the API refuses them and `tunesmith worker --queues train` will not start."""
+    return env.get(ENV_PREFIX + "OPEN", "").strip().lower() in ("1", "true", "yes")
+
+
 def broker_url(redis_url: str) -> str:
     """The kombu URL for a redis-py URL: unix sockets are `redis+socket://` to kombu."""
     if redis_url.startswith("unix://"):
