@@ -136,7 +136,7 @@ feeding one-token windows through `torch.nn.LSTM` (the naive way, LSTM only). On
 
 {step_table}
 
-What makes the cells fast here (see `model/cells.py`): the input projection of all steps and the
+What makes the cells fast here (see `model/recurrent.py` and `model/kernels.py`): the input projection of all steps and the
 weight gradients are whole-sequence matmuls, the time loops make one matmul and a few in-place
 element-wise calls per step with no autograd graph (a hand-written BPTT), float32 products of 8+
 rows go through oneDNN (MKL's sgemm ran them at about half the speed on the AMD EPYC of the first

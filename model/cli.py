@@ -5,7 +5,7 @@ corpus info, diagnose.
 together with the commands other layers mount (the console script itself is service/cli.py, which
 mounts ``worker`` and ``serve``; ``python -m model.cli`` runs the model's commands alone). Bad
 parameters exit with status 2 and the message of the ValueError that rejected them. Building the
-parser imports no torch (train's flags come from torch-free model/train_config.py).
+parser imports no torch (the flags come from torch-free model/train_config.py and model/params.py).
 """
 from __future__ import annotations
 
@@ -151,32 +151,39 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_generate_flags(p: argparse.ArgumentParser) -> None:
-    """generate's flags, one per GenerationParams field."""
-    from model import DEFAULT_MODEL_PATH
+    """generate's flags: GenerationParams' defaults, and the limits model/params.py defines."""
+    from model import DEFAULT_MODEL_PATH, params
+    d = params.GenerationParams()
     p.add_argument("--model", default=None, help=f"checkpoint (default: the shipped model {DEFAULT_MODEL_PATH})")
     p.add_argument("--out", default="melody.mid", help="output file: .mid/.midi, .musicxml/.xml or .json; "
                    "with --count > 1, name-1.mid, name-2.mid, ... (default: melody.mid)")
-    p.add_argument("--bars", type=int, default=8, help="bars to generate after the primer (1..256, default 8)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (0, 5] (default 1.0)")
-    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens; 0 = all (default 0)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (0, 1] (default 1.0)")
-    p.add_argument("--seed", type=int, default=None, help="random seed; same model+flags+seed = same file")
-    p.add_argument("--key", default=None, help="tonic for the scale constraint: C, C#, Db, ..., B")
-    p.add_argument("--scale", default=None, help="major, minor, harmonic_minor, dorian, mixolydian, lydian, "
-                   "phrygian, pentatonic_major, pentatonic_minor, blues, chromatic (default major with --key)")
-    p.add_argument("--tempo", type=float, default=120.0, help="quarter notes per minute 20..300 (default 120)")
-    p.add_argument("--meter", default=None, help="meter such as 3/4 (default: the primer's, else 4/4)")
+    p.add_argument("--bars", type=int, default=d.bars,
+                   help=f"bars to generate after the primer (1..{params.MAX_BARS}, default {d.bars})")
+    p.add_argument("--temperature", type=float, default=d.temperature,
+                   help=f"sampling temperature (0, {params.MAX_TEMPERATURE:g}] (default {d.temperature})")
+    p.add_argument("--top-k", type=int, default=d.top_k,
+                   help=f"keep the k most likely tokens, 0..{params.MAX_TOP_K}; 0 = all (default {d.top_k})")
+    p.add_argument("--top-p", type=float, default=d.top_p, help=f"nucleus sampling mass (0, 1] (default {d.top_p})")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed; same model+flags+seed = same file")
+    p.add_argument("--key", default=d.key, help="tonic for the scale constraint: C, C#, Db, ..., B")
+    p.add_argument("--scale", default=d.scale, help=", ".join(params.SCALES) + " (default major with --key)")
+    p.add_argument("--tempo", type=float, default=d.tempo, help=f"quarter notes per minute "
+                   f"{params.MIN_TEMPO}..{params.MAX_TEMPO} (default {d.tempo:g})")
+    p.add_argument("--meter", default=d.meter, help="meter such as 3/4 (default: the primer's, else 4/4)")
     p.add_argument("--primer", default=None, help="a MIDI file, or a JSON note list '[[60, 0, 1], [62, 1, 0.5]]' "
-                   "of [pitch, start_beats, duration_beats]")
-    p.add_argument("--include-primer", action=argparse.BooleanOptionalAction, default=True,
+                   f"of [pitch, start_beats, duration_beats] (at most {params.MAX_PRIMER_BYTES} bytes or "
+                   f"{params.MAX_PRIMER_NOTES} notes)")
+    p.add_argument("--include-primer", action=argparse.BooleanOptionalAction, default=d.include_primer,
                    help="put the primer at the start of the output (default: yes)")
-    p.add_argument("--count", type=int, default=1, help="melodies to generate in one batch 1..16 (default 1)")
-    p.add_argument("--beam-width", type=int, default=1, help="beam search width 1..16; 1 = sampling (default 1)")
-    p.add_argument("--min-pitch", type=int, default=None, help="lowest MIDI pitch allowed")
-    p.add_argument("--max-pitch", type=int, default=None, help="highest MIDI pitch allowed")
-    p.add_argument("--avoid-repetition", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--count", type=int, default=d.count,
+                   help=f"melodies to generate in one batch 1..{params.MAX_COUNT} (default {d.count})")
+    p.add_argument("--beam-width", type=int, default=d.beam_width,
+                   help=f"beam search width 1..{params.MAX_BEAM_WIDTH}; 1 = sampling (default {d.beam_width})")
+    p.add_argument("--min-pitch", type=int, default=d.min_pitch, help="lowest MIDI pitch allowed")
+    p.add_argument("--max-pitch", type=int, default=d.max_pitch, help="highest MIDI pitch allowed")
+    p.add_argument("--avoid-repetition", action=argparse.BooleanOptionalAction, default=d.avoid_repetition,
                    help="down-weight two-bar one-pitch loops and silences (default: yes)")
-    p.add_argument("--short-term", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--short-term", action=argparse.BooleanOptionalAction, default=d.short_term,
                    help="mix in the model's short-term model, which copies from the melody so far, when it has "
                    "one (default: yes; --no-short-term = the network alone)")
 

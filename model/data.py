@@ -2,7 +2,7 @@
 
 ``load_corpus(spec)`` accepts ``music21:<collection>`` (any collection bundled with music21:
 ``essenFolksong``, ``bach`` = the soprano line of the chorales, ``ryansMammoth``, ``oneills1850``
-...) or a folder searched recursively for .mid/.midi/.abc/.xml/.mxl/.musicxml/.krn files. An
+...) or a folder searched recursively for .mid/.midi/.kar/.abc/.xml/.mxl/.musicxml/.krn files. An
 ABC file is split into its tunes (``X:`` headers, file header fields copied into each); a file
 music21 reads as several works (an Opus) gives one tune per work. A tune's id is its path
 (relative to the folder or to music21's corpus) plus ``#<index in the file>``.
@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
+from model import MIDI_EXTENSIONS
 from model.files import atomic_output
 from model.tokens import CODE_VERSION, MelodyTokenizer, TokenizerConfig
 
-EXTENSIONS = (".mid", ".midi", ".abc", ".xml", ".mxl", ".musicxml", ".krn")
-MIDI_EXTENSIONS = (".mid", ".midi")
+EXTENSIONS = (*MIDI_EXTENSIONS, ".abc", ".xml", ".mxl", ".musicxml", ".krn")
 
 
 @dataclass
@@ -282,16 +282,6 @@ def transpose_tokens(tokens, semitones: int, tokenizer: MelodyTokenizer) -> np.n
     if is_note.any() and (moved[is_note].min() < first or moved[is_note].max() >= tokenizer.vocab_size):
         return None
     return moved.astype(tokens.dtype, copy=False)
-
-
-def augmented_tunes(tunes: list[Tune], shifts, tokenizer: MelodyTokenizer):
-    """Yield each tune transposed by each shift that keeps it in range (for the training split only);
-    a shift of 0 yields the tune itself. Ids get ``@+2`` style suffixes."""
-    for tune in tunes:
-        for s in shifts:
-            moved = tune.tokens if s == 0 else transpose_tokens(tune.tokens, s, tokenizer)
-            if moved is not None:
-                yield tune if s == 0 else Tune(f"{tune.id}@{s:+d}", moved, tune.meter)
 
 
 def corpus_info(spec: str, tokenizer_config: TokenizerConfig | None = None, *, seed: int = 0,

@@ -252,12 +252,6 @@ class KneserNeyModel:
         with np.errstate(divide="ignore"):
             return np.log(p)
 
-    def logprob(self, context: Sequence[int], next_id: int) -> float:
-        """Natural-log probability of `next_id` after `context` (the tokens so far, starting with BOS)."""
-        if not 0 <= next_id < self.vocab_size:
-            raise ValueError(f"next_id must be in [0, {self.vocab_size}), got {next_id}")
-        return float(self._score_one(np.asarray(list(context) + [next_id], dtype=np.int64))[-1])
-
     def _check_ids(self, tune: np.ndarray) -> None:
         if len(tune) and (tune.min() < 0 or tune.max() >= self.vocab_size):
             raise ValueError(f"token ids must be in [0, {self.vocab_size}), got {tune.min()}..{tune.max()}")

@@ -1,5 +1,10 @@
 """Generation parameters: what a request may ask for, checked before any model is loaded.
 
+The limits below are the only definition of each range: ``GenerationParams.validate`` checks them,
+the service's request schema (service/schemas.py), ``tunesmith generate``'s help (model/cli.py) and
+the composing page's inputs (through the template context) read them from here. Nothing here
+imports torch, so the API process can too.
+
 ``GenerationParams.validate`` raises ``ParameterError`` (a ValueError naming the field and what it
 may be) for the first bad parameter; the service maps it to a 400 naming the field. ``primer_notes``
 checks a primer: a note list becomes grid notes, MIDI comes back as bytes.
@@ -9,8 +14,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from numbers import Integral, Real
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from model.tokens import MelodyTokenizer, Note
+if TYPE_CHECKING:
+    from model.tokens import MelodyTokenizer
 
 PITCH_CLASSES = {"C": 0, "C#": 1, "Db": 1, "D": 2, "D#": 3, "Eb": 3, "E": 4, "F": 5, "F#": 6, "Gb": 6,
                  "G": 7, "G#": 8, "Ab": 8, "A": 9, "A#": 10, "Bb": 10, "B": 11}
@@ -20,9 +27,19 @@ SCALES = {
     "phrygian": (0, 1, 3, 5, 7, 8, 10), "pentatonic_major": (0, 2, 4, 7, 9), "pentatonic_minor": (0, 3, 5, 7, 10),
     "blues": (0, 3, 5, 6, 7, 10), "chromatic": tuple(range(12)),
 }
+MAX_BARS = 256                       # bars generated after the primer
+MAX_TEMPERATURE = 5.0                # temperature in (0, MAX_TEMPERATURE]
+MAX_TOP_K = 128                      # at least the vocabulary of the shipped tokenizer
+MIN_TEMPO, MAX_TEMPO = 20, 300       # quarter notes per minute
 MAX_SEED = 2 ** 32 - 1
-MAX_PRIMER_BYTES = 1 << 20
-MAX_PRIMER_NOTES = 2048
+MAX_COUNT = 16                       # melodies in one batch
+MAX_BEAM_WIDTH = 16
+MAX_PITCH = 127                      # MIDI pitches are 0..127
+MAX_PRIMER_NOTES = 512               # a primer is a few bars, not a symphony
+MAX_PRIMER_START_BEATS = 1024        # a primer note's start, in beats
+MAX_PRIMER_DURATION_BEATS = 64       # a primer note's duration, in beats
+MAX_PRIMER_BYTES = 72 * 1024         # a MIDI primer file
+MAX_PRIMER_BASE64 = 4 * -(-MAX_PRIMER_BYTES // 3)   # the same file as base64 text (98,304 characters)
 
 
 class ParameterError(ValueError):
@@ -59,21 +76,24 @@ class GenerationParams:
 
     def validate(self, tokenizer: MelodyTokenizer | None = None) -> None:
         """Raise ParameterError (a ValueError) for the first bad parameter."""
-        lo, hi = (tokenizer.config.min_pitch, tokenizer.config.max_pitch) if tokenizer else (0, 127)
+        lo, hi = (tokenizer.config.min_pitch, tokenizer.config.max_pitch) if tokenizer else (0, MAX_PITCH)
         checks = [
-            ("bars", "an integer in [1, 256]", _number(self.bars, True) and 1 <= self.bars <= 256),
-            ("temperature", "in (0, 5]", _number(self.temperature) and 0 < self.temperature <= 5),
-            ("top_k", "an integer >= 0", _number(self.top_k, True) and self.top_k >= 0),
+            ("bars", f"an integer in [1, {MAX_BARS}]", _number(self.bars, True) and 1 <= self.bars <= MAX_BARS),
+            ("temperature", f"in (0, {MAX_TEMPERATURE:g}]",
+             _number(self.temperature) and 0 < self.temperature <= MAX_TEMPERATURE),
+            ("top_k", f"an integer >= 0 and <= {MAX_TOP_K}",
+             _number(self.top_k, True) and 0 <= self.top_k <= MAX_TOP_K),
             ("top_p", "in (0, 1]", _number(self.top_p) and 0 < self.top_p <= 1),
             ("seed", f"null or an integer in [0, {MAX_SEED}]",
              self.seed is None or _number(self.seed, True) and 0 <= self.seed <= MAX_SEED),
             ("key", "null or one of " + ", ".join(PITCH_CLASSES), self.key is None or self.key in PITCH_CLASSES),
             ("scale", "null or one of " + ", ".join(SCALES), self.scale is None or self.scale in SCALES),
             ("key", "given when scale is given", self.scale is None or self.key is not None),
-            ("tempo", "in [20, 300]", _number(self.tempo) and 20 <= self.tempo <= 300),
+            ("tempo", f"in [{MIN_TEMPO}, {MAX_TEMPO}]", _number(self.tempo) and MIN_TEMPO <= self.tempo <= MAX_TEMPO),
             ("include_primer", "true or false", isinstance(self.include_primer, bool)),
-            ("count", "an integer in [1, 16]", _number(self.count, True) and 1 <= self.count <= 16),
-            ("beam_width", "an integer in [1, 16]", _number(self.beam_width, True) and 1 <= self.beam_width <= 16),
+            ("count", f"an integer in [1, {MAX_COUNT}]", _number(self.count, True) and 1 <= self.count <= MAX_COUNT),
+            ("beam_width", f"an integer in [1, {MAX_BEAM_WIDTH}]",
+             _number(self.beam_width, True) and 1 <= self.beam_width <= MAX_BEAM_WIDTH),
             ("count", f"at most beam_width ({self.beam_width}) when beam_width > 1",
              not _number(self.beam_width, True) or self.beam_width == 1 or self.count <= self.beam_width),
             ("min_pitch", f"null or an integer in [{lo}, {hi}]",
@@ -133,15 +153,18 @@ def primer_notes(primer, steps_per_quarter: int):
         if not path.is_file():
             raise ParameterError("primer", "MIDI bytes, a MIDI file path or a note list", str(primer))
         return primer_notes(path.read_bytes(), steps_per_quarter)
-    allowed = "a list of [pitch 0..127, start_beats >= 0, duration_beats > 0]"
+    from model.tokens import Note
+    note = (f"[pitch 0..{MAX_PITCH}, start_beats in [0, {MAX_PRIMER_START_BEATS}], "
+            f"duration_beats in (0, {MAX_PRIMER_DURATION_BEATS}]]")
     if not isinstance(primer, (list, tuple)) or not 0 < len(primer) <= MAX_PRIMER_NOTES:
-        raise ParameterError("primer", f"{allowed} with 1 to {MAX_PRIMER_NOTES} notes", primer)
+        raise ParameterError("primer", f"a list of {note} with 1 to {MAX_PRIMER_NOTES} notes", primer)
     notes = []
     for i, item in enumerate(primer):
         ok = isinstance(item, (list, tuple)) and len(item) == 3 and _number(item[0], True) \
-            and all(_number(x) for x in item[1:]) and 0 <= item[0] <= 127 and item[1] >= 0 and item[2] > 0
+            and all(_number(x) for x in item[1:]) and 0 <= item[0] <= MAX_PITCH \
+            and 0 <= item[1] <= MAX_PRIMER_START_BEATS and 0 < item[2] <= MAX_PRIMER_DURATION_BEATS
         if not ok:
-            raise ParameterError(f"primer[{i}]", "[pitch 0..127, start_beats >= 0, duration_beats > 0]", item)
+            raise ParameterError(f"primer[{i}]", note, item)
         start = round(item[1] * steps_per_quarter)
         end = max(start + 1, round((item[1] + item[2]) * steps_per_quarter))
         notes.append(Note(int(item[0]), start, end))

@@ -155,7 +155,8 @@ def _push_and_mix(history, match, start, k, new, max_match, weight_of, gate_of, 
 
 class CopyState:
     """The copy model's running state over ``batch`` tunes advanced in lockstep: ``push`` each step's
-    tokens as they are read or written, then ``votes``/``distribution``/``mix_logits`` predict the next.
+    tokens as they are read or written, or ``push_and_mix`` to also mix the copy model's prediction of
+    the next token into the network's logits (what generation does, and ``CopyModel.mix``).
 
     Match lengths are kept by lag d = t - j rather than by position j, because a match at lag d
     only grows from the match at the same lag one step earlier: ``m_t(d) = [x_{t-d} = x_t] *
@@ -199,8 +200,9 @@ class CopyState:
         _push(self.history, self.match, start, k, new, self.model.max_match)
 
     def push_and_mix(self, tokens, logits):
-        """``push(tokens)`` then ``mix_logits(logits)``, in one compiled call (what generation does);
-        ``logits`` (batch, V) is a tensor or an array, mixed in place and returned."""
+        """``push(tokens)``, then the mixture's logits for the next token, in one compiled call (what
+        generation does): ``logits`` (batch, V), a float32 tensor or array of the network's logits, becomes,
+        in place and up to a constant per row, log((1 - g) p_network + g p_copy); returned."""
         new, start, k = self._next(tokens)
         _push_and_mix(self.history, self.match, start, k, new, self.model.max_match, self.weight_of, self.gate_of,
                       self._votes, self._totals, self._gates,
@@ -223,26 +225,6 @@ class CopyState:
         lengths, nexts = self.match[row, :k], self.history[row, start:start + k]
         where = np.flatnonzero(lengths)
         return lengths[where], nexts[where]
-
-    def votes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(unnormalised p_copy (batch, V), its sums (batch,), gate (batch,)); a row with no match has
-        zero votes and gate 0. The arrays are reused by the next call."""
-        start, k = self._lags()
-        _votes(self.history, self.match, start, k, self.weight_of, self.gate_of, self._votes, self._totals,
-               self._gates)
-        return self._votes, self._totals, self._gates
-
-    def distribution(self) -> tuple[np.ndarray, np.ndarray]:
-        """(p_copy (batch, V), gate (batch,)), new arrays; a row with no match has gate 0 and p_copy 0."""
-        votes, totals, gates = self.votes()
-        return votes / np.where(totals > 0, totals, 1.0)[:, None], gates.copy()
-
-    def mix_logits(self, logits: torch.Tensor) -> torch.Tensor:
-        """Network logits (batch, V), float32 -> the mixture's logits, in place: equal up to a constant per
-        row to log((1 - g) p_network + g p_copy)."""
-        votes, totals, gates = self.votes()
-        _mix(logits.numpy(), votes, totals, gates)
-        return logits
 
 
 # ---- fitting -----------------------------------------------------------------------------------

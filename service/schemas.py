@@ -4,23 +4,30 @@ Unknown fields, wrong types and values out of range are all reported at once, ea
 range it must be in: `validate_request(Model, body)` raises `RequestInvalid`, which the app
 turns into `400 {"error": "validation failed", "fields": [{field, message, allowed}]}`.
 These models also feed the OpenAPI document (service/openapi.py).
+
+Nothing here defines a rule of its own where a lower layer has one: the generation limits, key and
+scale names and defaults come from model/params.py, the training defaults from
+model/train_config.py's TrainConfig, model names and the longest training budget from worker/.
+All of those are torch-free, so the API process validates without importing torch.
 """
+import dataclasses
 import json
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from model import params
+from model.params import GenerationParams
+from model.train_config import TrainConfig
 from worker import MAX_TRAIN_MINUTES, NAME_PATTERN, SHIPPED_NAME
 
-MAX_PRIMER_BASE64 = 96 * 1024          # a primer is a few bars, not a symphony
-PrimerNote = tuple[Annotated[int, Field(ge=0, le=127)],       # MIDI pitch
-                   Annotated[float, Field(ge=0, le=1024)],    # start, in beats
-                   Annotated[float, Field(gt=0, le=64)]]      # duration, in beats
-# The same names as model.sampling's PITCH_CLASSES and SCALES (tests/test_api.py checks), kept
-# here so the API process validates without importing torch.
-KEYS = ("C", "C#", "Db", "D", "D#", "Eb", "E", "F", "F#", "Gb", "G", "G#", "Ab", "A", "A#", "Bb", "B")
-SCALES = ("major", "minor", "harmonic_minor", "dorian", "mixolydian", "lydian", "phrygian",
-          "pentatonic_major", "pentatonic_minor", "blues", "chromatic")
+PrimerNote = tuple[Annotated[int, Field(ge=0, le=params.MAX_PITCH)],                      # MIDI pitch
+                   Annotated[float, Field(ge=0, le=params.MAX_PRIMER_START_BEATS)],      # start, in beats
+                   Annotated[float, Field(gt=0, le=params.MAX_PRIMER_DURATION_BEATS)]]   # duration, in beats
+KEYS = tuple(params.PITCH_CLASSES)
+SCALES = tuple(params.SCALES)
+GENERATION_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GenerationParams)}
+TRAINING_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 class RequestInvalid(Exception):
     """A request that failed validation; `fields` is the list the API returns."""
@@ -36,26 +43,33 @@ class StrictModel(BaseModel):
 
 class MelodyRequest(StrictModel):
     """POST /api/v1/melodies. Every field is optional."""
-    bars: int = Field(8, ge=1, le=64, description="bars to generate (after the primer)")
-    temperature: float = Field(1.0, gt=0, le=5, description="sampling temperature")
-    top_k: int = Field(0, ge=0, le=128, description="sample from the k likeliest tokens; 0 = all")
-    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass; 1 = off")
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="random seed; none = pick one")
+    bars: int = Field(GENERATION_DEFAULTS["bars"], ge=1, le=params.MAX_BARS,
+                      description="bars to generate (after the primer)")
+    temperature: float = Field(GENERATION_DEFAULTS["temperature"], gt=0, le=params.MAX_TEMPERATURE,
+                               description="sampling temperature")
+    top_k: int = Field(GENERATION_DEFAULTS["top_k"], ge=0, le=params.MAX_TOP_K,
+                       description="sample from the k likeliest tokens; 0 = all")
+    top_p: float = Field(GENERATION_DEFAULTS["top_p"], gt=0, le=1, description="nucleus sampling mass; 1 = off")
+    seed: int | None = Field(None, ge=0, le=params.MAX_SEED, description="random seed; none = pick one")
     key: Literal[KEYS] | None = Field(None, description="tonic of the scale the notes must stay in")
     scale: Literal[SCALES] | None = Field(None, description="the scale (needs key; key alone = major)")
-    tempo: float = Field(120.0, ge=20, le=300, description="quarter notes per minute")
+    tempo: float = Field(GENERATION_DEFAULTS["tempo"], ge=params.MIN_TEMPO, le=params.MAX_TEMPO,
+                         description="quarter notes per minute")
     meter: str | None = Field(None, pattern=r"^\d{1,2}/\d{1,2}$", description="e.g. 4/4, 6/8")
-    primer: Annotated[str, Field(min_length=4, max_length=MAX_PRIMER_BASE64)] \
-        | Annotated[list[PrimerNote], Field(min_length=1, max_length=512)] | None = Field(
+    primer: Annotated[str, Field(min_length=4, max_length=params.MAX_PRIMER_BASE64)] \
+        | Annotated[list[PrimerNote], Field(min_length=1, max_length=params.MAX_PRIMER_NOTES)] | None = Field(
         None, description="base64 MIDI file, or notes [pitch, start_beats, duration_beats]")
-    include_primer: bool = Field(True, description="keep the primer at the start of the output")
+    include_primer: bool = Field(GENERATION_DEFAULTS["include_primer"],
+                                 description="keep the primer at the start of the output")
     model: str | None = Field(None, pattern=NAME_PATTERN, description="registered model; none = the default")
-    count: int = Field(1, ge=1, le=16, description="how many melodies")
-    beam_width: int = Field(1, ge=1, le=16, description="beam search width; 1 = sampling")
-    min_pitch: int | None = Field(None, ge=0, le=127, description="lowest MIDI pitch allowed")
-    max_pitch: int | None = Field(None, ge=0, le=127, description="highest MIDI pitch allowed")
-    avoid_repetition: bool = Field(True, description="discourage one-note loops and long silences")
-    short_term: bool = Field(True, description="mix in the model's short-term model (its copies of the melody "
+    count: int = Field(GENERATION_DEFAULTS["count"], ge=1, le=params.MAX_COUNT, description="how many melodies")
+    beam_width: int = Field(GENERATION_DEFAULTS["beam_width"], ge=1, le=params.MAX_BEAM_WIDTH,
+                            description="beam search width; 1 = sampling")
+    min_pitch: int | None = Field(None, ge=0, le=params.MAX_PITCH, description="lowest MIDI pitch allowed")
+    max_pitch: int | None = Field(None, ge=0, le=params.MAX_PITCH, description="highest MIDI pitch allowed")
+    avoid_repetition: bool = Field(GENERATION_DEFAULTS["avoid_repetition"],
+                                   description="discourage one-note loops and long silences")
+    short_term: bool = Field(GENERATION_DEFAULTS["short_term"], description="mix in the model's short-term model (its copies of the melody "
                              "so far), when it has one; false = the network alone")
 
     @model_validator(mode="after")
@@ -80,25 +94,29 @@ class TrainingRequest(StrictModel):
     data: str | None = Field(None, pattern=r"^(music21:)?[A-Za-z0-9_.-]{1,64}$",
                              description="music21 collection, e.g. essenFolksong or music21:bach")
     data_base64: str | None = Field(None, description="a zip of .mid files, base64")
-    epochs: int = Field(10, ge=1, le=500)
-    cell: Literal["lstm", "gru", "rnn"] = "lstm"
-    hidden_size: int = Field(256, ge=4, le=1024)
-    layers: int = Field(2, ge=1, le=4)
-    embedding_dim: int = Field(64, ge=4, le=512)
-    dropout: float = Field(0.2, ge=0, lt=1)
-    batch_size: int = Field(32, ge=1, le=512)
+    epochs: int = Field(TRAINING_DEFAULTS["epochs"], ge=1, le=500)
+    cell: Literal["lstm", "gru", "rnn"] = TRAINING_DEFAULTS["cell"]
+    hidden_size: int = Field(TRAINING_DEFAULTS["hidden_size"], ge=4, le=1024)
+    layers: int = Field(TRAINING_DEFAULTS["layers"], ge=1, le=4)
+    embedding_dim: int = Field(TRAINING_DEFAULTS["embedding_dim"], ge=4, le=512)
+    dropout: float = Field(TRAINING_DEFAULTS["dropout"], ge=0, lt=1)
+    batch_size: int = Field(TRAINING_DEFAULTS["batch_size"], ge=1, le=512)
     bptt: Annotated[int, Field(ge=4, le=2048)] | Literal["full"] = Field(
-        64, description="truncated BPTT length in tokens, or 'full'")
-    clip: float = Field(1.0, gt=0, le=100, description="gradient norm clip")
-    lr: float = Field(2e-3, gt=0, le=1, description="learning rate")
-    valid: float = Field(0.05, ge=0.01, le=0.5, description="fraction of tunes held out for validation")
-    max_minutes: float = Field(30.0, gt=0, le=MAX_TRAIN_MINUTES, description="wall-clock budget")
-    patience: int = Field(4, ge=1, le=500, description="epochs without a better validation loss before stopping early")
+        TRAINING_DEFAULTS["bptt"], description="truncated BPTT length in tokens, or 'full'")
+    clip: float = Field(TRAINING_DEFAULTS["clip"], gt=0, le=100, description="gradient norm clip")
+    lr: float = Field(TRAINING_DEFAULTS["lr"], gt=0, le=1, description="learning rate")
+    valid: float = Field(TRAINING_DEFAULTS["valid"], ge=0.01, le=0.5,
+                         description="fraction of tunes held out for validation")
+    max_minutes: float = Field(30.0, gt=0, le=MAX_TRAIN_MINUTES,
+                               description="wall-clock budget (the service always sets one)")
+    patience: int = Field(TRAINING_DEFAULTS["patience"], ge=1, le=500,
+                          description="epochs without a better validation loss before stopping early")
     transpose: list[Annotated[int, Field(ge=-12, le=12)]] = Field(
-        default_factory=lambda: [0, 0], min_length=2, max_length=2,
+        default_factory=lambda: list(TRAINING_DEFAULTS["transpose"]), min_length=2, max_length=2,
         description="[low, high] semitones: each training tune is transposed by a random shift in this range "
                     "every epoch; [0, 0] = off")
-    short_term: bool = Field(True, description="fit the short-term (copy) model on the validation tunes at the end")
+    short_term: bool = Field(TRAINING_DEFAULTS["short_term"],
+                             description="fit the short-term (copy) model on the validation tunes at the end")
     name: str | None = Field(None, pattern=NAME_PATTERN, description="model name to register")
 
     @field_validator("name")

@@ -6,6 +6,9 @@ script and style is served from this package: our own code from `static/`, and
 vendored npm builds under `static/vendor/` (see `frontend/`), so the pages work with
 no internet.
 
+The pages' limits and defaults come from where the API's come from (model/params.py and
+TrainConfig, through service/schemas.py), passed in the template context.
+
 Register it in the app factory:
 
     from service.web import bp
@@ -13,7 +16,9 @@ Register it in the app factory:
 """
 from flask import Blueprint, render_template
 
-from service.schemas import SCALES
+from model import params
+from service.schemas import GENERATION_DEFAULTS, SCALES, TrainingRequest
+from worker import MAX_TRAIN_MINUTES
 
 # Static files live under /assets, not /static, so they never collide with the app's
 # own static route whatever folder the app factory gives it.
@@ -29,10 +34,12 @@ bp = Blueprint(
 @bp.get("/")
 def compose():
     """The composing page: parameters, generate, listen, see and download melodies."""
-    return render_template("compose.html", scales=SCALES)
+    return render_template("compose.html", scales=SCALES, limits=params, defaults=GENERATION_DEFAULTS)
 
 
 @bp.get("/train")
 def train():
     """The training page: start a training job, watch its loss curves, make it the default."""
-    return render_template("train.html")
+    defaults = {name: field.get_default(call_default_factory=True)
+                for name, field in TrainingRequest.model_fields.items()}
+    return render_template("train.html", defaults=defaults, max_minutes=MAX_TRAIN_MINUTES)

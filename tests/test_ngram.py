@@ -79,6 +79,11 @@ def test_matches_a_direct_implementation_of_the_estimator(order):
             assert math.exp(scores[i - 1]) == pytest.approx(ref(tune[:i], tune[i]), rel=1e-9)
 
 
+def logprob(model, context, next_id) -> float:
+    """log P(next_id | context), as the model scores it at the end of the tune context + [next_id]."""
+    return float(model.score([list(context) + [next_id]])[0][-1])
+
+
 @pytest.mark.parametrize("order", [1, 2, 3, 5])
 def test_probabilities_sum_to_one_for_seen_and_unseen_contexts(order):
     model = KneserNeyModel.fit(toy_corpus(), V, order=order, exclude_ids=[PAD, BOS])
@@ -86,7 +91,7 @@ def test_probabilities_sum_to_one_for_seen_and_unseen_contexts(order):
     contexts = [[BOS] + list(rng.integers(0, V, size=int(rng.integers(0, 8)))) for _ in range(20)]
     contexts += [[BOS, 3, 4, 5, 6], [BOS, 11, 11, 11], [BOS]]  # seen, unseen (11 never occurs), start
     for ctx in contexts:
-        probs = np.exp([model.logprob(ctx, w) for w in range(V)])
+        probs = np.exp([logprob(model, ctx, w) for w in range(V)])
         assert probs.sum() == pytest.approx(1.0, abs=1e-12)
         assert probs[PAD] == 0 and probs[BOS] == 0
         assert (probs[[w for w in range(V) if w not in (PAD, BOS)]] > 0).all()
@@ -112,13 +117,13 @@ def test_order_one_is_a_discounted_unigram_with_uniform_floor():
     tunes = [t for t in toy_corpus(30) if 8 not in t]       # 8 and 10, 11 never occur
     counts = Counter(w for t in tunes for w in t[1:])
     model = KneserNeyModel.fit(tunes, V, order=1, exclude_ids=[PAD, BOS])
-    p = np.exp([model.logprob([BOS], w) for w in range(V)])
+    p = np.exp([logprob(model, [BOS], w) for w in range(V)])
     seen = sorted(counts, key=counts.get)
     assert all(p[a] <= p[b] for a, b in zip(seen, seen[1:]))  # more frequent, more probable
     assert p[8] == pytest.approx(p[10]) and p[8] == pytest.approx(p[11])  # one floor for unseen
     assert 0 < p[8] < min(p[w] for w in seen)
     assert p.sum() == pytest.approx(1.0)
-    assert model.logprob([BOS, 9, 9], 3) == model.logprob([BOS], 3)  # order 1 ignores the history
+    assert logprob(model, [BOS, 9, 9], 3) == logprob(model, [BOS], 3)  # order 1 ignores the history
 
 
 def test_select_order_and_save_load_round_trip(tmp_path):
@@ -139,5 +144,5 @@ def test_bad_input_names_the_parameter():
         KneserNeyModel.fit(toy_corpus(), V, order=0)
     with pytest.raises(ValueError, match="token ids"):
         KneserNeyModel.fit([[BOS, V + 3]], V)
-    with pytest.raises(ValueError, match="next_id"):
-        KneserNeyModel.fit(toy_corpus(), V, order=2).logprob([BOS], V)
+    with pytest.raises(ValueError, match="token ids"):          # a next token out of the vocabulary
+        KneserNeyModel.fit(toy_corpus(), V, order=2).score([[BOS, V]])

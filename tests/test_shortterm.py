@@ -29,6 +29,29 @@ def brute_candidates(x, t, max_match, window):
     return sorted(found)
 
 
+def copy_distribution(state):
+    """(p_copy (batch, V), gate (batch,)) as the module docstring defines them, from each row's
+    candidates: every match votes for the token that followed it with weight length ** beta."""
+    model = state.model
+    p, gate = np.zeros((state.batch, state.vocab_size)), np.zeros(state.batch)
+    for r in range(state.batch):
+        lengths, nexts = state.candidates(r)
+        if len(lengths):
+            weights = lengths.astype(np.float64) ** model.beta
+            np.add.at(p[r], nexts, weights)
+            p[r] /= weights.sum()
+            gate[r] = model.gate_of(int(lengths.max()))
+    return p, gate
+
+
+def assert_mixture(mixed, logits, copy, gate, atol=1e-9):
+    """`mixed` (batch, V) equals log((1 - g) softmax(logits) + g p_copy) up to a constant per row."""
+    for r in range(len(mixed)):
+        expected = np.log((1 - gate[r]) * torch.softmax(logits[r].double(), -1).numpy() + gate[r] * copy[r])
+        shift = np.asarray(mixed[r], dtype=np.float64) - expected
+        np.testing.assert_allclose(shift, shift[0], atol=atol)
+
+
 @pytest.mark.parametrize("max_match,window", [(5, 1000), (64, 7), (3, 40)])
 def test_match_lengths_equal_brute_force(max_match, window):
     rng = np.random.default_rng(1)
@@ -50,14 +73,14 @@ def test_batched_state_equals_one_state_per_row_and_reorders_like_beams():
         batch.push(X[:, t])
         for r in range(3):
             rows[r].push(int(X[r, t]))
-        p_b, g_b = batch.distribution()
+        p_b, g_b = copy_distribution(batch)
         for r in range(3):
-            p_r, g_r = rows[r].distribution()
+            p_r, g_r = copy_distribution(rows[r])
             np.testing.assert_allclose(p_b[r], p_r[0])
             assert g_b[r] == pytest.approx(g_r[0])
     batch.reorder(np.array([2, 2, 0]))
-    assert np.allclose(batch.distribution()[0], np.stack([rows[2].distribution()[0][0]] * 2
-                                                          + [rows[0].distribution()[0][0]]))
+    assert np.allclose(copy_distribution(batch)[0], np.stack([copy_distribution(rows[2])[0][0]] * 2
+                                                              + [copy_distribution(rows[0])[0][0]]))
 
 
 def test_copy_distribution_and_gate_on_a_repeated_phrase():
@@ -66,31 +89,31 @@ def test_copy_distribution_and_gate_on_a_repeated_phrase():
     state = CopyState(model, 20)
     for token in phrase + phrase[:6]:  # the phrase, then its first 6 tokens again
         state.push(token)
-    copy, gate = state.distribution()
+    copy, gate = copy_distribution(state)
     assert copy[0].argmax() == 11 and copy[0, 11] == pytest.approx(1.0)  # the phrase went on with 11
     assert gate[0] == pytest.approx(1 / (1 + np.exp(-3.0)))
     fresh = CopyState(model, 20)
     fresh.push(5)
-    assert fresh.distribution()[1][0] == 0.0  # nothing to match yet: the network alone
+    assert copy_distribution(fresh)[1][0] == 0.0  # nothing to match yet: the network alone
+    logits = torch.randn(1, 20)
+    assert torch.equal(CopyState(model, 20).push_and_mix(5, logits.clone()), logits)   # the mix leaves it alone
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-def test_mix_logits_is_the_normalised_mixture_up_to_a_constant(batch):
+def test_push_and_mix_is_the_normalised_mixture_up_to_a_constant(batch):
     rng = np.random.default_rng(3)
     model = CopyModel(beta=2.0, gate=[0.5] * len(BUCKET_EDGES))
     state = CopyState(model, 30, batch=batch)
-    for t in rng.integers(0, 6, size=150):
+    for t in rng.integers(0, 6, size=149):
         state.push(np.full(batch, t))
     logits = torch.randn(batch, 30)
-    mixed = state.mix_logits(logits.clone()).numpy()  # in place
-    copy, gate = state.distribution()
-    for r in range(batch):
-        expected = np.log((1 - gate[r]) * torch.softmax(logits[r].double(), -1).numpy() + gate[r] * copy[r])
-        shift = mixed[r] - expected
-        np.testing.assert_allclose(shift, shift[0], atol=1e-9)
+    mixed = state.push_and_mix(np.full(batch, 2), logits.clone()).numpy()  # in place
+    copy, gate = copy_distribution(state)
+    assert (gate > 0).all()
+    assert_mixture(mixed, logits, copy, gate)
 
 
-def test_push_and_mix_is_push_then_mix_logits():
+def test_push_and_mix_mixes_at_every_step_as_the_state_grows():
     rng = np.random.default_rng(8)
     model = CopyModel(beta=3.0, gate=list(np.linspace(-2, 2, len(BUCKET_EDGES))), window=64)
     a, b = CopyState(model, 30, batch=2, capacity=4), CopyState(model, 30, batch=2, capacity=4)
@@ -98,8 +121,8 @@ def test_push_and_mix_is_push_then_mix_logits():
         tokens = torch.from_numpy(rng.integers(0, 4, size=2))
         logits = torch.randn(2, 30)
         b.push(tokens)
-        expected = b.mix_logits(logits.clone())
-        torch.testing.assert_close(a.push_and_mix(tokens, logits), expected)
+        # float32 out: the mixed logits are rounded to float32 (rows without a match stay exact)
+        assert_mixture(a.push_and_mix(tokens, logits.clone()).numpy(), logits, *copy_distribution(b), atol=2e-6)
 
 
 def test_teacher_forced_mix_gives_distributions_and_helps_a_repetitive_tune():

@@ -5,7 +5,6 @@ generating: long enough to act on."""
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 

@@ -15,6 +15,7 @@ import shutil
 import time
 import zipfile
 
+from model.params import MAX_PRIMER_BYTES, GenerationParams
 from worker.jobs import claim, fail
 from worker.records import now_iso
 from worker.storage import artifact_name, atomic_write, job_dir
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 FORMATS = ("mid", "musicxml", "json")
 
 
-def generate(path, request):
+def generate(path, request: GenerationParams):
     """Generate with the checkpoint at `path` (loaded at most once per process and file version)."""
     import torch
     torch.set_num_threads(1)                  # one thread per worker process (2 cores, many procs)
@@ -36,14 +37,13 @@ def generate(path, request):
     return generation
 
 
-def generation_params(params: dict):
-    """The API's stored parameters -> model.sampling.GenerationParams (primer checked first)."""
-    from model.sampling import GenerationParams
+def generation_params(params: dict) -> GenerationParams:
+    """The API's stored parameters -> model.params.GenerationParams (primer checked first)."""
     fields = {k: v for k, v in params.items() if k != "model"}
     primer = fields.get("primer")
     if isinstance(primer, str):
         data = base64.b64decode(primer)
-        check_midi(data, "primer")
+        check_midi(data, "primer", max_bytes=MAX_PRIMER_BYTES)
         fields["primer"] = data
     elif primer is not None:
         fields["primer"] = [list(note) for note in primer]

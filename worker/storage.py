@@ -8,7 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
-from model.files import atomic_copy, atomic_write  # noqa: F401  (the one atomic-write helper, re-exported)
+from model.files import atomic_write  # noqa: F401  (the one atomic-write helper, re-exported)
 
 
 def job_dir(home, job_id: str) -> Path:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import mido
 
+from model import MIDI_EXTENSIONS
 from model.files import atomic_write
 
-MAX_MIDI_BYTES = 2 * 1024 * 1024
+MAX_MIDI_BYTES = 2 * 1024 * 1024        # one file of a training zip (a primer: model.params.MAX_PRIMER_BYTES)
 MAX_NOTES = 50_000
 MAX_TICKS = 10_000_000                 # pretty_midi's own MAX_TICK
 MAX_SECONDS = 3600
@@ -26,10 +27,12 @@ class UploadInvalid(ValueError):
     """An upload that cannot be used; the message says why and what is allowed."""
 
 
-def check_midi(data: bytes, what: str = "MIDI file") -> int:
-    """Parse `data` with mido within bounds; return its note count or raise UploadInvalid."""
-    if len(data) > MAX_MIDI_BYTES:
-        raise UploadInvalid(f"{what} must be at most {MAX_MIDI_BYTES} bytes, got {len(data)}")
+def check_midi(data: bytes, what: str = "MIDI file", max_bytes: int | None = None) -> int:
+    """Parse `data` with mido within bounds (at most `max_bytes`, default MAX_MIDI_BYTES); return
+    its note count or raise UploadInvalid."""
+    max_bytes = MAX_MIDI_BYTES if max_bytes is None else max_bytes
+    if len(data) > max_bytes:
+        raise UploadInvalid(f"{what} must be at most {max_bytes} bytes, got {len(data)}")
     if not data.startswith(b"MThd"):
         raise UploadInvalid(f"{what} is not a MIDI file (it does not start with 'MThd')")
     try:
@@ -74,8 +77,8 @@ def extract_midi_zip(zip_path, dest) -> tuple[list[Path], list[tuple[str, str]]]
         kept, skipped, total = [], [], 0
         for i, member in enumerate(members):
             name = member.filename
-            if not re.search(r"\.(mid|midi|kar)$", name, re.IGNORECASE) or "__MACOSX" in name:
-                skipped.append((name, "not a .mid/.midi file"))
+            if Path(name).suffix.lower() not in MIDI_EXTENSIONS or "__MACOSX" in name:
+                skipped.append((name, f"not a {'/'.join(MIDI_EXTENSIONS)} file"))
                 continue
             if member.file_size > MAX_MIDI_BYTES:
                 skipped.append((name, f"larger than {MAX_MIDI_BYTES} bytes"))

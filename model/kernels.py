@@ -1,0 +1,71 @@
+"""The CPU kernels the recurrent layers' time loops run on (model/recurrent.py, and
+MelodyNetwork.step): a matmul that picks the faster library for the batch size, and a tanh that is
+faster than torch's on large tensors here. Each choice was measured (bench/bench_core.py).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# ---- matmul kernels -------------------------------------------------------------------------------
+# On this machine kind (AMD EPYC, AVX-512) MKL's sgemm, behind torch.mm/addmm, runs a (64, 256) x
+# (256, 1024) product at about half the speed of oneDNN's, the kernel torch.nn.LSTM itself uses; oneDNN
+# costs more per call for a handful of rows. So float32 products with >= 8 rows go through oneDNN's
+# linear (torch.ops.mkldnn._linear_pointwise, the op torch.compile emits on CPU); others through MKL.
+_ONEDNN = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends.mkldnn.is_available() else None
+ONEDNN_MIN_ROWS = 8
+
+
+def _onednn_ok(t: torch.Tensor, rows: int) -> bool:
+    return _ONEDNN is not None and t.dtype == torch.float32 and t.device.type == "cpu" and rows >= ONEDNN_MIN_ROWS
+
+
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """x (N, in) @ w (out, in)^T + b, no autograd (used inside the layers' autograd Functions)."""
+    if _onednn_ok(x, x.shape[0]):
+        return _ONEDNN(x, w.contiguous(), b, "none", [], "")
+    return F.linear(x, w, b)
+
+
+# On this CPU torch's vectorised tanh runs ~7x slower than its sigmoid, so tensors beyond a couple of
+# thousand elements take tanh(x) = 2 sigmoid(2x) - 1 (error ~2e-7 in float32); small ones, where the
+# three extra calls cost more than they save, keep torch.tanh.
+TANH_VIA_SIGMOID_MIN = 2048
+
+
+def tanh(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    if t.numel() < TANH_VIA_SIGMOID_MIN:
+        return torch.tanh(t, out=out)
+    return torch.mul(t, 2, out=out).sigmoid_().mul_(2).sub_(1)
+
+
+def tanh_(t: torch.Tensor) -> torch.Tensor:
+    if t.numel() < TANH_VIA_SIGMOID_MIN:
+        return t.tanh_()
+    return t.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
+class StepMatmul:
+    """acc + h @ w^T for one time step with the faster kernel for the batch size (also used by
+    MelodyNetwork.step). oneDNN's product followed by an in-place add measured faster here than
+    its fused "binary add" form."""
+
+    def __init__(self, w: torch.Tensor, rows: int):
+        self.mkl = not _onednn_ok(w, rows)
+        self.w = w.t().contiguous() if self.mkl else w.contiguous()  # (in, out) or (out, in)
+
+    def __call__(self, h: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
+        """acc += h @ w^T, in place."""
+        return acc.addmm_(h, self.w) if self.mkl else acc.add_(_ONEDNN(h, self.w, None, "none", [], ""))
+
+    def into(self, out: torch.Tensor, h: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
+        """out = acc + h @ w^T, where acc is out itself, another (B, out) tensor or a bias (out,)."""
+        if acc is out:
+            return self(h, out)
+        if self.mkl:
+            return torch.addmm(acc, h, self.w, out=out)
+        return torch.add(_ONEDNN(h, self.w, None, "none", [], ""), acc, out=out)
+
+    def linear(self, h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """A new tensor bias + h @ w^T."""
+        return torch.addmm(bias, h, self.w) if self.mkl else _ONEDNN(h, self.w, bias, "none", [], "")
