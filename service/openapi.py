@@ -101,6 +101,7 @@ class ModelList(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     reasons: list[str]
+    warnings: list[str] = Field(description="ready all the same, but e.g. the broker keeps nothing on disk")
     checks: dict[str, Any]
 
 

@@ -124,6 +124,27 @@ def test_request_body_over_the_limit_is_413_json(service_env, monkeypatch):
     assert "error" in response.get_json()
 
 
+def test_deeply_nested_json_is_400_not_a_crash(client):
+    for depth in (40, 1000, 100_000):
+        for body in ("[" * depth + "]" * depth, '{"primer": ' + "[" * depth + "]" * depth + "}"):
+            problems = fields_of(client.post("/api/v1/melodies", data=body, content_type="application/json"))
+            assert "nests deeper than 32 levels" in problems["(body)"]["message"]
+
+
+def test_a_chunked_body_over_the_limit_is_413(service_env, monkeypatch):
+    """No Content-Length to refuse it by: the body is cut at the limit (gunicorn sets
+    wsgi.input_terminated for chunked requests, as here) and the answer is 413, not 'invalid JSON'."""
+    for name, value in service_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TUNESMITH_MAX_UPLOAD_MB", "1")
+    client = create_app().test_client()
+    for url in ("/api/v1/melodies", "/api/v1/training-jobs"):
+        response = client.post(url, input_stream=io.BytesIO(b'{"bars": "' + b"x" * (3 << 20) + b'"}'),
+                               content_type="application/json", headers={**TOKEN, "Transfer-Encoding": "chunked"},
+                               environ_overrides={"wsgi.input_terminated": True})
+        assert response.status_code == 413 and "error" in response.get_json()
+
+
 # ---- jobs ----------------------------------------------------------------------------------------
 
 def test_unknown_job_is_404(client):
@@ -269,11 +290,19 @@ def test_training_job_with_an_uploaded_zip_multipart_and_base64(client, app):
     ({"data": "bach", "transpose": [3, -2]}, "transpose"), ({"data": "bach", "transpose": [0, 13]}, "transpose"),
     ({"data": "bach", "transpose": [1]}, "transpose"), ({"data": "bach", "short_term": "yes"}, "short_term"),
     ({"data_base64": "%%%notbase64"}, "data_base64"), ({"data_base64": base64.b64encode(b"plain").decode()}, "data"),
+    ({"data_base64": base64.b64encode(_zip_of({})).decode()}, "data"),
+    ({"data_base64": base64.b64encode(_zip_of({"readme.txt": "no tunes"})).decode()}, "data"),
 ])
 def test_each_bad_training_field_is_named(client, body, field):
     problems = fields_of(client.post("/api/v1/training-jobs", json=body, headers=TOKEN))
     assert field in problems, problems
     assert problems[field]["allowed"]
+
+
+def test_an_empty_zip_is_called_empty_not_a_non_zip(client):
+    for files, words in (({}, "the uploaded zip is empty"), ({"a.txt": "x"}, "holds no MIDI file")):
+        body = {"data_base64": base64.b64encode(_zip_of(files)).decode()}
+        assert words in fields_of(client.post("/api/v1/training-jobs", json=body, headers=TOKEN))["data"]["message"]
 
 
 def test_models_list_the_shipped_default_and_setting_an_unknown_default_is_404(client):
@@ -370,3 +399,15 @@ def test_broker_down_is_503_json_within_two_seconds(service_env, monkeypatch):
         assert elapsed < 2.0, f"{url} took {elapsed:.2f} s"   # the requirement: no hang
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.get_json()["reasons"][0].startswith("broker unreachable")
+    for response in (ready, client.post("/api/v1/melodies", json={})):      # no broker address for clients
+        assert str(port) not in response.get_data(as_text=True) and "127.0.0.1" not in response.get_data(as_text=True)
+
+
+def test_public_records_show_no_server_paths(client, app):
+    job = client.post("/api/v1/melodies", json={}).get_json()
+    home = app.extensions["tunesmith"].home
+    app.extensions["tunesmith"].jobs.update(job["id"], state="failed", error=(
+        f"FileNotFoundError: [Errno 2] No such file or directory: '{home}/jobs/{job['id']}/data/tune.mid'"))
+    record = client.get(job["status_url"]).get_json()
+    assert record["error"] == "FileNotFoundError: [Errno 2] No such file or directory: 'tune.mid'"
+    assert home not in json.dumps(record) and "worker_pid" not in record

@@ -2,6 +2,7 @@
 middle of a job, and cancelling queued and running jobs. The worker runs the command `tunesmith
 worker` runs, with tests/slow_jobs.py as its entry module, so every job waits a moment before
 generating: long enough to act on."""
+import base64
 import os
 import signal
 import subprocess
@@ -90,6 +91,18 @@ def test_a_job_whose_worker_process_is_killed_completes_exactly_once(stack):
     for i in range(2):
         assert client.get(f"/api/v1/melodies/{job_id}/{i}.mid").data == \
             client.get(f"/api/v1/melodies/{again}/{i}.mid").data
+
+
+def test_a_bad_primer_that_got_past_the_api_fails_its_job_with_a_message_and_the_worker_lives_on(stack):
+    app, worker = stack
+    runtime = app.extensions["tunesmith"]
+    truncated = base64.b64encode(b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0MTrk\x00\x00\x00\x40\x00\x90").decode()
+    params = {"bars": 2, "seed": 1, "primer": truncated, "model": "default"}
+    bad = runtime.submit("melody", params)["id"]            # straight to the queue, as a job from elsewhere
+    failed = state_of(app, bad, "succeeded", "failed")
+    assert failed["state"] == "failed" and "primer is not a readable MIDI file" in failed["error"], failed["error"]
+    good = submit(app.test_client(), bars=2, seed=2)
+    assert state_of(app, good, "succeeded", "failed")["state"] == "succeeded" and worker.poll() is None
 
 
 def test_cancelled_jobs_never_run_to_success(stack):

@@ -1,0 +1,35 @@
+"""Processes that die with their parent, however the parent dies.
+
+A SIGKILLed parent runs no cleanup, so its children must be told by the kernel: Linux's
+`prctl(PR_SET_PDEATHSIG, sig)` sends `sig` to a process when the thread that started it exits.
+`tunesmith serve` starts every child with `die_with_parent` as its `preexec_fn`; a Celery worker's
+pool processes call it when they start (worker/celery_worker.py), and so does the corpus loader of
+a training job. Elsewhere than Linux it does nothing (those processes then outlive a killed parent).
+"""
+import ctypes
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGKILL, parent: int | None = None) -> None:
+    """Have the kernel send `sig` to this process when its parent dies; if the parent (pid `parent`,
+    default: whoever it is now) is already gone, act on it at once."""
+    if not sys.platform.startswith("linux"):
+        return
+    expected = os.getppid() if parent is None else parent
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != expected:          # the parent died before we asked: too late for the kernel
+        os.kill(os.getpid(), sig)
+
+
+def preexec(sig: int = signal.SIGKILL):
+    """A `preexec_fn` for subprocess.Popen: the child gets `sig` when this process dies."""
+    parent = os.getpid()
+    return lambda: die_with_parent(sig, parent)
