@@ -7,7 +7,8 @@
     ("fused"), for each cell type.
 (b) MelodyNetwork.step time (network only, no sampling) at batch 1 and 32 for 2x256 LSTM, GRU and
     RNN networks, beside stepping torch.nn.LSTM with one-token windows (the naive way).
---write puts the tables into the "Core speed" section of docs/benchmarks.md.
+--write puts the tables into the "Core speed" section of docs/benchmarks.md: every figure it writes
+is measured in that run (figures of earlier machines are in the History section, which no script writes).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks_doc import cpu_model, replace_section  # noqa: E402  (bench/benchmarks_doc.py, beside this script)
+from model.kernels import ONEDNN_MIN_ROWS  # noqa: E402
 from model.network import MelodyNetwork, NetworkConfig, build_recurrent  # noqa: E402
 
 EMBEDDING, HIDDEN, LAYERS, WINDOW, VOCAB, STEPS = 64, 256, 2, 128, 80, 200
@@ -85,13 +87,15 @@ def main(argv=None) -> None:
     started = time.perf_counter()
 
     rows = ["| cell | batch | fused tokens/s | cells tokens/s | cells / fused |", "|---|---|---|---|---|"]
+    ratios = {}
     for cell in ("lstm", "gru", "rnn"):
         for batch in (1, 64):
             runs = [forward_backward(cell, backend, batch) for backend in ("fused", "cells")]
             fused, ours = (batch * WINDOW / t for t in best_times(runs, 8 if batch > 1 else 20))
+            ratios[cell, batch] = ours / fused
             rows.append(f"| {cell} | {batch} | {fused:,.0f} | {ours:,.0f} | {ours / fused:.2f} |")
             print(rows[-1], flush=True)
-    training_table = "\n".join(rows)
+    training_table = "\n".join(rows) + "\n\n" + ratio_summary(ratios)
 
     rows = ["| network | batch | step() ms per step | step() µs per token | nn.LSTM one-token windows ms per step |",
             "|---|---|---|---|---|"]
@@ -111,6 +115,14 @@ def main(argv=None) -> None:
     print(f"took {elapsed:.0f} s; 1-minute load average {load_before:.2f} before, {load_after:.2f} after")
     if args.write:
         write_section(training_table, step_table, args.threads, load_before, load_after)
+
+
+def ratio_summary(ratios: dict) -> str:
+    """The cells / fused speed ratios of this run in a sentence, at each batch size."""
+    cells = ("lstm", "gru", "rnn")
+    parts = [f"at batch {batch}{' (the training default)' if batch == 64 else ''} at "
+             + " / ".join(f"{ratios[c, batch]:.2f}x" for c in cells) for batch in (1, 64)]
+    return "In this run our LSTM / GRU / RNN layers trained " + "; ".join(parts) + " the speed of the fused ones."
 
 
 def write_section(training_table: str, step_table: str, threads: int, load_before: float,
@@ -136,21 +148,14 @@ feeding one-token windows through `torch.nn.LSTM` (the naive way, LSTM only). On
 
 {step_table}
 
-What makes the cells fast here (see `model/recurrent.py` and `model/kernels.py`): the input projection of all steps and the
-weight gradients are whole-sequence matmuls, the time loops make one matmul and a few in-place
-element-wise calls per step with no autograd graph (a hand-written BPTT), float32 products of 8+
-rows go through oneDNN (MKL's sgemm ran them at about half the speed on the AMD EPYC of the first
-session), and large tensors take tanh as 2 sigmoid(2x) - 1 (torch's tanh ran ~7x slower than its
-sigmoid). `step()` looks layer 0's input projection up in a (vocab x gates) table.
+What makes the cells fast (see `model/recurrent.py` and `model/kernels.py`): the input projection of all
+steps and the weight gradients are whole-sequence matmuls, the time loops make one matmul and a few in-place
+element-wise calls per step with no autograd graph (a hand-written BPTT), float32 products of
+{ONEDNN_MIN_ROWS}+ rows go through oneDNN rather than MKL's sgemm, and large tensors take tanh as
+2 sigmoid(2x) - 1. `step()` looks layer 0's input projection up in a (vocab x gates) table. The figures
+that led to those choices were measured on earlier machines: see History.
 
-The machine kind changes between sessions; compare rows of one table only. On the AMD EPYC of the
-first session `step()` took 76 µs per token at batch 1 (~50 µs of it reading 3 MB of weights), and
-our LSTM trained at 0.74 / 0.70 of the fused layer's speed at batch 1 / 64. On the Intel Xeon of the
-second session (2 MB of L2 per core) the three 1 MB weight matrices of a step no longer stay in the
-cache between steps: the three products alone took ~115 µs per token, against ~11 µs each with one
-matrix reused, so `step()` takes ~175 µs. There our GRU and RNN layers train as fast as the fused
-ones at batch 64 (0.9x), not faster; `TrainConfig.backend="auto"` still picks them, as they win
-by 2.6 to 3.1x at batch 1.
+The machine kind changes between sessions; compare rows of one table only.
 """
     replace_section("Core speed", section)
 

@@ -19,7 +19,9 @@ checkpoint of TrainConfig's default network (2x256 LSTM). The speed does not dep
 on whether the checkpoint holds a short-term model (the shipped one does): each case is also generated
 with short_term=False, and the difference is what the short-term model costs.
 GenerationParams caps count at 16 (the service's limit); count 32 is timed through a subclass that
-lifts only that cap. --write puts the table into the "Generation speed" section of docs/benchmarks.md.
+lifts only that cap. --write puts the table into the "Generation speed" section of docs/benchmarks.md:
+every figure it writes is measured in that run (figures of earlier machines are in the History section,
+which no script writes).
 """
 from __future__ import annotations
 
@@ -41,7 +43,9 @@ sys.path.insert(0, str(ROOT))
 from benchmarks_doc import cpu_model, replace_section  # noqa: E402  (bench/benchmarks_doc.py, beside this script)
 from model.checkpoint import DEFAULT_MODEL_PATH, save_checkpoint  # noqa: E402
 from model.network import MelodyNetwork  # noqa: E402
+from model.params import MAX_COUNT  # noqa: E402
 from model.sampling import GenerationParams, Generator  # noqa: E402
+from model.shortterm import CopyModel  # noqa: E402
 from model.tokens import MelodyTokenizer, TokenizerConfig  # noqa: E402
 from model.training import TrainConfig  # noqa: E402
 
@@ -135,8 +139,8 @@ HEADER = ("| bars | count | tokens per melody | generate ms per melody (CPU best
 
 
 def cell_stack_reference(repeats: int = 5, steps: int = 500) -> float:
-    """µs per token of the naive baseline the issue quotes (~0.12 ms on the machine it was measured on):
-    an embedding, a stack of two torch.nn.LSTMCell(256) and the projection, one token at a time, batch 1."""
+    """µs per token of the naive baseline issue 3 compares against: an embedding, a stack of two
+    torch.nn.LSTMCell(256) and the projection, one token at a time, batch 1."""
     torch.manual_seed(0)
     emb, proj = torch.nn.Embedding(95, 64), torch.nn.Linear(256, 95)
     cells = [torch.nn.LSTMCell(64, 256), torch.nn.LSTMCell(256, 256)]
@@ -187,9 +191,8 @@ def main(argv=None) -> None:
     reference = cell_stack_reference()
     print(f"nn.LSTMCell stack, batch 1: {reference:.1f} µs per token", flush=True)
     table, summary = "\n".join(rows), verdict(results) + (
-        f" On the same machine and thread, the naive baseline the issue quotes at ~0.12 ms per token (a stack of "
-        f"two `torch.nn.LSTMCell` stepped one token at a time, with embedding and projection) took "
-        f"{reference / 1e3:.3f} ms per token ({cpu_model()}).")
+        f" On the same machine and thread, the naive baseline of issue 3 (a stack of two `torch.nn.LSTMCell` "
+        f"stepped one token at a time, with embedding and projection) took {reference / 1e3:.3f} ms per token.")
     elapsed, load_after = time.perf_counter() - started, os.getloadavg()[0]
     print(f"\n{table}\n\n{summary}\n\ntook {elapsed:.0f} s; 1-minute load average {load_before:.2f} before, "
           f"{load_after:.2f} after")
@@ -230,31 +233,23 @@ is `MelodyNetwork.step` alone for the same number of steps and batch, timed in t
 same generation with `short_term=False`, timed in turns with it. CPU time of this thread (`time.thread_time`), best and median of
 {args.repeats} runs, beside the median wall time (which counts waiting for a core on this shared machine).
 Per-melody, per-token and per-bar figures divide by the count; tokens are the whole sequence
-(`BOS TS (BAR + 16 steps) x bars EOS`). Count 32 exceeds `GenerationParams`' cap of 16 and is timed through a
-subclass that lifts only that cap.
+(`BOS TS (BAR + 16 steps) x bars EOS`). Count 32 exceeds `GenerationParams`' cap of {MAX_COUNT} and is timed
+through a subclass that lifts only that cap.
 
 {table}
 
-What the short-term model costs per token (`model/shortterm.py`, `CopyState`): pushing the token (three
-in-place numpy calls over the last 512 tokens' match lengths) and, at a grid step, the copy votes (a
-table lookup and a bincount) mixed into the network's distribution (exp, sum, add, log), on Python floats
-at batch 1. The window keeps it flat once a melody is longer than 512 tokens (32 bars of 4/4).
+What the short-term model costs per token (`model/shortterm.py`, `CopyState.push_and_mix`): one compiled
+(numba) call that updates the match lengths over the last {CopyModel().window} tokens, counts the copy votes
+and mixes them into the network's logits. The window keeps it flat once a melody is longer than
+{CopyModel().window} tokens.
 
 What sampling costs per token (see `model/sampling.py`): at a grid step one mask-row lookup and add (the
 row is chosen by the last step token: HOLD only after NOTE/HOLD, key/scale/range), the Gumbel noise add
 and an argmax, with the bar's noise drawn in one call; structural tokens (BAR, EOS) are forced and only
 stepped through; chosen tokens are written to the output once a bar; the repetition guard decides on
-Python ints whether a bar needs its (B, V) penalty; the state after BOS is kept per batch size (one call
-of the fused LSTM costs ~2 ms here); the rest is validating and decoding the tokens (`model/tokens.py`).
-These changes left every output byte the same (checked on 28 parameter sets, including primers, meters,
-beams, key/range limits, top-k/top-p and triggered repetition penalties). Back to back on 2026-11-27 with
-`--model` a copy of `runs/default-a.pt`, the sampling part at batch 1 went from 26.2 / 23.2 / 18.6 µs per
-token (16 / 64 / 256 bars, the previous `model/sampling.py`) to 12.7 / 10.1 / 9.5, and 16 bars from 30.1 to
-27.8 ms; with `MelodyNetwork.step` stubbed out the whole non-network part measured 10.0 µs per token (64
-bars), of which ~2 µs is validating, decoding and computing positions in `model/tokens.py`. The rest is
-the network step (the step() column), which varies by ~10% from run to run on this shared machine.
-Those comparisons ran on the AMD EPYC machine of the earlier sessions, where step() took ~80 µs per
-token at batch 1; the machine kind changes from session to session, so compare rows of one table only.
+Python ints whether a bar needs its (B, V) penalty; the state after BOS is kept per batch size; the rest
+is validating and decoding the tokens (`model/tokens.py`). Earlier measurements of these parts, on other
+machines, are in History.
 """
     replace_section("Generation speed", section)
 

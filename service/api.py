@@ -13,8 +13,8 @@ import io
 import json
 import secrets
 import zipfile
-from pathlib import PurePosixPath
 from functools import wraps
+from pathlib import PurePosixPath
 
 from flask import Blueprint, abort, current_app, jsonify, request, url_for
 
@@ -26,7 +26,8 @@ from worker import FINISHED, atomic_write, checkpoint_vocabulary, new_job_id, pu
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 
-def services():
+def runtime():
+    """This app's job runtime (worker.Runtime): job records, the model registry, storage, the queue."""
     return current_app.extensions["tunesmith"]
 
 
@@ -82,7 +83,7 @@ def submit(kind: str, params: dict, job_id=None, **fields):
     """Queue the job (a broker error propagates: the app answers 503); answer 202 with its URL and
     the job's cancel secret, which only this response ever shows."""
     secret = secrets.token_urlsafe(24)
-    record = services().submit(kind, params, job_id=job_id, cancel_hash=cancel_hash(secret), **fields)
+    record = runtime().submit(kind, params, job_id=job_id, cancel_hash=cancel_hash(secret), **fields)
     status_url = url_for("api.get_job", job_id=record["id"])
     response = jsonify(id=record["id"], status_url=status_url, state="queued", cancel_token=secret)
     return response, 202, {"Location": status_url}
@@ -131,7 +132,7 @@ def _depth(value) -> int:
 @bp.post("/melodies")
 def create_melodies():
     req = validate_request(MelodyRequest, json_body())
-    models = services().models
+    models = runtime().models
     name = req.model or models.default_name()
     if models.path(name) is None:
         usable = [m["name"] for m in models.list() if m["available"]]
@@ -164,14 +165,14 @@ def create_training_job():
         upload = _decode_base64(req.data_base64, "data_base64")
     if upload is not None:
         _check_zip(upload)
-    models = services().models
+    models = runtime().models
     if req.name and models.name_taken(req.name):
         return jsonify(error=f"a model named {req.name!r} is already registered"), 409
 
     job_id = new_job_id()
     params = req.model_dump(exclude={"data_base64"})
     if upload is not None:
-        atomic_write(services().job_dir(job_id) / "upload.zip", upload)
+        atomic_write(runtime().job_dir(job_id) / "upload.zip", upload)
         params["data"] = f"upload.zip ({len(upload)} bytes)"
     elif not params["data"].startswith("music21:"):
         params["data"] = "music21:" + params["data"]
@@ -183,7 +184,7 @@ def create_training_job():
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id):
-    record = services().jobs.get(job_id)
+    record = runtime().jobs.get(job_id)
     if record is None:
         abort(404, f"no job {job_id!r} (unknown or expired)")
     return jsonify(public_record(record))
@@ -193,7 +194,7 @@ def get_job(job_id):
 def cancel_job(job_id):
     """Cancel a queued job (the worker skips it) or a running one (it stops at its next check).
     Takes the job's own cancel secret (from its 202 answer) or the admin token, as a bearer token."""
-    store = services().jobs
+    store = runtime().jobs
     record = store.get(job_id)
     if record is None:
         abort(404, f"no job {job_id!r} (unknown or expired)")
@@ -208,7 +209,7 @@ def cancel_job(job_id):
         record = store.get(job_id)
         return jsonify(error=f"job already {record['state']}", job=public_record(record)), 409
     try:
-        services().revoke(job_id)
+        runtime().revoke(job_id)
     except Exception:                    # the record already says cancelled; workers check it
         current_app.logger.warning("could not broadcast revoke for %s", job_id)
     return jsonify(public_record(store.get(job_id)))
@@ -216,14 +217,14 @@ def cancel_job(job_id):
 
 @bp.get("/models")
 def list_models():
-    models = services().models
+    models = runtime().models
     return jsonify(models=models.list(), default=models.default_name())
 
 
 @bp.post("/models/<name>/default")
 @require_token
 def make_default(name):
-    models = services().models
+    models = runtime().models
     if models.path(name) is None:
         abort(404, f"no model {name!r}")
     models.set_default(name)

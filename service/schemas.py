@@ -17,10 +17,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from model import params
-from model.midi_check import MidiInvalid, check_midi
 from model.params import GenerationParams
 from model.train_config import TrainConfig
-from worker import MAX_TRAIN_MINUTES, NAME_PATTERN, SHIPPED_NAME
+from worker import MAX_TRAIN_MINUTES, NAME_PATTERN, SHIPPED_NAME, MidiInvalid, check_midi
 
 PrimerNote = tuple[Annotated[int, Field(ge=0, le=params.MAX_PITCH)],                      # MIDI pitch
                    Annotated[float, Field(ge=0, le=params.MAX_PRIMER_START_BEATS)],      # start, in beats
@@ -147,6 +146,17 @@ class _Together(ValueError):
     def __init__(self, problems):
         super().__init__("; ".join(p[1] for p in problems))
         self.problems = problems
+
+
+def field_bounds(model: type[BaseModel]) -> dict[str, dict]:
+    """{field: {"min": ..., "max": ...}}: the inclusive numeric bounds of a request model's fields, as its
+    JSON schema states them (what the pages' inputs use, so a page and the API cannot disagree)."""
+    bounds = {}
+    for name, prop in model.model_json_schema()["properties"].items():
+        found = {key: prop[bound] for key, bound in (("min", "minimum"), ("max", "maximum")) if bound in prop}
+        if found:
+            bounds[name] = found
+    return bounds
 
 
 def validate_request(model: type[BaseModel], body) -> BaseModel:

@@ -1,12 +1,35 @@
-"""Shared test setup: one torch thread per process, deterministic seeds."""
+"""Shared test setup: one torch thread per process, deterministic seeds, and no traces.
+
+A test run writes only into temporary folders: its corpus caches (TUNESMITH_CACHE, which the
+service and worker processes the tests start inherit) and Hypothesis's example database go to a
+scratch folder that is removed when the run ends, everything else to pytest's tmp_path. At the end,
+`pytest_sessionfinish` fails the run if it left new files in the checkout (tests/traces.py).
+"""
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
-os.environ.setdefault("TUNESMITH_CACHE", os.path.join(os.path.dirname(__file__), "..", "var", "test-cache"))
+SCRATCH = Path(tempfile.mkdtemp(prefix="tunesmith-tests-"))
+os.environ["TUNESMITH_CACHE"] = str(SCRATCH / "corpus-cache")
 
-import pytest
-import torch
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
 
+import traces  # noqa: E402
+
+set_hypothesis_home_dir(SCRATCH / "hypothesis")
 torch.set_num_threads(1)
+_CHECKOUT_BEFORE = traces.untracked_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+    left = sorted(traces.untracked_files() - _CHECKOUT_BEFORE)
+    if left:
+        print(f"\nthe tests left {len(left)} new file(s) in the checkout: " + ", ".join(left[:10]))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(autouse=True)
