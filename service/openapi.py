@@ -1,4 +1,4 @@
-"""The OpenAPI 3 document (`/api/v1/openapi.json`) and the API docs page (`/api/v1/docs`).
+"""The OpenAPI 3.1 document (`/api/v1/openapi.json`) and the API docs page (`/api/v1/docs`).
 
 The document is built from the same pydantic models that validate requests (service/schemas.py)
 plus the response models below, so it cannot drift from what the API accepts. The docs page is
@@ -11,6 +11,7 @@ import flask_openapi3_swagger
 from flask import Blueprint, jsonify, render_template_string, url_for
 from pydantic import BaseModel, Field
 
+from service.downloads import MEDIA_TYPES
 from service.schemas import MelodyRequest, TrainingRequest
 from worker import STATES
 
@@ -105,13 +106,17 @@ class Readiness(BaseModel):
     checks: dict[str, Any]
 
 
+# a melody file, as service/downloads.py serves it: .mid audio/midi, .wav audio/wav, ...
+FILE_MEDIA = tuple(MEDIA_TYPES[ext] for ext in ("mid", "musicxml", "json", "wav"))
+
+
 def _ref(model):
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def _responses(ok_code, ok_model, *errors, media="application/json"):
+def _responses(ok_code, ok_model, *errors, media=("application/json",)):
     out = {str(ok_code): {"description": "OK" if ok_code < 300 else "Accepted",
-                          "content": {media: {"schema": _ref(ok_model) if ok_model else {}}}}}
+                          "content": {m: {"schema": _ref(ok_model) if ok_model else {}} for m in media}}}
     texts = {400: "invalid request", 401: "missing or wrong bearer token",
              403: "disabled: the server has no token (TUNESMITH_OPEN=1 opens them)", 404: "unknown id",
              409: "conflict with the job's or model's state", 503: "broker unavailable"}
@@ -154,15 +159,15 @@ def build_spec() -> dict:
                        "responses": _responses(200, JobRecord, 401, 404, 409, 503)}},
         "/api/v1/melodies/{job_id}.{ext}": {"get": {
             "summary": "Download the first melody", "parameters": file_params,
-            "responses": _responses(200, None, 404, 409, media="application/octet-stream")}},
+            "responses": _responses(200, None, 404, 409, media=FILE_MEDIA)}},
         "/api/v1/melodies/{job_id}/{n}.{ext}": {"get": {
             "summary": "Download melody n (0-based)",
             "parameters": file_params + [{"name": "n", "in": "path", "required": True,
                                           "schema": {"type": "integer", "minimum": 0}}],
-            "responses": _responses(200, None, 404, 409, media="application/octet-stream")}},
+            "responses": _responses(200, None, 404, 409, media=FILE_MEDIA)}},
         "/api/v1/melodies/{job_id}.zip": {"get": {
             "summary": "Download every melody in every format", "parameters": job_id,
-            "responses": _responses(200, None, 404, 409, media="application/zip")}},
+            "responses": _responses(200, None, 404, 409, media=(MEDIA_TYPES["zip"],))}},
         "/api/v1/training-jobs": {"post": {
             "summary": "Train a model (asynchronous); registers it when done", "security": secured,
             "requestBody": training_body, "responses": _responses(202, JobAccepted, 400, 401, 403, 409, 503)}},
@@ -178,7 +183,7 @@ def build_spec() -> dict:
                                 "503": {"description": "not ready; see reasons", "content": {
                                     "application/json": {"schema": _ref(Readiness)}}}}}},
     }
-    return {"openapi": "3.0.3",
+    return {"openapi": "3.1.0",       # the schemas are JSON Schema 2020-12 (pydantic's), as 3.1 has it
             "info": {"title": "Tunesmith API", "version": "1",
                      "description": "Melody generation and training jobs. POST returns 202 and a job URL; "
                                     "poll the job, then download its files."},
