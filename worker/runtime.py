@@ -99,10 +99,13 @@ def persistence_warning(client) -> str | None:
         return "cannot tell whether Redis persists its data (CONFIG GET is refused); make sure appendonly is on"
     problems = []
     if config.get("appendonly") != "yes":
-        problems.append("Redis has no append-only file (appendonly no" +
-                        (f", RDB snapshots only: save '{config['save']}')" if config.get("save") else
-                         ", save '': nothing on disk)") +
-                        ": a restart loses the jobs accepted since the last snapshot; set appendonly yes")
+        if config.get("save"):
+            problems.append(f"Redis has no append-only file (appendonly no, RDB snapshots only: save "
+                            f"'{config['save']}'): a restart loses the jobs accepted since the last snapshot; "
+                            "set appendonly yes")
+        else:
+            problems.append("Redis keeps nothing on disk (appendonly no, save ''): a restart loses every "
+                            "accepted job; set appendonly yes")
     policy = config.get("maxmemory-policy")
     if policy and policy != "noeviction":
         problems.append(f"Redis may evict keys (maxmemory-policy {policy}): set noeviction")
