@@ -3,10 +3,13 @@
 `run_training_job` is the whole job as a plain function; worker/tasks.py only calls it.
 `model.training.train` writes `jobs/<id>/model.pt` and a resume file after every epoch; a
 re-delivered job (its worker died) resumes from there. Cancelling the job makes
-`should_stop()` true: while the corpus is parsed (in a child process, `load_corpus_or_stop`) the
-child is killed at once, and training ends cleanly at its next step.
+`should_stop()` true, and the job stops in whatever phase it is: unpacking the upload (between
+files), parsing the corpus (in a child process, `load_corpus_or_stop`, killed at once), training
+(at its next step, after a checkpoint).
 """
 import logging
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +21,7 @@ from worker.leases import LeaseKeeper
 from worker.lifetime import preexec
 from worker.records import now_iso
 from worker.storage import job_dir
-from worker.uploads import extract_midi_zip
+from worker.uploads import Stopped, extract_midi_zip
 
 log = logging.getLogger(__name__)
 WRITE_EVERY_S = 0.5         # progress writes to Redis at most this often (epochs always)
@@ -34,14 +37,19 @@ def train_config(params: dict, data_spec: str, out):
                        short_term=params.get("short_term", True), threads=1)
 
 
-def prepare_data(home, job_id: str, params: dict) -> str:
-    """The corpus spec to train on: a music21 collection, or the folder of the uploaded MIDI."""
+def prepare_data(home, job_id: str, params: dict, should_stop=None) -> str:
+    """The corpus spec to train on: a music21 collection, or the folder of the uploaded MIDI
+    (unpacked beside it and moved into place whole, so a job killed half-way unpacks again;
+    `should_stop` is asked between files: worker.uploads.Stopped)."""
     if params["data"].startswith("music21:"):
         return params["data"]
     folder = job_dir(home, job_id)
     data_dir = folder / "data"
-    if not data_dir.is_dir() or not any(data_dir.iterdir()):
-        kept, skipped = extract_midi_zip(folder / "upload.zip", data_dir)
+    if not data_dir.is_dir():
+        partial = folder / "data.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        kept, skipped = extract_midi_zip(folder / "upload.zip", partial, should_stop)
+        os.replace(partial, data_dir)
         log.info("job %s: %d MIDI files, %d skipped", job_id, len(kept), len(skipped))
     return str(data_dir)
 
@@ -131,8 +139,9 @@ def _run(runtime, job_id: str, record: dict, owner: str) -> str:
     folder = job_dir(runtime.home, job_id)
     try:
         from model.training import train
-        config = train_config(params, prepare_data(runtime.home, job_id, params), folder / "model.pt")
         writer = ProgressWriter(store, job_id)
+        config = train_config(params, prepare_data(runtime.home, job_id, params, writer.should_stop),
+                              folder / "model.pt")
         corpus = load_corpus_or_stop(config.data, config.steps_per_quarter, writer.should_stop)
         if corpus is None:
             return "cancelled"
@@ -144,6 +153,8 @@ def _run(runtime, job_id: str, record: dict, owner: str) -> str:
         name = runtime.models.register(params["name"], outcome["checkpoint"], meta={
             "data": params["data"], "metrics": outcome["metrics"], "job": job_id,
             "params": {k: v for k, v in params.items() if k != "name"}, "created": now_iso()})
+    except Stopped:                         # cancelled while the upload was unpacked
+        return "cancelled"
     except ValueError as exc:               # bad data or settings (UploadInvalid included)
         fail(runtime, job_id, str(exc), owner)
         return "failed"

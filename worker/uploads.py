@@ -34,11 +34,16 @@ def check_midi(data: bytes, what: str = "MIDI file", max_bytes: int | None = Non
     return summary.notes
 
 
-def extract_midi_zip(zip_path, dest) -> tuple[list[Path], list[tuple[str, str]]]:
+class Stopped(Exception):
+    """`should_stop()` came true while unpacking (the job was cancelled)."""
+
+
+def extract_midi_zip(zip_path, dest, should_stop=None) -> tuple[list[Path], list[tuple[str, str]]]:
     """Unpack the valid MIDI files of a zip into `dest` (flat, renamed, atomically).
 
     Returns (files kept, [(member name, why skipped)]). Raises UploadInvalid when the zip
-    itself is unusable or holds no valid MIDI file.
+    itself is unusable or holds no valid MIDI file, and Stopped when `should_stop()` comes true
+    (it is asked between files).
     """
     try:
         archive = zipfile.ZipFile(zip_path)
@@ -50,6 +55,8 @@ def extract_midi_zip(zip_path, dest) -> tuple[list[Path], list[tuple[str, str]]]
             raise UploadInvalid(f"the zip must hold at most {MAX_ZIP_FILES} files, got {len(members)}")
         kept, skipped, total = [], [], 0
         for i, member in enumerate(members):
+            if should_stop is not None and should_stop():
+                raise Stopped()
             name = member.filename
             if Path(name).suffix.lower() not in MIDI_EXTENSIONS or "__MACOSX" in name:
                 skipped.append((name, f"not a {'/'.join(MIDI_EXTENSIONS)} file"))
