@@ -41,9 +41,10 @@ def use_env(monkeypatch, env: dict):
 def test_a_generate_worker_killed_mid_job_its_job_succeeds_exactly_once_within_a_minute(
         service_env, monkeypatch, tmp_path):
     """The whole worker (parent and pool process) is SIGKILLed while it holds a job. Its lease lapses
-    (20 s), another worker's reaper queues the job again, and it succeeds there; the visibility
-    timeout's late redelivery of the first message (here 30 s instead of hours) is skipped."""
-    use_env(monkeypatch, {**service_env, "TUNESMITH_VISIBILITY_TIMEOUT": "30"})
+    (20 s, the default), another worker's reaper queues the job again, and it succeeds there once.
+    (The first message stays unacknowledged until the visibility timeout, hours later; delivered
+    then, it finds the job finished and is skipped: tests/test_worker_jobs.py.)"""
+    use_env(monkeypatch, service_env)
     app = create_app()
     workers = [start_worker(app, tmp_path / f"worker-{i}.log") for i in range(2)]
     try:
@@ -59,9 +60,6 @@ def test_a_generate_worker_killed_mid_job_its_job_succeeds_exactly_once_within_a
         print(f"\nkilled worker's job succeeded {took:.1f} s after the kill")
         assert done["state"] == "succeeded" and took < 60, (done["error"], took)
         assert done["attempts"] == 2 and done["completions"] == 1
-        time.sleep(max(0.0, killed_at + 45 - time.monotonic()))   # past the visibility timeout's redelivery
-        again = app.extensions["tunesmith"].jobs.get(job_id)
-        assert again["state"] == "succeeded" and again["completions"] == 1 and again["attempts"] == 2
         folder = Path(app.extensions["tunesmith"].home) / "jobs" / job_id
         assert sorted(p.name for p in folder.iterdir()) == sorted(
             [f"melody-{i}.{ext}" for i in range(2) for ext in ("mid", "musicxml", "json")] + ["melodies.zip"])
@@ -139,11 +137,14 @@ def test_a_redis_restart_under_load_loses_no_accepted_job(service_env, monkeypat
     use_env(monkeypatch, {**service_env, "REDIS_URL": redis_server.url})
     app = create_app()
     client = app.test_client()
-    worker = start_worker(app, tmp_path / "worker.log")
+    worker = start_worker(app, tmp_path / "worker.log", delay_s=0.5)     # jobs of half a second: a load
     accepted, refused = [], 0
     try:
-        for i in range(24):
-            if i == 8:
+        for i in range(16):
+            if i == 6:
+                unfinished = [j for j in accepted if app.extensions["tunesmith"].jobs.get(j)["state"]
+                              in ("queued", "running")]
+                assert unfinished, "no load: every job had finished before the restart"
                 redis_server.stop()                   # an orderly restart: the append-only file is written
                 redis_server.start()
             response = client.post("/api/v1/melodies", json={"bars": 2, "seed": i})
@@ -153,7 +154,7 @@ def test_a_redis_restart_under_load_loses_no_accepted_job(service_env, monkeypat
                 assert response.status_code == 503, response.get_json()
                 refused += 1                          # not accepted: the client was told to try again
         print(f"\n{len(accepted)} accepted, {refused} refused with 503 around the restart")
-        assert len(accepted) >= 20
+        assert len(accepted) >= 12
         for job_id in accepted:
             done = state_of(app, job_id, "succeeded", "failed", timeout=120)
             assert done["state"] == "succeeded" and done["completions"] == 1, done

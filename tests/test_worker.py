@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DELAY_S = 2.0
 
 
-def start_worker(app, log_path):
-    """What `tunesmith worker --queues generate` runs (worker/cli.py), its jobs slowed by DELAY_S."""
+def start_worker(app, log_path, delay_s=DELAY_S):
+    """What `tunesmith worker --queues generate` runs (worker/cli.py), its jobs slowed by `delay_s`."""
     argv = [("slow_jobs" if part == "worker.celery_worker" else part) for part in worker_command("generate")]
-    env = {**os.environ, "SLOW_JOB_S": str(DELAY_S), "OMP_NUM_THREADS": "1",
+    env = {**os.environ, "SLOW_JOB_S": str(delay_s), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     with open(log_path, "ab") as log:
         worker = subprocess.Popen(executable(argv), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -77,6 +77,7 @@ def test_the_keeper_renews_the_lease_while_the_job_runs_and_releases_it_after(ru
     with LeaseKeeper(store, job_id, lease_s=0.4):
         time.sleep(1.0)                                                      # 2.5 lease lengths
         assert store.redis.get(lease_key(store, job_id)).decode() == this_owner()
+        assert store.transition(job_id, ("running",), "succeeded", owner=this_owner())
     assert not store.redis.exists(lease_key(store, job_id))
     assert not store.redis.sismember(leases.running_key(store), job_id)
 
@@ -90,3 +91,28 @@ def test_a_queued_job_whose_message_was_lost_is_published_again(runtime, monkeyp
     monkeypatch.setattr(leases, "LOST_AFTER_S", 0.0)
     assert leases.republish_lost(runtime, lost_after_s=0.0) == [lost]
     assert runtime.published == [lost]
+
+
+def test_a_queued_job_delivered_long_ago_to_a_worker_that_is_gone_is_published_again(runtime):
+    store = runtime.jobs
+    stale, fresh = store.create("melody", {})["id"], store.create("melody", {})["id"]
+    now = time.time()
+    for tag, job_id, delivered_at in (("tag-1", stale, now - 120), ("tag-2", fresh, now - 1)):
+        store.redis.hset(f"{store.prefix}unacked", tag, f'[{{"headers": {{"id": "{job_id}"}}}}, "", "generate"]')
+        store.redis.zadd(f"{store.prefix}unacked_index", {tag: delivered_at})
+        store.redis.zadd(leases.queued_key(store), {job_id: now - 60})      # both queued a minute ago
+    assert leases.republish_lost(runtime, lost_after_s=30.0) == [stale]    # fresh: its worker has it now
+    assert runtime.published == [stale]
+
+
+def test_a_job_left_unfinished_by_its_task_is_queued_again_at_the_next_beat(runtime):
+    """The task was terminated (Celery does that to a late-acknowledged task on a broker connection
+    loss): the job function is left by an exception it does not catch, the record still says running."""
+    store = runtime.jobs
+    job_id = store.create("melody", {})["id"]
+    claim(runtime, job_id, 3)
+    with pytest.raises(SystemExit):
+        with LeaseKeeper(store, job_id):
+            raise SystemExit()
+    assert store.get(job_id)["state"] == "running" and not store.redis.exists(lease_key(store, job_id))
+    assert reap(runtime) == [job_id] and store.get(job_id)["state"] == "queued"

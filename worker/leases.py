@@ -17,7 +17,8 @@ timeout stays as the outer net: its late redelivery finds the job finished and i
 A message can also vanish on its way to a worker (popped by Redis, never read: a worker killed or
 stopped, a connection cut; kombu's own issues say so), leaving a record `queued` forever. So the
 reaper also looks at jobs queued for over LOST_AFTER_S (`<prefix>queued`, a sorted set by time
-queued): one whose id is in no queue and in no worker's unacknowledged messages is published again.
+queued): one whose id is in no queue and was not delivered to a worker lately (kombu's unacked
+messages, by delivery time) is published again.
 
 Exactly once in effect: a job is claimed only when queued, or running under a lease that lapsed or
 whose owner is a dead process on this host; a job finishes only while the record still names its
@@ -58,10 +59,15 @@ _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-# KEYS: lease, running set. ARGV: owner, job id.
+# KEYS: lease, running set, record. ARGV: owner, job id, owner as the record has it (JSON).
+# The lease goes; the job leaves the running set only if it no longer runs as ours: a job we leave
+# unfinished (the task was terminated, say) stays there, lease-less, for the reaper's next beat.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('HGET', KEYS[3], 'state') == '"running"' and redis.call('HGET', KEYS[3], 'lease_owner') == ARGV[3]
+then return 0 end
 redis.call('SREM', KEYS[2], ARGV[2])
+return 1
 """
 # KEYS: record, lease, running set, queued set. ARGV: ttl, job id, now.
 # 1 requeued; 0 left alone (and forgotten if done).
@@ -125,7 +131,8 @@ def _dead_here(owner: str) -> bool:
 
 
 class LeaseKeeper:
-    """Renews this process's lease on a job from a thread while the job runs; releases it at the end.
+    """Renews this process's lease on a job from a thread while the job runs; releases it at the end
+    (a job left unfinished, by an exception no job function catches, is queued again at once).
 
         with LeaseKeeper(store, job_id):
             ...the job...
@@ -145,8 +152,10 @@ class LeaseKeeper:
         self.stopped.set()
         self.thread.join(5)
         try:
-            self.store.redis.eval(_RELEASE, 2, lease_key(self.store, self.job_id), running_key(self.store),
-                                  self.owner, self.job_id)
+            if not self.store.redis.eval(_RELEASE, 3, lease_key(self.store, self.job_id), running_key(self.store),
+                                         self.store.key(self.job_id), self.owner, self.job_id,
+                                         json.dumps(self.owner)):
+                log.warning("job %s left unfinished: queued again at the reaper's next beat", self.job_id)
         except Exception:                 # Redis away: the lease lapses by itself
             log.warning("could not release the lease on job %s", self.job_id)
         return False
@@ -195,9 +204,14 @@ def republish_lost(runtime, lost_after_s: float = LOST_AFTER_S) -> list[str]:
     waiting = store.redis.zrangebyscore(queued_key(store), 0, now - lost_after_s, start=0, num=200)
     if not waiting:
         return []
-    # every message a worker could still get: the queues, and those delivered but not acknowledged
+    # every message a worker could still get: those in the queues, and those delivered lately but
+    # not acknowledged (a worker claims its job within a moment of delivery; an older delivery of a
+    # job still queued went to a worker that is gone, and waits for the visibility timeout)
     pending = [m for q in QUEUE_NAMES for m in store.redis.lrange(f"{store.prefix}{q}", 0, 20_000)]
-    pending += store.redis.hvals(f"{store.prefix}unacked")
+    delivered = store.redis.hgetall(f"{store.prefix}unacked")
+    if delivered:
+        times = dict(store.redis.zrange(f"{store.prefix}unacked_index", 0, -1, withscores=True))
+        pending += [m for tag, m in delivered.items() if now - times.get(tag, now) < lost_after_s]
     messages = b"\n".join(pending)
     republished = []
     for raw in waiting:
