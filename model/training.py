@@ -38,9 +38,9 @@ from dataclasses import asdict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
+from model.bptt import bptt_loss, clip_gradients, repackage_state  # noqa: F401 (re-exported: callers import them here)
 from model.checkpoint import read_checkpoint, save_checkpoint
 from model.data import load_corpus, split_corpus, transpose_tokens
 from model.evaluation import fit_short_term, token_arrays, tune_batch, tune_nll, tune_positions
@@ -50,39 +50,6 @@ from model.train_config import TrainConfig  # the dataclass lives torch-free the
 
 # Settings a resumed run may change; any other difference from the saved run is an error.
 RESUMABLE_CHANGES = ("epochs", "max_minutes", "patience", "threads", "out", "short_term")
-
-
-def repackage_state(state):
-    """Detach the recurrent state from the graph that made it: the truncation of truncated BPTT.
-
-    The values carry on into the next chunk; gradients stop here.
-    """
-    if isinstance(state, torch.Tensor):
-        return state.detach()
-    return tuple(repackage_state(s) for s in state)
-
-
-def bptt_loss(model, inputs, positions, targets, state, k: int, pad_id: int):
-    """Summed cross-entropy over a window (B, T), backpropagating at most ``k`` steps.
-
-    The state is detached every k steps (and on entry, cutting it off from the previous window).
-    Returns (summed loss, final state).
-    """
-    total = 0.0
-    for s in range(0, inputs.shape[1], k):
-        state = repackage_state(state) if state is not None else None
-        pos = positions[:, s:s + k] if positions is not None else None
-        logits, state = model(inputs[:, s:s + k], pos, state)  # (B, k, V)
-        total = total + F.cross_entropy(logits.flatten(0, 1), targets[:, s:s + k].flatten(),
-                                        ignore_index=pad_id, reduction="sum")
-    return total, state
-
-
-def clip_gradients(model, max_norm: float) -> float:
-    """Scale all gradients together so their total L2 norm is at most ``max_norm``; returns the norm
-    before clipping. One exploding step (long dependencies through tanh/sigmoid can blow up) then
-    cannot throw the weights far, while the gradient's direction is kept."""
-    return float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
 
 
 class Trainer:
