@@ -24,7 +24,7 @@ from pathlib import Path
 
 from model import cli as model_cli
 from worker import cli as worker_cli
-from worker.cli import executable, worker_command
+from worker.cli import default_concurrency, executable, worker_command
 
 STOP_GRACE_S = 15
 
@@ -58,7 +58,7 @@ def serve(args) -> int:
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     status = 0
     try:
-        for name, argv in (("generate worker", worker_command("generate")),
+        for name, argv in (("generate worker", worker_command("generate", default_concurrency("generate", env))),
                            ("train worker", worker_command("train")),
                            ("api", api_command(args.host, args.port, args.api_workers))):
             # own session: a Ctrl-C reaches only us, and we stop the children in order

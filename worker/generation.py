@@ -1,10 +1,12 @@
 """A melody job: generate with the requested model, write the files.
 
 `run_generation_job` is the whole job as a plain function; worker/tasks.py only calls it.
-The model is loaded through `model.sampling.generate_melody`, whose cache keeps one `Generator`
-per process, keyed by checkpoint path and modification time: the first task in a fresh worker
-child loads the model, later ones reuse it, and a new default model (another path) or a
-retrained file (new mtime) is loaded on the next task.
+The pool process running it holds no model: it sends the request to its worker's generation
+engine (worker/engine.py), where the melodies of every job the worker holds advance together in
+one step loop per model (worker/batcher.py). The engine keeps one `Generator` per checkpoint path
+and modification time: a new default model (another path) or a retrained file (new mtime) is
+loaded on the next request. Each finished bar moves the job's progress on; the files are written
+here from the engine's plain result (model/notation.py), so a pool process never imports torch.
 """
 import base64
 import io
@@ -15,7 +17,9 @@ import shutil
 import time
 import zipfile
 
+from model import notation
 from model.params import MAX_PRIMER_BYTES, GenerationParams
+from worker.engine import Cancelled, EngineClient
 from worker.jobs import claim, fail
 from worker.records import now_iso
 from worker.storage import artifact_name, atomic_write, job_dir
@@ -25,16 +29,22 @@ log = logging.getLogger(__name__)
 FORMATS = ("mid", "musicxml", "json")
 
 
-def generate(path, request: GenerationParams):
-    """Generate with the checkpoint at `path` (loaded at most once per process and file version)."""
-    import torch
-    torch.set_num_threads(1)                  # one thread per worker process (2 cores, many procs)
-    from model.sampling import generate_melody
+_ENGINE: EngineClient | None = None
+
+
+def generate(path, request: GenerationParams, on_bar=None, should_stop=None, settings=None) -> dict:
+    """Generate with the checkpoint at `path` in this worker's engine; returns its plain result
+    (worker/engine.py). `on_bar` and `should_stop` as in `EngineClient.generate`."""
+    global _ENGINE
+    if _ENGINE is None or _ENGINE.worker_pid != os.getppid():
+        settings = settings or {}
+        _ENGINE = EngineClient(os.getppid(), batching=settings.get("TUNESMITH_BATCHING", True),
+                               max_rows=settings.get("TUNESMITH_BATCH_ROWS", 64))
     started = time.perf_counter()
-    generation = generate_melody(request, model=path)
-    log.info("%d melodies from %s in %.2f s (pid %d)", len(generation.melodies), path,
+    result = _ENGINE.generate(path, request, on_bar=on_bar, should_stop=should_stop)
+    log.info("%d melodies from %s in %.3f s (pid %d)", len(result["melodies"]), path,
              time.perf_counter() - started, os.getpid())
-    return generation
+    return result
 
 
 def generation_params(params: dict) -> GenerationParams:
@@ -62,11 +72,13 @@ def run_generation_job(runtime, job_id: str, max_attempts: int = 3) -> str:
         if path is None:
             raise UploadInvalid(f"model {params['model']!r} is no longer registered")
         generation_request = generation_params(params)
-        store.update(job_id, progress=0.1)
-        generation = generate(path, generation_request)
+        generation = generate(path, generation_request, on_bar=BarProgress(store, job_id),
+                              should_stop=lambda: store.is_cancelled(job_id), settings=runtime.settings)
         if store.is_cancelled(job_id):
             return "cancelled"
         result = write_melodies(runtime.home, job_id, generation, params["model"])
+    except Cancelled:
+        return "cancelled"
     except ValueError as exc:        # bad parameters or primer (UploadInvalid): the user's to fix
         fail(runtime, job_id, str(exc))
         return "failed"
@@ -81,22 +93,34 @@ def run_generation_job(runtime, job_id: str, max_attempts: int = 3) -> str:
     return "cancelled"
 
 
-def write_melodies(home, job_id: str, generation, model_name: str) -> dict:
-    """Write every melody in every format, and a zip of them all; return the result links."""
+class BarProgress:
+    """on_bar for a job: its progress follows the first melody's finished bars (never 1 before the end)."""
+
+    def __init__(self, store, job_id: str):
+        self.store, self.job_id = store, job_id
+
+    def __call__(self, event: dict) -> None:
+        if event["melody"] == 0:
+            self.store.update(self.job_id, progress=round(min(event["progress"], 0.99), 4))
+
+
+def write_melodies(home, job_id: str, generation: dict, model_name: str) -> dict:
+    """Write every melody in every format, and a zip of them all; return the result links.
+    `generation` is the engine's plain result (worker/engine.py)."""
     folder = job_dir(home, job_id)
     base = f"/api/v1/melodies/{job_id}"
     archive = io.BytesIO()
     melodies = []
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-        for index, melody in enumerate(generation.melodies):
-            data = {"mid": melody.midi_bytes(), "musicxml": melody.musicxml_bytes(),
-                    "json": json.dumps(melody.to_json()).encode()}
+        for index, melody in enumerate(generation["melodies"]):
+            score = notation.Score.from_dict(melody["score"])
+            data = {"mid": notation.midi_bytes(score), "musicxml": notation.musicxml_bytes(score),
+                    "json": json.dumps(melody["json"]).encode()}
             for ext in FORMATS:
                 atomic_write(folder / artifact_name(index, ext), data[ext])
                 zf.writestr(f"tunesmith-{job_id[:8]}-{index}.{ext}", data[ext])
             melodies.append({"index": index, "midi": f"{base}/{index}.mid", "musicxml": f"{base}/{index}.musicxml",
                              "json": f"{base}/{index}.json", "wav": f"{base}/{index}.wav",
-                             "notes": len(melody.notes)})
+                             "notes": len(score.notes)})
     atomic_write(folder / "melodies.zip", archive.getvalue())
-    return {"seed": generation.seed, "model": model_name, "melodies": melodies, "zip": f"{base}.zip"}
-
+    return {"seed": generation["seed"], "model": model_name, "melodies": melodies, "zip": f"{base}.zip"}
