@@ -23,15 +23,17 @@ import time
 from pathlib import Path
 
 from model import cli as model_cli
+from service.config import load_config
 from worker import cli as worker_cli
 from worker.cli import default_concurrency, executable, worker_command
 
 STOP_GRACE_S = 15
 
 
-def api_command(host: str, port: int, workers: int = 2) -> list[str]:
-    """The gunicorn command that serves the API."""
-    return ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", "4",
+def api_command(host: str, port: int, workers: int = 2, streams: int = 32) -> list[str]:
+    """The gunicorn command that serves the API: per process, 8 threads for requests plus one for
+    each event stream it may hold open (TUNESMITH_MAX_STREAMS, service/events.py)."""
+    return ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", str(8 + streams),
             "--timeout", "60", "--access-logfile", "-", "service:create_app()"]
 
 
@@ -60,7 +62,8 @@ def serve(args) -> int:
     try:
         for name, argv in (("generate worker", worker_command("generate", default_concurrency("generate", env))),
                            ("train worker", worker_command("train")),
-                           ("api", api_command(args.host, args.port, args.api_workers))):
+                           ("api", api_command(args.host, args.port, args.api_workers,
+                                               load_config(env)["TUNESMITH_MAX_STREAMS"]))):
             # own session: a Ctrl-C reaches only us, and we stop the children in order
             children[name] = subprocess.Popen(executable(argv), env=env, start_new_session=True)
         print(f"Tunesmith is running at http://{args.host}:{args.port}/  (API docs: /api/v1/docs)", flush=True)

@@ -8,6 +8,7 @@ The API's own variables (the runtime's are listed in worker/settings.py):
 |---|---|---|
 | `TUNESMITH_TOKEN` | (none) | bearer token for training and model-admin endpoints; none = open |
 | `TUNESMITH_MAX_UPLOAD_MB` | `32` | request body limit (Flask `MAX_CONTENT_LENGTH`) |
+| `TUNESMITH_MAX_STREAMS` | `32` | open event streams (`/jobs/<id>/events`) per API process; more get 503 |
 """
 import os
 
@@ -20,4 +21,5 @@ def load_config(environ=None) -> dict:
     config = load_settings(env)
     config["TUNESMITH_TOKEN"] = env.get("TUNESMITH_TOKEN") or None
     config["MAX_CONTENT_LENGTH"] = env_number(env, "MAX_UPLOAD_MB", 32) * 1024 * 1024
+    config["TUNESMITH_MAX_STREAMS"] = env_number(env, "MAX_STREAMS", 32)
     return config

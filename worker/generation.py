@@ -21,7 +21,7 @@ from model import notation
 from model.params import MAX_PRIMER_BYTES, GenerationParams
 from worker.engine import Cancelled, EngineClient
 from worker.jobs import claim, fail
-from worker.records import now_iso
+from worker.records import FINISHED, now_iso
 from worker.storage import artifact_name, atomic_write, job_dir
 from worker.uploads import UploadInvalid, check_midi
 
@@ -61,18 +61,26 @@ def generation_params(params: dict) -> GenerationParams:
 
 
 def run_generation_job(runtime, job_id: str, max_attempts: int = 3) -> str:
-    """Run one melody job to its end state; returns that state (or 'skipped')."""
+    """Run one melody job to its end state; returns that state (or 'skipped').
+    Its events (worker/events.py) follow: running, each finished bar, the end state."""
     record = claim(runtime, job_id, max_attempts)
     if record is None:
         return "skipped"
+    state = _run_claimed(runtime, job_id, record)
+    _publish_end(runtime, job_id, state)
+    return state
+
+
+def _run_claimed(runtime, job_id: str, record: dict) -> str:
     store = runtime.jobs
+    runtime.events.state(job_id, "running", attempt=record["attempts"])   # a new attempt streams from bar 0
     try:
         params = record["params"]
         path = runtime.models.path(params["model"])
         if path is None:
             raise UploadInvalid(f"model {params['model']!r} is no longer registered")
         generation_request = generation_params(params)
-        generation = generate(path, generation_request, on_bar=BarProgress(store, job_id),
+        generation = generate(path, generation_request, on_bar=BarProgress(runtime, job_id),
                               should_stop=lambda: store.is_cancelled(job_id), settings=runtime.settings)
         if store.is_cancelled(job_id):
             return "cancelled"
@@ -93,15 +101,26 @@ def run_generation_job(runtime, job_id: str, max_attempts: int = 3) -> str:
     return "cancelled"
 
 
-class BarProgress:
-    """on_bar for a job: its progress follows the first melody's finished bars (never 1 before the end)."""
+def _publish_end(runtime, job_id: str, state: str) -> None:
+    """The job's last event, from its record (what the API shows: result links or the error)."""
+    record = runtime.jobs.get(job_id) or {"state": state}
+    if record["state"] in FINISHED:
+        runtime.events.state(job_id, record["state"], result=record.get("result"), error=record.get("error"))
 
-    def __init__(self, store, job_id: str):
-        self.store, self.job_id = store, job_id
+
+class BarProgress:
+    """on_bar for a job: each finished bar becomes an event, and the job's progress follows the
+    first melody's bars (never 1 before the end)."""
+
+    def __init__(self, runtime, job_id: str):
+        self.runtime, self.job_id = runtime, job_id
 
     def __call__(self, event: dict) -> None:
+        progress = round(min(event["progress"], 0.99), 4)
+        self.runtime.events.publish(self.job_id, "bar", melody=event["melody"], bar=event["bar"],
+                                    notes=event["notes"], progress=progress)
         if event["melody"] == 0:
-            self.store.update(self.job_id, progress=round(min(event["progress"], 0.99), 4))
+            self.runtime.jobs.update(self.job_id, progress=progress)
 
 
 def write_melodies(home, job_id: str, generation: dict, model_name: str) -> dict:

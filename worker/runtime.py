@@ -11,6 +11,7 @@ from pathlib import Path
 import redis
 from celery import Celery
 
+from worker.events import JobEvents
 from worker.records import JobStore
 from worker.registry import ModelRegistry
 from worker.settings import DEFAULT_REDIS_URL, TASKS, load_settings
@@ -27,7 +28,7 @@ def make_celery(settings: dict) -> Celery:
 
 
 class Runtime:
-    """What the API and the tasks share: Redis, job records, the registry, the storage folder."""
+    """What the API and the tasks share: Redis, job records and their events, the registry, the storage folder."""
 
     def __init__(self, settings: dict, celery_app: Celery | None = None):
         self.settings = settings
@@ -35,6 +36,7 @@ class Runtime:
         self.redis = redis.Redis.from_url(settings["REDIS_URL"] or DEFAULT_REDIS_URL,
                                           socket_connect_timeout=1, socket_timeout=2)
         self.jobs = JobStore(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
+        self.events = JobEvents(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
         self.models = ModelRegistry(self.home, settings["TUNESMITH_DEFAULT_MODEL"])
         self.max_attempts = settings["TUNESMITH_MAX_ATTEMPTS"]
         self.job_ttl = settings["TUNESMITH_JOB_TTL"]
