@@ -139,8 +139,23 @@ def cmd_evaluate(args) -> int:
                              ngram_model=None if args.ngram == "none" else args.ngram, ngram_out=args.ngram_out,
                              seed=args.seed, progress=not args.quiet,
                              ngram_orders=range(3, args.ngram_max_order + 1), short_term=args.short_term)
-    print(json.dumps({**result, "model": str(args.model or "default")}, indent=2))
+    _report({**result, "model": str(args.model or "default"), "command": _command_line()}, args.out)
     return 0
+
+
+def _command_line() -> str:
+    """The command that produced a report (stored beside its figures)."""
+    return "tunesmith " + " ".join(sys.argv[1:])
+
+
+def _report(result: dict, out: str | None) -> None:
+    """Print a JSON report; with ``out``, also write it there (docs/results/*.json back the model card)."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out:
+        from model.files import atomic_write
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(Path(out), (text + "\n").encode())
 
 
 def cmd_cross_validate(args) -> int:
@@ -157,7 +172,8 @@ def cmd_cross_validate(args) -> int:
                          progress=not args.quiet)
     report = cross_validate(corpus, args.folds, config, valid=args.fold_valid, out_dir=args.folds_dir,
                             progress=not args.quiet)
-    print(json.dumps({"data": args.data, "train_config": dataclasses.asdict(config), **report}, indent=2))
+    _report({"data": args.data, "train_config": dataclasses.asdict(config), **report,
+             "command": _command_line()}, args.out)
     return 0
 
 
@@ -263,6 +279,7 @@ def add_commands(sub) -> None:
     p.add_argument("--fold-valid", type=float, default=0.1, help="with --folds: share of the training folds' tunes "
                    "used for validation and early stopping (default 0.1)")
     p.add_argument("--folds-dir", default=None, help="with --folds: keep the fold checkpoints in this folder")
+    p.add_argument("--out", default=None, help="also write the JSON report to this file (e.g. docs/results/NAME.json)")
     _add_train_flags(p.add_argument_group("training flags (with --folds)"), skip=("data", "out", "seed", "valid", "test", "short_term"))
     p.set_defaults(func=cmd_evaluate)
 

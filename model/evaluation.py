@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from model import metrics, ngram, shortterm
+from model.conditions import condition_ids, tune_positions  # noqa: F401 (re-exported: callers import them here)
 
 
 def token_arrays(tunes) -> list[np.ndarray]:
@@ -39,31 +40,13 @@ def tune_batch(tokens: list[np.ndarray], positions: list[np.ndarray] | None, pad
     return ids[:, :-1], None if pos is None else pos[:, :-1], ids[:, 1:]
 
 
-def condition_ids(tokenizer, ids, config, known_end: bool = True) -> list[int]:
-    """The network's condition input at every index of ``ids`` (``NetworkConfig.condition_id``): the
-    position in the bar of the next grid step and, when ``known_end``, the bars remaining after token
-    i (``MelodyTokenizer.bars_remaining``), else "unknown"."""
-    positions = tokenizer.positions(ids)
-    if not config.remaining_dim:
-        return positions
-    remaining = tokenizer.bars_remaining(ids) if known_end else [None] * len(positions)
-    return [config.condition_id(p, r) for p, r in zip(positions, remaining)]
-
-
-def tune_positions(tokenizer, tokens: list[np.ndarray], config=None, known_end: bool = True) -> list[np.ndarray]:
-    """The network's condition input for every tune (see ``condition_ids``; config None: positions only)."""
-    if config is None:
-        return [np.asarray(tokenizer.positions(t), dtype=np.int64) for t in tokens]
-    return [np.asarray(condition_ids(tokenizer, t, config, known_end), dtype=np.int64) for t in tokens]
-
-
 def _whole_tune_batches(model, tokenizer, tokens: list[np.ndarray], positions: list[np.ndarray] | None,
-                        batch_size: int):
+                        batch_size: int, known_end: bool = True):
     """Teacher-forced logits over whole tunes, batched by similar length (little padding), in eval mode:
     yields (tune indices, logits (B, T, V), targets (B, T)); row j of a tune's logits predicts token j + 1."""
     use_positions = model.config.conditioned
     if use_positions and positions is None:
-        positions = tune_positions(tokenizer, tokens, model.config)
+        positions = tune_positions(tokenizer, tokens, model.config, known_end)
     was_training = model.training
     model.eval()
     order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))
@@ -91,34 +74,35 @@ def tune_nll(model, tokenizer, tokens: list[np.ndarray], positions: list[np.ndar
     return total, count
 
 
-def evaluate_model(model, tokenizer, tunes, batch_size: int = 32, copy_model=None) -> dict:
+def evaluate_model(model, tokenizer, tunes, batch_size: int = 32, copy_model=None, known_end: bool = True) -> dict:
     """Nats and bits per token, bits per note and pitch bits per note of ``model`` on ``tunes``
     (Tune objects or id sequences); with ``copy_model`` (a ``model.shortterm.CopyModel``), of the
     network mixed with that short-term model."""
     tokens = token_arrays(tunes)
     if not tokens:
         raise ValueError("tunes must hold at least one tune, got none")
-    logprobs, bits = tune_scores(model, tokenizer, tokens, batch_size=batch_size, copy_model=copy_model)
+    logprobs, bits = tune_scores(model, tokenizer, tokens, batch_size=batch_size, copy_model=copy_model,
+                                 known_end=known_end)
     return prediction_figures(logprobs, bits, tokens, tokenizer)
 
 
 @torch.no_grad()
-def tune_distributions(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32):
+def tune_distributions(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32, known_end: bool = True):
     """Yields (index, natural-log next-token distributions (len - 1, V)) for every tune, row j
     predicting token j + 1, in an order of similar lengths."""
-    for idx, logits, _ in _whole_tune_batches(model, tokenizer, tokens, None, batch_size):
+    for idx, logits, _ in _whole_tune_batches(model, tokenizer, tokens, None, batch_size, known_end):
         log_p = torch.log_softmax(logits.double(), dim=-1)  # (B, T, V)
         for row, i in enumerate(idx):
             yield i, log_p[row, :len(tokens[i]) - 1].numpy()
 
 
-def tune_scores(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32, copy_model=None
-                ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def tune_scores(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32, copy_model=None,
+                known_end: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per tune: the natural-log probability of each predicted token (len - 1,) and the pitch bits of
     each note onset (see ``model.metrics.pitch_bits``), in the order of ``tokens``; with
     ``copy_model``, of the mixture with the short-term model."""
     logprobs, bits = [None] * len(tokens), [None] * len(tokens)
-    for i, dist in tune_distributions(model, tokenizer, tokens, batch_size):
+    for i, dist in tune_distributions(model, tokenizer, tokens, batch_size, known_end):
         if copy_model is not None:
             dist = copy_model.mix(dist, tokens[i])
         logprobs[i] = dist[np.arange(len(dist)), tokens[i][1:]]
@@ -273,6 +257,8 @@ def evaluate_report(checkpoint=None, data: str | None = None, split: str = "test
     if copy_model is not None:  # the figures above are the network with its short-term model; these without
         report["short_term"] = copy_model.to_dict()
         report["network_only"] = evaluate_model(model, tokenizer, splits[split])
+    if model.config.remaining_dim:  # the same tunes read with their end hidden (as a length range samples)
+        report["end_unknown"] = evaluate_model(model, tokenizer, splits[split], copy_model=copy_model, known_end=False)
     if ngram_model:
         if ngram_model == "auto":
             kn, table = fit_ngram(splits["train"], splits["valid"], tokenizer, ngram_orders)

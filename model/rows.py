@@ -20,15 +20,23 @@ from __future__ import annotations
 import torch
 
 from model.endings import Cadence, ends_in_cadence, melody_tonic
-from model.evaluation import condition_ids
+from model.conditions import condition_ids
 from model.shortterm import CopyState
 from model.tokens import Note
 
 CHOOSE, DECIDE = -1, -2  # template columns: a grid step to sample; a barline that may be EOS (a length range)
-# The step's matrix products take one kernel below 8 rows and another from 8 rows on; within the
-# second, a row's result is the same whatever the batch size and the row's place in it (checked by
-# tests/test_batcher.py). Batches are therefore padded to at least MIN_ROWS rows.
+# The step's matrix products take one kernel below 8 rows and another from 8 rows on, and its tanh
+# switches to the sigmoid form from 2048 elements (model/kernels.py); past both switches a row's
+# logits are the same whatever the batch size and the row's place in it (tests/test_batcher.py).
+# A shared batch is therefore padded to at least min_rows(model) rows.
 MIN_ROWS = 8
+
+
+def min_rows(model) -> int:
+    """The fewest rows a shared batch runs with: past the matmul and tanh switches (see above)."""
+    from model.kernels import TANH_VIA_SIGMOID_MIN
+    H = model.config.hidden_size
+    return max(MIN_ROWS, -(-TANH_VIA_SIGMOID_MIN // H))
 
 
 class MelodyRows:

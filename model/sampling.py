@@ -42,7 +42,7 @@ import torch
 
 from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint
 from model.metrics import degenerate_reason
-from model.rows import MIN_ROWS, MelodyRows
+from model.rows import MelodyRows
 from model.params import (DEFAULT_TEMPO, MAX_REDRAWS, MAX_SEED, PITCH_CLASSES, SCALES, GenerationParams,
                           ParameterError, primer_notes)  # re-exported (__all__): callers look for them here
 from model.shortterm import CopyModel
@@ -268,23 +268,15 @@ class Generator:
 
     def _draw(self, params: GenerationParams, prefix: Prefix, key_pc, seed: int, count: int) -> list:
         """``count`` melodies (beam search: the best ``count`` beams) as [(ids, score or None)]: the
-        rows' loop of ``model.rows`` for this request alone, padded to MIN_ROWS rows like a shared batch."""
+        rows' loop of ``model.rows`` for this request alone, at its own batch size (the fastest; a
+        worker's batcher pads shared batches instead, see ``model.rows.min_rows``)."""
         rows = MelodyRows(self, params, prefix, key_pc, seed, count)
         state = rows.start_state()
-        pad = max(0, MIN_ROWS - rows.B)
-        if pad:  # the padding rows are zeros; their logits are dropped
-            state = tuple(torch.cat([s, s.new_zeros(s.shape[0], pad, s.shape[2])], 1) for s in state) \
-                if isinstance(state, tuple) else torch.cat([state, state.new_zeros(state.shape[0], pad, state.shape[2])], 1)
         while not rows.done:
-            x, cond = rows.inputs()
-            if pad:
-                x = torch.cat([x, x.new_zeros(pad)])
-                cond = torch.cat([cond, cond.new_zeros(pad)]) if cond is not None else None
-            logits, state = self.model.step(x, cond, state)  # (B + pad, V)
-            parent = rows.advance(logits[:rows.B])
+            logits, state = self.model.step(*rows.inputs(), state)  # (B, V)
+            parent = rows.advance(logits)
             if parent is not None:  # beam search reordered its rows
-                index = torch.cat([parent, torch.arange(rows.B, rows.B + pad)])
-                state = tuple(s[:, index] for s in state) if isinstance(state, tuple) else state[:, index]
+                state = tuple(s[:, parent] for s in state) if isinstance(state, tuple) else state[:, parent]
         return rows.result(count)
 
     @staticmethod

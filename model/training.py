@@ -205,6 +205,7 @@ class Trainer:
         return {"valid_loss": None if math.isinf(self.best["valid_loss"]) else self.best["valid_loss"],
                 "best_epoch": self.best["epoch"], "epochs_done": self.epoch,
                 "train_loss": last.get("train_loss"), "tokens_per_s": last.get("tokens_per_s"),
+                "wall_minutes": sum(h.get("wall_seconds", 0.0) for h in self.history) / 60,
                 "short_term": self.short_term,  # parameters and valid figures, or None
                 "short_term_valid_loss": self.short_term["valid"]["mixture_nats_per_token"] if self.short_term else None}
 
@@ -258,6 +259,7 @@ class Trainer:
         steps_done_here, seconds_here = 0, 0.0
         reason = "early_stopping" if self.bad_epochs >= cfg.patience else None  # a finished run, resumed
         while self.epoch < cfg.epochs and reason is None:
+            self.epoch_wall_started = time.monotonic()  # wall clock: steps, data, validation and saving
             batches = self.epoch_batches(self.epoch)
             if self.step == 0:
                 self.lane_state = None
@@ -318,7 +320,9 @@ class Trainer:
             "epoch": self.epoch, "train_loss": s["loss"] / max(s["tokens"], 1), "valid_loss": valid_loss,
             "lr": self.optimizer.param_groups[0]["lr"], "grad_norm_mean": s["grad_norm"] / max(s["steps"], 1),
             "grad_norm_max": s["grad_norm_max"], "tokens_per_s": s["tokens"] / max(s["seconds"], 1e-9),
-            "seconds": s["seconds"]})
+            "seconds": s["seconds"],  # the sum of the optimizer steps' times
+            # wall-clock time of the epoch (of its part since a resume), validation included
+            "wall_seconds": time.monotonic() - getattr(self, "epoch_wall_started", time.monotonic())})
         self.sums = self._zero_sums()
         self.scheduler.step(valid_loss)
         if valid_loss < self.best["valid_loss"]:

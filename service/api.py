@@ -19,7 +19,8 @@ from worker import FINISHED, atomic_write, new_job_id, public_record
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 
-def services():
+def runtime():
+    """This app's job runtime (worker.Runtime): job records, the model registry, storage, the queue."""
     return current_app.extensions["tunesmith"]
 
 
@@ -40,7 +41,7 @@ def require_token(view):
 
 def submit(kind: str, params: dict, job_id=None, **fields):
     """Queue the job (a broker error propagates: the app answers 503); answer 202 with its URL."""
-    record = services().submit(kind, params, job_id=job_id, **fields)
+    record = runtime().submit(kind, params, job_id=job_id, **fields)
     status_url = url_for("api.get_job", job_id=record["id"])
     response = jsonify(id=record["id"], status_url=status_url, state="queued")
     return response, 202, {"Location": status_url}
@@ -57,7 +58,7 @@ def json_body() -> dict:
 @bp.post("/melodies")
 def create_melodies():
     req = validate_request(MelodyRequest, json_body())
-    models = services().models
+    models = runtime().models
     name = req.model or models.default_name()
     if models.path(name) is None:
         usable = [m["name"] for m in models.list() if m["available"]]
@@ -86,14 +87,14 @@ def create_training_job():
     if upload is not None and not upload.startswith(b"PK\x03\x04"):
         raise RequestInvalid([{"field": "data", "message": "the uploaded data is not a zip file",
                                "allowed": "a zip of .mid/.midi files"}])
-    models = services().models
+    models = runtime().models
     if req.name and models.name_taken(req.name):
         return jsonify(error=f"a model named {req.name!r} is already registered"), 409
 
     job_id = new_job_id()
     params = req.model_dump(exclude={"data_base64"})
     if upload is not None:
-        atomic_write(services().job_dir(job_id) / "upload.zip", upload)
+        atomic_write(runtime().job_dir(job_id) / "upload.zip", upload)
         params["data"] = f"upload.zip ({len(upload)} bytes)"
     elif not params["data"].startswith("music21:"):
         params["data"] = "music21:" + params["data"]
@@ -105,7 +106,7 @@ def create_training_job():
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id):
-    record = services().jobs.get(job_id)
+    record = runtime().jobs.get(job_id)
     if record is None:
         abort(404, f"no job {job_id!r} (unknown or expired)")
     return jsonify(public_record(record))
@@ -114,7 +115,7 @@ def get_job(job_id):
 @bp.delete("/jobs/<job_id>")
 def cancel_job(job_id):
     """Cancel a queued job (the worker skips it) or a running one (it stops at its next check)."""
-    store = services().jobs
+    store = runtime().jobs
     record = store.get(job_id)
     if record is None:
         abort(404, f"no job {job_id!r} (unknown or expired)")
@@ -122,7 +123,7 @@ def cancel_job(job_id):
         record = store.get(job_id)
         return jsonify(error=f"job already {record['state']}", job=public_record(record)), 409
     try:
-        services().revoke(job_id)
+        runtime().revoke(job_id)
     except Exception:                    # the record already says cancelled; workers check it
         current_app.logger.warning("could not broadcast revoke for %s", job_id)
     return jsonify(public_record(store.get(job_id)))
@@ -130,14 +131,14 @@ def cancel_job(job_id):
 
 @bp.get("/models")
 def list_models():
-    models = services().models
+    models = runtime().models
     return jsonify(models=models.list(), default=models.default_name())
 
 
 @bp.post("/models/<name>/default")
 @require_token
 def make_default(name):
-    models = services().models
+    models = runtime().models
     if models.path(name) is None:
         abort(404, f"no model {name!r}")
     models.set_default(name)

@@ -63,13 +63,13 @@ class EmbeddedRedis:
 def measure_round_trip(redis_url: str, tasks: int = 200) -> dict:
     """Publish `tasks` trivial tasks one at a time to a real worker and time each until it ran."""
     import redis
-    from worker import Runtime, load_settings
+    from worker import load_settings, make_celery
     env = {**os.environ, "REDIS_URL": redis_url, "TUNESMITH_KEY_PREFIX": f"rtt-{uuid.uuid4().hex[:8]}:"}
     worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.celery_worker", "worker",
                                "-Q", "generate", "-c", "1", "--pool", "prefork", "--loglevel", "WARNING",
                                "-n", f"rtt-{uuid.uuid4().hex[:6]}@%h"], env=env)
     try:
-        celery = Runtime(load_settings(env)).celery
+        celery = make_celery(load_settings(env))
         client = redis.Redis.from_url(redis_url)
         key = f"{env['TUNESMITH_KEY_PREFIX']}echo"
         times = []

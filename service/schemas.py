@@ -134,6 +134,11 @@ class TrainingRequest(StrictModel):
                     "every epoch; [0, 0] = off")
     short_term: bool = Field(TRAINING_DEFAULTS["short_term"],
                              description="fit the short-term (copy) model on the validation tunes at the end")
+    remaining_inputs: bool = Field(TRAINING_DEFAULTS["remaining_inputs"], description="tell the network how many "
+                                   "bars remain to the end of the tune, so it learns to end (and, with the end "
+                                   "hidden for a share of tunes, also to end on its own in a length range)")
+    max_remaining: int = Field(TRAINING_DEFAULTS["max_remaining"], ge=1, le=64,
+                               description="the cap of the bars-remaining input")
     name: str | None = Field(None, pattern=NAME_PATTERN, description="model name to register")
 
     @field_validator("name")
@@ -163,6 +168,17 @@ class _Together(ValueError):
     def __init__(self, problems):
         super().__init__("; ".join(p[1] for p in problems))
         self.problems = problems
+
+
+def field_bounds(model: type[BaseModel]) -> dict[str, dict]:
+    """{field: {"min": ..., "max": ...}}: the inclusive numeric bounds of a request model's fields, as its
+    JSON schema states them (what the pages' inputs use, so a page and the API cannot disagree)."""
+    bounds = {}
+    for name, prop in model.model_json_schema()["properties"].items():
+        found = {key: prop[bound] for key, bound in (("min", "minimum"), ("max", "maximum")) if bound in prop}
+        if found:
+            bounds[name] = found
+    return bounds
 
 
 def validate_request(model: type[BaseModel], body) -> BaseModel:

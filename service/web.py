@@ -17,8 +17,7 @@ Register it in the app factory:
 from flask import Blueprint, render_template
 
 from model import params
-from service.schemas import GENERATION_DEFAULTS, SCALES, TrainingRequest
-from worker import MAX_TRAIN_MINUTES
+from service.schemas import GENERATION_DEFAULTS, SCALES, TrainingRequest, field_bounds
 
 # Static files live under /assets, not /static, so they never collide with the app's
 # own static route whatever folder the app factory gives it.
@@ -42,4 +41,4 @@ def train():
     """The training page: start a training job, watch its loss curves, make it the default."""
     defaults = {name: field.get_default(call_default_factory=True)
                 for name, field in TrainingRequest.model_fields.items()}
-    return render_template("train.html", defaults=defaults, max_minutes=MAX_TRAIN_MINUTES)
+    return render_template("train.html", defaults=defaults, bounds=field_bounds(TrainingRequest))

@@ -58,3 +58,20 @@ def serving(home, env: dict):
             if process.poll() is None:
                 process.kill()
             log.close()
+
+
+def biased_checkpoint(path, tokenizer, default: float, biases: dict):
+    """A one-layer network whose every prediction is its projection bias: ``default`` for every
+    token, ``biases`` ({token id: logit}) for some. It writes what those biases say, whatever came
+    before (a lazy model that rests, a model that holds its notes...)."""
+    import torch
+    from model.checkpoint import save_checkpoint
+    from model.network import MelodyNetwork, NetworkConfig
+    torch.manual_seed(0)
+    net = MelodyNetwork(NetworkConfig(vocab_size=tokenizer.vocab_size, hidden_size=8, embedding_dim=4, num_layers=1))
+    with torch.no_grad():
+        net.projection.weight.zero_()
+        net.projection.bias.fill_(default)
+        for token, logit in biases.items():
+            net.projection.bias[token] = logit
+    return save_checkpoint(path, net, tokenizer)

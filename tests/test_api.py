@@ -327,3 +327,15 @@ def test_length_range_and_cadence_are_checked_at_the_edge(client):
     params = client.get(ok.get_json()["status_url"]).get_json()["params"]
     assert (params["min_bars"], params["max_bars"], params["cadence"]) == (4, 12, "tonic")
     assert params["tempo"] is None  # the primer's tempo, else 120, decided in the worker
+
+
+def test_training_job_carries_the_bars_remaining_input(client):
+    response = client.post("/api/v1/training-jobs", headers=TOKEN,
+                           json={"data": "bach", "remaining_inputs": False, "max_remaining": 4})
+    job = client.get(response.headers["Location"]).get_json()
+    from worker.training import train_config
+    config = train_config(job["params"], job["params"]["data"], "out.pt")
+    assert config.remaining_inputs is False and config.max_remaining == 4
+    default = client.get(client.post("/api/v1/training-jobs", headers=TOKEN, json={"data": "bach"})
+                         .headers["Location"]).get_json()
+    assert train_config(default["params"], "music21:bach", "out.pt").remaining_inputs is True

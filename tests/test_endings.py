@@ -12,6 +12,7 @@ from model.metrics import degenerate_reason, estimate_key
 from model.network import MelodyNetwork, NetworkConfig
 from model.sampling import GenerationParams, Generator, ParameterError, derived_seed
 from model.tokens import MelodyTokenizer, Note
+from support import biased_checkpoint
 
 TOK = MelodyTokenizer()
 
@@ -105,13 +106,7 @@ def test_cadence_needs_a_tonic_in_range():
 @pytest.fixture(scope="module")
 def lazy(tmp_path_factory):
     """A model that would rather rest than play: most of its raw draws are degenerate."""
-    torch.manual_seed(0)
-    net = MelodyNetwork(NetworkConfig(vocab_size=TOK.vocab_size, hidden_size=8, embedding_dim=4, num_layers=1))
-    with torch.no_grad():
-        net.projection.weight.zero_()
-        net.projection.bias.fill_(-3.0)
-        net.projection.bias[TOK.rest_id] = 3.5
-    return Generator(save_checkpoint(tmp_path_factory.mktemp("lazy") / "lazy.pt", net, TOK))
+    return Generator(biased_checkpoint(tmp_path_factory.mktemp("lazy") / "lazy.pt", TOK, -3.0, {TOK.rest_id: 3.5}))
 
 
 def test_gate_never_returns_a_degenerate_melody_and_is_deterministic(lazy):
@@ -181,3 +176,27 @@ def test_gate_covers_beam_search(lazy):
     a = lazy.generate(p)
     assert all(degenerate_reason(m.tokens, TOK) is None for m in a.melodies)
     assert [m.tokens for m in a.melodies] == [m.tokens for m in lazy.generate(p).melodies]
+
+
+@pytest.mark.parametrize("primer", [None, [[60, 0, 1], [62, 1, 1], [64, 2, 4]]])
+def test_bars_remaining_input_counts_down_to_zero_at_eos_after_a_primer(primer, tmp_path):
+    from model.rows import MelodyRows
+    torch.manual_seed(0)
+    net = MelodyNetwork(NetworkConfig(vocab_size=TOK.vocab_size, hidden_size=8, embedding_dim=4, num_layers=1,
+                                      position_dim=4, max_positions=TOK.max_bar_steps, remaining_dim=2,
+                                      max_remaining=16))
+    g = Generator(save_checkpoint(tmp_path / "r.pt", net, TOK))
+    params = GenerationParams(bars=5, seed=1, primer=primer, meter="3/4")
+    plan = g.plan(params)
+    rows = MelodyRows(g, *next(plan))
+    P = len(rows.prefix.ids)
+    remaining = [c // net.config.max_positions for c in rows.positions]
+    assert remaining[-1] == 0 and rows.full[-1] == TOK.eos_id
+    bars = [i for i in range(P, len(rows.full)) if rows.full[i] == TOK.bar_id]
+    assert len(bars) == 5
+    # from the first generated barline on, the count runs 4, 3, 2, 1, 0 (the generated bars that follow)
+    assert [remaining[i] for i in bars] == [4, 3, 2, 1, 0]
+    assert all(remaining[i] == 0 for i in range(bars[-1], len(rows.full)))
+    # a length range reads the end as unknown
+    ranged = MelodyRows(g, *next(g.plan(GenerationParams(min_bars=2, max_bars=5, seed=1, primer=primer))))
+    assert {c // net.config.max_positions for c in ranged.positions} == {net.config.unknown_remaining}

@@ -14,6 +14,7 @@ from model.data import EXTENSIONS
 from model.params import GenerationParams, ParameterError
 from model.train_config import TrainConfig
 from service.schemas import MelodyRequest, RequestInvalid, TrainingRequest, validate_request
+from worker import MAX_TRAIN_MINUTES
 from worker.uploads import UploadInvalid, extract_midi_zip
 
 LIMITS = [("bars", params.MAX_BARS), ("top_k", params.MAX_TOP_K), ("count", params.MAX_COUNT),
@@ -85,6 +86,11 @@ def test_the_pages_take_limits_and_defaults_from_the_same_place(service_env, mon
     train = client.get("/train").get_data(as_text=True)
     for name in ("epochs", "hidden_size", "layers", "batch_size", "bptt", "embedding_dim"):
         assert re.search(rf'id="{name}"[^>]* value="{getattr(TrainConfig(), name)}"', train), name
+    bounds = TrainingRequest.model_json_schema()["properties"]
+    for name in ("epochs", "hidden_size", "layers", "batch_size", "embedding_dim"):
+        low, high = bounds[name]["minimum"], bounds[name]["maximum"]
+        assert re.search(rf'id="{name}"[^>]* min="{low}" max="{high}"', train), name
+    assert re.search(rf'id="max_minutes"[^>]* max="{MAX_TRAIN_MINUTES}"', train)
 
 
 def test_uploads_keep_the_midi_files_a_corpus_folder_reads():

@@ -9,6 +9,7 @@ from model.checkpoint import save_checkpoint
 from model.network import MelodyNetwork, NetworkConfig
 from model.sampling import SCALES, GenerationParams, Generator, ParameterError, generate_melody
 from model.tokens import MelodyTokenizer, Note
+from support import biased_checkpoint
 
 TOK = MelodyTokenizer()
 PRIMER = [[60, 0, 1], [62, 1, 0.5], [64, 1.5, 1.5]]  # ends on beat 3 of a 4/4 bar, then a rest
@@ -181,14 +182,8 @@ def test_repetition_penalty_targets_the_repeated_pattern(gen):
 @pytest.fixture(scope="module")
 def lazy_checkpoint(tmp_path_factory):
     """A model that would rather rest, or hold its note, than play: the hard caps' worst case."""
-    torch.manual_seed(0)
-    net = MelodyNetwork(NetworkConfig(vocab_size=TOK.vocab_size, hidden_size=8, embedding_dim=4, num_layers=1))
-    with torch.no_grad():
-        net.projection.weight.zero_()
-        net.projection.bias.fill_(-5.0)
-        net.projection.bias[TOK.rest_id] = 5.0
-        net.projection.bias[TOK.hold_id] = 6.0
-    return save_checkpoint(tmp_path_factory.mktemp("lazy") / "lazy.pt", net, TOK)
+    return biased_checkpoint(tmp_path_factory.mktemp("lazy") / "lazy.pt", TOK, -5.0,
+                             {TOK.rest_id: 5.0, TOK.hold_id: 6.0})
 
 
 def longest_runs(melody, bar_steps):

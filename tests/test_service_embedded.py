@@ -84,7 +84,7 @@ def test_container_commands_are_the_ones_serve_runs():
     assert compose_command("api") == api_command("0.0.0.0", 8000)
     cmd = re.search(r"^CMD (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.M).group(1)
     assert json.loads(cmd) == api_command("0.0.0.0", 8000)
-    # the workers run the console script that tests/test_worker.py runs
+    # the workers run the console script (`tunesmith worker` execs worker/cli.py: worker_command)
     assert compose_command("generate") == ["tunesmith", "worker", "--queues", "generate"]
     assert compose_command("train") == ["tunesmith", "worker", "--queues", "train"]
     assert "--appendonly" in compose_command("redis")

@@ -6,7 +6,7 @@ What the API (service/) uses, all importable from this package:
 
     load_settings, env_number, MAX_TRAIN_MINUTES    settings from the environment (worker/settings.py)
     ECHO_TASK                                       a trivial task's name (the broker round trip)
-    celery_config                                   Celery settings for a broker URL and key prefix
+    celery_config, make_celery                      Celery settings for a broker URL and key prefix; the app
     Runtime                                         Redis, job records, registry, storage, Celery:
         .submit(kind, params, job_id=None, **fields)    store a queued record, publish the job by name
         .jobs (JobStore) .models (ModelRegistry) .job_dir(id) .revoke(id) .queues_served()

@@ -9,9 +9,11 @@ each request keeps its own parameters, masks, short-term model state and random 
 draws ``Generator.generate`` runs alone, so the quality gate's redraws join the batch like new rows.
 
 Bytes do not depend on the batch: the logits of a row are the same whatever the batch size (from
-``MIN_ROWS`` rows on) and the row's place in it, so the batch is padded to at least MIN_ROWS rows,
-as ``Generator`` pads a request alone. Beam search keeps its own loop: its draws run on the batcher's
-thread between two steps. ``batching=False`` runs one request at a time (the baseline of
+``model.rows.min_rows`` rows on) and the row's place in it, so every step is padded to at least that
+many rows, an idle worker's included. ``Generator.generate`` alone runs at the request's own batch
+size (the fastest for one melody), whose last float digits can differ; a sampled token flips only
+when two candidates' perturbed logits tie to ~1e-6, so in practice the CLI and the service agree.
+Beam search keeps its own loop: its draws run on the batcher's thread between two steps. ``batching=False`` runs one request at a time (the baseline of
 ``bench/bench_service.py``).
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from concurrent.futures import CancelledError, Future
 
 import torch
 
-from model.rows import MIN_ROWS, MelodyRows
+from model.rows import MelodyRows, min_rows
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,7 @@ class Request:
 class Batcher:
     def __init__(self, generator, max_rows: int = 64, batching: bool = True):
         self.g, self.max_rows, self.batching = generator, max_rows, batching
+        self.min_rows = min_rows(generator.model)  # shared batches are padded to this many rows
         self.incoming: deque[Request] = deque()
         self.active: list[Request] = []
         self.state = None  # the stacked recurrent state of the active rows (+ padding)
@@ -151,7 +154,7 @@ class Batcher:
 
     def _step(self) -> None:
         B = self.rows
-        pad = max(0, MIN_ROWS - B)
+        pad = max(0, self.min_rows - B)
         state = self._live_state()
         if pad:
             state = _cat(state, _zeros_like_rows(state, pad))

@@ -24,7 +24,9 @@ def train_config(params: dict, data_spec: str, out):
                        bptt=params["bptt"], batch_size=params["batch_size"], lr=params["lr"], clip=params["clip"],
                        epochs=params["epochs"], max_minutes=params["max_minutes"], valid=params["valid"],
                        patience=params.get("patience", 4), transpose=tuple(params.get("transpose", (0, 0))),
-                       short_term=params.get("short_term", True), threads=1)
+                       short_term=params.get("short_term", True), threads=1,
+                       remaining_inputs=params.get("remaining_inputs", TrainConfig.remaining_inputs),
+                       max_remaining=params.get("max_remaining", TrainConfig.max_remaining))
 
 
 def prepare_data(home, job_id: str, params: dict) -> str:
