@@ -1,6 +1,7 @@
 """worker/engine.py behind a real generate worker (`tunesmith worker`'s command, several pool
 processes) on the real Redis: jobs held at once share the engine's step loop and give the bytes they
 give alone, a job cancelled mid-batch leaves the others untouched, and progress moves per bar."""
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from model.sampling import Generator
 from service import create_app
 from support import wait_until
 from worker import queues_served
+from worker.batcher import Batcher
 from worker.cli import executable, worker_command
 from worker.generation import generation_params
 
@@ -76,8 +78,12 @@ def midis(client, record) -> list[bytes]:
 
 
 def alone(checkpoint, record) -> list[bytes]:
-    """The job's request generated alone, in this process, from its stored parameters."""
-    generation = Generator(checkpoint).generate(generation_params(record["params"]))
+    """The job's request generated alone in an idle batcher, in this process, from its stored parameters."""
+    batcher = Batcher(Generator(checkpoint))
+    try:
+        generation = batcher.submit(generation_params(record["params"])).result(timeout=120)
+    finally:
+        batcher.close()
     return [m.midi_bytes() for m in generation.melodies]
 
 
@@ -132,3 +138,46 @@ def test_progress_moves_bar_by_bar(stack):
     assert record["state"] == "succeeded", record["error"]
     assert seen == sorted(seen) and seen[-1] == 1.0
     assert len({p for p in seen if 0 < p < 1}) >= 3, seen     # bar by bar, not 0.1 then 1
+
+
+def scrape(client) -> dict:
+    """/metrics as {(name, labels as a sorted tuple): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.get_data(as_text=True)) for s in family.samples}
+
+
+def test_metrics_count_a_job_through_its_states(stack):
+    app, client = stack, stack.test_client()
+    jobs = lambda m, state: m.get(("tunesmith_jobs_total", (("kind", "melody"), ("state", state))), 0)  # noqa: E731
+    before = scrape(client)
+    job_id = submit(client, {"bars": 16, "seed": 3})
+    queued = scrape(client)
+    assert jobs(queued, "queued") == jobs(before, "queued") + 1
+    assert finished(app, job_id)["state"] == "succeeded"
+    after = wait_until(lambda: (m := scrape(client))[("tunesmith_generated_tokens_total", ())] >
+                       before.get(("tunesmith_generated_tokens_total", ()), 0) and m, 10, "the engine's counters")
+    for state in ("running", "succeeded"):
+        assert jobs(after, state) == jobs(before, state) + 1, state
+    latency = ("tunesmith_job_latency_seconds_count", ())
+    assert after[latency] == before.get(latency, 0) + 1
+    assert after[("tunesmith_batch_rows_count", ())] > before.get(("tunesmith_batch_rows_count", ()), 0)
+    assert after[("tunesmith_queue_depth", (("queue", "generate"),))] == 0
+    assert ("tunesmith_tokens_per_second", ()) in after
+
+    cancelled = submit(client, {"bars": 256, "count": 16, "seed": 9, "redraw_degenerate": False})
+    assert client.delete(f"/api/v1/jobs/{cancelled}", headers=ADMIN).status_code == 200
+    assert jobs(scrape(client), "cancelled") == jobs(after, "cancelled") + 1
+
+
+def test_worker_log_lines_are_json_with_the_job_id(stack, tmp_path):
+    app, client = stack, stack.test_client()
+    job_id = submit(client, {"bars": 4, "seed": 2})
+    assert finished(app, job_id)["state"] == "succeeded"
+    lines = [json.loads(line) for line in (tmp_path / "worker.log").read_text().splitlines()
+             if line.startswith("{")]
+    mine = [line for line in lines if line["job_id"] == job_id]
+    assert mine and all({"time", "level", "logger", "pid", "message"} <= set(line) for line in mine)
+    assert any("melodies from" in line["message"] for line in mine)

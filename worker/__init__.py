@@ -13,10 +13,13 @@ What the API (service/) uses, all importable from this package:
     FINISHED, STATES, new_job_id, public_record     job records (worker/records.py)
     NAME_PATTERN, SHIPPED_NAME, checkpoint_problem  the model registry (worker/registry.py)
     artifact_name, atomic_write, job_dir            job files (worker/storage.py)
+    metrics_snapshot                                the counters /metrics shows (worker/metrics.py)
+    Runtime.events                                  a job's event stream (worker/events.py)
 
 The tasks (worker/tasks.py) are thin adapters over worker/generation.py and worker/training.py;
 worker/celery_worker.py is the module `celery -A` loads; worker/cli.py holds `tunesmith worker`.
 """
+from worker.metrics import metrics_snapshot
 from worker.records import FINISHED, STATES, new_job_id, public_record
 from worker.registry import NAME_PATTERN, SHIPPED_NAME, checkpoint_problem
 from worker.runtime import Runtime, make_celery, queues_served
@@ -25,4 +28,5 @@ from worker.storage import artifact_name, atomic_write, job_dir
 
 __all__ = ["FINISHED", "STATES", "new_job_id", "public_record", "NAME_PATTERN", "SHIPPED_NAME",
            "checkpoint_problem", "Runtime", "make_celery", "queues_served", "ECHO_TASK", "MAX_TRAIN_MINUTES",
-           "celery_config", "env_number", "load_settings", "artifact_name", "atomic_write", "job_dir"]
+           "celery_config", "env_number", "load_settings", "artifact_name", "atomic_write", "job_dir",
+           "metrics_snapshot"]

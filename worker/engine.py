@@ -68,7 +68,8 @@ class EngineClient:
         when it answers True the request leaves the batch and Cancelled is raised. A ValueError
         (bad parameters, an unreadable primer, no acceptable melody) comes back as a ValueError."""
         with self._connect() as conn:
-            conn.send({"path": str(path), "params": params})
+            from worker.logs import current_job
+            conn.send({"path": str(path), "params": params, "job_id": current_job.get()})
             last_check = time.monotonic()
             while True:
                 if should_stop is not None and time.monotonic() - last_check >= POLL_S:
@@ -119,8 +120,8 @@ class EngineClient:
 class Engine:
     """The loaded models' batchers, and one thread per connected request."""
 
-    def __init__(self, batching: bool = True, max_rows: int = 64):
-        self.batching, self.max_rows = batching, max_rows
+    def __init__(self, batching: bool = True, max_rows: int = 64, meter=None):
+        self.batching, self.max_rows, self.meter = batching, max_rows, meter
         self.batchers: dict = {}                 # (checkpoint path, mtime) -> Batcher
         self.lock = threading.Lock()
 
@@ -136,13 +137,15 @@ class Engine:
                     self.batchers.pop(old).close()
                 started = time.perf_counter()
                 batcher = self.batchers[key] = Batcher(Generator(p), self.max_rows, self.batching)
+                if self.meter is not None:
+                    batcher.on_step = self.meter.step
                 log.info("engine %d loaded %s in %.2f s", os.getpid(), p, time.perf_counter() - started)
             return batcher
 
     def serve(self, conn) -> None:
         """One request: submit it, send its bars as they finish, then its result or error."""
         send_lock = threading.Lock()
-        request = None
+        request = message = None
 
         def send(message):
             with send_lock:
@@ -164,7 +167,7 @@ class Engine:
         except ValueError as exc:                # the request's own problem
             _try(send, ("invalid", str(exc)))
         except Exception as exc:
-            log.exception("engine request failed")
+            log.exception("engine request failed", extra={"job_id": message.get("job_id") if message else None})
             _try(send, ("error", f"{type(exc).__name__}: {exc}"))
         finally:
             conn.close()
@@ -216,6 +219,16 @@ def _exit_with(pid: int, address: str) -> None:
     os._exit(0)
 
 
+def _meter():
+    """The engine's metrics, to the Redis and key prefix of the worker that started it."""
+    import redis
+    from worker.metrics import EngineMeter
+    from worker.settings import DEFAULT_REDIS_URL, load_settings
+    settings = load_settings()
+    client = redis.Redis.from_url(settings["REDIS_URL"] or DEFAULT_REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
+    return EngineMeter(client, settings["TUNESMITH_KEY_PREFIX"])
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="The generation engine of one generate worker")
     parser.add_argument("--address", required=True)
@@ -223,7 +236,8 @@ def main(argv=None) -> None:
     parser.add_argument("--max-rows", type=int, default=64)
     parser.add_argument("--no-batching", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[engine %(process)d] %(levelname)s %(message)s")
+    from worker.logs import use_json_logs
+    use_json_logs("INFO")
     import torch
     torch.set_num_threads(1)                     # one thread: 2 cores shared by many processes
     try:
@@ -232,7 +246,7 @@ def main(argv=None) -> None:
         pass
     listener = Listener(args.address, family="AF_UNIX")
     threading.Thread(target=_exit_with, args=(args.watch_pid, args.address), daemon=True).start()
-    engine = Engine(batching=not args.no_batching, max_rows=args.max_rows)
+    engine = Engine(batching=not args.no_batching, max_rows=args.max_rows, meter=_meter())
     while True:
         conn = listener.accept()
         threading.Thread(target=engine.serve, args=(conn,), daemon=True).start()

@@ -21,6 +21,7 @@ from model import notation
 from model.params import MAX_PRIMER_BYTES, GenerationParams
 from worker.engine import Cancelled, EngineClient
 from worker.jobs import claim, fail
+from worker.metrics import count_state, observe_latency
 from worker.records import FINISHED, now_iso
 from worker.storage import artifact_name, atomic_write, job_dir
 from worker.uploads import UploadInvalid, check_midi
@@ -67,13 +68,14 @@ def run_generation_job(runtime, job_id: str, max_attempts: int = 3) -> str:
     if record is None:
         return "skipped"
     state = _run_claimed(runtime, job_id, record)
-    _publish_end(runtime, job_id, state)
+    _report_end(runtime, job_id, state)
     return state
 
 
 def _run_claimed(runtime, job_id: str, record: dict) -> str:
     store = runtime.jobs
     runtime.events.state(job_id, "running", attempt=record["attempts"])   # a new attempt streams from bar 0
+    count_state(runtime.redis, store.prefix, "melody", "running")
     try:
         params = record["params"]
         path = runtime.models.path(params["model"])
@@ -101,11 +103,15 @@ def _run_claimed(runtime, job_id: str, record: dict) -> str:
     return "cancelled"
 
 
-def _publish_end(runtime, job_id: str, state: str) -> None:
-    """The job's last event, from its record (what the API shows: result links or the error)."""
+def _report_end(runtime, job_id: str, state: str) -> None:
+    """The job's last event, from its record (what the API shows: result links or the error), and its metrics."""
     record = runtime.jobs.get(job_id) or {"state": state}
     if record["state"] in FINISHED:
         runtime.events.state(job_id, record["state"], result=record.get("result"), error=record.get("error"))
+    if state in ("succeeded", "failed"):                  # cancellations are counted where they are asked for
+        count_state(runtime.redis, runtime.jobs.prefix, "melody", state)
+    if state == "succeeded" and record.get("created_at"):
+        observe_latency(runtime.redis, runtime.jobs.prefix, record["created_at"])
 
 
 class BarProgress:

@@ -12,6 +12,7 @@ import redis
 from celery import Celery
 
 from worker.events import JobEvents
+from worker.metrics import count_state
 from worker.records import JobStore
 from worker.registry import ModelRegistry
 from worker.settings import DEFAULT_REDIS_URL, TASKS, load_settings
@@ -68,7 +69,12 @@ class Runtime:
         except Exception:
             self.jobs.delete(record["id"])
             raise
+        self.count_state(kind, "queued")
         return record
+
+    def count_state(self, kind: str, state: str) -> None:
+        """Count a job entering a state, for /metrics (worker/metrics.py)."""
+        count_state(self.redis, self.jobs.prefix, kind, state)
 
     def revoke(self, job_id: str) -> None:
         """Tell the workers to drop a job's task (its record says cancelled already)."""

@@ -8,6 +8,7 @@ publisher names them (worker/settings.py's TASKS); nothing imports this module b
 from celery import shared_task
 
 from worker.jobs import maybe_sweep
+from worker.logs import job_context
 from worker.runtime import runtime_of
 from worker.settings import ECHO_TASK, TASKS
 
@@ -16,7 +17,8 @@ from worker.settings import ECHO_TASK, TASKS
 def generate_melodies(self, job_id: str) -> str:
     from worker.generation import run_generation_job
     runtime = runtime_of(self.app)
-    state = run_generation_job(runtime, job_id, runtime.max_attempts)
+    with job_context(job_id):
+        state = run_generation_job(runtime, job_id, runtime.max_attempts)
     maybe_sweep(runtime, runtime.job_ttl)
     return state
 
@@ -25,7 +27,8 @@ def generate_melodies(self, job_id: str) -> str:
 def train_model(self, job_id: str) -> str:
     from worker.training import run_training_job
     runtime = runtime_of(self.app)
-    state = run_training_job(runtime, job_id, runtime.max_attempts)
+    with job_context(job_id):
+        state = run_training_job(runtime, job_id, runtime.max_attempts)
     maybe_sweep(runtime, runtime.job_ttl)
     return state
 
