@@ -45,6 +45,31 @@ class Score:
                 "tempo": self.tempo}
 
     @classmethod
+    def from_melody_json(cls, melody: dict) -> "Score":
+        """The score of a melody's JSON (``Melody.to_json``: its token names, grid and tempo), read
+        the way ``MelodyTokenizer.score`` reads the token ids: NOTE starts a note, HOLD continues it
+        (across barlines too), any other step ends it; BAR starts a bar, TS sets its meter."""
+        notes, meters, starts = [], [], []
+        step, bar, pitch, start = 0, -1, None, 0
+        for name in melody["tokens"]:
+            if name == "BAR":
+                bar += 1
+                starts.append(step)
+            elif name.startswith("TS_"):
+                meters.append((max(bar, 0), name[3:]))
+            elif name in ("REST", "HOLD") or name.startswith("NOTE_"):    # a grid step
+                if name != "HOLD" and pitch is not None:
+                    notes.append((pitch, start, step))
+                    pitch = None
+                if name.startswith("NOTE_"):
+                    pitch, start = int(name[5:]), step
+                step += 1
+        if pitch is not None:
+            notes.append((pitch, start, step))
+        return cls(tuple(notes), tuple(meters), tuple(starts + [step]), int(melody["steps_per_quarter"]),
+                   float(melody["tempo"]))
+
+    @classmethod
     def from_dict(cls, d: dict) -> "Score":
         return cls(tuple(tuple(n) for n in d["notes"]), tuple((int(b), str(m)) for b, m in d["meters"]),
                    tuple(d["bar_starts"]), int(d["steps_per_quarter"]), float(d["tempo"]))

@@ -14,11 +14,13 @@ What the API (service/) uses, all importable from this package:
     NAME_PATTERN, SHIPPED_NAME, checkpoint_problem  the model registry (worker/registry.py)
     artifact_name, atomic_write, job_dir            job files (worker/storage.py)
     metrics_snapshot                                the counters /metrics shows (worker/metrics.py)
+    melody_file, job_zip, cached_file               files rendered on first download (worker/formats.py)
     Runtime.events                                  a job's event stream (worker/events.py)
 
 The tasks (worker/tasks.py) are thin adapters over worker/generation.py and worker/training.py;
 worker/celery_worker.py is the module `celery -A` loads; worker/cli.py holds `tunesmith worker`.
 """
+from worker.formats import cached as cached_file, job_zip, melody_file
 from worker.metrics import metrics_snapshot
 from worker.records import FINISHED, STATES, new_job_id, public_record
 from worker.registry import NAME_PATTERN, SHIPPED_NAME, checkpoint_problem
@@ -29,4 +31,4 @@ from worker.storage import artifact_name, atomic_write, job_dir
 __all__ = ["FINISHED", "STATES", "new_job_id", "public_record", "NAME_PATTERN", "SHIPPED_NAME",
            "checkpoint_problem", "Runtime", "make_celery", "queues_served", "ECHO_TASK", "MAX_TRAIN_MINUTES",
            "celery_config", "env_number", "load_settings", "artifact_name", "atomic_write", "job_dir",
-           "metrics_snapshot"]
+           "metrics_snapshot", "cached_file", "job_zip", "melody_file"]

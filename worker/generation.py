@@ -9,13 +9,11 @@ loaded on the next request. Each finished bar moves the job's progress on; the f
 here from the engine's plain result (model/notation.py), so a pool process never imports torch.
 """
 import base64
-import io
 import json
 import logging
 import os
 import shutil
 import time
-import zipfile
 
 from model import notation
 from model.params import MAX_PRIMER_BYTES, GenerationParams
@@ -27,7 +25,6 @@ from worker.storage import artifact_name, atomic_write, job_dir
 from worker.uploads import UploadInvalid, check_midi
 
 log = logging.getLogger(__name__)
-FORMATS = ("mid", "musicxml", "json")
 
 
 _ENGINE: EngineClient | None = None
@@ -130,22 +127,17 @@ class BarProgress:
 
 
 def write_melodies(home, job_id: str, generation: dict, model_name: str) -> dict:
-    """Write every melody in every format, and a zip of them all; return the result links.
+    """Write each melody's MIDI and JSON (what the job answers with); return the result links.
+    MusicXML, WAV and the zip are rendered on their first download (worker/formats.py).
     `generation` is the engine's plain result (worker/engine.py)."""
     folder = job_dir(home, job_id)
     base = f"/api/v1/melodies/{job_id}"
-    archive = io.BytesIO()
     melodies = []
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-        for index, melody in enumerate(generation["melodies"]):
-            score = notation.Score.from_dict(melody["score"])
-            data = {"mid": notation.midi_bytes(score), "musicxml": notation.musicxml_bytes(score),
-                    "json": json.dumps(melody["json"]).encode()}
-            for ext in FORMATS:
-                atomic_write(folder / artifact_name(index, ext), data[ext])
-                zf.writestr(f"tunesmith-{job_id[:8]}-{index}.{ext}", data[ext])
-            melodies.append({"index": index, "midi": f"{base}/{index}.mid", "musicxml": f"{base}/{index}.musicxml",
-                             "json": f"{base}/{index}.json", "wav": f"{base}/{index}.wav",
-                             "notes": len(score.notes)})
-    atomic_write(folder / "melodies.zip", archive.getvalue())
+    for index, melody in enumerate(generation["melodies"]):
+        score = notation.Score.from_dict(melody["score"])
+        atomic_write(folder / artifact_name(index, "mid"), notation.midi_bytes(score))
+        atomic_write(folder / artifact_name(index, "json"), json.dumps(melody["json"]).encode())
+        melodies.append({"index": index, "midi": f"{base}/{index}.mid", "musicxml": f"{base}/{index}.musicxml",
+                         "json": f"{base}/{index}.json", "wav": f"{base}/{index}.wav",
+                         "notes": len(score.notes)})
     return {"seed": generation["seed"], "model": model_name, "melodies": melodies, "zip": f"{base}.zip"}
