@@ -37,6 +37,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 180          # loading torch and a model on a busy machine
 POLL_S = 0.2                   # how often a waiting pool process asks `should_stop`
+QUIET_S = 0.05                 # a pause in the bars after which held-back bars are written
 
 
 class EngineError(RuntimeError):
@@ -71,24 +72,31 @@ class EngineClient:
             from worker.logs import current_job
             conn.send({"path": str(path), "params": params, "job_id": current_job.get()})
             last_check = time.monotonic()
-            while True:
-                if should_stop is not None and time.monotonic() - last_check >= POLL_S:
-                    last_check = time.monotonic()
-                    if should_stop():
-                        conn.send("cancel")
-                        raise Cancelled()
-                if not conn.poll(POLL_S):
-                    continue
-                kind, value = conn.recv()
-                if kind == "bar":
-                    if on_bar is not None:
-                        on_bar(value)
-                elif kind == "done":
-                    return value
-                elif kind == "invalid":
-                    raise ValueError(value)
-                else:
-                    raise EngineError(value)
+            flush = getattr(on_bar, "flush", None)      # an on_bar that holds bars back to write them together
+            try:
+                while True:
+                    if should_stop is not None and time.monotonic() - last_check >= POLL_S:
+                        last_check = time.monotonic()
+                        if should_stop():
+                            conn.send("cancel")
+                            raise Cancelled()
+                    if not conn.poll(QUIET_S if flush else POLL_S):
+                        if flush:
+                            flush()
+                        continue
+                    kind, value = conn.recv()
+                    if kind == "bar":
+                        if on_bar is not None:
+                            on_bar(value)
+                    elif kind == "done":
+                        return value
+                    elif kind == "invalid":
+                        raise ValueError(value)
+                    else:
+                        raise EngineError(value)
+            finally:
+                if flush:
+                    flush()
 
     def _connect(self):
         try:

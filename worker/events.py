@@ -25,14 +25,19 @@ class JobEvents:
 
     def publish(self, job_id: str, kind: str, **data) -> None:
         """Append one event; `data` must be JSON-serialisable."""
+        self.publish_many(job_id, [(kind, data)])
+
+    def publish_many(self, job_id: str, events) -> None:
+        """Append [(kind, data)] in one round trip, in order."""
         key = self.key(job_id)
         try:
             with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xadd(key, {"kind": kind, "data": json.dumps(data)}, maxlen=MAX_EVENTS, approximate=True)
+                for kind, data in events:
+                    pipe.xadd(key, {"kind": kind, "data": json.dumps(data)}, maxlen=MAX_EVENTS, approximate=True)
                 pipe.expire(key, self.ttl)
                 pipe.execute()
         except Exception:
-            log.warning("could not publish a %s event of job %s", kind, job_id, exc_info=True)
+            log.warning("could not publish %d events of job %s", len(events), job_id, exc_info=True)
 
     def state(self, job_id: str, state: str, **data) -> None:
         self.publish(job_id, "state", state=state, **data)
