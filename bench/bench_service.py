@@ -206,8 +206,8 @@ def write(rows, args, load_before, load_after) -> None:
              f"{load_after[0]:.2f} after). `tunesmith serve` with its embedded Redis, 2 gunicorn processes, "
              f"one generate worker holding {args.concurrency} jobs (its pool processes) for one engine; "
              f"{args.bars}-bar melodies at the defaults (the shipped model); each client sends its next request "
-             f"when the last one's MIDI is in; each level stops after {args.requests} requests or "
-             f"{args.seconds:g} s. The clients are threads of the bench process on the same cores. "
+             f"when the last one's MIDI is in; no request of a level starts after its {args.requests}th or after "
+             f"{args.seconds:g} s, and its time runs until the last one is done. The clients are threads of the bench process on the same cores. "
              "\"first note\": submit to the first streamed bar; \"rows/step\": mean melodies per network step "
              "since the service started (from /metrics).", "",
              "| batching | clients | requests | errors | melodies/s | p50 ms | p95 ms | p99 ms | first note p50 ms | first note p95 ms | polled | rows/step |",
