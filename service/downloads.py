@@ -4,7 +4,8 @@
     /api/v1/melodies/<id>/<n>.mid        melody n (0-based), same formats
     /api/v1/melodies/<id>.zip            every melody in every format
 
-The worker wrote each melody's MIDI and JSON under TUNESMITH_HOME/jobs/<id>/ (melody-<n>.<ext>);
+The worker wrote each melody's MIDI and JSON under its TUNESMITH_HOME/jobs/<id>/ (melody-<n>.<ext>)
+and into Redis, from where a process on another machine fetches them into its own folder;
 MusicXML and the zip (worker/formats.py) and the WAV (service/audio.py) are rendered here on their
 first download and cached beside them, so later downloads give the same bytes.
 """
@@ -22,7 +23,7 @@ MEDIA_TYPES = {"mid": "audio/midi", "musicxml": "application/vnd.recordare.music
 def first_melody(job_id, ext):
     if ext == "zip":
         folder, record = _finished_job(job_id)
-        path = job_zip(folder, job_id, len(record["result"]["melodies"]))
+        path = job_zip(folder, job_id, len(record["result"]["melodies"]), _fetch(job_id))
         return _send(path, f"tunesmith-{job_id[:8]}.zip", "zip")
     return one_melody(job_id, 0, ext)
 
@@ -32,15 +33,20 @@ def one_melody(job_id, index, ext):
     if ext not in MEDIA_TYPES or ext == "zip":
         abort(404, f"no format {ext!r}; formats: mid, musicxml, json, wav, zip")
     folder, _ = _finished_job(job_id)
-    midi = folder / artifact_name(index, "mid")
-    if ext == "wav" and midi.exists():
+    if ext == "wav":
+        midi = melody_file(folder, index, "mid", _fetch(job_id))
         from service.audio import render_wav
-        path = cached_file(folder / artifact_name(index, "wav"), lambda: render_wav(midi.read_bytes()))
+        path = midi and cached_file(folder / artifact_name(index, "wav"), lambda: render_wav(midi.read_bytes()))
     else:
-        path = melody_file(folder, index, ext)
+        path = melody_file(folder, index, ext, _fetch(job_id))
     if path is None:
         abort(404, f"job {job_id} has no melody {index}")
     return _send(path, f"tunesmith-{job_id[:8]}-{index}.{ext}", ext)
+
+
+def _fetch(job_id):
+    """The job's stored files in Redis, for an API process that does not share the worker's disk."""
+    return current_app.extensions["tunesmith"].files.fetcher(job_id)
 
 
 def _finished_job(job_id):

@@ -83,7 +83,7 @@ def _run_claimed(runtime, job_id: str, record: dict) -> str:
                               should_stop=lambda: store.is_cancelled(job_id), settings=runtime.settings)
         if store.is_cancelled(job_id):
             return "cancelled"
-        result = write_melodies(runtime.home, job_id, generation, params["model"])
+        result = write_melodies(runtime.home, job_id, generation, params["model"], keep=runtime.files.keep)
     except Cancelled:
         return "cancelled"
     except ValueError as exc:        # bad parameters or primer (UploadInvalid): the user's to fix
@@ -97,6 +97,7 @@ def _run_claimed(runtime, job_id: str, record: dict) -> str:
         store.count(job_id, "completions")
         return "succeeded"
     shutil.rmtree(job_dir(runtime.home, job_id), ignore_errors=True)   # cancelled while we worked
+    runtime.redis.delete(runtime.files.key(job_id))
     return "cancelled"
 
 
@@ -142,18 +143,23 @@ class BarProgress:
             self.progress = None
 
 
-def write_melodies(home, job_id: str, generation: dict, model_name: str) -> dict:
+def write_melodies(home, job_id: str, generation: dict, model_name: str, keep=None) -> dict:
     """Write each melody's MIDI and JSON (what the job answers with); return the result links.
-    MusicXML, WAV and the zip are rendered on their first download (worker/formats.py).
+    `keep(job_id, {name: bytes})` keeps them where API processes on other machines read them
+    (Redis: worker/formats.py, which also renders MusicXML, WAV and the zip on first download).
     `generation` is the engine's plain result (worker/engine.py)."""
     folder = job_dir(home, job_id)
     base = f"/api/v1/melodies/{job_id}"
-    melodies = []
+    melodies, files = [], {}
     for index, melody in enumerate(generation["melodies"]):
         score = notation.Score.from_dict(melody["score"])
-        atomic_write(folder / artifact_name(index, "mid"), notation.midi_bytes(score))
-        atomic_write(folder / artifact_name(index, "json"), json.dumps(melody["json"]).encode())
+        files[artifact_name(index, "mid")] = notation.midi_bytes(score)
+        files[artifact_name(index, "json")] = json.dumps(melody["json"]).encode()
         melodies.append({"index": index, "midi": f"{base}/{index}.mid", "musicxml": f"{base}/{index}.musicxml",
                          "json": f"{base}/{index}.json", "wav": f"{base}/{index}.wav",
                          "notes": len(score.notes)})
+    if keep is not None:
+        keep(job_id, files)
+    for name, data in files.items():
+        atomic_write(folder / name, data)
     return {"seed": generation["seed"], "model": model_name, "melodies": melodies, "zip": f"{base}.zip"}

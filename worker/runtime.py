@@ -12,6 +12,7 @@ import redis
 from celery import Celery
 
 from worker.events import JobEvents
+from worker.formats import KeptFiles
 from worker.metrics import count_state
 from worker.records import JobStore
 from worker.registry import ModelRegistry
@@ -38,6 +39,7 @@ class Runtime:
                                           socket_connect_timeout=1, socket_timeout=2)
         self.jobs = JobStore(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
         self.events = JobEvents(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
+        self.files = KeptFiles(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
         self.models = ModelRegistry(self.home, settings["TUNESMITH_DEFAULT_MODEL"])
         self.max_attempts = settings["TUNESMITH_MAX_ATTEMPTS"]
         self.job_ttl = settings["TUNESMITH_JOB_TTL"]
