@@ -3,6 +3,9 @@ job that stored only MIDI and JSON are rendered on their first download, cached,
 gives the same bytes; two processes rendering at once keep one file."""
 import io
 import json
+import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -64,3 +67,17 @@ def test_the_first_render_to_finish_is_the_one_kept(tmp_path):
     assert cached(path, late_render).read_bytes() == b"theirs"
     assert cached(path, lambda: b"again").read_bytes() == b"theirs"
     assert [p.name for p in tmp_path.iterdir()] == ["melody-0.musicxml"]
+
+
+def test_rendering_on_download_loads_no_torch_in_the_api_process(app, tiny_checkpoint, service_env):
+    job_id = finished_job(app, tiny_checkpoint, bars=2, seed=1)
+    code = ("import json, sys\n"
+            "from service import create_app\n"
+            "client = create_app().test_client()\n"
+            f"codes = [client.get('/api/v1/melodies/{job_id}/0.' + ext).status_code for ext in ('musicxml', 'wav')]\n"
+            f"codes.append(client.get('/api/v1/melodies/{job_id}.zip').status_code)\n"
+            "print(json.dumps({'codes': codes, 'torch': 'torch' in sys.modules}))\n")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **service_env},
+                         capture_output=True, text=True, timeout=180, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"codes": [200, 200, 200], "torch": False}
