@@ -36,7 +36,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 180          # loading torch and a model on a busy machine
-POLL_S = 0.2                   # how often a waiting pool process asks `should_stop`
+POLL_S = 0.5                   # how often a waiting pool process asks `should_stop`
 QUIET_S = 0.05                 # a pause in the bars after which held-back bars are written
 
 
@@ -73,6 +73,7 @@ class EngineClient:
             conn.send({"path": str(path), "params": params, "job_id": current_job.get()})
             last_check = time.monotonic()
             flush = getattr(on_bar, "flush", None)      # an on_bar that holds bars back to write them together
+            holding = lambda: flush is not None and on_bar.holding  # noqa: E731
             try:
                 while True:
                     if should_stop is not None and time.monotonic() - last_check >= POLL_S:
@@ -80,8 +81,8 @@ class EngineClient:
                         if should_stop():
                             conn.send("cancel")
                             raise Cancelled()
-                    if not conn.poll(QUIET_S if flush else POLL_S):
-                        if flush:
+                    if not conn.poll(QUIET_S if holding() else POLL_S):
+                        if holding():
                             flush()
                         continue
                     kind, value = conn.recv()

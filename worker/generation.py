@@ -132,6 +132,11 @@ class BarProgress:
         if self.last_flush is None or time.monotonic() - self.last_flush >= self.FLUSH_S:
             self.flush()
 
+    @property
+    def holding(self) -> bool:
+        """Are there bars (or progress) not written yet?"""
+        return bool(self.pending) or self.progress is not None
+
     def flush(self) -> None:
         """Write the bars held back (EngineClient calls this when the engine is quiet and at the end)."""
         self.last_flush = time.monotonic()

@@ -5,8 +5,10 @@ folder, never in the broker). Reliability settings are in worker/settings.py; pe
 `acks_late` and `reject_on_worker_lost`, so a task whose worker dies is delivered again. The
 publisher names them (worker/settings.py's TASKS); nothing imports this module but the worker.
 """
+import pretty_midi  # noqa: F401  (the MIDI writer's library, ~0.2 s to import: once in the parent, before the fork)
 from celery import shared_task
 
+from worker.generation import run_generation_job   # torch-free (worker/engine.py holds the model)
 from worker.jobs import maybe_sweep
 from worker.logs import job_context
 from worker.runtime import runtime_of
@@ -15,7 +17,6 @@ from worker.settings import ECHO_TASK, TASKS
 
 @shared_task(bind=True, name=TASKS["melody"], acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def generate_melodies(self, job_id: str) -> str:
-    from worker.generation import run_generation_job
     runtime = runtime_of(self.app)
     with job_context(job_id):
         state = run_generation_job(runtime, job_id, runtime.max_attempts)
