@@ -84,7 +84,8 @@ def keys_table() -> list[str]:
 def folds_table() -> list[str]:
     rows = ["| protocol | model | folds | tunes | notes | pitch bits/note | bits/note (all tokens) | file |",
             "|---|---|---|---|---|---|---|---|"]
-    for stem, label in (("kinder-cv-equal", "equal data: 9 folds of kinder"),):
+    for stem, label in (("kinder-cv-equal-default", "equal data, the default recipe (batch 64, 30 epochs)"),
+                        ("kinder-cv-equal-small-batch", "equal data, batch 8, 60 epochs, transposition -5..+6")):
         r = load(stem)
         if r is None:
             continue

@@ -95,7 +95,11 @@ def _primer(text: str | None):
     path = Path(text)
     if not path.is_file():
         raise ValueError(f"primer must be a MIDI file or a JSON note list, got {text!r} (no such file)")
-    return path.read_bytes()
+    from model.midi_check import check_midi
+    from model.params import MAX_PRIMER_BYTES
+    data = path.read_bytes()
+    check_midi(data, "primer", max_bytes=MAX_PRIMER_BYTES)   # the check the service makes (a MidiInvalid)
+    return data
 
 
 def cmd_generate(args) -> int:

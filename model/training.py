@@ -22,8 +22,8 @@ state (last weights, optimizer, scheduler, RNG, carried lane state, position in 
 ``resume=True``. Each epoch's order
 derives from ``seed + epoch``, so a resumed run sees the same batches and ends with the same weights.
 
-When the run ends (``short_term``, on by default), the short-term copy model (``model/shortterm.py``)
-is fitted to the best weights' predictions on the validation tunes and stored in ``out`` beside
+When the run ends (``short_term``, on by default; not when ``should_stop()`` ended it), the short-term
+copy model (``model/shortterm.py``) is fitted to the best weights' predictions on the validation tunes and stored in ``out`` beside
 them; generation and ``tunesmith evaluate`` then use the mixture. Early stopping and the reported
 ``valid_loss`` are the network's own.
 """
@@ -305,8 +305,8 @@ class Trainer:
                 reason = self._stop_reason(should_stop, started)
         reason = reason or "epochs"
         self.save()
-        if cfg.short_term and self.best["model"] is not None:
-            self.fit_short_term()
+        if cfg.short_term and self.best["model"] is not None and reason != "should_stop":
+            self.fit_short_term()           # (not for a run told to stop: a cancelled job frees its core now)
         result = {"checkpoint": str(cfg.out), "resume_checkpoint": str(cfg.resume_path()),
                   "stopped": reason, "metrics": self.metrics(), "history": self.history}
         report(self._event("done", None, stopped=reason))

@@ -49,6 +49,9 @@ def create_app(test_config=None) -> Flask:
         app.register_blueprint(web_bp)
 
     _register_error_handlers(app)
+    if not app.config["TUNESMITH_TOKEN"] and not app.config.get("TUNESMITH_OPEN"):
+        app.logger.warning("no TUNESMITH_TOKEN: training and admin endpoints answer 403 "
+                           "(set a token, or TUNESMITH_OPEN=1 to leave them open)")
     return app
 
 
@@ -61,7 +64,9 @@ def _register_error_handlers(app):
     @app.errorhandler(redis.exceptions.TimeoutError)
     @app.errorhandler(kombu.exceptions.OperationalError)
     def broker_down(exc):
-        return jsonify(error="broker unavailable, try again later", detail=str(exc)[:300]), 503
+        # the broker's address stays in the log: it is no business of the client's
+        app.logger.warning("broker unavailable: %s", exc)
+        return jsonify(error="broker unavailable, try again later"), 503
 
     @app.errorhandler(HTTPException)
     def http_error(exc):

@@ -7,14 +7,21 @@ work itself is in worker/.
 """
 import base64
 import binascii
+import hashlib
 import hmac
+import io
 import json
+import secrets
+import zipfile
 from functools import wraps
+from pathlib import PurePosixPath
 
 from flask import Blueprint, abort, current_app, jsonify, request, url_for
 
-from service.schemas import MelodyRequest, RequestInvalid, TrainingRequest, validate_request
-from worker import FINISHED, atomic_write, new_job_id, public_record
+from model import MIDI_EXTENSIONS
+from service.schemas import (MelodyRequest, RequestInvalid, TrainingRequest, check_fits_model, check_primer_midi,
+                             validate_request)
+from worker import FINISHED, atomic_write, checkpoint_vocabulary, new_job_id, public_record
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -24,35 +31,102 @@ def runtime():
     return current_app.extensions["tunesmith"]
 
 
+def bearer_token() -> str | None:
+    """The credentials of an `Authorization: Bearer <credentials>` header (the scheme in any case,
+    RFC 7235), or None."""
+    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return None
+    return credentials.strip()
+
+
+def _same(given: str | None, secret: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), secret.encode())
+
+
+def unauthorized(message: str):
+    response = jsonify(error=message)
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response, 401
+
+
+def admin_refusal():
+    """None when the request may use training and admin endpoints, else the response that refuses it.
+
+    Fails closed: with no TUNESMITH_TOKEN configured these endpoints are refused (403) unless the
+    operator opted in with TUNESMITH_OPEN=1."""
+    token = current_app.config["TUNESMITH_TOKEN"]
+    if token:
+        if _same(bearer_token(), token):
+            return None
+        return unauthorized("this endpoint needs 'Authorization: Bearer <token>'")
+    if current_app.config.get("TUNESMITH_OPEN"):
+        return None
+    return jsonify(error="training and admin endpoints are disabled: this server has no TUNESMITH_TOKEN "
+                         "(set one, or TUNESMITH_OPEN=1 to leave them open)"), 403
+
+
 def require_token(view):
-    """Bearer-token check for training and admin endpoints (open when no token is set)."""
+    """Bearer-token check for training and admin endpoints (see `admin_refusal`)."""
     @wraps(view)
     def checked(*args, **kwargs):
-        token = current_app.config["TUNESMITH_TOKEN"]
-        if token:
-            given = request.headers.get("Authorization", "")
-            if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), token.encode())):
-                response = jsonify(error="this endpoint needs 'Authorization: Bearer <token>'")
-                response.headers["WWW-Authenticate"] = "Bearer"
-                return response, 401
-        return view(*args, **kwargs)
+        return admin_refusal() or view(*args, **kwargs)
     return checked
 
 
+def cancel_hash(secret: str) -> str:
+    """What a job record keeps of its cancel secret (the secret itself is shown once, at submit)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
 def submit(kind: str, params: dict, job_id=None, **fields):
-    """Queue the job (a broker error propagates: the app answers 503); answer 202 with its URL."""
-    record = runtime().submit(kind, params, job_id=job_id, **fields)
+    """Queue the job (a broker error propagates: the app answers 503); answer 202 with its URL and
+    the job's cancel secret, which only this response ever shows."""
+    secret = secrets.token_urlsafe(24)
+    record = runtime().submit(kind, params, job_id=job_id, cancel_hash=cancel_hash(secret), **fields)
     status_url = url_for("api.get_job", job_id=record["id"])
-    response = jsonify(id=record["id"], status_url=status_url, state="queued")
+    response = jsonify(id=record["id"], status_url=status_url, state="queued", cancel_token=secret)
     return response, 202, {"Location": status_url}
 
 
+MAX_JSON_DEPTH = 32            # a request is a flat object with short lists; deeper is an attack
+
+
 def json_body() -> dict:
-    body = request.get_json(silent=True)
-    if body is None and request.get_data():
+    """The request's JSON, parsed here rather than by Flask so that every failure is a 4xx: a body
+    cut at MAX_CONTENT_LENGTH (a chunked body has no Content-Length to refuse it by) is 413, and
+    broken or too deeply nested JSON (RecursionError in the parser or the validator) is 400."""
+    data = request.get_data(cache=True)
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit and len(data) >= limit:
+        abort(413, f"the request body must be under {limit} bytes")
+    if not data.strip():
+        return {}
+    try:
+        body = json.loads(data)
+        too_deep = _depth(body) > MAX_JSON_DEPTH
+    except RecursionError:                      # nested too deeply for the parser itself
+        too_deep = True
+    except ValueError:
         raise RequestInvalid([{"field": "(body)", "message": "the request body is not valid JSON",
-                               "allowed": "a JSON object"}])
-    return {} if body is None else body
+                               "allowed": "a JSON object"}]) from None
+    if too_deep:
+        raise RequestInvalid([{"field": "(body)", "message": f"the request body nests deeper than {MAX_JSON_DEPTH} levels",
+                               "allowed": "a JSON object with the fields in the API docs"}])
+    return body
+
+
+def _depth(value) -> int:
+    """How deeply lists and objects nest in a parsed JSON value (without recursion)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, level)
+            if level > MAX_JSON_DEPTH:
+                break
+            todo += [(v, level + 1) for v in (item.values() if isinstance(item, dict) else item)]
+    return deepest
 
 
 @bp.post("/melodies")
@@ -64,8 +138,13 @@ def create_melodies():
         usable = [m["name"] for m in models.list() if m["available"]]
         raise RequestInvalid([{"field": "model", "message": f"model {name!r} is not registered or has no checkpoint",
                                "allowed": "one of: " + (", ".join(usable) or "(no usable model yet)")}])
+    primer_meters = []
     if isinstance(req.primer, str):
-        _decode_base64(req.primer, "primer")
+        primer_meters = check_primer_midi(_decode_base64(req.primer, "primer")).meters
+    if primer_meters or req.meter is not None or req.min_pitch is not None or req.max_pitch is not None:
+        vocabulary = checkpoint_vocabulary(models.path(name))    # what only the model can tell (cached)
+        if vocabulary is not None:                               # a broken checkpoint: the job will say so
+            check_fits_model(req, name, vocabulary, primer_meters)
     params = {**req.model_dump(), "model": name}
     return submit("melody", params)
 
@@ -84,9 +163,8 @@ def create_training_job():
     req = validate_request(TrainingRequest, body)
     if upload is None and req.data_base64 is not None:
         upload = _decode_base64(req.data_base64, "data_base64")
-    if upload is not None and not upload.startswith(b"PK\x03\x04"):
-        raise RequestInvalid([{"field": "data", "message": "the uploaded data is not a zip file",
-                               "allowed": "a zip of .mid/.midi files"}])
+    if upload is not None:
+        _check_zip(upload)
     models = runtime().models
     if req.name and models.name_taken(req.name):
         return jsonify(error=f"a model named {req.name!r} is already registered"), 409
@@ -114,11 +192,19 @@ def get_job(job_id):
 
 @bp.delete("/jobs/<job_id>")
 def cancel_job(job_id):
-    """Cancel a queued job (the worker skips it) or a running one (it stops at its next check)."""
+    """Cancel a queued job (the worker skips it) or a running one (it stops at its next check).
+    Takes the job's own cancel secret (from its 202 answer) or the admin token, as a bearer token."""
     store = runtime().jobs
     record = store.get(job_id)
     if record is None:
         abort(404, f"no job {job_id!r} (unknown or expired)")
+    given = bearer_token()
+    own = record.get("cancel_hash") and given is not None and _same(cancel_hash(given), record["cancel_hash"])
+    token = current_app.config["TUNESMITH_TOKEN"]
+    admin = _same(given, token) if token else current_app.config.get("TUNESMITH_OPEN")
+    if not (own or admin):
+        return unauthorized("cancelling needs 'Authorization: Bearer <cancel_token>' (the cancel_token the "
+                            "job's submission answered with) or the admin token")
     if record["state"] in FINISHED or not store.cancel(job_id):
         record = store.get(job_id)
         return jsonify(error=f"job already {record['state']}", job=public_record(record)), 409
@@ -152,6 +238,23 @@ def _decode_base64(text: str, field: str) -> bytes:
     except (binascii.Error, ValueError):
         raise RequestInvalid([{"field": field, "message": f"{field} is not valid base64",
                                "allowed": "base64 text (RFC 4648)"}]) from None
+
+
+def _check_zip(upload: bytes) -> None:
+    """What a training upload must be before it is queued: a readable zip holding some MIDI file
+    (each file is checked by the worker, model/midi_check.py)."""
+    allowed = "a zip of " + "/".join(MIDI_EXTENSIONS) + " files"
+    try:
+        with zipfile.ZipFile(io.BytesIO(upload)) as archive:
+            names = [m.filename for m in archive.infolist() if not m.is_dir()]
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise RequestInvalid([{"field": "data", "message": "the uploaded data is not a zip file",
+                               "allowed": allowed}]) from None
+    if not names:
+        raise RequestInvalid([{"field": "data", "message": "the uploaded zip is empty", "allowed": allowed}])
+    if not any(PurePosixPath(n).suffix.lower() in MIDI_EXTENSIONS for n in names):
+        raise RequestInvalid([{"field": "data", "message": f"the uploaded zip holds no MIDI file ({len(names)} "
+                               f"other file(s), e.g. {names[0]!r})", "allowed": allowed}])
 
 
 def _form_value(text: str):

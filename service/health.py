@@ -1,12 +1,13 @@
 """Health endpoints: `/healthz` (this process answers) and `/readyz` (the broker answers, a
-worker serves each queue, the default model loads), with the reasons when not ready.
+worker serves each queue, the default model loads), with the reasons when not ready, and
+warnings that do not stop it being ready (a Redis that keeps nothing on disk).
 
 The model check is the registry's (`worker.checkpoint_problem`): it loads the checkpoint in a
 child process, so the API process never imports torch (it would add hundreds of MB to every
 gunicorn worker that answers /readyz)."""
 from flask import Blueprint, current_app, jsonify
 
-from worker import checkpoint_problem
+from worker import checkpoint_problem, persistence_warning, without_paths
 
 bp = Blueprint("health", __name__)
 
@@ -26,16 +27,22 @@ def readyz():
         runtime.redis.ping()
         checks["broker"] = "ok"
     except Exception as exc:          # any failure to reach Redis means not ready
-        checks["broker"] = f"unreachable: {exc}"
-        reasons.append(f"broker unreachable: {exc}")
+        current_app.logger.warning("readyz: broker unreachable: %s", exc)   # its address: the log's only
+        checks["broker"] = f"unreachable ({type(exc).__name__})"
+        reasons.append(f"broker unreachable ({type(exc).__name__})")
+    warnings = []
     if checks["broker"] == "ok":
+        checks["persistence"] = persistence_warning(runtime.redis) or "ok"
+        if checks["persistence"] != "ok":
+            warnings.append(checks["persistence"])
         served = runtime.queues_served(timeout=1.0)
         checks["workers"] = {q: sorted(w for w, qs in served.items() if q in qs) for q in QUEUES}
         reasons += [f"no worker answering on queue {q!r}" for q in QUEUES if not checks["workers"][q]]
     name = runtime.models.default_name()
     problem = checkpoint_problem(runtime.models.path(name) or runtime.models.shipped_path)
+    problem = problem and without_paths(problem)
     checks["default_model"] = {"name": name, "status": problem or "ok"}
     if problem:
         reasons.append(f"default model {name!r} not loadable: {problem}")
-    body = {"ready": not reasons, "reasons": reasons, "checks": checks}
+    body = {"ready": not reasons, "reasons": reasons, "warnings": warnings, "checks": checks}
     return jsonify(body), 200 if not reasons else 503

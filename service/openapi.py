@@ -1,4 +1,4 @@
-"""The OpenAPI 3 document (`/api/v1/openapi.json`) and the API docs page (`/api/v1/docs`).
+"""The OpenAPI 3.1 document (`/api/v1/openapi.json`) and the API docs page (`/api/v1/docs`).
 
 The document is built from the same pydantic models that validate requests (service/schemas.py)
 plus the response models below, so it cannot drift from what the API accepts. The docs page is
@@ -11,6 +11,7 @@ import flask_openapi3_swagger
 from flask import Blueprint, jsonify, render_template_string, url_for
 from pydantic import BaseModel, Field
 
+from service.downloads import MEDIA_TYPES
 from service.schemas import MelodyRequest, TrainingRequest
 from worker import STATES
 
@@ -23,6 +24,8 @@ class JobAccepted(BaseModel):
     id: str
     status_url: str
     state: Literal["queued"]
+    cancel_token: str = Field(description="the job's own cancel secret, shown only here: "
+                              "DELETE the job with 'Authorization: Bearer <cancel_token>'")
 
 
 class MelodyFiles(BaseModel):
@@ -99,17 +102,23 @@ class ModelList(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     reasons: list[str]
+    warnings: list[str] = Field(description="ready all the same, but e.g. the broker keeps nothing on disk")
     checks: dict[str, Any]
+
+
+# a melody file, as service/downloads.py serves it: .mid audio/midi, .wav audio/wav, ...
+FILE_MEDIA = tuple(MEDIA_TYPES[ext] for ext in ("mid", "musicxml", "json", "wav"))
 
 
 def _ref(model):
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def _responses(ok_code, ok_model, *errors, media="application/json"):
+def _responses(ok_code, ok_model, *errors, media=("application/json",)):
     out = {str(ok_code): {"description": "OK" if ok_code < 300 else "Accepted",
-                          "content": {media: {"schema": _ref(ok_model) if ok_model else {}}}}}
-    texts = {400: "invalid request", 401: "missing or wrong bearer token", 404: "unknown id",
+                          "content": {m: {"schema": _ref(ok_model) if ok_model else {}} for m in media}}}
+    texts = {400: "invalid request", 401: "missing or wrong bearer token",
+             403: "disabled: the server has no token (TUNESMITH_OPEN=1 opens them)", 404: "unknown id",
              409: "conflict with the job's or model's state", 503: "broker unavailable"}
     for code in errors:
         model = ValidationFailed if code == 400 else Error
@@ -162,28 +171,29 @@ def build_spec() -> dict:
         "/api/v1/jobs/{job_id}": {
             "get": {"summary": "A job's state, progress, parameters and results", "parameters": job_id,
                     "responses": _responses(200, JobRecord, 404, 503)},
-            "delete": {"summary": "Cancel a queued or running job", "parameters": job_id,
-                       "responses": _responses(200, JobRecord, 404, 409, 503)}},
+            "delete": {"summary": "Cancel a queued or running job (its cancel_token, or the admin token)",
+                       "parameters": job_id, "security": secured,
+                       "responses": _responses(200, JobRecord, 401, 404, 409, 503)}},
         "/api/v1/jobs/{job_id}/events": {"get": EVENTS_OPERATION},
         "/api/v1/melodies/{job_id}.{ext}": {"get": {
             "summary": "Download the first melody", "parameters": file_params,
-            "responses": _responses(200, None, 404, 409, media="application/octet-stream")}},
+            "responses": _responses(200, None, 404, 409, media=FILE_MEDIA)}},
         "/api/v1/melodies/{job_id}/{n}.{ext}": {"get": {
             "summary": "Download melody n (0-based)",
             "parameters": file_params + [{"name": "n", "in": "path", "required": True,
                                           "schema": {"type": "integer", "minimum": 0}}],
-            "responses": _responses(200, None, 404, 409, media="application/octet-stream")}},
+            "responses": _responses(200, None, 404, 409, media=FILE_MEDIA)}},
         "/api/v1/melodies/{job_id}.zip": {"get": {
             "summary": "Download every melody in every format", "parameters": job_id,
-            "responses": _responses(200, None, 404, 409, media="application/zip")}},
+            "responses": _responses(200, None, 404, 409, media=(MEDIA_TYPES["zip"],))}},
         "/api/v1/training-jobs": {"post": {
             "summary": "Train a model (asynchronous); registers it when done", "security": secured,
-            "requestBody": training_body, "responses": _responses(202, JobAccepted, 400, 401, 409, 503)}},
+            "requestBody": training_body, "responses": _responses(202, JobAccepted, 400, 401, 403, 409, 503)}},
         "/api/v1/models": {"get": {"summary": "Registered models", "responses": _responses(200, ModelList)}},
         "/api/v1/models/{name}/default": {"post": {
             "summary": "Make a model the default for new requests", "security": secured,
             "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": _responses(200, None, 401, 404)}},
+            "responses": _responses(200, None, 401, 403, 404)}},
         "/healthz": {"get": {"summary": "The process answers", "responses": _responses(200, None)}},
         "/readyz": {"get": {"summary": "Broker, workers and default model are ready",
                             "responses": {"200": {"description": "ready", "content": {
@@ -191,7 +201,7 @@ def build_spec() -> dict:
                                 "503": {"description": "not ready; see reasons", "content": {
                                     "application/json": {"schema": _ref(Readiness)}}}}}},
     }
-    return {"openapi": "3.0.3",
+    return {"openapi": "3.1.0",       # the schemas are JSON Schema 2020-12 (pydantic's), as 3.1 has it
             "info": {"title": "Tunesmith API", "version": "1",
                      "description": "Melody generation and training jobs. POST returns 202 and a job URL; "
                                     "poll the job, then download its files."},

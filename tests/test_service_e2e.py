@@ -98,13 +98,16 @@ def test_same_seed_twice_gives_identical_bytes(server):
     assert a != c
 
 
-def test_a_bad_primer_fails_the_job_with_a_message_and_the_worker_lives_on(server):
+def test_a_bad_primer_is_refused_at_submit_with_a_message_and_a_good_one_runs(server):
+    """Checked in the API now (model/midi_check.py, the worker's own check): a bad primer never
+    becomes a job. tests/test_worker.py shows the worker failing such a job that got past the API."""
     garbage = base64.b64encode(b"MThd\x00\x00\x00\x06garbage").decode()
-    job, _ = run_job(server, "/api/v1/melodies", {"primer": garbage})
-    assert job["state"] == "failed" and "primer" in job["error"]
+    response = requests.post(f"{server}/api/v1/melodies", json={"primer": garbage}, timeout=10)
+    assert response.status_code == 400 and "primer" in response.json()["fields"][0]["message"]
     truncated = base64.b64encode(tiny_midi()[:30]).decode()
-    job, _ = run_job(server, "/api/v1/melodies", {"primer": truncated})
-    assert job["state"] == "failed" and "primer is not a readable MIDI file" in job["error"]
+    response = requests.post(f"{server}/api/v1/melodies", json={"primer": truncated}, timeout=10)
+    assert response.status_code == 400
+    assert "primer is not a readable MIDI file" in response.json()["fields"][0]["message"]
     job, _ = run_job(server, "/api/v1/melodies", {"primer": [[67, 0, 1], [69, 1, 1]], "bars": 2, "seed": 2})
     assert job["state"] == "succeeded", job["error"]
     assert midi_pitches(download(server, job["result"]["melodies"][0]["midi"]).content)[:2] == [67, 69]
@@ -192,7 +195,7 @@ def test_cancel_a_running_training_job(server):
         assert record["state"] in ("queued", "running"), record
         return record["training"]["step"] > 0
     wait_until(stepping, 240, "training to start")
-    cancelled = requests.delete(url, timeout=10)
+    cancelled = requests.delete(url, timeout=10, headers={"Authorization": f"Bearer {response.json()['cancel_token']}"})
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
     # the worker stops at its next check and takes the next job
     follow, _ = run_job(server, "/api/v1/training-jobs", {"data": "nosuchcollection", "epochs": 1}, headers=TOKEN)

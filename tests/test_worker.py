@@ -2,6 +2,7 @@
 middle of a job, and cancelling queued and running jobs. The worker runs the command `tunesmith
 worker` runs, with tests/slow_jobs.py as its entry module, so every job waits a moment before
 generating: long enough to act on."""
+import base64
 import os
 import signal
 import subprocess
@@ -20,10 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DELAY_S = 2.0
 
 
-def start_worker(app, log_path):
-    """What `tunesmith worker --queues generate` runs (worker/cli.py), its jobs slowed by DELAY_S."""
+def start_worker(app, log_path, delay_s=DELAY_S):
+    """What `tunesmith worker --queues generate` runs (worker/cli.py), its jobs slowed by `delay_s`."""
     argv = [("slow_jobs" if part == "worker.celery_worker" else part) for part in worker_command("generate")]
-    env = {**os.environ, "SLOW_JOB_S": str(DELAY_S), "OMP_NUM_THREADS": "1",
+    env = {**os.environ, "SLOW_JOB_S": str(delay_s), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     with open(log_path, "ab") as log:
         worker = subprocess.Popen(executable(argv), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -58,6 +59,9 @@ def submit(client, **body) -> str:
     response = client.post("/api/v1/melodies", json=body)
     assert response.status_code == 202, response.get_json()
     return response.get_json()["id"]
+
+
+ADMIN = {"Authorization": "Bearer test-token"}       # service_env's token: may cancel any job
 
 
 def state_of(app, job_id, *states, timeout=90) -> dict:
@@ -95,6 +99,18 @@ def test_a_job_whose_worker_process_is_killed_completes_exactly_once(stack):
             client.get(f"/api/v1/melodies/{again}/{i}.mid").data
 
 
+def test_a_bad_primer_that_got_past_the_api_fails_its_job_with_a_message_and_the_worker_lives_on(stack):
+    app, worker = stack
+    runtime = app.extensions["tunesmith"]
+    truncated = base64.b64encode(b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0MTrk\x00\x00\x00\x40\x00\x90").decode()
+    params = {"bars": 2, "seed": 1, "primer": truncated, "model": "default"}
+    bad = runtime.submit("melody", params)["id"]            # straight to the queue, as a job from elsewhere
+    failed = state_of(app, bad, "succeeded", "failed")
+    assert failed["state"] == "failed" and "primer is not a readable MIDI file" in failed["error"], failed["error"]
+    good = submit(app.test_client(), bars=2, seed=2)
+    assert state_of(app, good, "succeeded", "failed")["state"] == "succeeded" and worker.poll() is None
+
+
 def test_cancelled_jobs_never_run_to_success(stack):
     app, _ = stack
     client = app.test_client()
@@ -104,8 +120,8 @@ def test_cancelled_jobs_never_run_to_success(stack):
     queued = submit(client, bars=2)                   # waits: the worker holds one job at a time
     assert app.extensions["tunesmith"].jobs.get(queued)["state"] == "queued"
 
-    assert client.delete(f"/api/v1/jobs/{queued}").get_json()["state"] == "cancelled"
-    assert client.delete(f"/api/v1/jobs/{running}").get_json()["state"] == "cancelled"
+    assert client.delete(f"/api/v1/jobs/{queued}", headers=ADMIN).get_json()["state"] == "cancelled"
+    assert client.delete(f"/api/v1/jobs/{running}", headers=ADMIN).get_json()["state"] == "cancelled"
 
     after = submit(client, bars=2)                    # FIFO: once this one is done, both were seen
     assert state_of(app, after, "succeeded", "failed")["state"] == "succeeded"

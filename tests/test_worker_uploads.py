@@ -101,3 +101,11 @@ def test_zip_member_larger_than_the_limit_is_skipped_unread(tmp_path, monkeypatc
     monkeypatch.setattr(uploads, "MAX_MIDI_BYTES", 2000)
     kept, skipped = extract_midi_zip(archive, tmp_path / "out")
     assert [p.name for p in kept] == ["00001-ok.mid"] and skipped[0][0] == "big.mid"
+
+
+def test_unpacking_stops_between_files_when_asked(tmp_path):
+    archive = make_zip(tmp_path / "in.zip", {f"{i}.mid": midi_bytes(2) for i in range(5)})
+    asked = []
+    with pytest.raises(uploads.Stopped):
+        extract_midi_zip(archive, tmp_path / "out", should_stop=lambda: asked.append(1) or len(asked) > 2)
+    assert len(asked) == 3 and len(list((tmp_path / "out").iterdir())) == 2

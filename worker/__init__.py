@@ -5,14 +5,20 @@ it knows no Flask and its parent processes never import torch.
 What the API (service/) uses, all importable from this package:
 
     load_settings, env_number, MAX_TRAIN_MINUTES    settings from the environment (worker/settings.py)
+    open_without_token                              TUNESMITH_OPEN=1: the operator's opt-in to no token
     ECHO_TASK                                       a trivial task's name (the broker round trip)
     celery_config, make_celery                      Celery settings for a broker URL and key prefix; the app
     Runtime                                         Redis, job records, registry, storage, Celery:
         .submit(kind, params, job_id=None, **fields)    store a queued record, publish the job by name
         .jobs (JobStore) .models (ModelRegistry) .job_dir(id) .revoke(id) .queues_served()
+    persistence_warning(redis)                      None, or why that Redis may lose accepted jobs
     FINISHED, STATES, new_job_id, public_record     job records (worker/records.py)
+    without_paths                                   text fit for a client: server paths cut to their last part
     NAME_PATTERN, SHIPPED_NAME, checkpoint_problem  the model registry (worker/registry.py)
+    checkpoint_vocabulary                           a model's pitch range and meters (for checks at submit)
     artifact_name, atomic_write, job_dir            job files (worker/storage.py)
+    die_with_parent, preexec                        children that die with their parent (worker/lifetime.py)
+    check_midi, MidiInvalid                         the one MIDI checker (model/midi_check.py): API, worker, CLI
     metrics_snapshot                                the counters /metrics shows (worker/metrics.py)
     melody_file, job_zip, cached_file               files rendered on first download (worker/formats.py)
     Runtime.events                                  a job's event stream (worker/events.py)
@@ -22,13 +28,17 @@ worker/celery_worker.py is the module `celery -A` loads; worker/cli.py holds `tu
 """
 from worker.formats import cached as cached_file, job_zip, melody_file
 from worker.metrics import metrics_snapshot
-from worker.records import FINISHED, STATES, new_job_id, public_record
-from worker.registry import NAME_PATTERN, SHIPPED_NAME, checkpoint_problem
-from worker.runtime import Runtime, make_celery, queues_served
-from worker.settings import ECHO_TASK, MAX_TRAIN_MINUTES, celery_config, env_number, load_settings
+from worker.records import FINISHED, STATES, new_job_id, public_record, without_paths
+from model.midi_check import MidiInvalid, check_midi  # re-exported: the API checks a primer at submit
+from worker.lifetime import die_with_parent, preexec
+from worker.registry import NAME_PATTERN, SHIPPED_NAME, checkpoint_problem, checkpoint_vocabulary
+from worker.runtime import Runtime, make_celery, persistence_warning, queues_served
+from worker.settings import (ECHO_TASK, MAX_TRAIN_MINUTES, celery_config, env_number, load_settings,
+                             open_without_token)
 from worker.storage import artifact_name, atomic_write, job_dir
 
-__all__ = ["FINISHED", "STATES", "new_job_id", "public_record", "NAME_PATTERN", "SHIPPED_NAME",
-           "checkpoint_problem", "Runtime", "make_celery", "queues_served", "ECHO_TASK", "MAX_TRAIN_MINUTES",
-           "celery_config", "env_number", "load_settings", "artifact_name", "atomic_write", "job_dir",
+__all__ = ["FINISHED", "STATES", "new_job_id", "public_record", "without_paths", "NAME_PATTERN", "SHIPPED_NAME",
+           "checkpoint_problem", "checkpoint_vocabulary", "Runtime", "make_celery", "persistence_warning", "queues_served", "ECHO_TASK",
+           "MAX_TRAIN_MINUTES", "celery_config", "env_number", "load_settings", "open_without_token",
+           "artifact_name", "atomic_write", "job_dir", "die_with_parent", "preexec", "MidiInvalid", "check_midi",
            "metrics_snapshot", "cached_file", "job_zip", "melody_file"]

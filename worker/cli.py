@@ -10,6 +10,8 @@ many jobs share one step loop. A train worker runs one job per process (default 
 import os
 import sys
 
+from worker.settings import open_without_token
+
 
 def worker_command(queue: str, concurrency: int = 1) -> list[str]:
     """The Celery worker command for one queue (prefork: time limits need it)."""
@@ -33,6 +35,10 @@ def executable(argv: list[str]) -> list[str]:
 def run_worker(args) -> int:
     if not os.environ.get("REDIS_URL"):
         print("tunesmith worker needs REDIS_URL (e.g. redis://localhost:6379/0)", file=sys.stderr)
+        return 2
+    if args.queues == "train" and not os.environ.get("TUNESMITH_TOKEN") and not open_without_token(os.environ):
+        print("tunesmith worker --queues train needs TUNESMITH_TOKEN, the token the API asks of training "
+              "requests (or TUNESMITH_OPEN=1 to accept training from anyone)", file=sys.stderr)
         return 2
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     argv = executable(worker_command(args.queues, args.concurrency or default_concurrency(args.queues)))

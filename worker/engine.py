@@ -7,7 +7,9 @@ limits are enforced by killing it). To batch across jobs, the pool processes sta
 its job, sends the request here over a unix socket and waits, writing progress and bar events as
 they come; the engine's batcher advances every live request together. The engine is started lazily
 by the first pool process that needs it (never by the worker's parent, which forks the pool and
-must not hold torch), lives as long as the worker's parent, and is shared by all its pool processes.
+must not hold torch), is shared by all the worker's pool processes, and lives as long as both the
+pool process that started it and the worker's parent (a request in flight when it goes is sent
+again to a new one).
 
     client = EngineClient(worker_pid=os.getppid(), batching=True)
     result = client.generate(path, params, on_bar=..., should_stop=...)   # a plain dict (below)
@@ -33,6 +35,8 @@ import time
 from concurrent.futures import CancelledError
 from multiprocessing.connection import Client, Listener
 from pathlib import Path
+
+from worker.lifetime import preexec
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 180          # loading torch and a model on a busy machine
@@ -67,7 +71,16 @@ class EngineClient:
         """Generate `params` (model.params.GenerationParams) with the checkpoint at `path`.
         `on_bar(event)` gets each finished bar; `should_stop()` is asked every POLL_S seconds and
         when it answers True the request leaves the batch and Cancelled is raised. A ValueError
-        (bad parameters, an unreadable primer, no acceptable melody) comes back as a ValueError."""
+        (bad parameters, an unreadable primer, no acceptable melody) comes back as a ValueError.
+        An engine lost mid-request (it dies with the pool process that started it) is started
+        again and the request sent again, once: its bars then stream again from bar 0."""
+        try:
+            return self._generate(path, params, on_bar, should_stop)
+        except (EOFError, ConnectionResetError, BrokenPipeError):
+            log.warning("the generation engine went away; starting it again")
+            return self._generate(path, params, on_bar, should_stop)
+
+    def _generate(self, path, params, on_bar, should_stop) -> dict:
         with self._connect() as conn:
             from worker.logs import current_job
             conn.send({"path": str(path), "params": params, "job_id": current_job.get()})
@@ -112,7 +125,9 @@ class EngineClient:
                 pass
             argv = [sys.executable, "-m", "worker.engine", "--address", self.address,
                     "--watch-pid", str(self.worker_pid), "--max-rows", str(self.max_rows)]
-            self.process = subprocess.Popen(argv + ([] if self.batching else ["--no-batching"]))
+            # it dies with this pool process (worker/lifetime.py), however either dies, and ends
+            # by itself when the worker's parent has gone
+            self.process = subprocess.Popen(argv + ([] if self.batching else ["--no-batching"]), preexec_fn=preexec())
             deadline = time.monotonic() + START_TIMEOUT_S
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:

@@ -19,6 +19,7 @@ from model import notation
 from model.params import MAX_PRIMER_BYTES, GenerationParams
 from worker.engine import Cancelled, EngineClient
 from worker.jobs import claim, fail
+from worker.leases import LeaseKeeper
 from worker.metrics import count_state, observe_latency
 from worker.records import FINISHED, now_iso
 from worker.storage import artifact_name, atomic_write, job_dir
@@ -59,22 +60,27 @@ def generation_params(params: dict) -> GenerationParams:
 
 
 def run_generation_job(runtime, job_id: str, max_attempts: int = 3) -> str:
-    """Run one melody job to its end state; returns that state (or 'skipped').
-    Its events (worker/events.py) follow: running, each finished bar, the end state."""
+    """Run one melody job to its end state, under a lease renewed while it runs (worker/leases.py);
+    returns that state (or 'skipped'). Its events (worker/events.py) follow: running, each finished
+    bar, the end state."""
     record = claim(runtime, job_id, max_attempts)
     if record is None:
         return "skipped"
-    state = _run_claimed(runtime, job_id, record)
+    with LeaseKeeper(runtime.jobs, job_id, runtime.lease_s) as lease:
+        state = _run(runtime, job_id, record, lease.owner)
     _report_end(runtime, job_id, state)
     return state
 
 
-def _run_claimed(runtime, job_id: str, record: dict) -> str:
+def _run(runtime, job_id: str, record: dict, owner: str) -> str:
     store = runtime.jobs
     runtime.events.state(job_id, "running", attempt=record["attempts"])   # a new attempt streams from bar 0
     count_state(runtime.redis, store.prefix, "melody", "running")
     try:
-        params = record["params"]
+        # every attempt of a job draws the same melodies: without a seed, the job id gives one
+        params = {**record["params"]}
+        if params.get("seed") is None:
+            params["seed"] = int(job_id[:8], 16)
         path = runtime.models.path(params["model"])
         if path is None:
             raise UploadInvalid(f"model {params['model']!r} is no longer registered")
@@ -87,18 +93,21 @@ def _run_claimed(runtime, job_id: str, record: dict) -> str:
     except Cancelled:
         return "cancelled"
     except ValueError as exc:        # bad parameters or primer (UploadInvalid): the user's to fix
-        fail(runtime, job_id, str(exc))
+        fail(runtime, job_id, str(exc), owner)
         return "failed"
     except Exception as exc:                          # anything else: report it, keep the worker alive
         log.exception("melody job %s failed", job_id)
-        fail(runtime, job_id, f"{type(exc).__name__}: {exc}")
+        fail(runtime, job_id, f"{type(exc).__name__}: {exc}", owner)
         return "failed"
-    if store.transition(job_id, ("running",), "succeeded", progress=1.0, result=result, finished_at=now_iso()):
+    if store.transition(job_id, ("running",), "succeeded", owner=owner, progress=1.0, result=result,
+                        finished_at=now_iso()):
         store.count(job_id, "completions")
         return "succeeded"
-    shutil.rmtree(job_dir(runtime.home, job_id), ignore_errors=True)   # cancelled while we worked
-    runtime.redis.delete(runtime.files.key(job_id))
-    return "cancelled"
+    if store.is_cancelled(job_id):
+        shutil.rmtree(job_dir(runtime.home, job_id), ignore_errors=True)   # cancelled while we worked
+        runtime.redis.delete(runtime.files.key(job_id))
+        return "cancelled"
+    return "skipped"     # requeued or taken over meanwhile: the other attempt writes the same files
 
 
 def _report_end(runtime, job_id: str, state: str) -> None:

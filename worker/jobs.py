@@ -2,12 +2,14 @@
 cancelled and finished jobs), fail it with a message, and sweep expired files now and then.
 
 A task is delivered at least once: `acks_late` plus `reject_on_worker_lost` put it back when
-its worker dies. So a job may start again after its first attempt was killed half-way; the
-attempt counter in the record stops a job that kills its worker every time (a poison job).
+its worker process dies, and the lease reaper (worker/leases.py) when the whole worker died. So a
+job may start again after its first attempt was killed half-way; the attempt counter in the
+record (counted at each claim) stops a job that kills its worker every time (a poison job).
 """
 import logging
 import os
 
+from worker.leases import claim_lease
 from worker.records import FINISHED, now_iso
 from worker.storage import sweep_expired
 
@@ -16,8 +18,9 @@ SWEEP_EVERY_S = 3600
 
 
 def claim(runtime, job_id: str, max_attempts: int) -> dict | None:
-    """Mark the job running and return its record, or None when it must not run
-    (unknown, expired, cancelled, already finished, or out of attempts)."""
+    """Mark the job running under this process's lease (worker/leases.py) and return its record, or
+    None when it must not run (unknown, expired, cancelled, already finished, running under another
+    live worker's lease, or out of attempts)."""
     store = runtime.jobs
     record = store.get(job_id)
     if record is None:
@@ -26,21 +29,26 @@ def claim(runtime, job_id: str, max_attempts: int) -> dict | None:
     if record["state"] in FINISHED:
         log.info("job %s is %s; skipping", job_id, record["state"])
         return None
-    attempts = store.count(job_id, "attempts")
+    fields = {"worker_pid": os.getpid()}
+    if record["started_at"] is None:
+        fields["started_at"] = now_iso()
+    attempts = claim_lease(store, job_id, runtime.lease_s, **fields)
+    if attempts == 0:
+        log.info("job %s is running under another worker's lease; skipping this delivery", job_id)
+        return None
+    if attempts < 0:
+        return None                      # cancelled or finished in the meantime
     if attempts > max_attempts:
         store.transition(job_id, ("queued", "running"), "failed", finished_at=now_iso(),
                          error=f"gave up after {max_attempts} attempts: the worker was lost each time")
         return None
-    fields = {"worker_pid": os.getpid()}
-    if record["started_at"] is None:
-        fields["started_at"] = now_iso()
-    if not store.transition(job_id, ("queued", "running"), "running", **fields):
-        return None                      # cancelled in the meantime
     return store.get(job_id)
 
 
-def fail(runtime, job_id: str, message: str) -> None:
-    runtime.jobs.transition(job_id, ("queued", "running"), "failed", finished_at=now_iso(), error=message)
+def fail(runtime, job_id: str, message: str, owner: str | None = None) -> None:
+    """Fail the job (while it is still `owner`'s, when given)."""
+    runtime.jobs.transition(job_id, ("queued", "running"), "failed", owner=owner, finished_at=now_iso(),
+                            error=message)
 
 
 def maybe_sweep(runtime, ttl: int) -> None:

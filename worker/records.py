@@ -8,13 +8,17 @@ move is a compare-and-set in one Lua script, so a worker finishing a job that th
 cancelled a moment earlier cannot flip it back to succeeded.
 """
 import json
+import re
 import uuid
 from datetime import datetime, timezone
+
+from worker.leases import note_queued
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
 
-# Compare-and-set: KEYS[1] the record; ARGV = ttl, n, n allowed (JSON) states, field/value pairs.
+# Compare-and-set: KEYS[1] the record; ARGV = ttl, n, n allowed (JSON) states, the lease owner the
+# record must name ('' = any: worker/leases.py), field/value pairs.
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return -1 end
@@ -22,7 +26,9 @@ local n = tonumber(ARGV[2])
 local ok = (n == 0)
 for i = 3, 2 + n do if state == ARGV[i] then ok = true end end
 if not ok then return 0 end
-for i = 3 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local owner = ARGV[3 + n]
+if owner ~= '' and redis.call('HGET', KEYS[1], 'lease_owner') ~= owner then return 0 end
+for i = 4 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 return 1
 """
@@ -59,6 +65,7 @@ class JobStore:
         with self.redis.pipeline() as pipe:
             pipe.hset(key, mapping={k: json.dumps(v) for k, v in record.items()})
             pipe.expire(key, self.ttl)
+            note_queued(self, pipe, job_id)       # watched for a lost message (worker/leases.py)
             pipe.execute()
         return record
 
@@ -75,9 +82,11 @@ class JobStore:
         """Write fields whatever the state; False when the record is gone."""
         return self.transition(job_id, (), **fields)
 
-    def transition(self, job_id: str, from_states, to_state: str | None = None, **fields) -> bool:
+    def transition(self, job_id: str, from_states, to_state: str | None = None, owner: str | None = None,
+                   **fields) -> bool:
         """Write fields (and the new state) only while the state is one of `from_states`
-        (any state when empty). True when written."""
+        (any state when empty) and, given an `owner`, while the job's lease is still that owner's
+        (a job requeued or taken over meanwhile is no longer ours to finish). True when written."""
         if to_state is not None:
             fields["state"] = to_state
         pairs = []
@@ -85,7 +94,7 @@ class JobStore:
             pairs += [name, json.dumps(value)]
         allowed = [json.dumps(s) for s in from_states]
         done = self._transition(keys=[self.key(job_id)],
-                                args=[self.ttl, len(allowed), *allowed, *pairs])
+                                args=[self.ttl, len(allowed), *allowed, json.dumps(owner) if owner else "", *pairs])
         return done == 1
 
     def count(self, job_id: str, field: str) -> int:
@@ -115,9 +124,21 @@ _ORDER = ("id", "kind", "state", "progress", "created_at", "started_at", "finish
           "params", "error", "result", "training")
 
 
+_SERVER_PATH = re.compile(r"(?<![\w:/.])/(?:[^\s/'\"(),;]+/)+([^\s/'\"(),;]*)")
+
+
 def public_record(record: dict) -> dict:
-    """The record as the API shows it, in a fixed key order (internal fields left out)."""
-    return {k: record[k] for k in _ORDER if k in record}
+    """The record as the API shows it, in a fixed key order: internal fields (worker pid, cancel
+    secret's hash, lease) left out, and no server path in its error."""
+    public = {k: record[k] for k in _ORDER if k in record}
+    if public.get("error"):
+        public["error"] = without_paths(public["error"])
+    return public
+
+
+def without_paths(text: str) -> str:
+    """`text` with every absolute file path cut to its last part: '/srv/var/jobs/x/data' -> 'data'."""
+    return _SERVER_PATH.sub(lambda m: m.group(1) or "(folder)", text)
 
 
 def _plausible_id(job_id: str) -> bool:

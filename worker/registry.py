@@ -11,8 +11,10 @@ every worker that share TUNESMITH_HOME (one folder, or one Docker volume) see th
 a worker keys its loaded model by checkpoint path and modification time, so a new default
 is picked up by the next task without restarting anything.
 
-`checkpoint_problem(path)` says whether a checkpoint loads (for /readyz); it loads it in a
-child process, so the process that asks (the API) never imports torch.
+`checkpoint_problem(path)` says whether a checkpoint loads (for /readyz) and
+`checkpoint_vocabulary(path)` what its tokenizer can write (pitch range, meters: for checking a
+request when it arrives); both load it once per file version in a child process, so the process
+that asks (the API) never imports torch.
 """
 import json
 import os
@@ -106,24 +108,25 @@ class ModelRegistry:
 
 
 CHECK_TIMEOUT_S = 120
-_checked: dict = {}          # (path, mtime) -> None | error text; one load per file version
-# argv[1]: the checkpoint; prints why it does not load (and exits 1), or nothing
-_LOAD_CHECKPOINT = """import sys
+_checked: dict = {}          # (path, mtime) -> (None | error text, vocabulary | None); one load per file version
+# argv[1]: the checkpoint; prints what its tokenizer can write (JSON), or why it does not load (and exits 1)
+_LOAD_CHECKPOINT = """import json, sys
 import torch
 torch.set_num_threads(1)
 from model.checkpoint import load_checkpoint
 try:
-    load_checkpoint(sys.argv[1])
+    _, tokenizer, _ = load_checkpoint(sys.argv[1])
 except Exception as exc:
     print(f"{type(exc).__name__}: {exc}")
     sys.exit(1)
+c = tokenizer.config
+print(json.dumps({"min_pitch": c.min_pitch, "max_pitch": c.max_pitch, "meters": list(c.meters)}))
 """
 
 
-def checkpoint_problem(path) -> str | None:
-    """None when the checkpoint loads, else why not (cached per file version)."""
+def _check(path) -> tuple[str | None, dict | None]:
     if path is None or not os.path.isfile(path):
-        return f"no checkpoint file at {path}"
+        return "no checkpoint file", None
     key = (str(path), os.path.getmtime(path))
     if key not in _checked:
         try:       # run where the child finds the `model` package we import
@@ -131,11 +134,25 @@ def checkpoint_problem(path) -> str | None:
                                  text=True, timeout=CHECK_TIMEOUT_S,
                                  cwd=Path(model.__file__).resolve().parent.parent)
         except subprocess.TimeoutExpired:  # not cached: a busy machine may load it next time
-            return f"loading the checkpoint took over {CHECK_TIMEOUT_S} s"
+            return f"loading the checkpoint took over {CHECK_TIMEOUT_S} s", None
         # a broken file makes us not ready (its reason printed by the child), never crashes us
-        _checked[key] = None if out.returncode == 0 else (
-            out.stdout.strip() or out.stderr.strip()[-300:] or f"the check exited with status {out.returncode}")
+        if out.returncode == 0:
+            _checked[key] = None, json.loads(out.stdout.strip().splitlines()[-1])
+        else:
+            _checked[key] = (out.stdout.strip() or out.stderr.strip()[-300:]
+                             or f"the check exited with status {out.returncode}"), None
     return _checked[key]
+
+
+def checkpoint_problem(path) -> str | None:
+    """None when the checkpoint loads, else why not (cached per file version)."""
+    return _check(path)[0]
+
+
+def checkpoint_vocabulary(path) -> dict | None:
+    """What the checkpoint's tokenizer can write, {"min_pitch", "max_pitch", "meters"} (None when it
+    does not load), so that the API checks a request against the model without importing torch."""
+    return _check(path)[1]
 
 
 def _read_json(path) -> dict:

@@ -14,6 +14,7 @@ from celery import Celery
 from worker.events import JobEvents
 from worker.formats import KeptFiles
 from worker.metrics import count_state
+from worker.leases import LEASE_S
 from worker.records import JobStore
 from worker.registry import ModelRegistry
 from worker.settings import DEFAULT_REDIS_URL, TASKS, load_settings
@@ -42,6 +43,7 @@ class Runtime:
         self.files = KeptFiles(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
         self.models = ModelRegistry(self.home, settings["TUNESMITH_DEFAULT_MODEL"])
         self.max_attempts = settings["TUNESMITH_MAX_ATTEMPTS"]
+        self.lease_s = settings.get("TUNESMITH_LEASE_S", LEASE_S)
         self.job_ttl = settings["TUNESMITH_JOB_TTL"]
         self.celery = celery_app or make_celery(settings)
 
@@ -63,11 +65,9 @@ class Runtime:
         The task id is the job id. If publishing fails the record is removed and the broker error
         propagates (the API answers 503).
         """
-        soft, hard = self.time_limits(kind, params)
         record = self.jobs.create(kind, params, job_id=job_id, **fields)
         try:
-            self.celery.send_task(TASKS[kind], args=[record["id"]], task_id=record["id"],
-                                  soft_time_limit=int(soft), time_limit=int(hard))
+            self.publish(record)
         except Exception:
             self.jobs.delete(record["id"])
             raise
@@ -77,6 +77,12 @@ class Runtime:
     def count_state(self, kind: str, state: str) -> None:
         """Count a job entering a state, for /metrics (worker/metrics.py)."""
         count_state(self.redis, self.jobs.prefix, kind, state)
+
+    def publish(self, record: dict) -> None:
+        """Publish a job's id to its queue (at submit, and again when its lease lapsed: worker/leases.py)."""
+        soft, hard = self.time_limits(record["kind"], record["params"])
+        self.celery.send_task(TASKS[record["kind"]], args=[record["id"]], task_id=record["id"],
+                              soft_time_limit=int(soft), time_limit=int(hard))
 
     def revoke(self, job_id: str) -> None:
         """Tell the workers to drop a job's task (its record says cancelled already)."""
@@ -91,6 +97,29 @@ def queues_served(celery_app: Celery, timeout: float = 1.0) -> dict:
     """{worker name: set of queue names} from the workers that answer within `timeout`."""
     replies = celery_app.control.inspect(timeout=timeout).active_queues() or {}
     return {worker: {q["name"] for q in queues} for worker, queues in replies.items()}
+
+
+def persistence_warning(client) -> str | None:
+    """None when this Redis keeps accepted jobs on disk (an append-only file) and never evicts
+    them, else what is wrong, for /readyz and the startup logs (CONFIG GET appendonly/save)."""
+    try:
+        config = {**client.config_get("appendonly"), **client.config_get("save"),
+                  **client.config_get("maxmemory-policy")}
+    except redis.ResponseError:               # CONFIG refused (some managed Redis): say we cannot tell
+        return "cannot tell whether Redis persists its data (CONFIG GET is refused); make sure appendonly is on"
+    problems = []
+    if config.get("appendonly") != "yes":
+        if config.get("save"):
+            problems.append(f"Redis has no append-only file (appendonly no, RDB snapshots only: save "
+                            f"'{config['save']}'): a restart loses the jobs accepted since the last snapshot; "
+                            "set appendonly yes")
+        else:
+            problems.append("Redis keeps nothing on disk (appendonly no, save ''): a restart loses every "
+                            "accepted job; set appendonly yes")
+    policy = config.get("maxmemory-policy")
+    if policy and policy != "noeviction":
+        problems.append(f"Redis may evict keys (maxmemory-policy {policy}): set noeviction")
+    return "; ".join(problems) or None
 
 
 def runtime_of(celery_app: Celery) -> Runtime:

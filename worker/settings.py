@@ -12,7 +12,8 @@ agree on the broker, the key prefix, the storage folder and the queues.
 | `TUNESMITH_JOB_TTL` | `604800` (7 days) | seconds a job record and its files live after their last update |
 | `TUNESMITH_MAX_ATTEMPTS` | `3` | deliveries of one job before it is failed as poison |
 | `TUNESMITH_GENERATE_TIME_LIMIT` | `120` | hard time limit of a generation task, seconds (soft = 80%) |
-| `TUNESMITH_VISIBILITY_TIMEOUT` | longest task + 1 h | seconds before Redis hands an unacknowledged task out again |
+| `TUNESMITH_VISIBILITY_TIMEOUT` | longest task + 1 h | seconds before Redis hands an unacknowledged task out again (the outer net) |
+| `TUNESMITH_LEASE_S` | `20` | a running job's lease (worker/leases.py): lapsed this long, the job is queued again |
 
 Generation throughput (worker/engine.py, worker/batcher.py):
 
@@ -45,6 +46,12 @@ def env_number(env, name: str, default, kind=int):
         raise ValueError(f"{ENV_PREFIX}{name} must be a number, got {raw!r}") from None
 
 
+def open_without_token(env) -> bool:
+    """Has the operator opted in to training and admin endpoints without a token (`TUNESMITH_OPEN=1`)?
+    Without a token and without this, the API refuses them and `tunesmith worker --queues train` will not start."""
+    return env.get(ENV_PREFIX + "OPEN", "").strip().lower() in ("1", "true", "yes")
+
+
 def broker_url(redis_url: str) -> str:
     """The kombu URL for a redis-py URL: unix sockets are `redis+socket://` to kombu."""
     if redis_url.startswith("unix://"):
@@ -67,6 +74,7 @@ def load_settings(environ=None) -> dict:
         "TUNESMITH_JOB_TTL": env_number(env, "JOB_TTL", 7 * 24 * 3600),
         "TUNESMITH_MAX_ATTEMPTS": env_number(env, "MAX_ATTEMPTS", 3),
         "TUNESMITH_GENERATE_TIME_LIMIT": generate_limit,
+        "TUNESMITH_LEASE_S": env_number(env, "LEASE_S", 20.0, float),
     }
     settings.update(generation_throughput(env))
     visibility = env_number(env, "VISIBILITY_TIMEOUT", longest_task + 3600)

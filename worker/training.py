@@ -3,15 +3,25 @@
 `run_training_job` is the whole job as a plain function; worker/tasks.py only calls it.
 `model.training.train` writes `jobs/<id>/model.pt` and a resume file after every epoch; a
 re-delivered job (its worker died) resumes from there. Cancelling the job makes
-`should_stop()` true, and training ends cleanly at its next step.
+`should_stop()` true, and the job stops in whatever phase it is: unpacking the upload (between
+files), parsing the corpus (in a child process, `load_corpus_or_stop`, killed at once), training
+(at its next step, after a checkpoint).
 """
 import logging
+import os
+import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
+import model                                  # the package root only (where the child runs)
 from worker.jobs import claim, fail
+from worker.leases import LeaseKeeper
+from worker.lifetime import preexec
 from worker.records import now_iso
 from worker.storage import job_dir
-from worker.uploads import extract_midi_zip
+from worker.uploads import Stopped, extract_midi_zip
 
 log = logging.getLogger(__name__)
 WRITE_EVERY_S = 0.5         # progress writes to Redis at most this often (epochs always)
@@ -29,14 +39,19 @@ def train_config(params: dict, data_spec: str, out):
                        max_remaining=params.get("max_remaining", TrainConfig.max_remaining))
 
 
-def prepare_data(home, job_id: str, params: dict) -> str:
-    """The corpus spec to train on: a music21 collection, or the folder of the uploaded MIDI."""
+def prepare_data(home, job_id: str, params: dict, should_stop=None) -> str:
+    """The corpus spec to train on: a music21 collection, or the folder of the uploaded MIDI
+    (unpacked beside it and moved into place whole, so a job killed half-way unpacks again;
+    `should_stop` is asked between files: worker.uploads.Stopped)."""
     if params["data"].startswith("music21:"):
         return params["data"]
     folder = job_dir(home, job_id)
     data_dir = folder / "data"
-    if not data_dir.is_dir() or not any(data_dir.iterdir()):
-        kept, skipped = extract_midi_zip(folder / "upload.zip", data_dir)
+    if not data_dir.is_dir():
+        partial = folder / "data.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        kept, skipped = extract_midi_zip(folder / "upload.zip", partial, should_stop)
+        os.replace(partial, data_dir)
         log.info("job %s: %d MIDI files, %d skipped", job_id, len(kept), len(skipped))
     return str(data_dir)
 
@@ -81,20 +96,57 @@ class ProgressWriter:
         return self.cancelled
 
 
+# argv: corpus spec, steps per quarter. Parses the corpus into model/data.py's cache, then exits.
+_LOAD_CORPUS = """import sys
+from model.data import load_corpus
+from model.tokens import TokenizerConfig
+load_corpus(sys.argv[1], TokenizerConfig(steps_per_quarter=int(sys.argv[2])), workers=1, progress=False)
+"""
+
+
+def load_corpus_or_stop(spec: str, steps_per_quarter: int, should_stop):
+    """The corpus, parsed in a child process that a cancel ends at once (parsing with music21 is
+    minutes of pure Python that checks nothing), then read back from the cache the child wrote.
+    None when `should_stop()` came true first."""
+    from model.data import load_corpus
+    from model.tokens import TokenizerConfig
+    child = subprocess.Popen([sys.executable, "-c", _LOAD_CORPUS, spec, str(steps_per_quarter)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=preexec(),
+                             cwd=Path(model.__file__).resolve().parent.parent)
+    try:
+        while child.poll() is None:
+            if should_stop():
+                return None
+            time.sleep(0.1)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    # the cache the child wrote (a failed child: the same error, raised here, where it is reported)
+    return load_corpus(spec, TokenizerConfig(steps_per_quarter=steps_per_quarter), workers=1, progress=False)
+
+
 def run_training_job(runtime, job_id: str, max_attempts: int = 3) -> str:
+    """Run one training job to its end state, under a lease renewed while it runs (worker/leases.py);
+    returns that state (or 'skipped')."""
     record = claim(runtime, job_id, max_attempts)
     if record is None:
         return "skipped"
+    with LeaseKeeper(runtime.jobs, job_id, runtime.lease_s) as lease:
+        return _run(runtime, job_id, record, lease.owner)
+
+
+def _run(runtime, job_id: str, record: dict, owner: str) -> str:
     store, params = runtime.jobs, record["params"]
     folder = job_dir(runtime.home, job_id)
     try:
-        from model.data import load_corpus
-        from model.tokens import TokenizerConfig
         from model.training import train
-        config = train_config(params, prepare_data(runtime.home, job_id, params), folder / "model.pt")
-        corpus = load_corpus(config.data, TokenizerConfig(steps_per_quarter=config.steps_per_quarter),
-                             workers=1, progress=False)
         writer = ProgressWriter(store, job_id)
+        config = train_config(params, prepare_data(runtime.home, job_id, params, writer.should_stop),
+                              folder / "model.pt")
+        corpus = load_corpus_or_stop(config.data, config.steps_per_quarter, writer.should_stop)
+        if corpus is None:
+            return "cancelled"
         resume = config.resume_path().exists()          # a re-delivered job picks up where it stopped
         outcome = train(config, progress=writer, should_stop=writer.should_stop, resume=resume,
                         corpus=corpus, show_progress=False)
@@ -103,20 +155,22 @@ def run_training_job(runtime, job_id: str, max_attempts: int = 3) -> str:
         name = runtime.models.register(params["name"], outcome["checkpoint"], meta={
             "data": params["data"], "metrics": outcome["metrics"], "job": job_id,
             "params": {k: v for k, v in params.items() if k != "name"}, "created": now_iso()})
+    except Stopped:                         # cancelled while the upload was unpacked
+        return "cancelled"
     except ValueError as exc:               # bad data or settings (UploadInvalid included)
-        fail(runtime, job_id, str(exc))
+        fail(runtime, job_id, str(exc), owner)
         return "failed"
     except Exception as exc:                 # report it; keep the worker alive
         log.exception("training job %s failed", job_id)
-        fail(runtime, job_id, f"{type(exc).__name__}: {exc}")
+        fail(runtime, job_id, f"{type(exc).__name__}: {exc}", owner)
         return "failed"
     record = store.get(job_id)
     training = {**(record.get("training") or {}), "model": name}
     result = {"model": name, "metrics": outcome["metrics"], "stopped": outcome["stopped"],
               "checkpoint": f"models/{name}/model.pt"}
-    if store.transition(job_id, ("running",), "succeeded", progress=1.0, result=result, training=training,
-                        finished_at=now_iso()):
+    if store.transition(job_id, ("running",), "succeeded", owner=owner, progress=1.0, result=result,
+                        training=training, finished_at=now_iso()):
         store.count(job_id, "completions")
         return "succeeded"
-    return "cancelled"
+    return "cancelled" if store.is_cancelled(job_id) else "skipped"
 

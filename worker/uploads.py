@@ -2,23 +2,19 @@
 
 Workers run these before anything else touches the bytes, so a broken, huge or hostile file
 becomes a failed job with a message, never a crashed worker or a hung job: sizes are checked
-before reading, mido's many exception types are turned into one `UploadInvalid`, and note
-counts and lengths are capped before pretty_midi or music21 allocate anything by length.
+before reading, and each MIDI file goes through model/midi_check.py (the checker the API and the
+CLI use too), whose messages say what is wrong with the file; note counts and lengths are capped
+before pretty_midi or music21 allocate anything by length.
 """
-import io
 import re
 import zipfile
 from pathlib import Path
 
-import mido
-
-from model import MIDI_EXTENSIONS
+from model import MIDI_EXTENSIONS, midi_check
 from model.files import atomic_write
+from model.midi_check import MAX_NOTES, MAX_SECONDS, MAX_TICKS  # noqa: F401  (bounds, patched in tests)
 
 MAX_MIDI_BYTES = 2 * 1024 * 1024        # one file of a training zip (a primer: model.params.MAX_PRIMER_BYTES)
-MAX_NOTES = 50_000
-MAX_TICKS = 10_000_000                 # pretty_midi's own MAX_TICK
-MAX_SECONDS = 3600
 MAX_ZIP_FILES = 5000
 MAX_ZIP_TOTAL = 256 * 1024 * 1024
 
@@ -28,43 +24,26 @@ class UploadInvalid(ValueError):
 
 
 def check_midi(data: bytes, what: str = "MIDI file", max_bytes: int | None = None) -> int:
-    """Parse `data` with mido within bounds (at most `max_bytes`, default MAX_MIDI_BYTES); return
-    its note count or raise UploadInvalid."""
-    max_bytes = MAX_MIDI_BYTES if max_bytes is None else max_bytes
-    if len(data) > max_bytes:
-        raise UploadInvalid(f"{what} must be at most {max_bytes} bytes, got {len(data)}")
-    if not data.startswith(b"MThd"):
-        raise UploadInvalid(f"{what} is not a MIDI file (it does not start with 'MThd')")
+    """model/midi_check.py's check within this module's bounds (at most `max_bytes`, default
+    MAX_MIDI_BYTES); return the note count or raise UploadInvalid."""
     try:
-        midi = mido.MidiFile(file=io.BytesIO(data))
-    except (OSError, EOFError, KeyError, ValueError, IndexError, TypeError) as exc:
-        raise UploadInvalid(f"{what} is not a readable MIDI file: {exc}") from None
-    if midi.type == 2:
-        raise UploadInvalid(f"{what} is a type 2 MIDI file (independent patterns); use type 0 or 1")
-    notes = 0
-    for track in midi.tracks:
-        ticks = 0
-        for message in track:
-            ticks += message.time
-            if message.type == "note_on" and message.velocity > 0:
-                notes += 1
-        if ticks > MAX_TICKS:
-            raise UploadInvalid(f"{what} is too long: a track runs {ticks} ticks, at most {MAX_TICKS} allowed")
-    if notes > MAX_NOTES:
-        raise UploadInvalid(f"{what} must have at most {MAX_NOTES} notes, got {notes}")
-    if notes == 0:
-        raise UploadInvalid(f"{what} has no notes")
-    seconds = midi.length
-    if seconds > MAX_SECONDS:
-        raise UploadInvalid(f"{what} must be at most {MAX_SECONDS} s long, got {seconds:.0f} s")
-    return notes
+        summary = midi_check.check_midi(data, what, MAX_MIDI_BYTES if max_bytes is None else max_bytes,
+                                        max_notes=MAX_NOTES, max_seconds=MAX_SECONDS)
+    except midi_check.MidiInvalid as exc:
+        raise UploadInvalid(str(exc)) from None
+    return summary.notes
 
 
-def extract_midi_zip(zip_path, dest) -> tuple[list[Path], list[tuple[str, str]]]:
+class Stopped(Exception):
+    """`should_stop()` came true while unpacking (the job was cancelled)."""
+
+
+def extract_midi_zip(zip_path, dest, should_stop=None) -> tuple[list[Path], list[tuple[str, str]]]:
     """Unpack the valid MIDI files of a zip into `dest` (flat, renamed, atomically).
 
     Returns (files kept, [(member name, why skipped)]). Raises UploadInvalid when the zip
-    itself is unusable or holds no valid MIDI file.
+    itself is unusable or holds no valid MIDI file, and Stopped when `should_stop()` comes true
+    (it is asked between files).
     """
     try:
         archive = zipfile.ZipFile(zip_path)
@@ -76,6 +55,8 @@ def extract_midi_zip(zip_path, dest) -> tuple[list[Path], list[tuple[str, str]]]
             raise UploadInvalid(f"the zip must hold at most {MAX_ZIP_FILES} files, got {len(members)}")
         kept, skipped, total = [], [], 0
         for i, member in enumerate(members):
+            if should_stop is not None and should_stop():
+                raise Stopped()
             name = member.filename
             if Path(name).suffix.lower() not in MIDI_EXTENSIONS or "__MACOSX" in name:
                 skipped.append((name, f"not a {'/'.join(MIDI_EXTENSIONS)} file"))

@@ -1,0 +1,118 @@
+"""Leases and the reaper (worker/leases.py) on the real Redis, without Celery: who may claim a
+running job, what a lapsed lease and a lost message lead to, and that a job finishes only while
+its claimer still holds it."""
+import time
+
+import pytest
+
+from service import create_app
+from worker import leases
+from worker.jobs import claim
+from worker.leases import LeaseKeeper, claim_lease, lease_key, reap, this_owner
+
+
+@pytest.fixture
+def runtime(service_env, monkeypatch):
+    for name, value in service_env.items():
+        monkeypatch.setenv(name, value)
+    runtime = create_app().extensions["tunesmith"]
+    runtime.published = []
+    runtime.publish = lambda record: runtime.published.append(record["id"])    # no Celery here
+    return runtime
+
+
+def test_a_running_job_is_claimed_again_only_when_its_lease_lapsed(runtime):
+    store = runtime.jobs
+    job_id = store.create("melody", {})["id"]
+    assert claim_lease(store, job_id, lease_s=0.5) == 1
+    store.redis.set(lease_key(store, job_id), "elsewhere:1", px=500)         # another host holds it
+    assert claim_lease(store, job_id) == 0
+    time.sleep(0.6)                                                          # ... and died: lapsed
+    assert claim_lease(store, job_id) == 2
+    assert store.get(job_id)["lease_owner"] == this_owner()
+    store.cancel(job_id)
+    assert claim_lease(store, job_id) == -2
+
+
+def test_a_dead_owner_on_this_host_does_not_hold_its_job(runtime):
+    store = runtime.jobs
+    job_id = store.create("melody", {})["id"]
+    claim_lease(store, job_id)
+    import socket
+    import subprocess
+    import sys
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()                                                              # a pid that no longer runs
+    store.redis.set(lease_key(store, job_id), f"{socket.gethostname()}:{gone.pid}", px=60_000)
+    assert claim_lease(store, job_id) == 2                                   # taken over at once
+
+
+def test_a_lapsed_lease_is_requeued_once_and_published_again(runtime):
+    store = runtime.jobs
+    job_id = store.create("melody", {})["id"]
+    record = claim(runtime, job_id, 3)
+    assert record["state"] == "running"
+    assert reap(runtime) == []                                               # the lease is alive
+    store.redis.delete(lease_key(store, job_id))                            # the worker died long ago
+    assert reap(runtime) == [job_id] and runtime.published == [job_id]
+    assert store.get(job_id)["state"] == "queued" and store.get(job_id)["lease_owner"] is None
+    assert claim(runtime, job_id, 3)["attempts"] == 2
+
+
+def test_a_job_finishes_only_while_its_claimer_holds_it(runtime):
+    store = runtime.jobs
+    job_id = store.create("melody", {})["id"]
+    claim(runtime, job_id, 3)
+    mine = this_owner()
+    store.update(job_id, lease_owner="elsewhere:1")                         # requeued and claimed by another
+    assert not store.transition(job_id, ("running",), "succeeded", owner=mine)
+    store.update(job_id, lease_owner=mine)
+    assert store.transition(job_id, ("running",), "succeeded", owner=mine)
+
+
+def test_the_keeper_renews_the_lease_while_the_job_runs_and_releases_it_after(runtime):
+    store = runtime.jobs
+    job_id = store.create("melody", {})["id"]
+    claim_lease(store, job_id, lease_s=0.4)
+    with LeaseKeeper(store, job_id, lease_s=0.4):
+        time.sleep(1.0)                                                      # 2.5 lease lengths
+        assert store.redis.get(lease_key(store, job_id)).decode() == this_owner()
+        assert store.transition(job_id, ("running",), "succeeded", owner=this_owner())
+    assert not store.redis.exists(lease_key(store, job_id))
+    assert not store.redis.sismember(leases.running_key(store), job_id)
+
+
+def test_a_queued_job_whose_message_was_lost_is_published_again(runtime, monkeypatch):
+    store = runtime.jobs
+    lost = store.create("melody", {})["id"]
+    waiting = store.create("melody", {})["id"]
+    store.redis.rpush(f"{store.prefix}generate", f'{{"headers": {{"id": "{waiting}"}}}}')   # its message
+    assert leases.republish_lost(runtime) == []                              # both too young to tell
+    monkeypatch.setattr(leases, "LOST_AFTER_S", 0.0)
+    assert leases.republish_lost(runtime, lost_after_s=0.0) == [lost]
+    assert runtime.published == [lost]
+
+
+def test_a_queued_job_delivered_long_ago_to_a_worker_that_is_gone_is_published_again(runtime):
+    store = runtime.jobs
+    stale, fresh = store.create("melody", {})["id"], store.create("melody", {})["id"]
+    now = time.time()
+    for tag, job_id, delivered_at in (("tag-1", stale, now - 120), ("tag-2", fresh, now - 1)):
+        store.redis.hset(f"{store.prefix}unacked", tag, f'[{{"headers": {{"id": "{job_id}"}}}}, "", "generate"]')
+        store.redis.zadd(f"{store.prefix}unacked_index", {tag: delivered_at})
+        store.redis.zadd(leases.queued_key(store), {job_id: now - 60})      # both queued a minute ago
+    assert leases.republish_lost(runtime, lost_after_s=30.0) == [stale]    # fresh: its worker has it now
+    assert runtime.published == [stale]
+
+
+def test_a_job_left_unfinished_by_its_task_is_queued_again_at_the_next_beat(runtime):
+    """The task was terminated (Celery does that to a late-acknowledged task on a broker connection
+    loss): the job function is left by an exception it does not catch, the record still says running."""
+    store = runtime.jobs
+    job_id = store.create("melody", {})["id"]
+    claim(runtime, job_id, 3)
+    with pytest.raises(SystemExit):
+        with LeaseKeeper(store, job_id):
+            raise SystemExit()
+    assert store.get(job_id)["state"] == "running" and not store.redis.exists(lease_key(store, job_id))
+    assert reap(runtime) == [job_id] and store.get(job_id)["state"] == "queued"
