@@ -18,11 +18,12 @@ the melody is extracted first) and ``encode_stream`` (music21); the last two are
 """
 from __future__ import annotations
 
-import io
-import math
 from dataclasses import asdict, dataclass
 
 import torch
+
+from model import notation
+from model.notation import END_MARKER, parse_meter  # noqa: F401  (defined torch-free in model/notation.py)
 
 # Bumped whenever the token format or the parsing rules change: it keys corpus caches.
 CODE_VERSION = 1
@@ -34,18 +35,6 @@ DEFAULT_METERS = (                 # the meters of the Essen, Bach and O'Neill c
     "2/8", "3/8", "4/8", "5/8", "6/8", "7/8", "8/8", "9/8", "12/8",
     "1/8", "1/16",                 # odd short bars in Essen, e.g. a phrase-final bar split from a pickup
 )
-END_MARKER = "tunesmith:end"
-
-
-def parse_meter(meter: str) -> tuple[int, int]:
-    """'6/8' -> (6, 8); raises ValueError on anything else."""
-    try:
-        num, den = (int(x) for x in str(meter).split("/"))
-    except ValueError:
-        raise ValueError(f"meter must look like '3/4', got {meter!r}") from None
-    if num < 1 or den not in (1, 2, 4, 8, 16, 32):
-        raise ValueError(f"meter must be n/d with n >= 1 and d a power of two up to 32, got {meter!r}")
-    return num, den
 
 
 def _fits_grid(meter: str, steps_per_quarter: int) -> bool:
@@ -280,55 +269,28 @@ class MelodyTokenizer:
         return encode_midi(self, midi)
 
     # --- writing MIDI and MusicXML ----------------------------------------------------------
+    def score(self, ids, qpm: float = 120.0) -> notation.Score:
+        """ids -> the plain values the MIDI and MusicXML writers need (model/notation.py). Validates first."""
+        notes, meters = self.decode_notes(ids)
+        return notation.Score(tuple((n.pitch, n.start, n.end) for n in notes), tuple(meters),
+                              tuple(self._bar_starts(ids)), self.config.steps_per_quarter, float(qpm))
+
     def decode_musicxml(self, ids, qpm: float = 120.0) -> bytes:
         """ids -> MusicXML bytes (through music21), with meters, tempo and tied notes across barlines."""
-        from music21 import meter as m21meter, note as m21note, stream as m21stream, tempo
-        from music21.musicxml.m21ToXml import GeneralObjectExporter
-        from fractions import Fraction
         if not 0 < qpm <= 1000:
             raise ValueError(f"qpm must be in (0, 1000], got {qpm}")
-        notes, meters = self.decode_notes(ids)
-        starts, spq = self._bar_starts(ids), self.config.steps_per_quarter
-        q = lambda steps: Fraction(steps, spq)  # noqa: E731
-        part = m21stream.Part()
-        part.insert(0, tempo.MetronomeMark(number=qpm))
-        for bar, m in meters:
-            part.insert(q(starts[bar]), m21meter.TimeSignature(m))
-        step = 0
-        for n in notes + [Note(0, starts[-1], starts[-1] + 1)]:    # a sentinel closes the last rest
-            if n.start > step:
-                part.insert(q(step), m21note.Rest(quarterLength=q(n.start - step)))
-            if n.start < starts[-1]:
-                part.insert(q(n.start), m21note.Note(n.pitch, quarterLength=q(n.end - n.start)))
-            step = n.end
-        score = m21stream.Score([part.makeNotation()])
-        return GeneralObjectExporter(score).parse()
+        return notation.musicxml_bytes(self.score(ids, qpm))
 
     def decode_midi(self, ids, qpm: float = 120.0, program: int = 0):
         """ids -> pretty_midi.PrettyMIDI with one instrument, a tempo, time signatures and an end marker."""
-        import pretty_midi
         if not 0 < qpm <= 1000:
             raise ValueError(f"qpm must be in (0, 1000], got {qpm}")
-        if not 0 <= program <= 127:
-            raise ValueError(f"program must be in [0, 127], got {program}")
-        notes, meters = self.decode_notes(ids)
-        spq = self.config.steps_per_quarter
-        pm = pretty_midi.PrettyMIDI(resolution=spq * math.ceil(480 / spq), initial_tempo=float(qpm))
-        sec = 60.0 / (qpm * spq)                          # seconds per grid step
-        inst = pretty_midi.Instrument(program=program, name="melody")
-        inst.notes = [pretty_midi.Note(90, n.pitch, n.start * sec, n.end * sec) for n in notes]
-        pm.instruments.append(inst)
-        bar_starts = self._bar_starts(ids)
-        for bar, m in meters:
-            num, den = parse_meter(m)
-            pm.time_signature_changes.append(pretty_midi.TimeSignature(num, den, bar_starts[bar] * sec))
-        pm.text_events.append(pretty_midi.Text(END_MARKER, bar_starts[-1] * sec))
-        return pm
+        return notation.midi(self.score(ids, qpm), program)
 
     def decode_midi_bytes(self, ids, qpm: float = 120.0, program: int = 0) -> bytes:
-        buf = io.BytesIO()
-        self.decode_midi(ids, qpm, program).write(buf)
-        return buf.getvalue()
+        if not 0 < qpm <= 1000:
+            raise ValueError(f"qpm must be in (0, 1000], got {qpm}")
+        return notation.midi_bytes(self.score(ids, qpm), program)
 
     def _bar_starts(self, ids) -> list[int]:
         """Grid step of every bar start, plus the end of the last bar."""

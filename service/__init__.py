@@ -37,8 +37,10 @@ def create_app(test_config=None) -> Flask:
     app.extensions["tunesmith"] = runtime
     app.extensions["celery"] = runtime.celery
 
-    from service import api, downloads, health, openapi
+    from service import api, downloads, events, health, metrics, openapi
     app.register_blueprint(api.bp)
+    app.register_blueprint(events.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(downloads.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)

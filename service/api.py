@@ -208,6 +208,7 @@ def cancel_job(job_id):
     if record["state"] in FINISHED or not store.cancel(job_id):
         record = store.get(job_id)
         return jsonify(error=f"job already {record['state']}", job=public_record(record)), 409
+    runtime().count_state(record["kind"], "cancelled")
     try:
         runtime().revoke(job_id)
     except Exception:                    # the record already says cancelled; workers check it

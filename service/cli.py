@@ -25,19 +25,22 @@ import time
 from pathlib import Path
 
 from model import cli as model_cli
+from service.config import load_config
 from worker import cli as worker_cli
 from worker import open_without_token, persistence_warning, preexec
-from worker.cli import executable, worker_command
+from worker.cli import default_concurrency, executable, worker_command
 
 STOP_GRACE_S = 15
 MAX_RESTARTS = 5                 # of one child within RESTART_WINDOW_S, before serve gives up
 RESTART_WINDOW_S = 600
 
 
-def api_command(host: str, port: int, workers: int = 2) -> list[str]:
-    """The gunicorn command that serves the API. No control socket: gunicorn's default is one path
-    per user ($XDG_RUNTIME_DIR or ~/.gunicorn), which a second instance would take over."""
-    return ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", "4",
+def api_command(host: str, port: int, workers: int = 2, streams: int = 32) -> list[str]:
+    """The gunicorn command that serves the API: per process, 8 threads for requests plus one for
+    each event stream it may hold open (TUNESMITH_MAX_STREAMS, service/events.py). No control socket:
+    gunicorn's default is one path per user ($XDG_RUNTIME_DIR or ~/.gunicorn), which a second
+    instance would take over."""
+    return ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", str(8 + streams),
             "--timeout", "60", "--no-control-socket", "--access-logfile", "-", "service:create_app()"]
 
 
@@ -60,8 +63,9 @@ def serve(args) -> int:
         env["REDIS_URL"] = broker.url
     ensure_token(env)
     env.setdefault("OMP_NUM_THREADS", "1")
-    commands = {"generate worker": worker_command("generate"), "train worker": worker_command("train"),
-                "api": api_command(args.host, args.port, args.api_workers)}
+    commands = {"generate worker": worker_command("generate", default_concurrency("generate", env)),
+                "train worker": worker_command("train"),
+                "api": api_command(args.host, args.port, args.api_workers, load_config(env)["TUNESMITH_MAX_STREAMS"])}
     stopping = False
 
     def request_stop(signum, frame):

@@ -4,12 +4,14 @@
     /api/v1/melodies/<id>/<n>.mid        melody n (0-based), same formats
     /api/v1/melodies/<id>.zip            every melody in every format
 
-The worker wrote the files under TUNESMITH_HOME/jobs/<id>/ (melody-<n>.<ext>); a .wav is
-rendered on first request (service/audio.py) and kept beside them.
+The worker wrote each melody's MIDI and JSON under its TUNESMITH_HOME/jobs/<id>/ (melody-<n>.<ext>)
+and into Redis, from where a process on another machine fetches them into its own folder;
+MusicXML and the zip (worker/formats.py) and the WAV (service/audio.py) are rendered here on their
+first download and cached beside them, so later downloads give the same bytes.
 """
 from flask import Blueprint, abort, current_app, jsonify, send_file
 
-from worker import artifact_name, atomic_write
+from worker import artifact_name, cached_file, job_zip, melody_file
 
 bp = Blueprint("downloads", __name__, url_prefix="/api/v1/melodies")
 
@@ -20,8 +22,9 @@ MEDIA_TYPES = {"mid": "audio/midi", "musicxml": "application/vnd.recordare.music
 @bp.get("/<job_id>.<ext>")
 def first_melody(job_id, ext):
     if ext == "zip":
-        folder = _finished_job_dir(job_id)
-        return _send(folder / "melodies.zip", f"tunesmith-{job_id[:8]}.zip", "zip")
+        folder, record = _finished_job(job_id)
+        path = job_zip(folder, job_id, len(record["result"]["melodies"]), _fetch(job_id))
+        return _send(path, f"tunesmith-{job_id[:8]}.zip", "zip")
     return one_melody(job_id, 0, ext)
 
 
@@ -29,17 +32,25 @@ def first_melody(job_id, ext):
 def one_melody(job_id, index, ext):
     if ext not in MEDIA_TYPES or ext == "zip":
         abort(404, f"no format {ext!r}; formats: mid, musicxml, json, wav, zip")
-    folder = _finished_job_dir(job_id)
-    path = folder / artifact_name(index, ext)
-    if ext == "wav" and not path.exists() and (folder / artifact_name(index, "mid")).exists():
+    folder, _ = _finished_job(job_id)
+    if ext == "wav":
+        midi = melody_file(folder, index, "mid", _fetch(job_id))
         from service.audio import render_wav
-        atomic_write(path, render_wav((folder / artifact_name(index, "mid")).read_bytes()))
-    if not path.exists():
+        path = midi and cached_file(folder / artifact_name(index, "wav"), lambda: render_wav(midi.read_bytes()))
+    else:
+        path = melody_file(folder, index, ext, _fetch(job_id))
+    if path is None:
         abort(404, f"job {job_id} has no melody {index}")
     return _send(path, f"tunesmith-{job_id[:8]}-{index}.{ext}", ext)
 
 
-def _finished_job_dir(job_id):
+def _fetch(job_id):
+    """The job's stored files in Redis, for an API process that does not share the worker's disk."""
+    return current_app.extensions["tunesmith"].files.fetcher(job_id)
+
+
+def _finished_job(job_id):
+    """(the job's folder, its record) of a succeeded melody job; 404 or 409 otherwise."""
     record = current_app.extensions["tunesmith"].jobs.get(job_id)
     if record is None or record["kind"] != "melody":
         abort(404, f"no melody job {job_id!r} (unknown or expired)")
@@ -48,7 +59,7 @@ def _finished_job_dir(job_id):
                            state=record["state"])
         response.status_code = 409
         abort(response)
-    return current_app.extensions["tunesmith"].job_dir(job_id)
+    return current_app.extensions["tunesmith"].job_dir(job_id), record
 
 
 def _send(path, download_name, ext):

@@ -130,6 +130,23 @@ def _body(model):
     return {"required": False, "content": {"application/json": {"schema": _ref(model)}}}
 
 
+EVENTS_OPERATION = {
+    "summary": "The job's progress as server-sent events",
+    "description": "text/event-stream: `event: state` (the state when the stream opens, each change, and the "
+                   "end state with `result` or `error`, which ends the stream) and `event: bar` for each finished "
+                   "bar of each melody (`{melody, bar, notes: [{pitch, start_beats, end_beats}], progress}`), from "
+                   "the job's first event, in order; each event has an `id` to resume from with `Last-Event-ID`.",
+    "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                   {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
+                    "description": "go on after this event"}],
+    "responses": {
+        "200": {"description": "the event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+        "404": {"description": "unknown id", "content": {"application/json": {"schema": _ref(Error)}}},
+        "503": {"description": "this server holds as many open streams as it may (Retry-After), or the broker is down",
+                "content": {"application/json": {"schema": _ref(Error)}}}},
+}
+
+
 def build_spec() -> dict:
     models = [MelodyRequest, TrainingRequest, JobAccepted, JobRecord, ValidationFailed, Error,
               ModelList, Readiness]
@@ -157,6 +174,7 @@ def build_spec() -> dict:
             "delete": {"summary": "Cancel a queued or running job (its cancel_token, or the admin token)",
                        "parameters": job_id, "security": secured,
                        "responses": _responses(200, JobRecord, 401, 404, 409, 503)}},
+        "/api/v1/jobs/{job_id}/events": {"get": EVENTS_OPERATION},
         "/api/v1/melodies/{job_id}.{ext}": {"get": {
             "summary": "Download the first melody", "parameters": file_params,
             "responses": _responses(200, None, 404, 409, media=FILE_MEDIA)}},

@@ -13,9 +13,9 @@ DELAY_S = float(os.environ.get("SLOW_JOB_S", "2"))
 _generate = generation.generate
 
 
-def slow_generate(path, request):
+def slow_generate(path, request, **kwargs):
     time.sleep(DELAY_S)
-    return _generate(path, request)
+    return _generate(path, request, **kwargs)
 
 
 generation.generate = slow_generate

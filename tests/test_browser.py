@@ -286,3 +286,35 @@ def test_training_page_shows_loss_curve_and_sets_default(service, page, tmp_path
     with urllib.request.urlopen(service["base"] + "/api/v1/models", timeout=10) as response:
         assert json.load(response)["default"] == name
     assert page.problems == []
+
+
+def test_compose_draws_streamed_bars_before_the_melody_is_finished(service, page):
+    page.goto(service["base"] + "/")
+    page.fill("#bars", "32")
+    page.fill("#seed", "5")
+    page.click("#generate")
+    page.wait_for_function("document.body.dataset.melody", timeout=90_000)
+    log = page.evaluate("window.tunesmith.streamLog")
+    assert [e["bar"] for e in log] == list(range(32))           # every bar, in order, as it came
+    assert log[0]["job"] == "running"                           # drawn while the job was still at work
+    counts = [e["notes"] for e in log]
+    assert counts == sorted(counts) and counts[-1] > 0
+    assert page.locator("#pianoroll rect.note").count() == int(page.get_attribute("#pianoroll svg", "data-note-count"))
+
+    # Play before the end: a job whose stream has sent two bars and not yet its end
+    bars = "".join(
+        f'event: bar\ndata: {{"melody":0,"bar":{b},"progress":0.1,"notes":[{{"pitch":{62 + b},"start_beats":{4 * b},'
+        f'"end_beats":{4 * b + 2}}}]}}\n\n' for b in range(2))
+    page.route("**/events", lambda route: route.fulfill(
+        status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
+        body='retry: 60000\n\nevent: state\ndata: {"state":"running","progress":0.1}\n\n' + bars))
+    page.click("#again")
+    page.wait_for_function("document.body.dataset.streamedBars === '2'")
+    assert page.locator("#pianoroll rect.note").count() == 2
+    assert page.get_attribute("body", "data-job") == "running"
+    page.click("#play")
+    page.wait_for_function("document.body.dataset.player === 'playing'"
+                           " && window.tunesmith.player.context.state === 'running'")
+    assert page.evaluate("window.tunesmith.player.notes.map(n => n.pitch)") == [62, 63]
+    page.click("#stop")
+    assert page.problems == []

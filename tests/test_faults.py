@@ -61,6 +61,12 @@ def test_a_generate_worker_killed_mid_job_its_job_succeeds_exactly_once_within_a
         assert done["state"] == "succeeded" and took < 60, (done["error"], took)
         assert done["attempts"] == 2 and done["completions"] == 1
         folder = Path(app.extensions["tunesmith"].home) / "jobs" / job_id
+        # the job stores MIDI and JSON; MusicXML and the zip are rendered on their first download (worker/formats.py)
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            [f"melody-{i}.{ext}" for i in range(2) for ext in ("mid", "json")])
+        client = app.test_client()
+        assert [client.get(f"/api/v1/melodies/{job_id}/{i}.musicxml").status_code for i in range(2)] == [200, 200]
+        assert client.get(f"/api/v1/melodies/{job_id}.zip").status_code == 200
         assert sorted(p.name for p in folder.iterdir()) == sorted(
             [f"melody-{i}.{ext}" for i in range(2) for ext in ("mid", "musicxml", "json")] + ["melodies.zip"])
     finally:

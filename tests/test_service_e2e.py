@@ -203,3 +203,44 @@ def test_cancel_a_running_training_job(server):
     assert requests.get(url, timeout=10).json()["state"] == "cancelled"
     names = [m["name"] for m in requests.get(f"{server}/api/v1/models", timeout=10).json()["models"]]
     assert "never-finished" not in names
+
+
+def read_events(stream) -> list[dict]:
+    """Server-sent events from a streaming response until the job's end state."""
+    events, fields = [], {}
+    for line in stream.iter_lines(decode_unicode=True):
+        if line:
+            if not line.startswith((":", "retry")):
+                name, value = line.split(": ", 1)
+                fields[name] = value
+            continue
+        if "event" in fields:
+            events.append({"event": fields["event"], "data": json.loads(fields["data"])})
+            if fields["event"] == "state" and events[-1]["data"]["state"] in ("succeeded", "failed", "cancelled"):
+                return events
+        fields = {}
+    return events
+
+
+def test_the_event_stream_delivers_every_bar_in_order_and_ends_with_the_result(server):
+    body = {"bars": 8, "count": 2, "seed": 21, "redraw_degenerate": False}
+    accepted = requests.post(f"{server}/api/v1/melodies", json=body, timeout=10)
+    assert accepted.status_code == 202
+    job_id = accepted.json()["id"]
+    with requests.get(f"{server}/api/v1/jobs/{job_id}/events", stream=True, timeout=60) as stream:
+        assert stream.status_code == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+        events = read_events(stream)
+    assert events[0]["event"] == "state" and events[-1]["data"]["state"] == "succeeded"
+    job = requests.get(f"{server}/api/v1/jobs/{job_id}", timeout=10).json()
+    assert events[-1]["data"]["result"] == job["result"]
+    bars = [e["data"] for e in events if e["event"] == "bar"]
+    for melody in job["result"]["melodies"]:
+        mine = [b for b in bars if b["melody"] == melody["index"]]
+        assert [b["bar"] for b in mine] == list(range(8))
+        streamed = [n for b in mine for n in b["notes"]]
+        notes = download(server, melody["json"]).json()["notes"]
+        assert [(n["pitch"], n["start_beats"]) for n in streamed] == [(n["pitch"], n["start_beats"]) for n in notes]
+        # a note still sounding at its barline is sent as far as that barline; the result has its end
+        assert all(s["end_beats"] <= n["end_beats"] for s, n in zip(streamed, notes))
+    progress = [b["progress"] for b in bars]
+    assert progress == sorted(progress) and 0 < progress[0] < 1

@@ -83,6 +83,12 @@ def test_a_job_whose_worker_process_is_killed_completes_exactly_once(stack):
     assert done["attempts"] == 2 and done["completions"] == 1
     assert done["worker_pid"] != killed
     folder = Path(app.extensions["tunesmith"].home) / "jobs" / job_id
+    # the job stores MIDI and JSON; MusicXML and the zip are rendered on their first download (worker/formats.py)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f"melody-{i}.{ext}" for i in range(2) for ext in ("mid", "json")])
+    for i in range(2):
+        assert client.get(f"/api/v1/melodies/{job_id}/{i}.musicxml").status_code == 200
+    assert client.get(f"/api/v1/melodies/{job_id}.zip").status_code == 200
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [f"melody-{i}.{ext}" for i in range(2) for ext in ("mid", "musicxml", "json")] + ["melodies.zip"])
 

@@ -19,10 +19,15 @@ What the API (service/) uses, all importable from this package:
     artifact_name, atomic_write, job_dir            job files (worker/storage.py)
     die_with_parent, preexec                        children that die with their parent (worker/lifetime.py)
     check_midi, MidiInvalid                         the one MIDI checker (model/midi_check.py): API, worker, CLI
+    metrics_snapshot                                the counters /metrics shows (worker/metrics.py)
+    melody_file, job_zip, cached_file               files rendered on first download (worker/formats.py)
+    Runtime.events                                  a job's event stream (worker/events.py)
 
 The tasks (worker/tasks.py) are thin adapters over worker/generation.py and worker/training.py;
 worker/celery_worker.py is the module `celery -A` loads; worker/cli.py holds `tunesmith worker`.
 """
+from worker.formats import cached as cached_file, job_zip, melody_file
+from worker.metrics import metrics_snapshot
 from worker.records import FINISHED, STATES, new_job_id, public_record, without_paths
 from model.midi_check import MidiInvalid, check_midi  # re-exported: the API checks a primer at submit
 from worker.lifetime import die_with_parent, preexec
@@ -35,4 +40,5 @@ from worker.storage import artifact_name, atomic_write, job_dir
 __all__ = ["FINISHED", "STATES", "new_job_id", "public_record", "without_paths", "NAME_PATTERN", "SHIPPED_NAME",
            "checkpoint_problem", "checkpoint_vocabulary", "Runtime", "make_celery", "persistence_warning", "queues_served", "ECHO_TASK",
            "MAX_TRAIN_MINUTES", "celery_config", "env_number", "load_settings", "open_without_token",
-           "artifact_name", "atomic_write", "job_dir", "die_with_parent", "preexec", "MidiInvalid", "check_midi"]
+           "artifact_name", "atomic_write", "job_dir", "die_with_parent", "preexec", "MidiInvalid", "check_midi",
+           "metrics_snapshot", "cached_file", "job_zip", "melody_file"]

@@ -61,6 +61,7 @@ class Batcher:
         self.closed = False
         self.steps = self.tokens = 0      # counters for /metrics: network steps run, tokens produced
         self.batch_sizes: deque[int] = deque(maxlen=1024)
+        self.on_step = None               # on_step(rows) after every network step (worker/metrics.py)
         self.thread = threading.Thread(target=self._run, name="batcher", daemon=True)
         self.thread.start()
 
@@ -165,6 +166,8 @@ class Batcher:
         self.steps += 1
         self.tokens += B
         self.batch_sizes.append(B)
+        if self.on_step is not None:
+            self.on_step(B)
         keep, offset, still = [], 0, []
         for r in self.active:
             n = r.rows.B

@@ -2,6 +2,10 @@
 runs), and the worker command line that `tunesmith serve` (service/cli.py) starts as well.
 
     tunesmith worker --queues generate|train [--concurrency N]
+
+A generate worker's pool processes are thin (worker/engine.py): each holds one job and waits on the
+worker's generation engine, so `--concurrency` (default `TUNESMITH_GENERATE_CONCURRENCY`, 32) is how
+many jobs share one step loop. A train worker runs one job per process (default 1).
 """
 import os
 import sys
@@ -14,6 +18,13 @@ def worker_command(queue: str, concurrency: int = 1) -> list[str]:
     return ["celery", "-A", "worker.celery_worker", "worker", "-Q", queue, "-c", str(concurrency),
             "--pool", "prefork", "-n", f"{queue}@%h", "--loglevel", "INFO",
             "--without-gossip", "--without-mingle"]
+
+
+def default_concurrency(queue: str, environ=None) -> int:
+    """Jobs a worker of this queue holds at once unless told: a generate worker's batch, one training job."""
+    from worker.settings import generation_throughput
+    env = os.environ if environ is None else environ
+    return generation_throughput(env)["TUNESMITH_GENERATE_CONCURRENCY"] if queue == "generate" else 1
 
 
 def executable(argv: list[str]) -> list[str]:
@@ -30,7 +41,7 @@ def run_worker(args) -> int:
               "requests (or TUNESMITH_OPEN=1 to accept training from anyone)", file=sys.stderr)
         return 2
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    argv = executable(worker_command(args.queues, args.concurrency))
+    argv = executable(worker_command(args.queues, args.concurrency or default_concurrency(args.queues)))
     os.execv(argv[0], argv)
 
 
@@ -39,5 +50,6 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser("worker", help="run one Celery worker against REDIS_URL",
                               description="Run one Celery worker of the Tunesmith service against REDIS_URL.")
     p.add_argument("--queues", choices=("generate", "train"), required=True)
-    p.add_argument("--concurrency", type=int, default=1, help="worker processes (prefork)")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="jobs held at once (prefork processes); generate: TUNESMITH_GENERATE_CONCURRENCY (32), train: 1")
     p.set_defaults(func=run_worker)

@@ -1,41 +1,49 @@
 """A melody job: generate with the requested model, write the files.
 
 `run_generation_job` is the whole job as a plain function; worker/tasks.py only calls it.
-The model is loaded through `model.sampling.generate_melody`, whose cache keeps one `Generator`
-per process, keyed by checkpoint path and modification time: the first task in a fresh worker
-child loads the model, later ones reuse it, and a new default model (another path) or a
-retrained file (new mtime) is loaded on the next task.
+The pool process running it holds no model: it sends the request to its worker's generation
+engine (worker/engine.py), where the melodies of every job the worker holds advance together in
+one step loop per model (worker/batcher.py). The engine keeps one `Generator` per checkpoint path
+and modification time: a new default model (another path) or a retrained file (new mtime) is
+loaded on the next request. Each finished bar moves the job's progress on; the files are written
+here from the engine's plain result (model/notation.py), so a pool process never imports torch.
 """
 import base64
-import io
 import json
 import logging
 import os
 import shutil
 import time
-import zipfile
 
+from model import notation
 from model.params import MAX_PRIMER_BYTES, GenerationParams
+from worker.engine import Cancelled, EngineClient
 from worker.jobs import claim, fail
 from worker.leases import LeaseKeeper
-from worker.records import now_iso
+from worker.metrics import count_state, observe_latency
+from worker.records import FINISHED, now_iso
 from worker.storage import artifact_name, atomic_write, job_dir
 from worker.uploads import UploadInvalid, check_midi
 
 log = logging.getLogger(__name__)
-FORMATS = ("mid", "musicxml", "json")
 
 
-def generate(path, request: GenerationParams):
-    """Generate with the checkpoint at `path` (loaded at most once per process and file version)."""
-    import torch
-    torch.set_num_threads(1)                  # one thread per worker process (2 cores, many procs)
-    from model.sampling import generate_melody
+_ENGINE: EngineClient | None = None
+
+
+def generate(path, request: GenerationParams, on_bar=None, should_stop=None, settings=None) -> dict:
+    """Generate with the checkpoint at `path` in this worker's engine; returns its plain result
+    (worker/engine.py). `on_bar` and `should_stop` as in `EngineClient.generate`."""
+    global _ENGINE
+    if _ENGINE is None or _ENGINE.worker_pid != os.getppid():
+        settings = settings or {}
+        _ENGINE = EngineClient(os.getppid(), batching=settings.get("TUNESMITH_BATCHING", True),
+                               max_rows=settings.get("TUNESMITH_BATCH_ROWS", 64))
     started = time.perf_counter()
-    generation = generate_melody(request, model=path)
-    log.info("%d melodies from %s in %.2f s (pid %d)", len(generation.melodies), path,
+    result = _ENGINE.generate(path, request, on_bar=on_bar, should_stop=should_stop)
+    log.info("%d melodies from %s in %.3f s (pid %d)", len(result["melodies"]), path,
              time.perf_counter() - started, os.getpid())
-    return generation
+    return result
 
 
 def generation_params(params: dict) -> GenerationParams:
@@ -53,16 +61,21 @@ def generation_params(params: dict) -> GenerationParams:
 
 def run_generation_job(runtime, job_id: str, max_attempts: int = 3) -> str:
     """Run one melody job to its end state, under a lease renewed while it runs (worker/leases.py);
-    returns that state (or 'skipped')."""
+    returns that state (or 'skipped'). Its events (worker/events.py) follow: running, each finished
+    bar, the end state."""
     record = claim(runtime, job_id, max_attempts)
     if record is None:
         return "skipped"
     with LeaseKeeper(runtime.jobs, job_id, runtime.lease_s) as lease:
-        return _run(runtime, job_id, record, lease.owner)
+        state = _run(runtime, job_id, record, lease.owner)
+    _report_end(runtime, job_id, state)
+    return state
 
 
 def _run(runtime, job_id: str, record: dict, owner: str) -> str:
     store = runtime.jobs
+    runtime.events.state(job_id, "running", attempt=record["attempts"])   # a new attempt streams from bar 0
+    count_state(runtime.redis, store.prefix, "melody", "running")
     try:
         # every attempt of a job draws the same melodies: without a seed, the job id gives one
         params = {**record["params"]}
@@ -72,11 +85,13 @@ def _run(runtime, job_id: str, record: dict, owner: str) -> str:
         if path is None:
             raise UploadInvalid(f"model {params['model']!r} is no longer registered")
         generation_request = generation_params(params)
-        store.update(job_id, progress=0.1)
-        generation = generate(path, generation_request)
+        generation = generate(path, generation_request, on_bar=BarProgress(runtime, job_id),
+                              should_stop=lambda: store.is_cancelled(job_id), settings=runtime.settings)
         if store.is_cancelled(job_id):
             return "cancelled"
-        result = write_melodies(runtime.home, job_id, generation, params["model"])
+        result = write_melodies(runtime.home, job_id, generation, params["model"], keep=runtime.files.keep)
+    except Cancelled:
+        return "cancelled"
     except ValueError as exc:        # bad parameters or primer (UploadInvalid): the user's to fix
         fail(runtime, job_id, str(exc), owner)
         return "failed"
@@ -90,26 +105,75 @@ def _run(runtime, job_id: str, record: dict, owner: str) -> str:
         return "succeeded"
     if store.is_cancelled(job_id):
         shutil.rmtree(job_dir(runtime.home, job_id), ignore_errors=True)   # cancelled while we worked
+        runtime.redis.delete(runtime.files.key(job_id))
         return "cancelled"
     return "skipped"     # requeued or taken over meanwhile: the other attempt writes the same files
 
 
-def write_melodies(home, job_id: str, generation, model_name: str) -> dict:
-    """Write every melody in every format, and a zip of them all; return the result links."""
+def _report_end(runtime, job_id: str, state: str) -> None:
+    """The job's last event, from its record (what the API shows: result links or the error), and its metrics."""
+    record = runtime.jobs.get(job_id) or {"state": state}
+    if record["state"] in FINISHED:
+        runtime.events.state(job_id, record["state"], result=record.get("result"), error=record.get("error"))
+    if state in ("succeeded", "failed"):                  # cancellations are counted where they are asked for
+        count_state(runtime.redis, runtime.jobs.prefix, "melody", state)
+    if state == "succeeded" and record.get("created_at"):
+        observe_latency(runtime.redis, runtime.jobs.prefix, record["created_at"])
+
+
+class BarProgress:
+    """on_bar for a job: each finished bar becomes an event, and the job's progress follows the
+    first melody's bars (never 1 before the end). Bars are written to Redis together, at most every
+    FLUSH_S seconds (the first at once): one round trip for a few bars instead of two per bar."""
+
+    FLUSH_S = 0.05
+
+    def __init__(self, runtime, job_id: str):
+        self.runtime, self.job_id = runtime, job_id
+        self.pending, self.progress, self.last_flush = [], None, None
+
+    def __call__(self, event: dict) -> None:
+        progress = round(min(event["progress"], 0.99), 4)
+        self.pending.append({"melody": event["melody"], "bar": event["bar"], "notes": event["notes"],
+                             "progress": progress})
+        if event["melody"] == 0:
+            self.progress = progress
+        if self.last_flush is None or time.monotonic() - self.last_flush >= self.FLUSH_S:
+            self.flush()
+
+    @property
+    def holding(self) -> bool:
+        """Are there bars (or progress) not written yet?"""
+        return bool(self.pending) or self.progress is not None
+
+    def flush(self) -> None:
+        """Write the bars held back (EngineClient calls this when the engine is quiet and at the end)."""
+        self.last_flush = time.monotonic()
+        if self.pending:
+            self.runtime.events.publish_many(self.job_id, [("bar", e) for e in self.pending])
+            self.pending = []
+        if self.progress is not None:
+            self.runtime.jobs.update(self.job_id, progress=self.progress)
+            self.progress = None
+
+
+def write_melodies(home, job_id: str, generation: dict, model_name: str, keep=None) -> dict:
+    """Write each melody's MIDI and JSON (what the job answers with); return the result links.
+    `keep(job_id, {name: bytes})` keeps them where API processes on other machines read them
+    (Redis: worker/formats.py, which also renders MusicXML, WAV and the zip on first download).
+    `generation` is the engine's plain result (worker/engine.py)."""
     folder = job_dir(home, job_id)
     base = f"/api/v1/melodies/{job_id}"
-    archive = io.BytesIO()
-    melodies = []
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-        for index, melody in enumerate(generation.melodies):
-            data = {"mid": melody.midi_bytes(), "musicxml": melody.musicxml_bytes(),
-                    "json": json.dumps(melody.to_json()).encode()}
-            for ext in FORMATS:
-                atomic_write(folder / artifact_name(index, ext), data[ext])
-                zf.writestr(f"tunesmith-{job_id[:8]}-{index}.{ext}", data[ext])
-            melodies.append({"index": index, "midi": f"{base}/{index}.mid", "musicxml": f"{base}/{index}.musicxml",
-                             "json": f"{base}/{index}.json", "wav": f"{base}/{index}.wav",
-                             "notes": len(melody.notes)})
-    atomic_write(folder / "melodies.zip", archive.getvalue())
-    return {"seed": generation.seed, "model": model_name, "melodies": melodies, "zip": f"{base}.zip"}
-
+    melodies, files = [], {}
+    for index, melody in enumerate(generation["melodies"]):
+        score = notation.Score.from_dict(melody["score"])
+        files[artifact_name(index, "mid")] = notation.midi_bytes(score)
+        files[artifact_name(index, "json")] = json.dumps(melody["json"]).encode()
+        melodies.append({"index": index, "midi": f"{base}/{index}.mid", "musicxml": f"{base}/{index}.musicxml",
+                         "json": f"{base}/{index}.json", "wav": f"{base}/{index}.wav",
+                         "notes": len(score.notes)})
+    if keep is not None:
+        keep(job_id, files)
+    for name, data in files.items():
+        atomic_write(folder / name, data)
+    return {"seed": generation["seed"], "model": model_name, "melodies": melodies, "zip": f"{base}.zip"}

@@ -11,6 +11,9 @@ from pathlib import Path
 import redis
 from celery import Celery
 
+from worker.events import JobEvents
+from worker.formats import KeptFiles
+from worker.metrics import count_state
 from worker.leases import LEASE_S
 from worker.records import JobStore
 from worker.registry import ModelRegistry
@@ -28,7 +31,7 @@ def make_celery(settings: dict) -> Celery:
 
 
 class Runtime:
-    """What the API and the tasks share: Redis, job records, the registry, the storage folder."""
+    """What the API and the tasks share: Redis, job records and their events, the registry, the storage folder."""
 
     def __init__(self, settings: dict, celery_app: Celery | None = None):
         self.settings = settings
@@ -36,6 +39,8 @@ class Runtime:
         self.redis = redis.Redis.from_url(settings["REDIS_URL"] or DEFAULT_REDIS_URL,
                                           socket_connect_timeout=1, socket_timeout=2)
         self.jobs = JobStore(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
+        self.events = JobEvents(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
+        self.files = KeptFiles(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
         self.models = ModelRegistry(self.home, settings["TUNESMITH_DEFAULT_MODEL"])
         self.max_attempts = settings["TUNESMITH_MAX_ATTEMPTS"]
         self.lease_s = settings.get("TUNESMITH_LEASE_S", LEASE_S)
@@ -66,7 +71,12 @@ class Runtime:
         except Exception:
             self.jobs.delete(record["id"])
             raise
+        self.count_state(kind, "queued")
         return record
+
+    def count_state(self, kind: str, state: str) -> None:
+        """Count a job entering a state, for /metrics (worker/metrics.py)."""
+        count_state(self.redis, self.jobs.prefix, kind, state)
 
     def publish(self, record: dict) -> None:
         """Publish a job's id to its queue (at submit, and again when its lease lapsed: worker/leases.py)."""

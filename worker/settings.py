@@ -14,6 +14,14 @@ agree on the broker, the key prefix, the storage folder and the queues.
 | `TUNESMITH_GENERATE_TIME_LIMIT` | `120` | hard time limit of a generation task, seconds (soft = 80%) |
 | `TUNESMITH_VISIBILITY_TIMEOUT` | longest task + 1 h | seconds before Redis hands an unacknowledged task out again (the outer net) |
 | `TUNESMITH_LEASE_S` | `20` | a running job's lease (worker/leases.py): lapsed this long, the job is queued again |
+
+Generation throughput (worker/engine.py, worker/batcher.py):
+
+| variable | default | meaning |
+|---|---|---|
+| `TUNESMITH_BATCHING` | `1` | `0`: the engine runs one request at a time (the baseline) instead of one shared step loop |
+| `TUNESMITH_BATCH_ROWS` | `64` | melodies (rows) the step loop admits before new requests wait |
+| `TUNESMITH_GENERATE_CONCURRENCY` | `32` | jobs one generate worker holds at once (its pool processes) |
 """
 import os
 from pathlib import Path
@@ -68,9 +76,17 @@ def load_settings(environ=None) -> dict:
         "TUNESMITH_GENERATE_TIME_LIMIT": generate_limit,
         "TUNESMITH_LEASE_S": env_number(env, "LEASE_S", 20.0, float),
     }
+    settings.update(generation_throughput(env))
     visibility = env_number(env, "VISIBILITY_TIMEOUT", longest_task + 3600)
     settings["CELERY"] = celery_config(redis_url, prefix, visibility)
     return settings
+
+
+def generation_throughput(env) -> dict:
+    """The batching settings (see the second table above)."""
+    batching = env.get(ENV_PREFIX + "BATCHING", "1").strip().lower() not in ("0", "false", "no", "off")
+    return {"TUNESMITH_BATCHING": batching, "TUNESMITH_BATCH_ROWS": env_number(env, "BATCH_ROWS", 64),
+            "TUNESMITH_GENERATE_CONCURRENCY": env_number(env, "GENERATE_CONCURRENCY", 32)}
 
 
 def celery_config(redis_url, prefix, visibility_timeout) -> dict:

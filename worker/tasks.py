@@ -5,18 +5,21 @@ folder, never in the broker). Reliability settings are in worker/settings.py; pe
 `acks_late` and `reject_on_worker_lost`, so a task whose worker dies is delivered again. The
 publisher names them (worker/settings.py's TASKS); nothing imports this module but the worker.
 """
+import pretty_midi  # noqa: F401  (the MIDI writer's library, ~0.2 s to import: once in the parent, before the fork)
 from celery import shared_task
 
+from worker.generation import run_generation_job   # torch-free (worker/engine.py holds the model)
 from worker.jobs import maybe_sweep
+from worker.logs import job_context
 from worker.runtime import runtime_of
 from worker.settings import ECHO_TASK, TASKS
 
 
 @shared_task(bind=True, name=TASKS["melody"], acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def generate_melodies(self, job_id: str) -> str:
-    from worker.generation import run_generation_job
     runtime = runtime_of(self.app)
-    state = run_generation_job(runtime, job_id, runtime.max_attempts)
+    with job_context(job_id):
+        state = run_generation_job(runtime, job_id, runtime.max_attempts)
     maybe_sweep(runtime, runtime.job_ttl)
     return state
 
@@ -25,7 +28,8 @@ def generate_melodies(self, job_id: str) -> str:
 def train_model(self, job_id: str) -> str:
     from worker.training import run_training_job
     runtime = runtime_of(self.app)
-    state = run_training_job(runtime, job_id, runtime.max_attempts)
+    with job_context(job_id):
+        state = run_training_job(runtime, job_id, runtime.max_attempts)
     maybe_sweep(runtime, runtime.job_ttl)
     return state
 

@@ -70,3 +70,34 @@ export function bytesToBase64(bytes) {
   for (let i = 0; i < bytes.length; i += chunk) binary += String.fromCharCode(...bytes.subarray(i, i + chunk));
   return btoa(binary);
 }
+
+export class StreamUnavailable extends Error {}
+
+// Follows a job's server-sent events (GET /api/v1/jobs/<id>/events) until its end state:
+// onState({state, progress, ...}) for each state event, onBar({melody, bar, notes, progress}) for
+// each finished bar. Resolves with the end state's data ({state, result, error}); rejects with
+// StreamUnavailable when the stream cannot be opened (the server is full: poll instead).
+export function followJob(url, { onState = () => {}, onBar = () => {} } = {}) {
+  return new Promise((resolve, reject) => {
+    if (!window.EventSource) return reject(new StreamUnavailable("this browser has no EventSource"));
+    const source = new EventSource(url);
+    let opened = false;
+    source.addEventListener("open", () => { opened = true; });
+    source.addEventListener("state", (message) => {
+      const data = JSON.parse(message.data);
+      onState(data);
+      if (["succeeded", "failed", "cancelled", "expired"].includes(data.state)) {
+        source.close();
+        resolve(data);
+      }
+    });
+    source.addEventListener("bar", (message) => onBar(JSON.parse(message.data)));
+    source.addEventListener("error", () => {
+      // before it opened (503, 404): give up; after, EventSource reconnects with Last-Event-ID
+      if (!opened || source.readyState === EventSource.CLOSED) {
+        source.close();
+        reject(new StreamUnavailable("the job's event stream is not available"));
+      }
+    });
+  });
+}

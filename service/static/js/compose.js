@@ -1,7 +1,8 @@
-// The composing page: reads the form, submits a melody job, follows its progress, then
-// shows the melody (piano roll, notation), plays it, offers its downloads and keeps it in
+// The composing page: reads the form, submits a melody job, follows its events (the piano roll
+// grows bar by bar as the worker samples them, and Play works before the melody is finished),
+// then shows the melody (piano roll, notation), plays it, offers its downloads and keeps it in
 // this browser's history (localStorage).
-import { api, waitForJob, clearErrors, showErrors, bytesToBase64, ApiError } from "./api.js";
+import { api, waitForJob, followJob, StreamUnavailable, clearErrors, showErrors, bytesToBase64, ApiError } from "./api.js";
 import { parseMidi } from "./midi.js";
 import { Player } from "./synth.js";
 import { PianoRoll, pitchName } from "./pianoroll.js";
@@ -26,7 +27,9 @@ document.body.dataset.player = "stopped";
 
 let primer = null;   // {base64, label}
 let current = null;  // the melody on show: {entry, midiBytes, parsed}
-window.tunesmith = { player, roll, notation, get current() { return current; } }; // for tests and curious users
+let live = null;     // the melody being composed: {notes, bars} from its streamed bars
+const streamLog = []; // one entry per streamed bar: {bar, notes, job} (the job's state at that moment)
+window.tunesmith = { player, roll, notation, streamLog, get current() { return current; }, get live() { return live; } };
 
 // ---- the form -------------------------------------------------------------------------
 
@@ -110,21 +113,59 @@ async function generate() {
   showJob({ state: "submitting", progress: 0 });
   try {
     const accepted = await api("/api/v1/melodies", { method: "POST", body });
-    const job = await waitForJob(accepted.status_url || `/api/v1/jobs/${accepted.id}`, showJob);
+    const statusUrl = accepted.status_url || `/api/v1/jobs/${accepted.id}`;
+    live = liveMelody(body);
+    let job;
+    try {
+      const end = await followJob(`/api/v1/jobs/${accepted.id}/events`, { onState: showJob, onBar: live.add });
+      job = end.state === "succeeded" ? await api(statusUrl) : end;
+    } catch (err) {
+      if (!(err instanceof StreamUnavailable)) throw err;
+      job = await waitForJob(statusUrl, showJob);   // no stream to be had: poll
+    }
+    showJob(job);
     if (job.state !== "succeeded") throw new Error(job.error || `the job was ${job.state}`);
     const entry = historyEntry(job, body);
     saveHistory(entry);
-    await showMelody(entry);
+    await showMelody(entry, { keepPlaying: player.state === "playing" && player.notes === live.played });
   } catch (err) {
     showErrors(form, err, $("form-error"));
     $("job-status").textContent = "Failed.";
   } finally {
+    live = null;
     setBusy(false);
   }
 }
 
+// The first melody's bars as they are streamed: drawn at once, and played on if Play was pressed.
+// The request's meter and tempo place them (the finished MIDI, drawn at the end, has the primer's
+// when the request leaves them out). A note still sounding at a barline is drawn up to it.
+function liveMelody(body) {
+  const meter = body.meter || "4/4", qpm = body.tempo || 120;
+  const [num, den] = meter.split("/").map(Number);
+  const beatsPerBar = (num * 4) / den;
+  const state = { notes: [], bars: 0, played: null };
+  state.add = (event) => {
+    if (event.melody !== 0) return;
+    if (event.bar === 0 && state.bars) { state.notes = []; state.bars = 0; }   // a new attempt
+    const fresh = event.notes.map((n) => ({ pitch: n.pitch, velocity: 90, startBeat: n.start_beats, endBeat: n.end_beats,
+      start: (n.start_beats * 60) / qpm, end: (n.end_beats * 60) / qpm }));
+    state.notes.push(...fresh);
+    state.bars = event.bar + 1;
+    $("empty").hidden = true;
+    $("melody").hidden = false;
+    roll.render(state.notes, meter, state.bars * beatsPerBar);
+    document.body.dataset.streamedBars = String(state.bars);
+    streamLog.push({ bar: event.bar, notes: state.notes.length, job: document.body.dataset.job });
+    $("play").disabled = false;
+    if (state.played && player.state === "playing" && player.notes === state.played) player.extend(fresh);
+  };
+  return state;
+}
+
 function setBusy(value) {
   busy = value;
+  $("play").disabled = value && !current;
   $("generate").disabled = value;
   $("again").disabled = value;
   $("continue").disabled = value;
@@ -163,8 +204,8 @@ function historyEntry(job, body) {
   };
 }
 
-async function showMelody(entry) {
-  player.stop();
+async function showMelody(entry, { keepPlaying = false } = {}) {
+  if (!keepPlaying) player.stop();   // a melody played while it was composed plays on
   const response = await fetch(entry.melody.midi);
   if (!response.ok) throw new Error(`the melody's MIDI is gone (HTTP ${response.status}); it may have expired`);
   const midiBytes = new Uint8Array(await response.arrayBuffer());
@@ -200,8 +241,14 @@ function downloadLink(label, href) {
 }
 
 $("play").addEventListener("click", async () => {
-  if (!current) return;
+  const streaming = live && live.notes.length;
+  if (!current && !streaming) return;
   try {
+    if (streaming) {
+      await player.play(live.notes);
+      live.played = player.notes;        // its bars still to come are added to this playback
+      return;
+    }
     await player.play(current.parsed.notes);
   } catch (err) {
     $("form-error").textContent = `Cannot play: ${err.message}`;

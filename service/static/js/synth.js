@@ -39,9 +39,22 @@ export class Player {
     filter.connect(master).connect(ctx.destination);
     this.master = master;
 
-    const t0 = ctx.currentTime + 0.08; // a little headroom so the first note is not clipped
+    this.filter = filter;
+    this.notes = [];
+    this.t0 = ctx.currentTime + 0.08; // a little headroom so the first note is not clipped
+    this.duration = 0;
+    this.extend(notes);
+    this.setState("playing");
+    this.tick();
+  }
+
+  // Adds notes (in time order, after those already playing) to the playback under way: a melody
+  // that is still being composed plays on as its bars arrive.
+  extend(notes) {
+    if (!this.context || !this.filter) return;
+    const ctx = this.context;
     for (const n of notes) {
-      const start = t0 + n.start;
+      const start = this.t0 + n.start;
       const length = Math.max(0.05, n.end - n.start);
       const peak = 0.3 + 0.7 * ((n.velocity ?? 90) / 127);
       const env = ctx.createGain();
@@ -51,7 +64,7 @@ export class Player {
       env.gain.setTargetAtTime(peak * 0.6, start + 0.01, 0.05);
       env.gain.setValueAtTime(peak * 0.6, start + length);
       env.gain.linearRampToValueAtTime(0, start + length + 0.08);
-      env.connect(filter);
+      env.connect(this.filter);
       for (const [type, ratio, level] of [["triangle", 1, 1], ["sine", 2, 0.2]]) {
         const osc = ctx.createOscillator();
         osc.type = type;
@@ -63,12 +76,9 @@ export class Player {
         osc.stop(start + length + 0.1);
         this.voices.push(osc);
       }
+      this.notes.push(n);
+      this.duration = Math.max(this.duration, n.end + 0.1);
     }
-    this.notes = notes;
-    this.t0 = t0;
-    this.duration = Math.max(...notes.map((n) => n.end)) + 0.1;
-    this.setState("playing");
-    this.tick();
   }
 
   // Follows the audio clock to report which note sounds now; ends the playback at the end.
@@ -101,6 +111,7 @@ export class Player {
     if (this.master) {
       this.master.disconnect();
       this.master = null;
+      this.filter = null;
     }
     if (this.current !== -1) {
       this.current = -1;

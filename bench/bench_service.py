@@ -1,0 +1,223 @@
+"""The service under load, over real HTTP: `tunesmith serve` (embedded broker, gunicorn, one generate
+worker with its engine) on 127.0.0.1, driven by 1, 8, 32 and 128 concurrent clients, each asking for
+16-bar melodies at the default settings, one after another; then the same with batching off
+(TUNESMITH_BATCHING=0: the engine runs one request at a time) as the baseline.
+
+A client's request: POST /api/v1/melodies, follow GET /api/v1/jobs/<id>/events to the end state
+(the time to its first streamed bar is "first note"), then GET the MIDI ("submit to MIDI" ends when
+its bytes are in). Where the stream is refused (503: the API holds its maximum), the client polls the
+job every 50 ms instead; those are counted. Each level is bounded in requests and in seconds.
+
+    python bench/bench_service.py [--clients 1,8,32,128] [--requests 400] [--seconds 30] [--write]
+
+The clients run in this process (threads), on the same machine: they take CPU from the service.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks_doc import cpu_model, replace_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TITLE = "Service under load"
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """`python -m service.cli serve` in its own home folder (embedded Redis), batching on or off."""
+
+    def __init__(self, batching: bool, streams: int, concurrency: int):
+        self.home = tempfile.mkdtemp(prefix="tunesmith-bench-")
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+        env.update({"TUNESMITH_HOME": self.home, "TUNESMITH_BATCHING": "1" if batching else "0",
+                    "TUNESMITH_MAX_STREAMS": str(streams), "TUNESMITH_GENERATE_CONCURRENCY": str(concurrency),
+                    "OMP_NUM_THREADS": "1"})
+        self.log = open(Path(self.home) / "serve.log", "wb")
+        self.process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(self.port)],
+                                        cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("serve exited: " + (Path(self.home) / "serve.log").read_text()[-2000:])
+            try:
+                if requests.get(self.base + "/readyz", timeout=60).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError("the service was not ready within 240 s")
+
+    def close(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def one_request(session, base: str, bars: int) -> dict:
+    """One client request; returns its times (seconds from the submit) or its error."""
+    t0 = time.perf_counter()
+    out = {"first_note": None, "midi": None, "error": None, "polled": False}
+    response = session.post(f"{base}/api/v1/melodies", json={"bars": bars}, timeout=30)
+    if response.status_code != 202:
+        out["error"] = f"submit HTTP {response.status_code}"
+        return out
+    job_id = response.json()["id"]
+    end = None
+    with session.get(f"{base}/api/v1/jobs/{job_id}/events", stream=True, timeout=120) as stream:
+        if stream.status_code == 200:
+            kind = None
+            for line in stream.iter_lines(decode_unicode=True):
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    data = json.loads(line[6:])
+                    if kind == "bar" and out["first_note"] is None:
+                        out["first_note"] = time.perf_counter() - t0
+                    if kind == "state" and data["state"] in FINISHED:
+                        end = data
+                        break
+        else:
+            out["polled"] = True
+    if end is None:                               # no stream to be had: poll the job
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            record = session.get(f"{base}/api/v1/jobs/{job_id}", timeout=30).json()
+            if record["state"] in FINISHED:
+                end = record
+                break
+            time.sleep(0.05)
+    if end is None or end["state"] != "succeeded":
+        out["error"] = f"job {end['state'] if end else 'unfinished'}: {end.get('error') if end else ''}"
+        return out
+    midi = session.get(base + end["result"]["melodies"][0]["midi"], timeout=30)
+    if midi.status_code != 200 or not midi.content.startswith(b"MThd"):
+        out["error"] = f"MIDI HTTP {midi.status_code}"
+        return out
+    out["midi"] = time.perf_counter() - t0
+    return out
+
+
+def run_level(base: str, clients: int, max_requests: int, max_seconds: float, bars: int) -> dict:
+    results, lock = [], threading.Lock()
+    started = time.perf_counter()
+    budget = [max_requests]
+
+    def client():
+        session = requests.Session()
+        while time.perf_counter() - started < max_seconds:
+            with lock:
+                if budget[0] <= 0:
+                    return
+                budget[0] -= 1
+            try:
+                r = one_request(session, base, bars)
+            except requests.RequestException as exc:
+                r = {"first_note": None, "midi": None, "error": type(exc).__name__, "polled": False}
+            with lock:
+                results.append(r)
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    ok = [r for r in results if r["error"] is None]
+    lat = sorted(r["midi"] for r in ok)
+    first = sorted(r["first_note"] for r in ok if r["first_note"] is not None)
+    pct = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else float("nan")  # noqa: E731
+    errors = [r["error"] for r in results if r["error"]]
+    return {"clients": clients, "requests": len(results), "ok": len(ok), "errors": len(errors),
+            "error_kinds": sorted(set(errors))[:3], "polled": sum(r["polled"] for r in results),
+            "seconds": wall, "per_s": len(ok) / wall,
+            "p50": pct(lat, 0.5), "p95": pct(lat, 0.95), "p99": pct(lat, 0.99),
+            "first_p50": pct(first, 0.5), "first_p95": pct(first, 0.95)}
+
+
+def metric(base: str, name: str) -> float:
+    text = requests.get(base + "/metrics", timeout=10).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", default="1,8,32,128")
+    parser.add_argument("--requests", type=int, default=400, help="most requests per level")
+    parser.add_argument("--seconds", type=float, default=30, help="most seconds per level")
+    parser.add_argument("--bars", type=int, default=16)
+    parser.add_argument("--modes", default="on,off", help="batching on, off or both")
+    parser.add_argument("--streams", type=int, default=64, help="TUNESMITH_MAX_STREAMS per API process")
+    parser.add_argument("--concurrency", type=int, default=32, help="TUNESMITH_GENERATE_CONCURRENCY")
+    parser.add_argument("--write", action="store_true", help=f"write the '{TITLE}' section of docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    levels = [int(c) for c in args.clients.split(",")]
+    load_before = os.getloadavg()
+    rows = []
+    for mode in args.modes.split(","):
+        service = Service(mode == "on", args.streams, args.concurrency)
+        try:
+            for _ in range(3):                   # warm up: the engine loads the model, music21 is imported
+                one_request(requests.Session(), service.base, args.bars)
+            for clients in levels:
+                row = run_level(service.base, clients, args.requests, args.seconds, args.bars)
+                row["mode"] = mode
+                row["rows_mean"] = metric(service.base, "tunesmith_batch_rows_sum") / \
+                    max(1.0, metric(service.base, "tunesmith_batch_rows_count"))
+                rows.append(row)
+                print(json.dumps({k: (round(v, 1) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+        finally:
+            service.close()
+    load_after = os.getloadavg()
+    if args.write:
+        write(rows, args, load_before, load_after)
+
+
+def write(rows, args, load_before, load_after) -> None:
+    command = "python bench/bench_service.py --write" + (f" --clients {args.clients}" if args.clients != "1,8,32,128" else "") \
+        + (f" --requests {args.requests}" if args.requests != 400 else "") + (f" --seconds {args.seconds:g}" if args.seconds != 30 else "")
+    lines = [f"## {TITLE}", "",
+             f"Measured {date.today().isoformat()} with `{command}` ({os.cpu_count()} CPU cores of an {cpu_model()}, "
+             f"shared with other work: 1-minute load average {load_before[0]:.2f} before the run, "
+             f"{load_after[0]:.2f} after). `tunesmith serve` with its embedded Redis, 2 gunicorn processes, "
+             f"one generate worker holding {args.concurrency} jobs (its pool processes) for one engine; "
+             f"{args.bars}-bar melodies at the defaults (the shipped model); each client sends its next request "
+             f"when the last one's MIDI is in; no request of a level starts after its {args.requests}th or after "
+             f"{args.seconds:g} s, and its time runs until the last one is done. The clients are threads of the bench process on the same cores. "
+             "\"first note\": submit to the first streamed bar; \"rows/step\": mean melodies per network step "
+             "since the service started (from /metrics).", "",
+             "| batching | clients | requests | errors | melodies/s | p50 ms | p95 ms | p99 ms | first note p50 ms | first note p95 ms | polled | rows/step |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['per_s']:.1f} | "
+                     f"{r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | {r['first_p50']:.0f} | {r['first_p95']:.0f} | "
+                     f"{r['polled']} | {r['rows_mean']:.1f} |")
+    replace_section(TITLE, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

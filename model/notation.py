@@ -1,0 +1,129 @@
+"""A decoded melody as files: MIDI (pretty_midi) and MusicXML (music21), without torch.
+
+``Score`` is what the two writers need of a melody, in plain values: its grid notes, the meter at
+bar 0 and at every change, the grid step where each bar starts (plus the end of the last bar), the
+grid's resolution and the tempo. ``MelodyTokenizer.score(ids, qpm)`` builds one from token ids; a
+worker stores it with the melody (``to_dict``) so that any process, the API's included, can write
+the files later without the tokenizer or the network (worker/formats.py).
+
+Trailing all-rest bars survive MIDI: the MIDI file carries a text event ``tunesmith:end`` at the
+final barline, which ``model.parsing.encode_midi`` reads back.
+"""
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+END_MARKER = "tunesmith:end"
+
+
+def parse_meter(meter: str) -> tuple[int, int]:
+    """'6/8' -> (6, 8); raises ValueError on anything else."""
+    try:
+        num, den = (int(x) for x in str(meter).split("/"))
+    except ValueError:
+        raise ValueError(f"meter must look like '3/4', got {meter!r}") from None
+    if num < 1 or den not in (1, 2, 4, 8, 16, 32):
+        raise ValueError(f"meter must be n/d with n >= 1 and d a power of two up to 32, got {meter!r}")
+    return num, den
+
+
+@dataclass(frozen=True)
+class Score:
+    """notes: (pitch, start, end) in grid steps; meters: (bar index, meter); bar_starts: grid step of
+    every bar start plus the end of the last bar; tempo in quarter notes per minute."""
+    notes: tuple[tuple[int, int, int], ...]
+    meters: tuple[tuple[int, str], ...]
+    bar_starts: tuple[int, ...]
+    steps_per_quarter: int
+    tempo: float = 120.0
+
+    def to_dict(self) -> dict:
+        return {"notes": [list(n) for n in self.notes], "meters": [list(m) for m in self.meters],
+                "bar_starts": list(self.bar_starts), "steps_per_quarter": self.steps_per_quarter,
+                "tempo": self.tempo}
+
+    @classmethod
+    def from_melody_json(cls, melody: dict) -> "Score":
+        """The score of a melody's JSON (``Melody.to_json``: its token names, grid and tempo), read
+        the way ``MelodyTokenizer.score`` reads the token ids: NOTE starts a note, HOLD continues it
+        (across barlines too), any other step ends it; BAR starts a bar, TS sets its meter."""
+        notes, meters, starts = [], [], []
+        step, bar, pitch, start = 0, -1, None, 0
+        for name in melody["tokens"]:
+            if name == "BAR":
+                bar += 1
+                starts.append(step)
+            elif name.startswith("TS_"):
+                meters.append((max(bar, 0), name[3:]))
+            elif name in ("REST", "HOLD") or name.startswith("NOTE_"):    # a grid step
+                if name != "HOLD" and pitch is not None:
+                    notes.append((pitch, start, step))
+                    pitch = None
+                if name.startswith("NOTE_"):
+                    pitch, start = int(name[5:]), step
+                step += 1
+        if pitch is not None:
+            notes.append((pitch, start, step))
+        return cls(tuple(notes), tuple(meters), tuple(starts + [step]), int(melody["steps_per_quarter"]),
+                   float(melody["tempo"]))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Score":
+        return cls(tuple(tuple(n) for n in d["notes"]), tuple((int(b), str(m)) for b, m in d["meters"]),
+                   tuple(d["bar_starts"]), int(d["steps_per_quarter"]), float(d["tempo"]))
+
+
+def _check_tempo(qpm: float) -> None:
+    if not 0 < qpm <= 1000:
+        raise ValueError(f"qpm must be in (0, 1000], got {qpm}")
+
+
+def midi(score: Score, program: int = 0):
+    """The score as pretty_midi.PrettyMIDI: one instrument, a tempo, time signatures and an end marker."""
+    import pretty_midi
+    _check_tempo(score.tempo)
+    if not 0 <= program <= 127:
+        raise ValueError(f"program must be in [0, 127], got {program}")
+    spq, qpm = score.steps_per_quarter, score.tempo
+    pm = pretty_midi.PrettyMIDI(resolution=spq * math.ceil(480 / spq), initial_tempo=float(qpm))
+    sec = 60.0 / (qpm * spq)                          # seconds per grid step
+    inst = pretty_midi.Instrument(program=program, name="melody")
+    inst.notes = [pretty_midi.Note(90, pitch, start * sec, end * sec) for pitch, start, end in score.notes]
+    pm.instruments.append(inst)
+    for bar, m in score.meters:
+        num, den = parse_meter(m)
+        pm.time_signature_changes.append(pretty_midi.TimeSignature(num, den, score.bar_starts[bar] * sec))
+    pm.text_events.append(pretty_midi.Text(END_MARKER, score.bar_starts[-1] * sec))
+    return pm
+
+
+def midi_bytes(score: Score, program: int = 0) -> bytes:
+    buf = io.BytesIO()
+    midi(score, program).write(buf)
+    return buf.getvalue()
+
+
+def musicxml_bytes(score: Score) -> bytes:
+    """The score as MusicXML (through music21), with meters, tempo and tied notes across barlines."""
+    from fractions import Fraction
+
+    from music21 import meter as m21meter, note as m21note, stream as m21stream, tempo
+    from music21.musicxml.m21ToXml import GeneralObjectExporter
+    _check_tempo(score.tempo)
+    starts, spq = score.bar_starts, score.steps_per_quarter
+    q = lambda steps: Fraction(steps, spq)  # noqa: E731
+    part = m21stream.Part()
+    part.insert(0, tempo.MetronomeMark(number=score.tempo))
+    for bar, m in score.meters:
+        part.insert(q(starts[bar]), m21meter.TimeSignature(m))
+    step = 0
+    for pitch, start, end in list(score.notes) + [(0, starts[-1], starts[-1] + 1)]:  # a sentinel closes the last rest
+        if start > step:
+            part.insert(q(step), m21note.Rest(quarterLength=q(start - step)))
+        if start < starts[-1]:
+            part.insert(q(start), m21note.Note(pitch, quarterLength=q(end - start)))
+        step = end
+    score21 = m21stream.Score([part.makeNotation()])
+    return GeneralObjectExporter(score21).parse()

@@ -1,0 +1,93 @@
+"""`GET /api/v1/jobs/<id>/events`: a job's progress as server-sent events (`text/event-stream`).
+
+    event: state   data: {"state": "queued" | "running" | "succeeded" | "failed" | "cancelled", ...}
+    event: bar     data: {"melody": 0, "bar": 3, "notes": [{"pitch", "start_beats", "end_beats"}], "progress"}
+
+The first event is the job's state when the stream opens; then every event the worker wrote to the
+job's Redis stream (worker/events.py) from its start, so a late listener still gets every bar, in
+order; the last is the end state, with the result links (or the error). A "running" event starts
+an attempt: a job delivered again streams its bars from bar 0 again. Each event carries its id, so
+a client that reconnects with `Last-Event-ID` goes on where it was.
+
+Each stream holds one of the API process's threads, so a process serves at most
+`TUNESMITH_MAX_STREAMS` at once and answers 503 (with Retry-After) beyond that; gunicorn's threads
+per process are that number plus the threads for ordinary requests (service/cli.py).
+"""
+import json
+import threading
+import time
+
+from flask import Blueprint, Response, abort, current_app, jsonify, request
+
+from worker import FINISHED, public_record
+
+bp = Blueprint("events", __name__, url_prefix="/api/v1")
+MAX_STREAM_S = 600             # a stream ends after this (the client reconnects with Last-Event-ID)
+WAIT_MS = 1000                 # one blocking read; shorter than the Redis client's socket timeout
+_slots: dict = {}              # app -> BoundedSemaphore of its open streams (one per process)
+_slots_lock = threading.Lock()
+
+
+def stream_slots(app) -> threading.BoundedSemaphore:
+    with _slots_lock:
+        if app not in _slots:
+            _slots[app] = threading.BoundedSemaphore(app.config["TUNESMITH_MAX_STREAMS"])
+        return _slots[app]
+
+
+def sse(kind: str, data: dict, event_id: str | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+@bp.get("/jobs/<job_id>/events")
+def job_events(job_id):
+    runtime = current_app.extensions["tunesmith"]
+    record = runtime.jobs.get(job_id)
+    if record is None:
+        abort(404, f"no job {job_id!r} (unknown or expired)")
+    slots = stream_slots(current_app._get_current_object())
+    if not slots.acquire(blocking=False):
+        response = jsonify(error="too many open event streams on this server; poll the job or try again")
+        return response, 503, {"Retry-After": "2"}
+    after = request.headers.get("Last-Event-ID") or "0"
+
+    def stream():
+        yield "retry: 1000\n\n"
+        if after == "0":
+            yield sse("state", _state_of(record))
+        yield from _follow(runtime, job_id, after)
+    response = Response(stream(), mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response.call_on_close(slots.release)      # the server closes it at the end or when the client goes
+    return response
+
+
+def _follow(runtime, job_id: str, after: str):
+    """The job's events after `after` until its end state (or MAX_STREAM_S)."""
+    deadline = time.monotonic() + MAX_STREAM_S
+    while time.monotonic() < deadline:
+        events = runtime.events.read(job_id, after, block_ms=WAIT_MS)
+        for event_id, kind, data in events:
+            after = event_id
+            yield sse(kind, data, event_id)
+            if kind == "state" and data["state"] in FINISHED:
+                return
+        if events:
+            continue
+        record = runtime.jobs.get(job_id)          # ended without an event (cancelled while queued, expired)
+        if record is None:
+            yield sse("state", {"state": "expired", "error": "the job's record has expired"})
+            return
+        if record["state"] in FINISHED:
+            if runtime.events.read(job_id, after, block_ms=200):
+                continue                               # its last events were on their way: read them
+            yield sse("state", _state_of(record))
+            return
+        yield ": waiting\n\n"                        # a comment keeps proxies from closing the stream
+
+
+def _state_of(record: dict) -> dict:
+    public = public_record(record)
+    return {"state": public["state"], "progress": public["progress"], "result": public["result"],
+            "error": public["error"]}

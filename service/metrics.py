@@ -1,0 +1,63 @@
+"""`GET /metrics` in the Prometheus text format (prometheus_client), read at each scrape from what
+the workers and the API count in Redis (worker/metrics.py), so every API process answers the same:
+
+    tunesmith_jobs_total{kind, state}          jobs that entered each state (counter)
+    tunesmith_queue_depth{queue}               messages waiting in each Celery queue (gauge)
+    tunesmith_job_latency_seconds              submit-to-done of succeeded melody jobs (histogram)
+    tunesmith_batch_rows                       melodies per network step of the engines (histogram)
+    tunesmith_generated_tokens_total           tokens generated (counter; rate() gives tokens/s)
+    tunesmith_tokens_per_second                the engines' rate over their last second (gauge)
+
+Training jobs are counted when queued and cancelled; their other states are in their records.
+"""
+import math
+
+from flask import Blueprint, Response, current_app
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from worker import metrics_snapshot
+
+bp = Blueprint("metrics", __name__)
+QUEUES = ("generate", "train")
+
+
+class RedisCollector:
+    """A prometheus_client collector over one Runtime's counters."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+
+    def collect(self):
+        snap = metrics_snapshot(self.runtime.redis, self.runtime.jobs.prefix, QUEUES)
+        jobs = CounterMetricFamily("tunesmith_jobs", "Jobs that entered each state", labels=["kind", "state"])
+        for (kind, state), n in sorted(snap["jobs"].items()):
+            jobs.add_metric([kind, state], n)
+        yield jobs
+        depth = GaugeMetricFamily("tunesmith_queue_depth", "Messages waiting in each queue", labels=["queue"])
+        for queue, n in snap["queues"].items():
+            depth.add_metric([queue], n)
+        yield depth
+        for name, doc, hist in (("tunesmith_job_latency_seconds", "Submit to done, succeeded melody jobs",
+                                 snap["latency"]),
+                                ("tunesmith_batch_rows", "Melodies per network step", snap["rows"])):
+            yield HistogramMetricFamily(name, doc, buckets=_cumulative(hist["buckets"]), sum_value=hist["sum"])
+        yield CounterMetricFamily("tunesmith_generated_tokens", "Tokens generated", value=snap["tokens"])
+        yield GaugeMetricFamily("tunesmith_tokens_per_second", "Tokens per second over the engines' last second",
+                                value=snap["tokens_per_s"])
+
+
+def _cumulative(buckets: list) -> list:
+    """[(le, count in that bucket)] -> prometheus_client's [(le text, cumulative count)]."""
+    out, total = [], 0
+    for le, n in buckets:
+        total += n
+        out.append(("+Inf" if math.isinf(le) else repr(float(le)), total))
+    return out
+
+
+@bp.get("/metrics")
+def metrics():
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RedisCollector(current_app.extensions["tunesmith"]))
+    return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4; charset=utf-8")

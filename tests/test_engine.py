@@ -1,0 +1,183 @@
+"""worker/engine.py behind a real generate worker (`tunesmith worker`'s command, several pool
+processes) on the real Redis: jobs held at once share the engine's step loop and give the bytes they
+give alone, a job cancelled mid-batch leaves the others untouched, and progress moves per bar."""
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from model.sampling import Generator
+from service import create_app
+from support import wait_until
+from worker import queues_served
+from worker.batcher import Batcher
+from worker.cli import executable, worker_command
+from worker.generation import generation_params
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN = {"Authorization": "Bearer test-token"}       # service_env's token
+
+REQUESTS = [
+    {"bars": 8, "seed": 1},
+    {"bars": 6, "seed": 2, "count": 3, "temperature": 1.3, "top_p": 0.9, "meter": "3/4"},
+    {"bars": 5, "seed": 3, "key": "D", "scale": "dorian", "min_pitch": 55, "max_pitch": 80, "top_k": 12},
+    {"min_bars": 2, "max_bars": 7, "seed": 4, "count": 2, "cadence": "tonic", "key": "G"},
+    {"bars": 4, "seed": 6, "beam_width": 3, "count": 2},
+    {"bars": 12, "seed": 7, "count": 4, "meter": "6/8", "avoid_repetition": False},
+]
+
+
+def start_worker(app, log_path, env=None, concurrency=6):
+    with open(log_path, "ab") as log:
+        worker = subprocess.Popen(executable(worker_command("generate", concurrency)), cwd=ROOT,
+                                  env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    wait_until(lambda: queues_served(app.extensions["celery"], timeout=0.5), 90, "the worker")
+    return worker
+
+
+def stop_worker(worker):
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
+@pytest.fixture
+def stack(service_env, monkeypatch, tmp_path):
+    for name, value in service_env.items():
+        monkeypatch.setenv(name, value)
+    app = create_app()
+    worker = start_worker(app, tmp_path / "worker.log")
+    try:
+        yield app
+    finally:
+        stop_worker(worker)
+
+
+def submit(client, body) -> str:
+    response = client.post("/api/v1/melodies", json=body)
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()["id"]
+
+
+def finished(app, job_id, timeout=120) -> dict:
+    store = app.extensions["tunesmith"].jobs
+    return wait_until(lambda: (r := store.get(job_id)) and r["state"] in ("succeeded", "failed", "cancelled") and r,
+                      timeout, f"job {job_id} to finish")
+
+
+def midis(client, record) -> list[bytes]:
+    return [client.get(m["midi"]).data for m in record["result"]["melodies"]]
+
+
+def alone(checkpoint, record) -> list[bytes]:
+    """The job's request generated alone in an idle batcher, in this process, from its stored parameters."""
+    batcher = Batcher(Generator(checkpoint))
+    try:
+        generation = batcher.submit(generation_params(record["params"])).result(timeout=120)
+    finally:
+        batcher.close()
+    return [m.midi_bytes() for m in generation.melodies]
+
+
+def test_jobs_held_at_once_give_the_bytes_they_give_alone(stack, tiny_checkpoint):
+    app, client = stack, stack.test_client()
+    warm = finished(app, submit(client, {"bars": 2, "seed": 0}))    # the engine loads the model
+    assert warm["state"] == "succeeded", warm["error"]
+    ids = [submit(client, body) for body in REQUESTS]
+    records = [finished(app, job_id) for job_id in ids]
+    assert [r["state"] for r in records] == ["succeeded"] * len(REQUESTS), [r["error"] for r in records]
+    for record in records:
+        assert midis(client, record) == alone(tiny_checkpoint, record)
+    pids = {r["worker_pid"] for r in records}
+    assert len(pids) > 1                       # several pool processes held jobs, one engine ran them
+    # the same requests again, one after another: the same bytes whether the worker is busy or idle
+    for body, busy in zip(REQUESTS[:3], records):
+        again = finished(app, submit(client, body))
+        assert midis(client, again) == midis(client, busy)
+
+
+def test_a_job_cancelled_mid_batch_leaves_the_others_untouched(stack, tiny_checkpoint):
+    app, client = stack, stack.test_client()
+    store = app.extensions["tunesmith"].jobs
+    long = submit(client, {"bars": 256, "count": 16, "seed": 5, "redraw_degenerate": False})
+    others = [submit(client, body) for body in REQUESTS[:3]]
+    wait_until(lambda: (r := store.get(long)) and r["state"] == "running" and 0 < r["progress"], 120,
+               "the long job to be under way")
+    response = client.delete(f"/api/v1/jobs/{long}", headers=ADMIN)
+    assert response.status_code == 200 and response.get_json()["state"] == "cancelled"
+    after = submit(client, REQUESTS[3])           # the engine takes new work after the cancel
+    records = [finished(app, job_id) for job_id in others + [after]]
+    assert [r["state"] for r in records] == ["succeeded"] * 4
+    for record in records:
+        assert midis(client, record) == alone(tiny_checkpoint, record)
+    cancelled = store.get(long)
+    assert cancelled["state"] == "cancelled" and cancelled["result"] is None
+    assert not (Path(app.extensions["tunesmith"].home) / "jobs" / long).exists()
+
+
+def test_progress_moves_bar_by_bar(stack):
+    app, client = stack, stack.test_client()
+    store = app.extensions["tunesmith"].jobs
+    job_id = submit(client, {"bars": 128, "count": 2, "seed": 8, "redraw_degenerate": False})
+    seen = []
+
+    def done():
+        record = store.get(job_id)
+        seen.append(record["progress"])
+        return record["state"] in ("succeeded", "failed")
+    wait_until(done, 180, "the job", interval=0.01)
+    record = store.get(job_id)
+    assert record["state"] == "succeeded", record["error"]
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert len({p for p in seen if 0 < p < 1}) >= 3, seen     # bar by bar, not 0.1 then 1
+
+
+def scrape(client) -> dict:
+    """/metrics as {(name, labels as a sorted tuple): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.mimetype == "text/plain"
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.get_data(as_text=True)) for s in family.samples}
+
+
+def test_metrics_count_a_job_through_its_states(stack):
+    app, client = stack, stack.test_client()
+    jobs = lambda m, state: m.get(("tunesmith_jobs_total", (("kind", "melody"), ("state", state))), 0)  # noqa: E731
+    before = scrape(client)
+    job_id = submit(client, {"bars": 16, "seed": 3})
+    queued = scrape(client)
+    assert jobs(queued, "queued") == jobs(before, "queued") + 1
+    assert finished(app, job_id)["state"] == "succeeded"
+    after = wait_until(lambda: (m := scrape(client))[("tunesmith_generated_tokens_total", ())] >
+                       before.get(("tunesmith_generated_tokens_total", ()), 0) and m, 10, "the engine's counters")
+    for state in ("running", "succeeded"):
+        assert jobs(after, state) == jobs(before, state) + 1, state
+    latency = ("tunesmith_job_latency_seconds_count", ())
+    assert after[latency] == before.get(latency, 0) + 1
+    assert after[("tunesmith_batch_rows_count", ())] > before.get(("tunesmith_batch_rows_count", ()), 0)
+    assert after[("tunesmith_queue_depth", (("queue", "generate"),))] == 0
+    assert ("tunesmith_tokens_per_second", ()) in after
+
+    cancelled = submit(client, {"bars": 256, "count": 16, "seed": 9, "redraw_degenerate": False})
+    assert client.delete(f"/api/v1/jobs/{cancelled}", headers=ADMIN).status_code == 200
+    assert jobs(scrape(client), "cancelled") == jobs(after, "cancelled") + 1
+
+
+def test_worker_log_lines_are_json_with_the_job_id(stack, tmp_path):
+    app, client = stack, stack.test_client()
+    job_id = submit(client, {"bars": 4, "seed": 2})
+    assert finished(app, job_id)["state"] == "succeeded"
+    lines = [json.loads(line) for line in (tmp_path / "worker.log").read_text().splitlines()
+             if line.startswith("{")]
+    mine = [line for line in lines if line["job_id"] == job_id]
+    assert mine and all({"time", "level", "logger", "pid", "message"} <= set(line) for line in mine)
+    assert any("melodies from" in line["message"] for line in mine)

@@ -1,0 +1,42 @@
+"""Generate workers on other machines: two generate workers on one Redis, each with its own
+TUNESMITH_HOME (no shared disk), and an API process with a third. Every job is served by one of
+them, and the API serves its MIDI, JSON, MusicXML and zip from what the job left in Redis."""
+import io
+import os
+import zipfile
+
+import pytest
+
+from service import create_app
+from support import wait_until
+from test_engine import REQUESTS, alone, finished, midis, start_worker, stop_worker, submit
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_workers_with_their_own_homes_serve_one_api(service_env, monkeypatch, tmp_path, tiny_checkpoint):
+    for name, value in {**service_env, "TUNESMITH_HOME": str(tmp_path / "api-home")}.items():
+        monkeypatch.setenv(name, value)
+    app = create_app()
+    homes = [tmp_path / f"worker-{i}" for i in range(2)]
+    workers = [start_worker(app, tmp_path / f"worker-{i}.log", env={"TUNESMITH_HOME": str(home)}, concurrency=2)
+               for i, home in enumerate(homes)]
+    try:
+        client = app.test_client()
+        ids = [submit(client, body) for body in REQUESTS * 2]
+        records = [finished(app, job_id) for job_id in ids]
+        assert [r["state"] for r in records] == ["succeeded"] * len(ids), [r["error"] for r in records]
+        ran_in = {job_id: [h for h in homes if (h / "jobs" / job_id).is_dir()] for job_id in ids}
+        assert all(len(where) == 1 for where in ran_in.values())        # each job ran on one worker
+        assert {where[0] for where in ran_in.values()} == set(homes)      # and both workers took jobs
+        assert not (tmp_path / "api-home" / "jobs").exists() or not os.listdir(tmp_path / "api-home" / "jobs")
+        for record in records:
+            assert midis(client, record) == alone(tiny_checkpoint, record)
+            job_id = record["id"]
+            assert client.get(f"/api/v1/melodies/{job_id}/0.json").get_json()["notes"] is not None
+            assert client.get(f"/api/v1/melodies/{job_id}/0.musicxml").data.lstrip().startswith(b"<?xml")
+            archive = zipfile.ZipFile(io.BytesIO(client.get(f"/api/v1/melodies/{job_id}.zip").data))
+            assert len(archive.namelist()) == 3 * len(record["result"]["melodies"])
+    finally:
+        for worker in workers:
+            stop_worker(worker)
