@@ -236,10 +236,11 @@ def _exit_with(pid: int, address: str) -> None:
         except PermissionError:
             pass
         time.sleep(1.0)
-    try:
-        os.unlink(address)
-    except OSError:
-        pass
+    for path in (address, address + ".lock"):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
     os._exit(0)
 
 
