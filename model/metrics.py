@@ -231,10 +231,6 @@ def _degenerate(notes: list[Note], total: int, bar_steps: int | None) -> str | N
     return None
 
 
-def is_degenerate(melody, tokenizer=None, bar_steps: int | None = None) -> bool:
-    return degenerate_reason(melody, tokenizer, bar_steps) is not None
-
-
 # ---- a set of melodies against a reference set --------------------------------------------------
 def melody_statistics(melodies: Iterable, tokenizer=None, max_length: int = MAX_LENGTH,
                       bar_steps: int | None = None, key: str | int | None = None, scale: str | None = None) -> dict:

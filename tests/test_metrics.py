@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from model.metrics import (bits_per_note, compare_melodies, corpus_bits_per_note, count_notes, degenerate_reason,
-                           estimate_key, histogram_overlap, in_scale_ratio, interval_histogram, is_degenerate,
+                           estimate_key, histogram_overlap, in_scale_ratio, interval_histogram,
                            length_histogram, note_ids, pitch_bits, pitch_class_histogram, scale_pitch_classes)
 from model.tokens import MelodyTokenizer, Note
 
@@ -47,7 +47,7 @@ def test_in_scale_ratio_counts_the_notes_outside():
 
 def test_degenerate_melodies_are_recognised():
     two_note_loop = TOK.encode_notes(line([60, 62] * 8, length=2), "4/4")  # 16 notes x 2 steps = 2 bars
-    assert not is_degenerate(two_note_loop, TOK)           # exactly two bars: not more than two
+    assert degenerate_reason(two_note_loop, TOK) is None   # exactly two bars: not more than two
     longer_loop = TOK.encode_notes(line([60, 62] * 12, length=2), "4/4")   # 3 bars
     assert degenerate_reason(longer_loop, TOK).startswith("two-note loop")
     one_note = TOK.encode_notes(line([67] * 10, length=4), "4/4")          # 2.5 bars of G
