@@ -91,3 +91,12 @@ def service_env(tmp_path, tiny_checkpoint, redis_base_url):
     env = service_environment(tmp_path / "home", tiny_checkpoint, redis_base_url)
     yield env
     forget_keys(env)
+
+
+@pytest.fixture
+def app(service_env, monkeypatch):
+    """The Flask app on the test service environment (a module may define its own `app` instead)."""
+    from service import create_app
+    for name, value in service_env.items():
+        monkeypatch.setenv(name, value)
+    return create_app()

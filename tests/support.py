@@ -109,3 +109,14 @@ class OwnRedis:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(20)
+
+
+def stop_worker(worker):
+    """SIGTERM a worker started in its own session; SIGKILL its whole group after 30 s."""
+    import os
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()

@@ -19,13 +19,6 @@ TOKEN = {"Authorization": "Bearer test-token"}
 
 
 @pytest.fixture
-def app(service_env, monkeypatch):
-    for name, value in service_env.items():
-        monkeypatch.setenv(name, value)
-    return create_app()
-
-
-@pytest.fixture
 def client(app):
     return app.test_client()
 

@@ -3,7 +3,6 @@ processes) on the real Redis: jobs held at once share the engine's step loop and
 give alone, a job cancelled mid-batch leaves the others untouched, and progress moves per bar."""
 import json
 import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 
 from model.sampling import Generator
 from service import create_app
-from support import wait_until
+from support import stop_worker, wait_until
 from worker import queues_served
 from worker.batcher import Batcher
 from worker.cli import executable, worker_command
@@ -38,15 +37,6 @@ def start_worker(app, log_path, env=None, concurrency=6):
                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     wait_until(lambda: queues_served(app.extensions["celery"], timeout=0.5), 90, "the worker")
     return worker
-
-
-def stop_worker(worker):
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait()
 
 
 @pytest.fixture

@@ -254,12 +254,7 @@ def test_a_training_job_cancelled_while_its_corpus_loads_stops_within_5_s(servic
         record = app.extensions["tunesmith"].jobs.get(job["id"])
         assert record["state"] == "cancelled"
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
+        stop_worker(worker)
 
 
 def record_step(app, job_id) -> int:

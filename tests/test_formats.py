@@ -9,20 +9,11 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
 
 from model.sampling import GenerationParams, Generator
-from service import create_app
 from worker.engine import plain_result
 from worker.formats import cached
 from worker.generation import write_melodies
-
-
-@pytest.fixture
-def app(service_env, monkeypatch):
-    for name, value in service_env.items():
-        monkeypatch.setenv(name, value)
-    return create_app()
 
 
 def finished_job(app, checkpoint, **params) -> str:

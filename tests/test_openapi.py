@@ -1,7 +1,6 @@
 """The OpenAPI document (service/openapi.py): a valid OpenAPI 3.1 document, its file downloads
 under their real media types, and a bounded schemathesis run over every operation against the app
 (real Redis, no worker): no 5xx, every answer documented and conforming to its schema."""
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from openapi_spec_validator import validate
@@ -9,18 +8,10 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
                                                status_code_conformance)
 from schemathesis.checks import not_a_server_error
 
-from service import create_app
 from service.downloads import MEDIA_TYPES
 from service.openapi import build_spec
 
 TOKEN = {"Authorization": "Bearer test-token"}
-
-
-@pytest.fixture
-def app(service_env, monkeypatch):
-    for name, value in service_env.items():
-        monkeypatch.setenv(name, value)
-    return create_app()
 
 
 def test_the_document_is_valid_openapi_3_1(app):

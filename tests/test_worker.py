@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from service import create_app
-from support import wait_until
+from support import stop_worker, wait_until
 from worker import queues_served
 from worker.cli import executable, worker_command
 
@@ -31,15 +31,6 @@ def start_worker(app, log_path, delay_s=DELAY_S):
                                   start_new_session=True)
     wait_until(lambda: queues_served(app.extensions["celery"], timeout=0.5), 60, "the worker")
     return worker
-
-
-def stop_worker(worker):
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import zipfile
 import pytest
 
 from service import create_app
-from support import wait_until
 from test_engine import REQUESTS, alone, finished, midis, start_worker, stop_worker, submit
 
 pytestmark = pytest.mark.slow

@@ -56,7 +56,7 @@ class Batcher:
         self.min_rows = min_rows(generator.model)  # shared batches are padded to this many rows
         self.incoming: deque[Request] = deque()
         self.active: list[Request] = []
-        self.state = None  # the stacked recurrent state of the active rows (+ padding)
+        self.state = None  # the stacked recurrent state of the active rows (padding only inside a step)
         self.wake = threading.Condition()
         self.closed = False
         self.steps = self.tokens = 0      # counters for /metrics: network steps run, tokens produced
@@ -143,20 +143,13 @@ class Batcher:
             request.future.set_exception(e)
 
     def _join(self, request: Request, state) -> None:
-        live = self._live_state()
         self.active.append(request)
-        self.state = state if live is None else _cat(live, state)
-
-    def _live_state(self):
-        """The state of the active rows without the padding."""
-        if self.state is None:
-            return None
-        return _rows(self.state, torch.arange(self.rows))
+        self.state = state if self.state is None else _cat(self.state, state)
 
     def _step(self) -> None:
         B = self.rows
         pad = max(0, self.min_rows - B)
-        state = self._live_state()
+        state = self.state  # between steps it holds exactly the active rows, in their order
         if pad:
             state = _cat(state, _zeros_like_rows(state, pad))
         xs, conds = zip(*(r.rows.inputs() for r in self.active))
