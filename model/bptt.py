@@ -19,8 +19,9 @@ def repackage_state(state):
     return tuple(repackage_state(s) for s in state)
 
 
-def bptt_loss(model, inputs, positions, targets, state, k: int, pad_id: int):
-    """Summed cross-entropy over a window (B, T), backpropagating at most ``k`` steps.
+def bptt_loss(model, inputs, positions, targets, state, k: int, pad_id: int, weights=None):
+    """Summed cross-entropy over a window (B, T), backpropagating at most ``k`` steps; with
+    ``weights`` (B, T), each target's loss is multiplied by its weight.
 
     The state is detached every k steps (and on entry, cutting it off from the previous window).
     Returns (summed loss, final state).
@@ -30,8 +31,13 @@ def bptt_loss(model, inputs, positions, targets, state, k: int, pad_id: int):
         state = repackage_state(state) if state is not None else None
         pos = positions[:, s:s + k] if positions is not None else None
         logits, state = model(inputs[:, s:s + k], pos, state)  # (B, k, V)
-        total = total + F.cross_entropy(logits.flatten(0, 1), targets[:, s:s + k].flatten(),
-                                        ignore_index=pad_id, reduction="sum")
+        if weights is None:
+            loss = F.cross_entropy(logits.flatten(0, 1), targets[:, s:s + k].flatten(),
+                                   ignore_index=pad_id, reduction="sum")
+        else:
+            loss = (F.cross_entropy(logits.flatten(0, 1), targets[:, s:s + k].flatten(), ignore_index=pad_id,
+                                    reduction="none") * weights[:, s:s + k].flatten()).sum()
+        total = total + loss
     return total, state
 
 

@@ -44,6 +44,8 @@ def _add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
              "remaining_inputs": "feed the bars remaining to the end of the tune to the network",
              "max_remaining": "cap of the bars-remaining input",
              "remaining_dropout": "share of training tunes read with their end unknown (so ranges of bars can end freely)",
+             "end_weight": "loss weight of each tune's last bar, its tokens after the last barline (1 = none)",
+             "init": "start from this checkpoint's network weights (fine-tuning; the network settings must match)",
              "patience": "epochs without a better validation loss before stopping early",
              "cell": "recurrent cell: lstm, gru or rnn", "backend": "cells (model.cells, our own), fused (torch.nn.LSTM/GRU/RNN) or auto (a fixed rule: "
              "fused LSTM, our GRU and RNN)",
@@ -61,6 +63,8 @@ def _add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
             kwargs["action"] = argparse.BooleanOptionalAction
         elif f.name == "max_minutes":
             kwargs["type"] = float
+        elif f.name == "init":
+            kwargs["type"] = str
         else:
             kwargs["type"] = type(default)
         parser.add_argument(flag, **kwargs)

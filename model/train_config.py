@@ -31,6 +31,9 @@ class TrainConfig:
     max_remaining: int = 8               # the cap: "8" means 8 bars or more to go
     remaining_dropout: float = 0.25      # share of training tunes (drawn per epoch) read with the end "unknown",
                                          # so the model also learns to end on its own (a min_bars/max_bars range)
+    end_weight: float = 1.0              # loss weight of each tune's last bar (its tokens after the last barline,
+                                         # EOS included), so the few tokens that end a tune count for more
+    init: str | None = None              # start from this checkpoint's network weights (same network settings)
     short_term: bool = True              # fit the short-term model (model/shortterm.py) on valid at the end
     bptt: int | str = 128                # "full" (whole tunes) or k: truncate gradients every k steps
     window: int = 128                    # tokens per lane per optimizer step (truncated BPTT only)
@@ -71,6 +74,7 @@ class TrainConfig:
             ("threads", self.threads >= 1, ">= 1"),
             ("max_remaining", 1 <= self.max_remaining <= 64, "in [1, 64]"),
             ("remaining_dropout", 0 <= self.remaining_dropout < 1, "in [0, 1)"),
+            ("end_weight", 0 < self.end_weight <= 100, "in (0, 100]"),
             ("backend", self.backend in ("auto", "fused", "cells"), "auto, fused or cells"),
             ("valid", 0 < self.valid < 0.5, "in (0, 0.5)"), ("test", 0 <= self.test < 0.5, "in [0, 0.5)"),
         ]

@@ -52,6 +52,16 @@ from model.train_config import TrainConfig  # the dataclass lives torch-free the
 RESUMABLE_CHANGES = ("epochs", "max_minutes", "patience", "threads", "out", "short_term")
 
 
+def end_weights(tokens, bar_id: int, weight: float) -> np.ndarray:
+    """(len(tokens),) float32: ``weight`` for the tokens after a tune's last barline (its last bar and
+    EOS), 1 elsewhere; entry j weighs the loss of predicting token j."""
+    out = np.ones(len(tokens), dtype=np.float32)
+    bars = np.flatnonzero(np.asarray(tokens) == bar_id)
+    if len(bars):
+        out[bars[-1] + 1:] = weight
+    return out
+
+
 class Trainer:
     """One training run; ``train()`` is the entry point. See the module docstring."""
 
@@ -74,6 +84,8 @@ class Trainer:
                                split_seed=config.seed, train_tokens=int(sum(map(len, self.train_tokens))))
         torch.manual_seed(config.seed)
         self.model = MelodyNetwork(net_config)
+        if config.init:
+            self._load_init(config.init)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=0.5, patience=1)
         self.epoch, self.step = 0, 0        # completed epochs; completed steps in the current epoch
@@ -84,6 +96,15 @@ class Trainer:
         self.sums = self._zero_sums()       # running sums of the current epoch
         self.stop_requested = False
         self.short_term = None              # the fitted short-term model and its valid figures, at the end
+
+    def _load_init(self, path: str) -> None:
+        """Start from another checkpoint's network weights (fine-tuning); its network must be this one's."""
+        from model.checkpoint import load_checkpoint
+        model, tokenizer, _ = load_checkpoint(path)
+        if model.config != self.model.config or tokenizer.config != self.tokenizer.config:
+            raise ValueError(f"init {path!r} has another network or tokenizer than this run's settings "
+                             f"({model.config} / {tokenizer.config}, here {self.model.config} / {self.tokenizer.config})")
+        self.model.load_state_dict(model.state_dict())
 
     @staticmethod
     def _zero_sums():
@@ -112,6 +133,7 @@ class Trainer:
                 pos = pos % net.max_positions + net.max_positions * net.unknown_remaining
             positions.append(pos)
         use_positions = self.train_positions is not None
+        weighted = cfg.end_weight != 1.0
         if cfg.bptt == "full":
             # buckets of similar length (little padding), then the batches in random order
             chunk = cfg.batch_size * 16
@@ -119,33 +141,47 @@ class Trainer:
             for c in range(0, len(tunes), chunk):
                 group = sorted(range(c, min(c + chunk, len(tunes))), key=lambda j: len(tunes[j]))
                 batches += [group[b:b + cfg.batch_size] for b in range(0, len(group), cfg.batch_size)]
-            return [tune_batch([tunes[j] for j in batches[b]],
-                               [positions[j] for j in batches[b]] if use_positions else None, pad)
-                    for b in rng.permutation(len(batches))]
+            out = []
+            for b in rng.permutation(len(batches)):
+                group = [tunes[j] for j in batches[b]]
+                inputs, pos, targets = tune_batch(group, [positions[j] for j in batches[b]] if use_positions else None, pad)
+                w = None
+                if weighted:
+                    w = torch.ones(targets.shape)
+                    for row, t in enumerate(group):
+                        w[row, :len(t) - 1] = torch.from_numpy(end_weights(t, self.tokenizer.bar_id, cfg.end_weight)[1:])
+                out.append((inputs, pos, targets, w))
+            return out
         stream = torch.from_numpy(np.concatenate(tunes))
         lanes = max(1, min(cfg.batch_size, len(stream) // cfg.window))  # each lane >= one window
         length = len(stream) // lanes
         ids = stream[:lanes * length].view(lanes, length)  # (lanes, L)
         pos = torch.from_numpy(np.concatenate(positions))[:lanes * length].view(lanes, length) \
             if use_positions else None
+        weights = torch.from_numpy(np.concatenate([end_weights(t, self.tokenizer.bar_id, cfg.end_weight)
+                                                   for t in tunes]))[:lanes * length].view(lanes, length) \
+            if weighted else None
         out = []
         for s in range(0, length - 1, cfg.window):
             e = min(s + cfg.window, length - 1)
-            out.append((ids[:, s:e], pos[:, s:e] if pos is not None else None, ids[:, s + 1:e + 1]))
+            out.append((ids[:, s:e], pos[:, s:e] if pos is not None else None, ids[:, s + 1:e + 1],
+                        weights[:, s + 1:e + 1] if weights is not None else None))
         return out
 
     # ---- one optimizer step and one epoch ------------------------------------------------------
 
-    def train_step(self, inputs, positions, targets) -> dict:
+    def train_step(self, inputs, positions, targets, weights=None) -> dict:
+        """One optimizer step on a batch; with ``weights`` (B, T) the loss is the weighted mean."""
         cfg, pad = self.config, self.tokenizer.pad_id
         self.model.train()
         if cfg.bptt == "full":
-            loss_sum, _ = bptt_loss(self.model, inputs, positions, targets, None, inputs.shape[1], pad)
+            loss_sum, _ = bptt_loss(self.model, inputs, positions, targets, None, inputs.shape[1], pad, weights)
         else:
             state = self.lane_state if self.lane_state is not None else self.model.init_state(inputs.shape[0])
-            loss_sum, state = bptt_loss(self.model, inputs, positions, targets, state, cfg.bptt, pad)
-        tokens = int((targets != pad).sum())
-        loss = loss_sum / tokens
+            loss_sum, state = bptt_loss(self.model, inputs, positions, targets, state, cfg.bptt, pad, weights)
+        real = targets != pad
+        tokens = int(real.sum())
+        loss = loss_sum / (tokens if weights is None else float(weights[real].sum()))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = clip_gradients(self.model, cfg.clip)
@@ -233,9 +269,9 @@ class Trainer:
             bar = tqdm(total=len(batches), initial=self.step, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
                        disable=not self.show_progress, unit="step", dynamic_ncols=True)
             try:
-                for inputs, positions, targets in batches[self.step:]:
+                for inputs, positions, targets, weights in batches[self.step:]:
                     t0 = time.perf_counter()
-                    out = self.train_step(inputs, positions, targets)
+                    out = self.train_step(inputs, positions, targets, weights)
                     dt = time.perf_counter() - t0
                     self.step += 1
                     s = self.sums

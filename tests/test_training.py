@@ -289,3 +289,61 @@ def test_auto_backend_trains_each_cell_on_its_faster_implementation():
     assert TrainConfig(data="x", out="x.pt", cell="gru", backend="fused").network_config(tok).backend == "fused"
     with pytest.raises(ValueError, match="backend must be auto, fused or cells"):
         TrainConfig(data="x", out="x.pt", backend="cuda")
+
+
+# ---- the end weight and fine-tuning -----------------------------------------------------------------
+
+def test_end_weights_mark_the_last_bar_and_eos_only():
+    from model.training import end_weights
+    ids = melody(0)
+    w = end_weights(ids, TOK.bar_id, 3.0)
+    last_bar = max(i for i, t in enumerate(ids) if t == TOK.bar_id)
+    assert (w[:last_bar + 1] == 1.0).all()
+    assert (w[last_bar + 1:] == 3.0).all() and ids[-1] == TOK.eos_id
+    assert len(w) == len(ids)
+
+
+def test_a_weighted_loss_is_the_weighted_mean_of_the_token_losses():
+    model = net()
+    inputs, positions, targets = batch_of(melody(0), melody(1, "3/4"))
+    weights = torch.rand(targets.shape) + 0.5
+    weighted, _ = bptt_loss(model, inputs, positions, targets, None, 8, TOK.pad_id, weights)
+    logits, _ = model(inputs, positions)
+    per_token = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=TOK.pad_id, reduction="none")
+    assert torch.allclose(weighted, (per_token * weights.flatten()).sum(), rtol=1e-5)
+    plain, _ = bptt_loss(model, inputs, positions, targets, None, 8, TOK.pad_id)
+    assert not torch.allclose(weighted, plain)
+
+
+@pytest.mark.parametrize("bptt", ["full", 8])
+def test_the_end_weight_weighs_exactly_the_last_bars(tmp_path, bptt):
+    corpus = corpus_of(12)
+    trainer = Trainer(tiny(tmp_path, bptt=bptt, end_weight=5.0), corpus, show_progress=False)
+    targets = torch.cat([b[2].flatten() for b in trainer.epoch_batches(0)])
+    weights = torch.cat([b[3].flatten() for b in trainer.epoch_batches(0)])
+    assert set(weights.unique().tolist()) == {1.0, 5.0}
+    assert (weights[targets == TOK.eos_id] == 5.0).all()  # every tune's EOS ...
+    assert not (targets[weights == 5.0] == TOK.bar_id).any()  # ... and its last bar's steps, never a barline
+    last_bars = sum(len(t) - 1 - max(i for i, x in enumerate(t) if x == TOK.bar_id) for t in trainer.train_tokens)
+    weighted = int((weights == 5.0).sum())
+    if bptt == "full":
+        assert weighted == last_bars
+    else:  # the stream drops the few tokens that do not fill its lanes
+        assert last_bars - len(trainer.train_tokens[0]) <= weighted <= last_bars
+    assert all(b[3] is None for b in Trainer(tiny(tmp_path, bptt=bptt), corpus, show_progress=False).epoch_batches(0))
+
+
+def test_init_starts_from_a_checkpoints_weights_and_refuses_another_network(tmp_path):
+    corpus = corpus_of(12)
+    first = tiny(tmp_path, epochs=1)
+    train(first, corpus=corpus, show_progress=False)
+    trained, _, _ = load_checkpoint(first.out)
+    tuned = Trainer(tiny(tmp_path, out=str(tmp_path / "tuned.pt"), init=first.out), corpus, show_progress=False)
+    for a, b in zip(trained.state_dict().values(), tuned.model.state_dict().values()):
+        assert torch.equal(a, b)
+    fresh = Trainer(tiny(tmp_path, out=str(tmp_path / "fresh.pt")), corpus, show_progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), fresh.model.state_dict().values()))
+    with pytest.raises(ValueError, match="init .* has another network"):
+        Trainer(tiny(tmp_path, out=str(tmp_path / "other.pt"), init=first.out, hidden_size=24), corpus, show_progress=False)
+    with pytest.raises(ValueError, match=r"end_weight must be in \(0, 100\], got 0"):
+        TrainConfig(end_weight=0)

@@ -36,7 +36,8 @@ def train_config(params: dict, data_spec: str, out):
                        patience=params.get("patience", 4), transpose=tuple(params.get("transpose", (0, 0))),
                        short_term=params.get("short_term", True), threads=1,
                        remaining_inputs=params.get("remaining_inputs", TrainConfig.remaining_inputs),
-                       max_remaining=params.get("max_remaining", TrainConfig.max_remaining))
+                       max_remaining=params.get("max_remaining", TrainConfig.max_remaining),
+                       end_weight=params.get("end_weight", TrainConfig.end_weight))
 
 
 def prepare_data(home, job_id: str, params: dict, should_stop=None) -> str:
