@@ -18,6 +18,8 @@ the melody is extracted first) and ``encode_stream`` (music21); the last two are
 """
 from __future__ import annotations
 
+import threading
+
 from dataclasses import asdict, dataclass
 
 import torch
@@ -106,6 +108,8 @@ class MelodyTokenizer:
         self._first_note = self._first_ts + len(c.meters)
         self._bar_steps: dict[str, int] = {}
         self._masks: dict[tuple, tuple[torch.Tensor, list[bool]]] = {}   # GrammarState masks by state
+        self._decoded: dict[tuple, tuple] = {}   # decode_notes' last results (threads share a tokenizer: _decoded_lock)
+        self._decoded_lock = threading.Lock()
 
     # --- vocabulary -------------------------------------------------------------------------
     @property
@@ -195,7 +199,21 @@ class MelodyTokenizer:
         return ids
 
     def decode_notes(self, ids) -> tuple[list[Note], list[tuple[int, str]]]:
-        """ids -> (grid notes, [(bar_index, meter)] at bar 0 and at every change). Validates first."""
+        """ids -> (grid notes, [(bar_index, meter)] at bar 0 and at every change). Validates first.
+
+        The last few results are kept (a generated melody is decoded by the quality gate and again
+        for its result); each call returns fresh lists of the immutable notes."""
+        key = tuple(int(t) for t in ids)
+        hit = self._decoded.get(key)
+        if hit is None:
+            hit = self._decode_notes(key)
+            with self._decoded_lock:
+                if len(self._decoded) >= 64:
+                    self._decoded.pop(next(iter(self._decoded)))
+                self._decoded[key] = hit
+        return list(hit[0]), list(hit[1])
+
+    def _decode_notes(self, ids: tuple[int, ...]) -> tuple[tuple[Note, ...], tuple[tuple[int, str], ...]]:
         self.validate(ids)
         notes, meters, step, bar = [], [], 0, -1
         pitch = start = None
@@ -214,7 +232,7 @@ class MelodyTokenizer:
                 step += 1
         if pitch is not None:
             notes.append(Note(pitch, start, step))
-        return notes, meters
+        return tuple(notes), tuple(meters)
 
     def bar_count(self, ids) -> int:
         return sum(1 for t in ids if int(t) == self.bar_id)

@@ -161,7 +161,7 @@ class Batcher:
         self.batch_sizes.append(B)
         if self.on_step is not None:
             self.on_step(B)
-        keep, offset, still = [], 0, []
+        spans, offset, still, finished = [], 0, [], []
         for r in self.active:
             n = r.rows.B
             if not r.cancelled:
@@ -170,14 +170,16 @@ class Batcher:
             if r.cancelled:
                 r.future.set_exception(CancelledError())
             elif r.rows.done:
-                pass  # leaves the batch; its next draw (if any) joins below
+                finished.append(r)  # leaves the batch; its next draw (if any) joins below
             else:
-                keep.append(torch.arange(offset, offset + n))
+                spans.append((offset, n))
                 still.append(r)
             offset += n
-        finished = [r for r in self.active if r not in still and not r.cancelled]
+        if len(still) < len(self.active):  # someone left: keep the state rows of those still here
+            self.state = _rows(self.state, torch.cat([torch.arange(o, o + n) for o, n in spans])) if still else None
+        elif pad:  # everyone stays: drop the padding rows (a view)
+            self.state = tuple(h[:, :B] for h in self.state) if isinstance(self.state, tuple) else self.state[:, :B]
         self.active = still
-        self.state = _rows(self.state, torch.cat(keep)) if keep else None
         for r in finished:
             self._next_draw(r, r.rows.result(r.draw[4]))
 
