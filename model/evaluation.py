@@ -103,8 +103,8 @@ def tune_scores(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32
     ``copy_model``, of the mixture with the short-term model."""
     logprobs, bits = [None] * len(tokens), [None] * len(tokens)
     for i, dist in tune_distributions(model, tokenizer, tokens, batch_size, known_end):
-        if copy_model is not None:
-            dist = copy_model.mix(dist, tokens[i])
+        if copy_model is not None:  # the last bar has its own gate when the end is known
+            dist = copy_model.mix(dist, tokens[i], shortterm.last_barline(tokens[i], tokenizer.bar_id) if known_end else None)
         logprobs[i] = dist[np.arange(len(dist)), tokens[i][1:]]
         bits[i] = metrics.pitch_bits(dist, tokens[i], tokenizer)
     return logprobs, bits
@@ -124,7 +124,8 @@ def fit_short_term(model, tokenizer, tunes, batch_size: int = 32) -> tuple[short
     tokens = token_arrays(tunes)
     if not tokens:
         raise ValueError("tunes must hold at least one tune, got none")
-    stats = shortterm.collect(target_logprobs(model, tokenizer, tokens, batch_size), tokens)
+    stats = shortterm.collect(target_logprobs(model, tokenizer, tokens, batch_size), tokens,
+                              last_bars=[shortterm.last_barline(t, tokenizer.bar_id) for t in tokens])
     copy_model, nats = shortterm.fit(stats)
     return copy_model, {"network_nats_per_token": float(-stats["net"].mean()), "mixture_nats_per_token": nats}
 

@@ -137,8 +137,8 @@ class MelodyRows:
         nxt = self.full[i + 1]
         self.i += 1
         if self.copy is not None:  # the short-term model reads x; at a grid step it is mixed into the logits
-            if nxt == CHOOSE:
-                self.copy.push_and_mix(self.x, logits)  # in place: log((1 - g) p_network + g p_copy) + a constant
+            if nxt == CHOOSE:  # in place: log((1 - g) p_network + g p_copy) + a constant; the last bar's own gate
+                self.copy.push_and_mix(self.x, logits, final=not params.ranged and self.where[i + 1][0] == self.bars - 1)
             else:
                 self.copy.push(self.x)
         if nxt in (tok.bar_id, DECIDE) and params.avoid_repetition and self.done_steps >= self.bar_steps:

@@ -13,7 +13,12 @@ successors add to reach their figures. Ours is a copy model over the tune's own 
   by the bucket ``b`` of the longest match at this step (no match: ``g = 0``). A long match is good
   evidence that a passage is being repeated; a one-token match says little.
 
-``beta`` and the gate logits (one per bucket) are the only parameters; ``fit`` chooses them to
+A tune's last bar is not a repeat like the others: it ends the tune. When the end is known (the
+bars-remaining input tells the network, ``known_end``), the steps of the last bar use their own gate
+logits, ``end_gate``, fitted like the others (a model fitted before it existed has none and uses
+``gate`` there too).
+
+``beta`` and the gate logits (one per bucket, and one per bucket for the last bar) are the only parameters; ``fit`` chooses them to
 maximise the likelihood of the validation tunes under the mixture, given the network's predictions
 (with a weak prior on the gate logits, ``gate_prior``). Only the last ``window`` tokens are searched.
 ``CopyState`` updates the match lengths in one compiled (numba) pass over them per step, so
@@ -38,23 +43,30 @@ class CopyModel:
     gate: list[float] = field(default_factory=lambda: [-4.0] * len(BUCKET_EDGES))
     max_match: int = 64
     window: int = 512                 # lags considered: the last `window` tokens (32 bars of 4/4)
+    end_gate: list[float] | None = None  # gate logits in a tune's last bar when the end is known (None: `gate`)
 
     def __post_init__(self):
         if len(self.gate) != len(BUCKET_EDGES):
             raise ValueError(f"gate must hold {len(BUCKET_EDGES)} logits, got {len(self.gate)}")
+        if self.end_gate is not None and len(self.end_gate) != len(BUCKET_EDGES):
+            raise ValueError(f"end_gate must hold {len(BUCKET_EDGES)} logits, got {len(self.end_gate)}")
         if self.max_match < 1:
             raise ValueError(f"max_match must be >= 1, got {self.max_match}")
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
 
     def to_dict(self) -> dict:
-        return {"beta": float(self.beta), "gate": [float(g) for g in self.gate], "max_match": int(self.max_match),
-                "window": int(self.window)}
+        out = {"beta": float(self.beta), "gate": [float(g) for g in self.gate], "max_match": int(self.max_match),
+               "window": int(self.window)}
+        if self.end_gate is not None:
+            out["end_gate"] = [float(g) for g in self.end_gate]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "CopyModel":
+        end = d.get("end_gate")
         return cls(beta=float(d["beta"]), gate=[float(g) for g in d["gate"]], max_match=int(d["max_match"]),
-                   window=int(d["window"]))
+                   window=int(d["window"]), end_gate=None if end is None else [float(g) for g in end])
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> "CopyModel | None":
@@ -62,35 +74,47 @@ class CopyModel:
         d = ckpt.get("short_term")
         return cls.from_dict(d) if d else None
 
-    def tables(self) -> tuple[np.ndarray, np.ndarray]:
-        """(vote weight, gate) by match length 0..max_match, as float64 arrays (0 -> 0); built once
-        per parameter set, since a generation call would otherwise spend ~0.2 ms building them."""
-        key = (self.beta, tuple(self.gate), self.max_match)
+    def tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(vote weight, gate, gate in the last bar) by match length 0..max_match, as float64 arrays
+        (0 -> 0); built once per parameter set, since a generation call would otherwise spend ~0.2 ms
+        building them."""
+        key = (self.beta, tuple(self.gate), self.max_match, None if self.end_gate is None else tuple(self.end_gate))
         cached = getattr(self, "_tables", None)
         if cached is None or cached[0] != key:
             lengths = np.arange(self.max_match + 1)
             weights = np.where(lengths > 0, lengths.astype(np.float64) ** self.beta, 0.0)
             gates = np.array([self.gate_of(n) for n in lengths])
-            weights.flags.writeable = gates.flags.writeable = False
-            cached = self._tables = (key, weights, gates)
-        return cached[1], cached[2]
+            ends = np.array([self.gate_of(n, final=True) for n in lengths])
+            weights.flags.writeable = gates.flags.writeable = ends.flags.writeable = False
+            cached = self._tables = (key, weights, gates, ends)
+        return cached[1], cached[2], cached[3]
 
-    def gate_of(self, longest: int) -> float:
-        """The mixing weight of the copy distribution when the longest match is ``longest``."""
+    def gate_of(self, longest: int, final: bool = False) -> float:
+        """The mixing weight of the copy distribution when the longest match is ``longest`` (``final``:
+        at a step of the tune's last bar, with the end known)."""
         if longest < 1:
             return 0.0
-        return float(1.0 / (1.0 + np.exp(-self.gate[bucket(longest)])))
+        logits = self.end_gate if final and self.end_gate is not None else self.gate
+        return float(1.0 / (1.0 + np.exp(-logits[bucket(longest)])))
 
-    def mix(self, log_probs: np.ndarray, tokens) -> np.ndarray:
+    def mix(self, log_probs: np.ndarray, tokens, last_bar: int | None = None) -> np.ndarray:
         """Teacher-forced: the network's natural-log next-token distributions over a whole tune
         ((len(tokens) - 1, V), row t predicting token t + 1) -> those of the mixture. The same
-        compiled step as generation (``CopyState.push_and_mix``), then each row renormalised."""
+        compiled step as generation (``CopyState.push_and_mix``), then each row renormalised.
+        ``last_bar``: the index of the tune's last barline when its end is known (``last_barline``);
+        the rows predicting the tokens after it use the last bar's gate."""
         out = np.array(log_probs, dtype=np.float64)  # a copy: mixed in place
         state = CopyState(self, out.shape[1], capacity=len(out) + 1)
         for t, token in enumerate(np.asarray(tokens, dtype=np.int64)[:-1]):
-            state.push_and_mix(int(token), out[t:t + 1])
+            state.push_and_mix(int(token), out[t:t + 1], final=last_bar is not None and t >= last_bar)
         peak = out.max(axis=1, keepdims=True)
         return out - (peak + np.log(np.exp(out - peak).sum(axis=1, keepdims=True)))
+
+
+def last_barline(tokens, bar_id: int) -> int | None:
+    """Index of the last barline of a tune's tokens (None without one): the tokens after it are its last bar."""
+    where = np.flatnonzero(np.asarray(tokens) == bar_id)
+    return int(where[-1]) if len(where) else None
 
 
 def bucket(longest: int) -> int:
@@ -175,7 +199,7 @@ class CopyState:
         self.history = np.zeros((batch, 0), dtype=np.int64)                # filled from the end, newest last
         self.match = np.zeros((batch, model.window + 1), dtype=np.int64)  # match[:, d - 1]: length at lag d
         self._grow(max(capacity, 2))
-        self.weight_of, self.gate_of = model.tables()
+        self.weight_of, self.gate_of, self.end_gate_of = model.tables()
         self._votes = np.zeros((batch, vocab_size))
         self._totals, self._gates = np.zeros(batch), np.zeros(batch)
 
@@ -199,12 +223,14 @@ class CopyState:
         new, start, k = self._next(tokens)
         _push(self.history, self.match, start, k, new, self.model.max_match)
 
-    def push_and_mix(self, tokens, logits):
+    def push_and_mix(self, tokens, logits, final: bool = False):
         """``push(tokens)``, then the mixture's logits for the next token, in one compiled call (what
         generation does): ``logits`` (batch, V), a float32 tensor or array of the network's logits, becomes,
-        in place and up to a constant per row, log((1 - g) p_network + g p_copy); returned."""
+        in place and up to a constant per row, log((1 - g) p_network + g p_copy); returned. ``final``:
+        the next token is in the tune's last bar, with the end known (the last bar's gate)."""
         new, start, k = self._next(tokens)
-        _push_and_mix(self.history, self.match, start, k, new, self.model.max_match, self.weight_of, self.gate_of,
+        _push_and_mix(self.history, self.match, start, k, new, self.model.max_match, self.weight_of,
+                      self.end_gate_of if final else self.gate_of,
                       self._votes, self._totals, self._gates,
                       logits.numpy() if isinstance(logits, torch.Tensor) else logits)
         return logits
@@ -229,17 +255,21 @@ class CopyState:
 
 # ---- fitting -----------------------------------------------------------------------------------
 
-def collect(log_probs: list[np.ndarray], tokens: list[np.ndarray], max_match: int = 64, window: int = 512) -> dict:
+def collect(log_probs: list[np.ndarray], tokens: list[np.ndarray], max_match: int = 64, window: int = 512,
+            last_bars: list[int | None] | None = None) -> dict:
     """The statistics ``fit`` needs from teacher-forced network predictions over tunes: per predicted
-    token its network log-probability and longest match, and per candidate its match length, row and
+    token its network log-probability, longest match and whether it is in the tune's last bar (only
+    with ``last_bars``, each tune's ``last_barline``), and per candidate its match length, row and
     whether it voted for the true token."""
     probe = CopyModel(max_match=max_match, window=window)
-    net, longest, cand_len, cand_row, cand_hit = [], [], [], [], []
+    net, longest, cand_len, cand_row, cand_hit, final = [], [], [], [], [], []
     row = 0
-    for lp, toks in zip(log_probs, tokens):
+    for i, (lp, toks) in enumerate(zip(log_probs, tokens)):
         toks = np.asarray(toks, dtype=np.int64)
         state = CopyState(probe, 1)
+        last = last_bars[i] if last_bars is not None else None
         for t in range(len(toks) - 1):
+            final.append(last is not None and t >= last)
             state.push(int(toks[t]))
             lengths, nexts = state.candidates()
             target = int(toks[t + 1])
@@ -251,11 +281,13 @@ def collect(log_probs: list[np.ndarray], tokens: list[np.ndarray], max_match: in
             row += 1
     return {"net": np.array(net), "longest": np.array(longest, dtype=np.int64),
             "cand_len": np.concatenate(cand_len), "cand_row": np.concatenate(cand_row),
-            "cand_hit": np.concatenate(cand_hit), "rows": row, "max_match": max_match, "window": window}
+            "cand_hit": np.concatenate(cand_hit), "rows": row, "max_match": max_match, "window": window,
+            "final": np.array(final, dtype=bool) if last_bars is not None else None}
 
 
 def mixture_nll(stats: dict, beta: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """Summed negative log-likelihood (nats) of the mixture over the rows of ``stats``."""
+    """Summed negative log-likelihood (nats) of the mixture over the rows of ``stats``; ``gate`` holds
+    one logit per bucket, or two (the last bar's second) when ``stats`` marks the last bars."""
     rows = stats["rows"]
     length = torch.from_numpy(stats["cand_len"]).double()
     row = torch.from_numpy(stats["cand_row"])
@@ -266,6 +298,8 @@ def mixture_nll(stats: dict, beta: torch.Tensor, gate: torch.Tensor) -> torch.Te
     longest = torch.from_numpy(stats["longest"])
     matched = longest > 0
     buckets = torch.from_numpy(np.searchsorted(BUCKET_EDGES, np.maximum(stats["longest"], 1), side="right") - 1)
+    if len(gate) == 2 * len(BUCKET_EDGES):  # the last bar's gates follow the others
+        buckets = buckets + len(BUCKET_EDGES) * torch.from_numpy(stats["final"].astype(np.int64))
     g = torch.where(matched, torch.sigmoid(gate[buckets]), torch.zeros((), dtype=torch.float64))
     p_copy = torch.where(matched, voted / total.clamp_min(1e-300), torch.zeros((), dtype=torch.float64))
     p_net = torch.exp(torch.from_numpy(stats["net"]))
@@ -284,9 +318,11 @@ def gate_prior(gate: torch.Tensor) -> torch.Tensor:
 
 def fit(stats: dict, steps: int = 200) -> tuple[CopyModel, float]:
     """Maximum a-posteriori ``beta`` and gate logits on ``stats`` (from ``collect``; the likelihood and
-    ``gate_prior``); returns the model and its mean nats per token there."""
+    ``gate_prior``), with the last bar's gates when ``stats`` marks the last bars; returns the model
+    and its mean nats per token there."""
     beta = torch.tensor(1.0, dtype=torch.float64, requires_grad=True)
-    gate = torch.zeros(len(BUCKET_EDGES), dtype=torch.float64, requires_grad=True)
+    ends = stats.get("final") is not None and bool(stats["final"].any())
+    gate = torch.zeros(len(BUCKET_EDGES) * (2 if ends else 1), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([beta, gate], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure():
@@ -303,5 +339,7 @@ def fit(stats: dict, steps: int = 200) -> tuple[CopyModel, float]:
             loss = float(mixture_nll(stats, beta, gate)) / stats["rows"]
     finally:
         torch.set_num_threads(threads)
-    return CopyModel(beta=float(beta.detach()), gate=gate.detach().tolist(), max_match=stats["max_match"],
-                     window=stats["window"]), loss
+    logits = gate.detach().tolist()
+    n = len(BUCKET_EDGES)
+    return CopyModel(beta=float(beta.detach()), gate=logits[:n], max_match=stats["max_match"], window=stats["window"],
+                     end_gate=logits[n:] if ends else None), loss

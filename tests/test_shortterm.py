@@ -249,3 +249,51 @@ def test_train_stores_a_fitted_short_term_model(tmp_path):
     assert "short_term" not in read_checkpoint(tmp_path / "n.pt")
     _, _, ckpt = load_checkpoint(tmp_path / "m.pt")
     assert ckpt["metrics"]["short_term"]["valid"] == figures
+
+
+# ---- the last bar's own gate ------------------------------------------------------------------------
+
+def test_the_last_bar_gets_its_own_gate_where_the_end_is_known():
+    """AAAA tunes whose last bar breaks the pattern: copying is right everywhere but there, so the fit
+    trusts long matches less in the last bar, and scores better than one gate for all bars."""
+    rng = np.random.default_rng(7)
+    tunes, logprobs, last_bars = [], [], []
+    for _ in range(40):
+        a, end = list(rng.integers(3, 13, size=12)), list(rng.integers(3, 13, size=6))
+        tune = np.array([1] + a * 3 + [0] + a[:6] + end + [2])  # 0 stands for the last barline
+        tunes.append(tune)
+        logprobs.append(np.full(len(tune) - 1, -np.log(13)))
+        last_bars.append(shortterm.last_barline(tune, 0))
+    one, one_nats = shortterm.fit(shortterm.collect(logprobs, tunes))
+    two, two_nats = shortterm.fit(shortterm.collect(logprobs, tunes, last_bars=last_bars))
+    assert one.end_gate is None and two.end_gate is not None
+    assert two_nats < one_nats
+    assert two.gate_of(12, final=True) < two.gate_of(12) and two.gate_of(12, final=False) == two.gate_of(12)
+    assert CopyModel.from_dict(two.to_dict()) == two and "end_gate" not in one.to_dict()
+    # the teacher-forced mix switches gates after the last barline only
+    uniform = np.full((len(tunes[0]) - 1, 13), -np.log(13))
+    before = two.mix(uniform, tunes[0])
+    after = two.mix(uniform, tunes[0], last_bars[0])
+    assert np.array_equal(before[:last_bars[0]], after[:last_bars[0]])
+    assert not np.allclose(before[last_bars[0]:], after[last_bars[0]:])
+    plain = CopyModel(gate=two.gate, beta=two.beta)  # no end gate: the last bar reads the same gate
+    assert np.array_equal(plain.mix(uniform, tunes[0]), plain.mix(uniform, tunes[0], last_bars[0]))
+
+
+def test_generation_uses_the_end_gate_in_the_last_bar_of_a_known_end_only(checkpoints):
+    net, _, ckpt = load_checkpoint(checkpoints[0])
+    base = CopyModel(beta=4.0, gate=[4.0] * len(BUCKET_EDGES))
+    ended = CopyModel(beta=4.0, gate=[4.0] * len(BUCKET_EDGES), end_gate=[-20.0] * len(BUCKET_EDGES))
+    folder = checkpoints[0].parent
+    a = Generator(save_checkpoint(folder / "base.pt", net, TOK, short_term=base.to_dict()))
+    b = Generator(save_checkpoint(folder / "ended.pt", net, TOK, short_term=ended.to_dict()))
+    steps = TOK.bar_steps("4/4") + 1  # the last bar's steps and EOS
+    differ = same = 0
+    for seed in range(6):
+        p = GenerationParams(bars=6, seed=seed)
+        x, y = a.generate(p).melodies[0].tokens, b.generate(p).melodies[0].tokens
+        assert x[:-steps] == y[:-steps]  # every bar before the last draws the same tokens
+        differ += x[-steps:] != y[-steps:]
+        ranged = GenerationParams(min_bars=5, max_bars=6, seed=seed)  # the end is not known: one gate throughout
+        same += a.generate(ranged).melodies[0].tokens == b.generate(ranged).melodies[0].tokens
+    assert differ >= 1 and same == 6
