@@ -38,8 +38,12 @@ def readyz():
         served = runtime.queues_served(timeout=1.0)
         checks["workers"] = {q: sorted(w for w, qs in served.items() if q in qs) for q in QUEUES}
         reasons += [f"no worker answering on queue {q!r}" for q in QUEUES if not checks["workers"][q]]
-    name = runtime.models.default_name()
-    problem = checkpoint_problem(runtime.models.path(name) or runtime.models.shipped_path)
+    try:  # the registry lives in Redis: without it, check the shipped model
+        name = runtime.models.default_name()
+        path = runtime.models.path(name)
+    except Exception:
+        name, path = "default", None
+    problem = checkpoint_problem(path or runtime.models.shipped_path)
     problem = problem and without_paths(problem)
     checks["default_model"] = {"name": name, "status": problem or "ok"}
     if problem:

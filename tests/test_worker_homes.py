@@ -22,13 +22,21 @@ def test_two_workers_with_their_own_homes_serve_one_api(service_env, monkeypatch
                for i, home in enumerate(homes)]
     try:
         client = app.test_client()
+        # a model registered through Redis (as a training job does): each worker fetches it by hash
+        app.extensions["tunesmith"].models.register("shared-tiny", tiny_checkpoint, {"data": "test"})
         ids = [submit(client, body) for body in REQUESTS * 2]
+        ids += [submit(client, {**body, "model": "shared-tiny"}) for body in REQUESTS * 2]
         records = [finished(app, job_id) for job_id in ids]
         assert [r["state"] for r in records] == ["succeeded"] * len(ids), [r["error"] for r in records]
         ran_in = {job_id: [h for h in homes if (h / "jobs" / job_id).is_dir()] for job_id in ids}
         assert all(len(where) == 1 for where in ran_in.values())        # each job ran on one worker
         assert {where[0] for where in ran_in.values()} == set(homes)      # and both workers took jobs
         assert not (tmp_path / "api-home" / "jobs").exists() or not os.listdir(tmp_path / "api-home" / "jobs")
+        shared = [r for r in records if r["params"]["model"] == "shared-tiny"]
+        sha = app.extensions["tunesmith"].models.get("shared-tiny")["sha256"]
+        for home in {ran_in[r["id"]][0] for r in shared}:   # every worker that ran one holds it by hash, not by name
+            assert (home / "model-cache" / f"{sha}.pt").read_bytes() == tiny_checkpoint.read_bytes()
+            assert not (home / "models").exists()
         for record in records:
             assert midis(client, record) == alone(tiny_checkpoint, record)
             job_id = record["id"]

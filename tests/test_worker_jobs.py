@@ -177,3 +177,32 @@ def test_a_redelivered_training_job_resumes_from_its_last_epoch(services, monkey
     assert done["attempts"] == 2 and done["result"]["model"] == "resumed"
     assert [h["epoch"] for h in done["training"]["history"]] == [1, 2]
     assert done["training"]["history"][0] == first["training"]["history"][0]   # epoch 1 was not redone
+
+
+def test_the_registry_in_redis_serves_homes_that_share_no_disk(tmp_path, tiny_checkpoint, service_env):
+    """Two processes with their own TUNESMITH_HOME on one Redis: a model registered by one is fetched
+    by the other into its own cache by content hash, byte for byte; names and the default are shared."""
+    import hashlib
+    import redis as redis_lib
+    client = redis_lib.Redis.from_url(service_env["REDIS_URL"])
+    prefix = service_env["TUNESMITH_KEY_PREFIX"]
+    a = ModelRegistry(tmp_path / "a", tiny_checkpoint, redis=client, prefix=prefix)
+    b = ModelRegistry(tmp_path / "b", tiny_checkpoint, redis=client, prefix=prefix)
+    assert a.register("folk", tiny_checkpoint, {"job": "j1", "data": "x"}) == "folk"
+    assert b.register("folk", tiny_checkpoint, {"job": "j1", "data": "x"}) == "folk"   # re-delivered, elsewhere
+    assert b.register("folk", tiny_checkpoint, {"job": "j2", "data": "x"}) == "folk-2"
+    sha = hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+    fetched = b.path("folk")
+    assert fetched == tmp_path / "b" / "model-cache" / f"{sha}.pt" and fetched.read_bytes() == tiny_checkpoint.read_bytes()
+    assert not (tmp_path / "b" / "models").exists()                  # nothing by name on b's disk
+    assert [m["name"] for m in b.list()] == ["default", "folk", "folk-2"]
+    assert b.get("folk")["sha256"] == sha and b.get("folk")["available"]
+    a.set_default("folk-2")
+    assert b.default_name() == "folk-2" and [m["name"] for m in b.list() if m["default"]] == ["folk-2"]
+    with pytest.raises(KeyError):
+        b.set_default("nosuch")
+    # a damaged copy in Redis is never served as the model: a fresh home finds it unavailable
+    client.set(f"{prefix}model-file:{sha}", b"not the checkpoint")
+    c = ModelRegistry(tmp_path / "c", tiny_checkpoint, redis=client, prefix=prefix)
+    assert c.path("folk") is None
+    assert b.path("folk") == fetched                                 # b's verified copy stays good

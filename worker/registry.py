@@ -1,21 +1,32 @@
-"""The model registry: named checkpoints under TUNESMITH_HOME/models, and which one is the
-default for new requests.
+"""The model registry: named checkpoints, and which one is the default for new requests.
+
+With Redis (every Runtime: the API and each worker), the registry lives there, so workers on other
+machines need nothing but REDIS_URL:
+
+    <prefix>models                  hash: name -> meta JSON (name, created, data, metrics, job, sha256, bytes)
+    <prefix>models:default          the default model's name; absent = "default"
+    <prefix>model-file:<sha256>     the checkpoint's bytes, stored once per content (no expiry)
+
+and each process fetches a checkpoint by its content hash into its own
+TUNESMITH_HOME/model-cache/<sha256>.pt the first time it needs it (checked against the hash,
+written atomically), so a cached file never goes stale and a name always means the bytes that were
+registered. Without Redis (``redis=None``: tools and tests), the same calls use files:
 
     models/<name>/model.pt     the checkpoint (copied in atomically when a training job ends)
     models/<name>/meta.json    name, created, data, metrics, job
-    models/default.json        {"name": ...}: the default model; absent = "default"
+    models/default.json        {"name": ...}
 
-The shipped checkpoint (model/weights/default.pt, or TUNESMITH_DEFAULT_MODEL) is always
-registered as "default". The registry lives on disk beside the job artifacts, so the API and
-every worker that share TUNESMITH_HOME (one folder, or one Docker volume) see the same models;
-a worker keys its loaded model by checkpoint path and modification time, so a new default
-is picked up by the next task without restarting anything.
+and models registered that way under a home stay visible beside the Redis ones. The shipped
+checkpoint (model/weights/default.pt, or TUNESMITH_DEFAULT_MODEL) is always registered as
+"default"; every process has it from the package. A worker keys its loaded model by checkpoint path
+and modification time, so a new default is picked up by the next task without restarting anything.
 
 `checkpoint_problem(path)` says whether a checkpoint loads (for /readyz) and
 `checkpoint_vocabulary(path)` what its tokenizer can write (pitch range, meters: for checking a
 request when it arrives); both load it once per file version in a child process, so the process
 that asks (the API) never imports torch.
 """
+import hashlib
 import json
 import os
 import re
@@ -34,63 +45,139 @@ _NAME_RE = re.compile(NAME_PATTERN)
 
 
 class ModelRegistry:
-    def __init__(self, home, shipped_path=None):
+    def __init__(self, home, shipped_path=None, redis=None, prefix: str = "tunesmith:"):
         self.root = Path(home) / "models"
+        self.cache = Path(home) / "model-cache"
         self.shipped_path = Path(shipped_path) if shipped_path else DEFAULT_MODEL_PATH
+        self.redis, self.prefix = redis, prefix
+
+    # ---- Redis keys ------------------------------------------------------------------------------
+
+    @property
+    def _index(self) -> str:
+        return f"{self.prefix}models"
+
+    @property
+    def _default_key(self) -> str:
+        return f"{self.prefix}models:default"
+
+    def _file_key(self, sha: str) -> str:
+        return f"{self.prefix}model-file:{sha}"
+
+    def _shared(self, name: str) -> dict | None:
+        """A model's meta in Redis, or None."""
+        if self.redis is None:
+            return None
+        raw = self.redis.hget(self._index, name)
+        return json.loads(raw) if raw else None
+
+    def _local(self, name: str) -> Path | None:
+        path = self.root / name / "model.pt"
+        return path if path.is_file() else None
+
+    # ---- the calls -------------------------------------------------------------------------------
 
     def valid_name(self, name: str) -> bool:
         return bool(_NAME_RE.match(name or ""))
 
     def path(self, name: str) -> Path | None:
-        """The checkpoint of a registered model, or None."""
+        """The checkpoint of a registered model on this machine's disk (fetched into the cache by
+        content hash the first time), or None."""
         if name == SHIPPED_NAME:
             return self.shipped_path if self.shipped_path.is_file() else None
         if not self.valid_name(name):
             return None
-        path = self.root / name / "model.pt"
-        return path if path.is_file() else None
+        meta = self._shared(name)
+        if meta is None:
+            return self._local(name)
+        return self._fetch(meta["sha256"])
+
+    def _fetch(self, sha: str) -> Path | None:
+        cached = self.cache / f"{sha}.pt"
+        if cached.is_file():
+            return cached
+        data = self.redis.get(self._file_key(sha))
+        if data is None or hashlib.sha256(data).hexdigest() != sha:
+            return None          # gone or damaged in Redis: not available (never a wrong model)
+        return atomic_write(cached, data)
 
     def default_name(self) -> str:
-        try:
-            name = json.loads((self.root / "default.json").read_text())["name"]
-        except (OSError, ValueError, KeyError):
-            return SHIPPED_NAME
-        return name if self.path(name) else SHIPPED_NAME
+        if self.redis is not None:
+            name = self.redis.get(self._default_key)
+            name = name.decode() if name else None
+        else:
+            try:
+                name = json.loads((self.root / "default.json").read_text())["name"]
+            except (OSError, ValueError, KeyError):
+                name = None
+        return name if name and self.name_taken(name) else SHIPPED_NAME
 
     def set_default(self, name: str) -> None:
         if self.path(name) is None:
             raise KeyError(name)
-        atomic_write(self.root / "default.json", json.dumps({"name": name}).encode())
+        if self.redis is not None:
+            self.redis.set(self._default_key, name)
+        else:
+            atomic_write(self.root / "default.json", json.dumps({"name": name}).encode())
 
     def get(self, name: str) -> dict | None:
-        path = self.shipped_path if name == SHIPPED_NAME else self.path(name)
-        if path is None:
-            return None
         if name == SHIPPED_NAME:
+            path = self.shipped_path
             sidecar = path.with_suffix(".json")
             meta = _read_json(sidecar) if sidecar.is_file() else {}
             meta.setdefault("data", "music21:essenFolksong")
             meta.update(name=SHIPPED_NAME, shipped=True)
             meta.setdefault("created", _mtime_iso(path) if path.exists() else None)
-        else:
+            meta["available"] = path.is_file()
+        elif (shared := self._shared(name)) is not None:
+            meta = dict(shared)
+            meta["available"] = (self.cache / f"{meta['sha256']}.pt").is_file() \
+                or bool(self.redis.exists(self._file_key(meta["sha256"])))
+        elif (path := self._local(name)) is not None:
             meta = _read_json(path.parent / "meta.json")
-            meta["name"] = name
-        meta["available"] = path.is_file()
+            meta.update(name=name, available=True)
+        else:
+            return None
         meta["default"] = name == self.default_name()
         return meta
 
     def list(self) -> list[dict]:
-        names = [SHIPPED_NAME]
+        names = set()
+        if self.redis is not None:
+            names |= {n.decode() for n in self.redis.hkeys(self._index)}
         if self.root.is_dir():
-            names += sorted(p.name for p in self.root.iterdir()
-                            if p.name != SHIPPED_NAME and (p / "model.pt").is_file())
-        return [self.get(n) for n in names]
+            names |= {p.name for p in self.root.iterdir() if (p / "model.pt").is_file()}
+        names.discard(SHIPPED_NAME)
+        return [self.get(n) for n in [SHIPPED_NAME] + sorted(names)]
 
     def register(self, name: str, checkpoint, meta: dict) -> str:
-        """Copy a checkpoint in under `name` (or `name-2`, ... when taken); returns the name used."""
+        """Register a checkpoint under `name` (or `name-2`, ... when taken); returns the name used.
+        A re-delivered job's second call returns the name its first call took."""
         if not self.valid_name(name) or name == SHIPPED_NAME:
             raise ValueError(f"model name must match {NAME_PATTERN} and not be 'default', got {name!r}")
         job = meta.get("job")
+        if self.redis is None:
+            return self._register_file(name, checkpoint, meta, job)
+        data = Path(checkpoint).read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        self.redis.set(self._file_key(sha), data, nx=True)   # the bytes first: a record never points at nothing
+        atomic_write(self.cache / f"{sha}.pt", data)
+        final, n = name, 1
+        while True:
+            taken = self._shared(final)
+            if taken is not None:
+                if job and taken.get("job") == job:
+                    return final
+            elif self._local(final) is None:
+                record = {**meta, "name": final, "created": meta.get("created") or _now_iso(),
+                          "sha256": sha, "bytes": len(data)}
+                if self.redis.hsetnx(self._index, final, json.dumps(record)):
+                    return final
+                continue  # another process took the name between our read and write: look again
+            n += 1
+            final = f"{name}-{n}"
+
+    def _register_file(self, name: str, checkpoint, meta: dict, job) -> str:
         final, n = name, 1
         while (self.root / final / "model.pt").exists():
             if job and _read_json(self.root / final / "meta.json").get("job") == job:
@@ -104,7 +191,7 @@ class ModelRegistry:
         return final
 
     def name_taken(self, name: str) -> bool:
-        return name == SHIPPED_NAME or (self.root / name / "model.pt").exists()
+        return name == SHIPPED_NAME or self._shared(name) is not None or self._local(name) is not None
 
 
 CHECK_TIMEOUT_S = 120

@@ -41,7 +41,8 @@ class Runtime:
         self.jobs = JobStore(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
         self.events = JobEvents(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
         self.files = KeptFiles(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
-        self.models = ModelRegistry(self.home, settings["TUNESMITH_DEFAULT_MODEL"])
+        self.models = ModelRegistry(self.home, settings["TUNESMITH_DEFAULT_MODEL"], redis=self.redis,
+                                    prefix=settings["TUNESMITH_KEY_PREFIX"])
         self.max_attempts = settings["TUNESMITH_MAX_ATTEMPTS"]
         self.lease_s = settings.get("TUNESMITH_LEASE_S", LEASE_S)
         self.job_ttl = settings["TUNESMITH_JOB_TTL"]
