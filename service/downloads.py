@@ -9,9 +9,14 @@ and into Redis, from where a process on another machine fetches them into its ow
 MusicXML and the zip (worker/formats.py) and the WAV (service/audio.py) are rendered here on their
 first download and cached beside them, so later downloads give the same bytes.
 """
+import threading
+import time
+
 from flask import Blueprint, abort, current_app, jsonify, send_file
 
-from worker import artifact_name, cached_file, job_zip, melody_file
+from worker import artifact_name, cached_file, job_zip, maybe_sweep, melody_file
+
+SWEEP_CHECK_S = 60  # how often a process looks at the shared sweep lock
 
 bp = Blueprint("downloads", __name__, url_prefix="/api/v1/melodies")
 
@@ -42,6 +47,21 @@ def one_melody(job_id, index, ext):
     if path is None:
         abort(404, f"job {job_id} has no melody {index}")
     return _send(path, f"tunesmith-{job_id[:8]}-{index}.{ext}", ext)
+
+
+_last_sweep = [0.0]  # this process's last look at the sweep lock (time.monotonic)
+
+
+@bp.before_request
+def _sweep_now_and_then():
+    """The API keeps the files it fetched from Redis in its own TUNESMITH_HOME: sweep the expired
+    ones as the workers do (worker/jobs.py: at most once an hour per folder), off the request's path."""
+    now = time.monotonic()
+    if now - _last_sweep[0] < SWEEP_CHECK_S:
+        return
+    _last_sweep[0] = now
+    runtime = current_app.extensions["tunesmith"]
+    threading.Thread(target=maybe_sweep, args=(runtime, runtime.job_ttl), name="sweep", daemon=True).start()
 
 
 def _fetch(job_id):

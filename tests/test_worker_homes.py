@@ -47,3 +47,27 @@ def test_two_workers_with_their_own_homes_serve_one_api(service_env, monkeypatch
     finally:
         for worker in workers:
             stop_worker(worker)
+
+
+def test_the_api_sweeps_the_expired_files_it_fetched_into_its_own_home(service_env, monkeypatch, tmp_path):
+    """What an API process fetched from Redis into its own TUNESMITH_HOME goes when the job has
+    expired, as in a worker's home: the first request to the downloads starts the sweep."""
+    import time as time_mod
+    from service import downloads
+    from support import wait_until
+    home = tmp_path / "api-home"
+    for name, value in {**service_env, "TUNESMITH_HOME": str(home)}.items():
+        monkeypatch.setenv(name, value)
+    app = create_app()
+    old, live = home / "jobs" / ("a" * 32), home / "jobs" / ("b" * 32)
+    for folder in (old, live):
+        folder.mkdir(parents=True)
+        (folder / "melody-0.mid").write_bytes(b"MThd")
+    stale = time_mod.time() - app.extensions["tunesmith"].job_ttl - 3600
+    os.utime(old / "melody-0.mid", (stale, stale))
+    os.utime(live / "melody-0.mid", (stale, stale))
+    app.extensions["tunesmith"].jobs.create("melody", {}, job_id="b" * 32)  # its record lives: it stays
+    monkeypatch.setattr(downloads, "_last_sweep", [0.0])
+    assert app.test_client().get("/api/v1/melodies/" + "c" * 32 + ".mid").status_code == 404
+    wait_until(lambda: not old.exists(), 10, "the expired folder to go")
+    assert live.is_dir()

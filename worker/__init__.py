@@ -21,12 +21,14 @@ What the API (service/) uses, all importable from this package:
     check_midi, MidiInvalid                         the one MIDI checker (model/midi_check.py): API, worker, CLI
     metrics_snapshot                                the counters /metrics shows (worker/metrics.py)
     melody_file, job_zip, cached_file               files rendered on first download (worker/formats.py)
+    maybe_sweep(runtime, ttl)                       delete expired job folders, at most hourly per folder
     Runtime.events                                  a job's event stream (worker/events.py)
 
 The tasks (worker/tasks.py) are thin adapters over worker/generation.py and worker/training.py;
 worker/celery_worker.py is the module `celery -A` loads; worker/cli.py holds `tunesmith worker`.
 """
 from worker.formats import cached as cached_file, job_zip, melody_file
+from worker.jobs import maybe_sweep
 from worker.metrics import metrics_snapshot
 from worker.records import FINISHED, STATES, new_job_id, public_record, without_paths
 from model.midi_check import MidiInvalid, check_midi  # re-exported: the API checks a primer at submit
@@ -37,7 +39,7 @@ from worker.settings import (ECHO_TASK, MAX_TRAIN_MINUTES, celery_config, env_nu
                              open_without_token)
 from worker.storage import artifact_name, atomic_write, job_dir
 
-__all__ = ["FINISHED", "STATES", "new_job_id", "public_record", "without_paths", "NAME_PATTERN", "SHIPPED_NAME",
+__all__ = ["maybe_sweep", "FINISHED", "STATES", "new_job_id", "public_record", "without_paths", "NAME_PATTERN", "SHIPPED_NAME",
            "checkpoint_problem", "checkpoint_vocabulary", "Runtime", "make_celery", "persistence_warning", "queues_served", "ECHO_TASK",
            "MAX_TRAIN_MINUTES", "celery_config", "env_number", "load_settings", "open_without_token",
            "artifact_name", "atomic_write", "job_dir", "die_with_parent", "preexec", "MidiInvalid", "check_midi",

@@ -14,7 +14,7 @@ two renders of MusicXML differ (music21 writes a random part id and the date).
 A job's stored files are also kept in Redis (`<prefix>files:<id>`, zlib-compressed, with the job's
 time to live; about 1 KB a 16-bar melody), so an API process on another machine than the worker
 serves them: `fetch(name) -> bytes | None` reads them there, and the first download caches them in
-the API's own TUNESMITH_HOME (which no worker sweeps: that cache lives as long as the disk allows).
+the API's own TUNESMITH_HOME, which the API sweeps as the workers sweep theirs (service/downloads.py).
 """
 import io
 import json

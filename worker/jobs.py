@@ -6,8 +6,10 @@ its worker process dies, and the lease reaper (worker/leases.py) when the whole 
 job may start again after its first attempt was killed half-way; the attempt counter in the
 record (counted at each claim) stops a job that kills its worker every time (a poison job).
 """
+import hashlib
 import logging
 import os
+import socket
 
 from worker.leases import claim_lease
 from worker.records import FINISHED, now_iso
@@ -52,8 +54,11 @@ def fail(runtime, job_id: str, message: str, owner: str | None = None) -> None:
 
 
 def maybe_sweep(runtime, ttl: int) -> None:
-    """At most once an hour across all workers: delete the folders of expired jobs."""
-    lock = f"{runtime.jobs.prefix}sweep-lock"
+    """At most once an hour per storage folder (a Redis lock named after this host and its
+    TUNESMITH_HOME, since workers and API processes on other machines each keep their own): delete
+    the folders of expired jobs."""
+    where = hashlib.sha256(f"{socket.gethostname()}:{os.path.abspath(runtime.home)}".encode()).hexdigest()[:16]
+    lock = f"{runtime.jobs.prefix}sweep-lock:{where}"
     try:
         if runtime.redis.set(lock, os.getpid(), nx=True, ex=SWEEP_EVERY_S):
             removed = sweep_expired(runtime.home, lambda jid: runtime.jobs.get(jid) is not None, ttl)
