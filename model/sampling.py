@@ -195,13 +195,14 @@ class Generator:
         try:
             draw = next(plan)
             while True:
-                draw = plan.send(self._draw(*draw))
+                draw = plan.send(self._draw(*draw[:5]))
         except StopIteration as done:
             return done.value
 
     def plan(self, params: GenerationParams):
-        """A request as a generator of draws: it yields (params, prefix, key_pc, seed, count), is sent
-        back that draw's [(ids, score)], and returns the Generation. The first draw is the request's;
+        """A request as a generator of draws: it yields (params, prefix, key_pc, seed, count) (a redraw
+        adds the index of the melody it replaces), is sent back that draw's [(ids, score)], and
+        returns the Generation. The first draw is the request's;
         the quality gate's redraws follow. Whoever runs the draws (``generate`` one after another,
         the batcher inside its shared step loop) gets the same melodies."""
         started = time.perf_counter()
@@ -253,8 +254,8 @@ class Generator:
                 if attempt == MAX_REDRAWS:
                     raise GenerationFailed(f"melody {b} was degenerate in {MAX_REDRAWS + 1} draws (last: {reason}); "
                                            "try a higher temperature, a wider pitch range or another seed")
-                attempt += 1
-                (ids, score), = yield (params, prefix, key_pc, derived_seed(seed, b, attempt), 1)
+                attempt += 1  # a sixth field: the melody this draw replaces (a batcher streams its bars as melody b's)
+                (ids, score), = yield (params, prefix, key_pc, derived_seed(seed, b, attempt), 1, b)
                 reason = bad(ids)
             out.append((ids, score))
             counts.append(attempt)

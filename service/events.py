@@ -1,7 +1,9 @@
 """`GET /api/v1/jobs/<id>/events`: a job's progress as server-sent events (`text/event-stream`).
 
     event: state   data: {"state": "queued" | "running" | "succeeded" | "failed" | "cancelled", ...}
-    event: bar     data: {"melody": 0, "bar": 3, "notes": [{"pitch", "start_beats", "end_beats"}], "progress"}
+    event: bar     data: {"melody": 0, "bar": 3, "notes": [{"pitch", "start_beats", "end_beats"}], "draw": 1, "progress"}
+
+A melody the quality gate redraws streams again from bar 0 with a higher "draw": replace its bars.
 
 The first event is the job's state when the stream opens; then every event the worker wrote to the
 job's Redis stream (worker/events.py) from its start, so a late listener still gets every bar, in

@@ -134,7 +134,8 @@ EVENTS_OPERATION = {
     "summary": "The job's progress as server-sent events",
     "description": "text/event-stream: `event: state` (the state when the stream opens, each change, and the "
                    "end state with `result` or `error`, which ends the stream) and `event: bar` for each finished "
-                   "bar of each melody (`{melody, bar, notes: [{pitch, start_beats, end_beats}], progress}`), from "
+                   "bar of each melody (`{melody, bar, notes: [{pitch, start_beats, end_beats}], draw, progress}`; a "
+                   "melody the quality gate redraws starts again at bar 0 with a higher `draw`), from "
                    "the job's first event, in order; each event has an `id` to resume from with `Last-Event-ID`.",
     "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}},
                    {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},

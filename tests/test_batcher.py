@@ -127,3 +127,31 @@ def test_a_bad_request_fails_alone(gen):
         assert midi_of(good.result(timeout=60)) == midi_of(batcher.submit(GenerationParams(bars=4, seed=1)).result(60))
     finally:
         batcher.close()
+
+
+def test_a_redrawn_melody_streams_again_from_bar_0_as_itself(tmp_path):
+    """The quality gate's redraws are streamed too: as the melody they replace, from bar 0, with a
+    higher draw; each melody's last streamed draw is its result, note for note."""
+    from test_endings import biased_checkpoint
+    lazy = Generator(biased_checkpoint(tmp_path / "lazy.pt", TOK, -3.0, {TOK.rest_id: 3.5}))
+    events, lock = [], threading.Lock()
+
+    def on_bar(e):
+        with lock:
+            events.append(e)
+    batcher = Batcher(lazy)
+    try:
+        params = GenerationParams(bars=8, seed=4, count=8, avoid_repetition=False)
+        result = batcher.submit(params, on_bar=on_bar).result(timeout=120)
+    finally:
+        batcher.close()
+    assert result.to_json()["redrawn"] >= 2  # the gate had work (tests/test_endings.py)
+    for m, melody in enumerate(result.melodies):
+        mine = [e for e in events if e["melody"] == m]
+        draws = sorted({e["draw"] for e in mine})
+        assert len(draws) == melody.info["redrawn"] + 1
+        for d in draws:
+            assert [e["bar"] for e in mine if e["draw"] == d] == list(range(8))  # each draw from bar 0, in order
+        last = [e for e in mine if e["draw"] == draws[-1]]
+        assert [(n["pitch"], n["start_beats"]) for e in last for n in e["notes"]] == \
+            [(n.pitch, n.start / 4) for n in melody.notes]

@@ -40,6 +40,7 @@ class Request:
         self.draw = None          # (params, prefix, key_pc, seed, count) of the rows in flight
         self.draws = 0            # draws started (1 + the gate's redraws)
         self.bars_sent = 0
+        self.replaces = None      # the melody index the draw in flight redraws (None: the request's own draw)
         self.cancelled = False
 
     def cancel(self) -> None:
@@ -69,7 +70,8 @@ class Batcher:
 
     def submit(self, params, on_bar=None) -> Request:
         """Queue a request; ``on_bar(event)`` is called from the batcher's thread with
-        {"melody", "bar", "notes", "draw", "progress"} each time a bar of the first draw is done."""
+        {"melody", "bar", "notes", "draw", "progress"} each time a bar is done (a melody the quality
+        gate redraws starts again at bar 0 with a higher "draw")."""
         request = Request(self.g.plan(params), on_bar)
         with self.wake:
             if self.closed:
@@ -131,10 +133,11 @@ class Batcher:
                 request.draws += 1
                 params = draw[0]
                 if params.beam_width > 1:
-                    drawn = self.g._draw(*draw)
+                    drawn = self.g._draw(*draw[:5])
                     continue
-                rows = MelodyRows(self.g, *draw)
+                rows = MelodyRows(self.g, *draw[:5])
                 request.rows, request.draw, request.bars_sent = rows, draw, 0
+                request.replaces = draw[5] if len(draw) > 5 else None
                 self._join(request, rows.start_state())
                 return
         except StopIteration as done:
@@ -184,14 +187,16 @@ class Batcher:
             self._next_draw(r, r.rows.result(r.draw[4]))
 
     def _report_bars(self, r: Request) -> None:
-        if r.on_bar is None or r.draws > 1:
-            return  # bars are streamed for the first draw; the gate's redraws arrive with the result
+        """Stream the bars finished since the last step: the first draw's for every melody, and a
+        redraw's as the melody it replaces (its bars start again at 0, with a higher ``draw``)."""
+        if r.on_bar is None:
+            return
         while r.bars_sent < r.rows.bars_completed:
             notes = r.rows.finished_bar_notes(r.bars_sent)
             for m, bar_notes in enumerate(notes[:r.draw[4]]):
                 try:
-                    r.on_bar({"melody": m, "bar": r.bars_sent, "notes": bar_notes, "draw": r.draws,
-                              "progress": r.rows.progress})
+                    r.on_bar({"melody": m if r.replaces is None else r.replaces, "bar": r.bars_sent,
+                              "notes": bar_notes, "draw": r.draws, "progress": r.rows.progress})
                 except Exception:  # a listener's failure must not stop the batch
                     log.exception("on_bar callback failed")
             r.bars_sent += 1

@@ -123,7 +123,8 @@ def _report_end(runtime, job_id: str, state: str) -> None:
 
 class BarProgress:
     """on_bar for a job: each finished bar becomes an event, and the job's progress follows the
-    first melody's bars (never 1 before the end). Bars are written to Redis together, at most every
+    first melody's first draw (never 1 before the end; a quality-gate redraw streams its bars
+    from 0 again with a higher ``draw`` and leaves the progress where it was). Bars are written to Redis together, at most every
     FLUSH_S seconds (the first at once): one round trip for a few bars instead of two per bar."""
 
     FLUSH_S = 0.05
@@ -131,13 +132,15 @@ class BarProgress:
     def __init__(self, runtime, job_id: str):
         self.runtime, self.job_id = runtime, job_id
         self.pending, self.progress, self.last_flush = [], None, None
+        self.shown = 0.0  # the progress last reported
 
     def __call__(self, event: dict) -> None:
-        progress = round(min(event["progress"], 0.99), 4)
+        draw = event.get("draw", 1)
+        progress = round(min(event["progress"], 0.99), 4) if draw == 1 else self.shown
         self.pending.append({"melody": event["melody"], "bar": event["bar"], "notes": event["notes"],
-                             "progress": progress})
-        if event["melody"] == 0:
-            self.progress = progress
+                             "draw": draw, "progress": progress})
+        if event["melody"] == 0 and draw == 1:  # a redraw (bars from 0 again) never moves progress back
+            self.progress = self.shown = progress
         if self.last_flush is None or time.monotonic() - self.last_flush >= self.FLUSH_S:
             self.flush()
 
