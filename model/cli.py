@@ -44,6 +44,8 @@ def _add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
              "remaining_inputs": "feed the bars remaining to the end of the tune to the network",
              "max_remaining": "cap of the bars-remaining input",
              "remaining_dropout": "share of training tunes read with their end unknown (so ranges of bars can end freely)",
+             "key_inputs": "feed the tune's key (estimated from its notes) to the network; generation tells it the requested key or draws one",
+             "key_dropout": "share of training tunes read with their key unknown",
              "end_weight": "loss weight of each tune's last bar, its tokens after the last barline (1 = none)",
              "init": "start from this checkpoint's network weights (fine-tuning; the network settings must match)",
              "patience": "epochs without a better validation loss before stopping early",

@@ -41,12 +41,12 @@ def tune_batch(tokens: list[np.ndarray], positions: list[np.ndarray] | None, pad
 
 
 def _whole_tune_batches(model, tokenizer, tokens: list[np.ndarray], positions: list[np.ndarray] | None,
-                        batch_size: int, known_end: bool = True):
+                        batch_size: int, known_end: bool = True, known_key: bool = False):
     """Teacher-forced logits over whole tunes, batched by similar length (little padding), in eval mode:
     yields (tune indices, logits (B, T, V), targets (B, T)); row j of a tune's logits predicts token j + 1."""
     use_positions = model.config.conditioned
     if use_positions and positions is None:
-        positions = tune_positions(tokenizer, tokens, model.config, known_end)
+        positions = tune_positions(tokenizer, tokens, model.config, known_end, known_key)
     was_training = model.training
     model.eval()
     order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))
@@ -74,35 +74,39 @@ def tune_nll(model, tokenizer, tokens: list[np.ndarray], positions: list[np.ndar
     return total, count
 
 
-def evaluate_model(model, tokenizer, tunes, batch_size: int = 32, copy_model=None, known_end: bool = True) -> dict:
+def evaluate_model(model, tokenizer, tunes, batch_size: int = 32, copy_model=None, known_end: bool = True,
+                   known_key: bool = False) -> dict:
     """Nats and bits per token, bits per note and pitch bits per note of ``model`` on ``tunes``
     (Tune objects or id sequences); with ``copy_model`` (a ``model.shortterm.CopyModel``), of the
-    network mixed with that short-term model."""
+    network mixed with that short-term model. A network with a key input reads "unknown" unless
+    ``known_key`` (then each tune's own key, estimated from all its notes: a figure of the model
+    given the key, not comparable with models that read no key)."""
     tokens = token_arrays(tunes)
     if not tokens:
         raise ValueError("tunes must hold at least one tune, got none")
     logprobs, bits = tune_scores(model, tokenizer, tokens, batch_size=batch_size, copy_model=copy_model,
-                                 known_end=known_end)
+                                 known_end=known_end, known_key=known_key)
     return prediction_figures(logprobs, bits, tokens, tokenizer)
 
 
 @torch.no_grad()
-def tune_distributions(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32, known_end: bool = True):
+def tune_distributions(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32, known_end: bool = True,
+                       known_key: bool = False):
     """Yields (index, natural-log next-token distributions (len - 1, V)) for every tune, row j
     predicting token j + 1, in an order of similar lengths."""
-    for idx, logits, _ in _whole_tune_batches(model, tokenizer, tokens, None, batch_size, known_end):
+    for idx, logits, _ in _whole_tune_batches(model, tokenizer, tokens, None, batch_size, known_end, known_key):
         log_p = torch.log_softmax(logits.double(), dim=-1)  # (B, T, V)
         for row, i in enumerate(idx):
             yield i, log_p[row, :len(tokens[i]) - 1].numpy()
 
 
 def tune_scores(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32, copy_model=None,
-                known_end: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
+                known_end: bool = True, known_key: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per tune: the natural-log probability of each predicted token (len - 1,) and the pitch bits of
     each note onset (see ``model.metrics.pitch_bits``), in the order of ``tokens``; with
     ``copy_model``, of the mixture with the short-term model."""
     logprobs, bits = [None] * len(tokens), [None] * len(tokens)
-    for i, dist in tune_distributions(model, tokenizer, tokens, batch_size, known_end):
+    for i, dist in tune_distributions(model, tokenizer, tokens, batch_size, known_end, known_key):
         if copy_model is not None:  # the last bar has its own gate when the end is known
             dist = copy_model.mix(dist, tokens[i], shortterm.last_barline(tokens[i], tokenizer.bar_id) if known_end else None)
         logprobs[i] = dist[np.arange(len(dist)), tokens[i][1:]]
@@ -110,10 +114,12 @@ def tune_scores(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32
     return logprobs, bits
 
 
-def target_logprobs(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32) -> list[np.ndarray]:
-    """Per tune (in the order of ``tokens``): the network's natural-log probability of each true next token."""
+def target_logprobs(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32,
+                    known_key: bool = True) -> list[np.ndarray]:
+    """Per tune (in the order of ``tokens``): the network's natural-log probability of each true next
+    token (a network with a key input told each tune's key, as generation tells it one)."""
     out = [None] * len(tokens)
-    for i, dist in tune_distributions(model, tokenizer, tokens, batch_size):
+    for i, dist in tune_distributions(model, tokenizer, tokens, batch_size, known_key=known_key):
         out[i] = dist[np.arange(len(dist)), tokens[i][1:]]
     return out
 
@@ -260,6 +266,8 @@ def evaluate_report(checkpoint=None, data: str | None = None, split: str = "test
         report["network_only"] = evaluate_model(model, tokenizer, splits[split])
     if model.config.remaining_dim:  # the same tunes read with their end hidden (as a length range samples)
         report["end_unknown"] = evaluate_model(model, tokenizer, splits[split], copy_model=copy_model, known_end=False)
+    if model.config.key_dim:  # the figures above read the key as unknown; these are given each tune's own key
+        report["key_known"] = evaluate_model(model, tokenizer, splits[split], copy_model=copy_model, known_key=True)
     if ngram_model:
         if ngram_model == "auto":
             kn, table = fit_ngram(splits["train"], splits["valid"], tokenizer, ngram_orders)

@@ -25,6 +25,8 @@ from torch import nn
 from model.cells import NUM_GATES, Recurrent, StepMatmul, tanh, tanh_
 
 CELLS = ("lstm", "gru", "rnn")
+KEYS = 25  # key ids: tonic pitch class 0..11 (major), 12..23 (minor), 24 unknown (model.conditions.key_id)
+UNKNOWN_KEY = KEYS - 1
 BACKENDS = ("fused", "cells")
 
 
@@ -40,6 +42,7 @@ class NetworkConfig:
     max_positions: int = 96  # position ids must lie in [0, max_positions)
     remaining_dim: int = 0  # > 0: embed the bars remaining to the end (capped) and concatenate it too
     max_remaining: int = 8  # remaining ids: 0..max_remaining (that many bars or more), max_remaining + 1 unknown
+    key_dim: int = 0  # > 0: embed the tune's key (KEYS ids: 12 major, 12 minor tonics, then unknown) and concatenate it
     backend: str = "fused"  # fused (torch.nn.LSTM/GRU/RNN) | cells (model.cells.Recurrent)
 
     def __post_init__(self):
@@ -52,7 +55,7 @@ class NetworkConfig:
         for name in ("embedding_dim", "hidden_size", "num_layers", "max_positions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("position_dim", "remaining_dim"):
+        for name in ("position_dim", "remaining_dim", "key_dim"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_remaining < 0:
@@ -62,21 +65,30 @@ class NetworkConfig:
 
     @property
     def conditioned(self) -> bool:
-        """Whether the network reads a condition id (position in the bar, bars remaining) per step."""
-        return self.position_dim > 0 or self.remaining_dim > 0
+        """Whether the network reads a condition id (position in the bar, bars remaining, key) per step."""
+        return self.position_dim > 0 or self.remaining_dim > 0 or self.key_dim > 0
+
+    @property
+    def key_stride(self) -> int:
+        """Condition ids below this hold the position and bars remaining; id // key_stride is the key id."""
+        return self.max_positions * (self.max_remaining + 2 if self.remaining_dim else 1)
 
     @property
     def unknown_remaining(self) -> int:
         """The remaining id meaning "the end is not known" (a length range, or a tune read without its end)."""
         return self.max_remaining + 1
 
-    def condition_id(self, position: int, remaining: int | None) -> int:
-        """One step's condition id: the position in the bar and the bars remaining after the current
-        one (capped at max_remaining; None: unknown), packed as position + max_positions * remaining_id."""
-        if self.remaining_dim == 0:
-            return position
-        rem = self.unknown_remaining if remaining is None else min(remaining, self.max_remaining)
-        return position + self.max_positions * rem
+    def condition_id(self, position: int, remaining: int | None, key: int | None = None) -> int:
+        """One step's condition id: the position in the bar, the bars remaining after the current
+        one (capped at max_remaining; None: unknown) and the tune's key id (``model.conditions``;
+        None: unknown), packed as position + max_positions * remaining_id + key_stride * key_id."""
+        base = position
+        if self.remaining_dim:
+            rem = self.unknown_remaining if remaining is None else min(remaining, self.max_remaining)
+            base += self.max_positions * rem
+        if self.key_dim:
+            base += self.key_stride * (UNKNOWN_KEY if key is None else key)
+        return base
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,7 +123,8 @@ class MelodyNetwork(nn.Module):
             self.remaining_embedding = nn.Embedding(config.max_remaining + 2, config.remaining_dim)
         else:
             self.remaining_embedding = None
-        input_size = config.embedding_dim + config.position_dim + config.remaining_dim
+        self.key_embedding = nn.Embedding(KEYS, config.key_dim) if config.key_dim > 0 else None
+        input_size = config.embedding_dim + config.position_dim + config.remaining_dim + config.key_dim
         self.rnn = build_recurrent(config.cell, config.backend, input_size, config.hidden_size,
                                    config.num_layers, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
@@ -130,12 +143,14 @@ class MelodyNetwork(nn.Module):
             raise ValueError(f"positions must have the shape of tokens {tuple(tokens.shape)}, "
                              f"got {tuple(positions.shape)}")
         parts = [x]
-        P = self.config.max_positions
+        P, S = self.config.max_positions, self.config.key_stride
         if self.position_embedding is not None:
             parts.append(self.position_embedding(positions % P))  # (..., P_dim)
         if self.remaining_embedding is not None:
-            parts.append(self.remaining_embedding(positions // P))  # (..., R_dim)
-        return torch.cat(parts, dim=-1)  # (..., E + P_dim + R_dim)
+            parts.append(self.remaining_embedding((positions % S) // P))  # (..., R_dim)
+        if self.key_embedding is not None:
+            parts.append(self.key_embedding(positions // S))  # (..., K_dim)
+        return torch.cat(parts, dim=-1)  # (..., E + P_dim + R_dim + K_dim)
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None, state=None):
         """tokens (B, T) long, positions (B, T) long condition ids (``NetworkConfig.condition_id``) or
@@ -209,7 +224,11 @@ class MelodyNetwork(nn.Module):
                     if positions is None:
                         raise ValueError("positions (condition ids) are required when the network is "
                                          "conditioned, got None")
-                    gx.add_(pos_table.index_select(0, positions))  # position and remaining parts, one lookup
+                    if tables.key_table is None:
+                        gx.add_(pos_table.index_select(0, positions))  # position and remaining parts, one lookup
+                    else:  # and the key's part, from its own table
+                        gx.add_(pos_table.index_select(0, positions % tables.key_stride))
+                        gx.add_(tables.key_table.index_select(0, positions // tables.key_stride))
             else:
                 s.mm_ih.into(gx, x, inputs)  # x @ W_ih^T + biases
             h = hs[k]
@@ -240,7 +259,8 @@ class StepTables:
 
     Layer 0's input matmul becomes a lookup: table = embedding @ W_ih0^T + biases (V, G), plus a
     condition table (condition ids, G) when positions and/or bars remaining are inputs: row
-    pos + max_positions * rem holds position_embedding[pos] @ W_pos^T + remaining_embedding[rem] @ W_rem^T. The tables follow the
+    pos + max_positions * rem holds position_embedding[pos] @ W_pos^T + remaining_embedding[rem] @ W_rem^T,
+    and a key table (KEYS, G) when the key is an input (condition id // key_stride). The tables follow the
     parameters' version counters, which every in-place change (optimizer step, load_state_dict) bumps.
     """
 
@@ -260,6 +280,10 @@ class StepTables:
                 if k == 0:
                     table = torch.addmm(b_x, net.embedding.weight, w_ih[:, :E].t())  # (V, G)
                     pos_table = self._condition_table(net, w_ih, E)
+                    self.key_table, self.key_stride = None, cfg.key_stride
+                    if net.key_embedding is not None:  # (KEYS, G): the key's input part
+                        off = E + cfg.position_dim + cfg.remaining_dim
+                        self.key_table = net.key_embedding.weight @ w_ih[:, off:off + cfg.key_dim].t()
                     self.layers.append((table, pos_table, b_h))
                     self.weights.append((None, w_hh.detach()))
                 else:
@@ -277,6 +301,8 @@ class StepTables:
             return None
         G, P, off = w_ih.shape[0], cfg.max_positions, E
         pos = torch.zeros(P, G)
+        if not cfg.position_dim and not cfg.remaining_dim:
+            return pos  # the key alone: every position adds nothing
         if net.position_embedding is not None:
             pos = net.position_embedding.weight @ w_ih[:, off:off + cfg.position_dim].t()  # (P, G)
             off += cfg.position_dim

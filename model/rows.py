@@ -17,10 +17,12 @@ is in the batch (see ``MIN_ROWS``). Sampling draws from each request's own ``tor
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from model.endings import Cadence, ends_in_cadence, melody_tonic
-from model.conditions import condition_ids
+from model.conditions import condition_ids, key_id
+from model.params import PITCH_CLASSES
 from model.shortterm import CopyState
 from model.tokens import Note
 
@@ -39,6 +41,24 @@ def min_rows(model) -> int:
     return max(MIN_ROWS, -(-TANH_VIA_SIGMOID_MIN // H))
 
 
+KEY_STREAM = 0x6B6579  # mixed into the seed for the key draw, so it draws from its own stream
+
+
+def melody_key(generator, params, prefix, seed: int) -> int | None:
+    """The key id a request's melody is written in (``model.conditions``): the requested key and
+    scale; else the primer's key signature; else, without a primer, one drawn from the training
+    tunes' keys with the request's seed (the same request, the same key); a primer without a key
+    signature leaves it unknown, and the network reads the key from the primer's notes."""
+    if params.key:
+        return key_id(PITCH_CLASSES[params.key], params.scale)
+    if prefix.key_pc is not None:
+        return key_id(prefix.key_pc, "minor" if prefix.key_minor else "major")
+    if params.primer is not None or not generator.key_prior:
+        return None
+    prior = np.asarray(generator.key_prior, dtype=np.float64)
+    return int(np.random.default_rng([int(seed), KEY_STREAM]).choice(len(prior), p=prior / prior.sum()))
+
+
 class MelodyRows:
     """The rows of one request (``count`` samples, or ``beam_width`` beams), advanced token by token."""
 
@@ -52,8 +72,10 @@ class MelodyRows:
         placeholder = [tok.rest_id if t == CHOOSE else tok.bar_id if t == DECIDE else t for t in full]
         self.placeholder = placeholder
         self.where = [None] * len(prefix.ids) + where  # per column: (bar, position) of a grid step to choose
-        # (N,) condition ids: position in the bar and bars remaining (known when the template fixes the end)
-        self.positions = condition_ids(tok, placeholder, model.config, known_end=not params.ranged) \
+        # the key the network is told (a network with a key input; None: unknown)
+        self.key = melody_key(generator, params, prefix, seed) if model.config.key_dim else None
+        # (N,) condition ids: position in the bar, bars remaining (known when the template fixes the end), key
+        self.positions = condition_ids(tok, placeholder, model.config, known_end=not params.ranged, key=self.key) \
             if model.config.conditioned else None
         self.beam = params.beam_width > 1
         B, N, P = (params.beam_width if self.beam else count), len(full), len(prefix.ids)

@@ -97,6 +97,7 @@ class Prefix:
     meter: str                   # the meter in effect at its end
     tempo: float | None = None   # the primer's tempo (quarter notes per minute)
     key_pc: int | None = None    # the tonic of the primer's last key signature
+    key_minor: bool = False      # ... and whether it is a minor key
 
 
 @dataclass
@@ -120,6 +121,7 @@ class Generator:
         self.path = Path(checkpoint_path) if checkpoint_path is not None else DEFAULT_MODEL_PATH
         self.model, self.tokenizer, ckpt = load_checkpoint(self.path)
         self.copy_model = CopyModel.from_checkpoint(ckpt)  # the short-term model, or None
+        self.key_prior = ckpt.get("key_prior")  # the training tunes' share of each key (a network with a key input)
         self.name = self.path.stem
         self.model.prepare_for_inference()
         tok, V = self.tokenizer, self.tokenizer.vocab_size
@@ -139,6 +141,7 @@ class Generator:
         if primer is None:
             return Prefix(tok.start_ids(params.meter or "4/4"), params.meter or "4/4")
         tempo = key_pc = None
+        key_minor = False
         try:
             if isinstance(primer, bytes):
                 from model.parsing import load_midi
@@ -147,12 +150,13 @@ class Generator:
                 tempo = round(float(pm.get_tempo_changes()[1][0]), 2)  # the first tempo (120 when none is set)
                 if pm.key_signature_changes:  # pretty_midi: 0..11 major, 12..23 minor keys, tonic first
                     key_pc = pm.key_signature_changes[-1].key_number % 12
+                    key_minor = pm.key_signature_changes[-1].key_number >= 12
             else:
                 ids = tok.encode_notes(primer, params.meter or "4/4")
         except ValueError as e:
             raise ParameterError("primer", "a melody the tokenizer can read", str(e)) from None
         meters = [tok.meter_of(t) for t in ids if tok.meter_of(t) is not None]
-        return Prefix(ids[:-1], meters[-1], tempo, key_pc)  # without EOS; the meter in effect at its end
+        return Prefix(ids[:-1], meters[-1], tempo, key_pc, key_minor)  # without EOS; the meter in effect at its end
 
     def _step_bias(self, params: GenerationParams) -> torch.Tensor:
         """(2, V) additive logit masks for a grid step: row 0 when no note sounds, row 1 when HOLD may follow."""

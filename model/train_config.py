@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 POSITION_DIM = 16  # size of the position-in-bar embedding when position_inputs is on
 REMAINING_DIM = 8  # size of the bars-remaining embedding when remaining_inputs is on
+KEY_DIM = 8        # size of the key embedding when key_inputs is on
 
 
 @dataclass
@@ -31,6 +32,8 @@ class TrainConfig:
     max_remaining: int = 8               # the cap: "8" means 8 bars or more to go
     remaining_dropout: float = 0.25      # share of training tunes (drawn per epoch) read with the end "unknown",
                                          # so the model also learns to end on its own (a min_bars/max_bars range)
+    key_inputs: bool = False             # feed the tune's key (estimated from its notes; 24 keys) as a fourth embedding
+    key_dropout: float = 0.25            # share of training tunes (drawn per epoch) read with the key "unknown"
     end_weight: float = 1.0              # loss weight of each tune's last bar (its tokens after the last barline,
                                          # EOS included), so the few tokens that end a tune count for more
     init: str | None = None              # start from this checkpoint's network weights (same network settings)
@@ -75,6 +78,7 @@ class TrainConfig:
             ("max_remaining", 1 <= self.max_remaining <= 64, "in [1, 64]"),
             ("remaining_dropout", 0 <= self.remaining_dropout < 1, "in [0, 1)"),
             ("end_weight", 0 < self.end_weight <= 100, "in (0, 100]"),
+            ("key_dropout", 0 <= self.key_dropout < 1, "in [0, 1)"),
             ("backend", self.backend in ("auto", "fused", "cells"), "auto, fused or cells"),
             ("valid", 0 < self.valid < 0.5, "in (0, 0.5)"), ("test", 0 <= self.test < 0.5, "in [0, 0.5)"),
         ]
@@ -90,6 +94,7 @@ class TrainConfig:
             position_dim=POSITION_DIM if self.position_inputs else 0,
             max_positions=tokenizer.max_bar_steps,
             remaining_dim=REMAINING_DIM if self.remaining_inputs else 0, max_remaining=self.max_remaining,
+            key_dim=KEY_DIM if self.key_inputs else 0,
             backend=self.resolved_backend())
 
     def resolved_backend(self) -> str:

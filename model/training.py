@@ -44,7 +44,7 @@ from model.bptt import bptt_loss, clip_gradients, repackage_state  # noqa: F401 
 from model.checkpoint import read_checkpoint, save_checkpoint
 from model.data import load_corpus, split_corpus, transpose_tokens
 from model.evaluation import fit_short_term, token_arrays, tune_batch, tune_nll, tune_positions
-from model.network import MelodyNetwork
+from model.network import UNKNOWN_KEY, MelodyNetwork
 from model.tokens import MelodyTokenizer, TokenizerConfig
 from model.train_config import TrainConfig  # the dataclass lives torch-free there (the API reads its defaults)
 
@@ -79,6 +79,11 @@ class Trainer:
         use_positions = net_config.conditioned  # condition ids: position in the bar and/or bars remaining
         self.train_positions = tune_positions(self.tokenizer, self.train_tokens, net_config) if use_positions else None
         self.valid_positions = tune_positions(self.tokenizer, self.valid_tokens, net_config) if use_positions else None
+        self.key_prior = None
+        if net_config.key_dim:  # the share of training tunes in each of the 24 keys
+            counts = np.bincount(np.concatenate([p[:1] for p in self.train_positions]) // net_config.key_stride,
+                                 minlength=25)[:24].astype(np.float64)
+            self.key_prior = (counts / max(counts.sum(), 1.0)).tolist()
         self.provenance = dict(getattr(corpus, "provenance", {}) or {})
         self.provenance.update(spec=config.data, splits={k: len(v) for k, v in splits.items()},
                                split_seed=config.seed, train_tokens=int(sum(map(len, self.train_tokens))))
@@ -98,13 +103,26 @@ class Trainer:
         self.short_term = None              # the fitted short-term model and its valid figures, at the end
 
     def _load_init(self, path: str) -> None:
-        """Start from another checkpoint's network weights (fine-tuning); its network must be this one's."""
+        """Start from another checkpoint's network weights (fine-tuning). Its network must be this
+        one's, or this one's without the key input: then the key's input weights start at zero, so
+        the network starts out computing exactly what the checkpoint's did."""
+        from dataclasses import replace
         from model.checkpoint import load_checkpoint
         model, tokenizer, _ = load_checkpoint(path)
-        if model.config != self.model.config or tokenizer.config != self.tokenizer.config:
+        mine = self.model.config
+        grows = model.config.key_dim == 0 and mine.key_dim > 0
+        if (replace(model.config, key_dim=mine.key_dim) if grows else model.config) != mine \
+                or tokenizer.config != self.tokenizer.config:
             raise ValueError(f"init {path!r} has another network or tokenizer than this run's settings "
-                             f"({model.config} / {tokenizer.config}, here {self.model.config} / {self.tokenizer.config})")
-        self.model.load_state_dict(model.state_dict())
+                             f"({model.config} / {tokenizer.config}, here {mine} / {self.tokenizer.config})")
+        state = model.state_dict()
+        if grows:
+            own = self.model.state_dict()
+            old = state["rnn.weight_ih_l0"]
+            wide = torch.zeros_like(own["rnn.weight_ih_l0"])
+            wide[:, :old.shape[1]] = old  # the key's columns come last (MelodyNetwork._inputs)
+            state = {**state, "rnn.weight_ih_l0": wide, "key_embedding.weight": own["key_embedding.weight"]}
+        self.model.load_state_dict(state)
 
     @staticmethod
     def _zero_sums():
@@ -121,16 +139,25 @@ class Trainer:
         net = self.model.config
         # tunes read with their end unknown this epoch (drawn only when the input exists: older runs replay)
         unknown = rng.random(len(order)) < cfg.remaining_dropout if net.remaining_dim else np.zeros(len(order), bool)
+        # and with their key unknown (drawn only when the input exists, after the draws above: older runs replay)
+        no_key = rng.random(len(order)) < cfg.key_dropout if net.key_dim else np.zeros(len(order), bool)
         tunes, positions = [], []
-        for i, shift, hide_end in zip(order, shifts, unknown):
-            tokens = self.train_tokens[i]
+        S = net.key_stride
+        for i, shift, hide_end, hide_key in zip(order, shifts, unknown, no_key):
+            tokens, moved = self.train_tokens[i], None
             if shift:
                 moved = transpose_tokens(tokens, int(shift), self.tokenizer)
                 tokens = tokens if moved is None else np.asarray(moved, dtype=np.int64)
             tunes.append(tokens)
             pos = self.train_positions[i] if self.train_positions is not None else None
-            if hide_end:  # keep the position part, replace the remaining part with "unknown"
-                pos = pos % net.max_positions + net.max_positions * net.unknown_remaining
+            if moved is not None and net.key_dim:  # the key moves with the notes (minor keys stay minor)
+                key = pos // S
+                key = np.where(key < 24, (key % 12 + int(shift)) % 12 + 12 * (key // 12), key)
+                pos = pos % S + S * key
+            if hide_end:  # keep the position and key parts, replace the remaining part with "unknown"
+                pos = pos % net.max_positions + net.max_positions * net.unknown_remaining + S * (pos // S)
+            if hide_key:
+                pos = pos % S + S * UNKNOWN_KEY
             positions.append(pos)
         use_positions = self.train_positions is not None
         weighted = cfg.end_weight != 1.0
@@ -200,8 +227,11 @@ class Trainer:
 
     def _fields(self) -> dict:
         cfg = asdict(self.config)
-        return {"epoch": self.epoch, "step": self.step, "history": self.history, "train_config": cfg,
-                "data": self.provenance, "metrics": self.metrics()}
+        fields = {"epoch": self.epoch, "step": self.step, "history": self.history, "train_config": cfg,
+                  "data": self.provenance, "metrics": self.metrics()}
+        if self.model.config.key_dim:  # what generation draws a key from when a request names none
+            fields["key_prior"] = self.key_prior
+        return fields
 
     def metrics(self) -> dict:
         last = self.history[-1] if self.history else {}

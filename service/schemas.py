@@ -139,6 +139,8 @@ class TrainingRequest(StrictModel):
                                    "hidden for a share of tunes, also to end on its own in a length range)")
     max_remaining: int = Field(TRAINING_DEFAULTS["max_remaining"], ge=1, le=64,
                                description="the cap of the bars-remaining input")
+    key_inputs: bool = Field(TRAINING_DEFAULTS["key_inputs"], description="tell the network each tune's key "
+                             "(estimated from its notes); generation then tells it the requested key or draws one")
     end_weight: float = Field(TRAINING_DEFAULTS["end_weight"], gt=0, le=100,
                               description="loss weight of each tune's last bar (1: every token counts the same)")
     name: str | None = Field(None, pattern=NAME_PATTERN, description="model name to register")

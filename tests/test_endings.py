@@ -200,3 +200,48 @@ def test_bars_remaining_input_counts_down_to_zero_at_eos_after_a_primer(primer, 
     # a length range reads the end as unknown
     ranged = MelodyRows(g, *next(g.plan(GenerationParams(min_bars=2, max_bars=5, seed=1, primer=primer))))
     assert {c // net.config.max_positions for c in ranged.positions} == {net.config.unknown_remaining}
+
+
+# ---- the key input: which key the network is told ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory):
+    """A tiny network with a key input and a prior that favours two keys."""
+    from model.checkpoint import save_checkpoint
+    from model.network import MelodyNetwork, NetworkConfig
+    torch.manual_seed(0)
+    net = MelodyNetwork(NetworkConfig(vocab_size=TOK.vocab_size, hidden_size=16, embedding_dim=8, num_layers=1,
+                                      position_dim=4, max_positions=TOK.max_bar_steps, remaining_dim=3,
+                                      key_dim=4))
+    prior = [0.0] * 24
+    prior[7], prior[21] = 0.75, 0.25  # G major, A minor
+    return Generator(save_checkpoint(tmp_path_factory.mktemp("keyed") / "keyed.pt", net, TOK, key_prior=prior))
+
+
+def test_the_network_is_told_the_requested_the_primers_or_a_drawn_key(keyed):
+    from model.rows import melody_key
+    from model.sampling import Prefix
+    bare = Prefix(TOK.start_ids("4/4"), "4/4")
+    key = lambda **kw: melody_key(keyed, GenerationParams(**kw), kw.pop("prefix", bare), kw.get("seed", 0))  # noqa: E731
+    assert key(key="D") == 2 and key(key="D", scale="dorian") == 14 and key(key="Bb", scale="minor") == 22
+    signed = keyed._prefix(GenerationParams(primer=primer_midi(120, key=16)))   # pretty_midi 16: E minor
+    assert melody_key(keyed, GenerationParams(primer=primer_midi(120, key=16)), signed, 0) == 16
+    unsigned = keyed._prefix(GenerationParams(primer=primer_midi(120)))
+    assert melody_key(keyed, GenerationParams(primer=primer_midi(120)), unsigned, 0) is None  # read from the notes
+    drawn = [melody_key(keyed, GenerationParams(seed=s), bare, s) for s in range(200)]
+    assert set(drawn) == {7, 21} and 100 < drawn.count(7) < 190           # from the prior, by seed
+    assert drawn == [melody_key(keyed, GenerationParams(seed=s), bare, s) for s in range(200)]
+
+
+def test_a_keyed_network_gives_the_same_bytes_alone_and_in_a_batch(keyed):
+    from worker.batcher import Batcher
+    requests = [GenerationParams(bars=4, seed=s, **kw) for s, kw in
+                enumerate([{}, {"key": "D"}, {"count": 3}, {"primer": primer_midi(100, key=3)}, {"min_bars": 2, "max_bars": 5}])]
+    alone = [[m.midi_bytes() for m in keyed.generate(p).melodies] for p in requests]
+    batcher = Batcher(keyed)
+    try:
+        handles = [batcher.submit(p) for p in requests]
+        together = [[m.midi_bytes() for m in h.result(timeout=60).melodies] for h in handles]
+    finally:
+        batcher.close()
+    assert together == alone

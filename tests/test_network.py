@@ -181,3 +181,39 @@ def test_bars_remaining_changes_the_prediction():
     c, _ = net(tokens, capped)
     assert not torch.allclose(a, b)
     torch.testing.assert_close(b, c)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("position_dim,remaining_dim", [(4, 3), (0, 3), (4, 0), (0, 0)])
+def test_step_matches_forward_with_a_key(cell, position_dim, remaining_dim):
+    net = tiny(cell, position_dim=position_dim, remaining_dim=remaining_dim, key_dim=5, max_remaining=5,
+               max_positions=16)
+    cfg = net.config
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randint(0, 20, (4, 9), generator=g)
+    pos = torch.randint(0, 16, (4, 9), generator=g)
+    rem = torch.randint(0, cfg.max_remaining + 2, (4, 9), generator=g)
+    key = torch.randint(0, 25, (4, 9), generator=g)  # 24 keys and "unknown"
+    cond = torch.tensor([[cfg.condition_id(int(p), int(r) if r <= cfg.max_remaining else None,
+                                           int(k) if k < 24 else None)
+                          for p, r, k in zip(*rows)] for rows in zip(pos, rem, key)])
+    logits, _ = net(tokens, cond)
+    state, steps = net.init_state(4), []
+    for t in range(tokens.shape[1]):
+        out, state = net.step(tokens[:, t], cond[:, t], state)
+        steps.append(out)
+    torch.testing.assert_close(torch.stack(steps, 1), logits, atol=1e-5, rtol=1e-5)
+
+
+def test_the_key_changes_the_prediction_and_leaves_position_and_remaining_readable():
+    net = tiny(position_dim=4, remaining_dim=3, key_dim=5, max_remaining=5, max_positions=16)
+    cfg = net.config
+    cond = cfg.condition_id(7, 2, 13)
+    assert cond % cfg.max_positions == 7 and (cond % cfg.key_stride) // cfg.max_positions == 2
+    assert cond // cfg.key_stride == 13 and cfg.condition_id(7, 2) // cfg.key_stride == 24  # unknown
+    tokens = torch.zeros(1, 3, dtype=torch.long)
+    a, _ = net(tokens, torch.tensor([[cfg.condition_id(2, 1, 0)] * 3]))
+    b, _ = net(tokens, torch.tensor([[cfg.condition_id(2, 1, 7)] * 3]))
+    assert not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="key_dim must be >= 0"):
+        NetworkConfig(vocab_size=20, key_dim=-1)

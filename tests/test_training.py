@@ -347,3 +347,39 @@ def test_init_starts_from_a_checkpoints_weights_and_refuses_another_network(tmp_
         Trainer(tiny(tmp_path, out=str(tmp_path / "other.pt"), init=first.out, hidden_size=24), corpus, show_progress=False)
     with pytest.raises(ValueError, match=r"end_weight must be in \(0, 100\], got 0"):
         TrainConfig(end_weight=0)
+
+
+def test_the_key_input_reads_each_tunes_key_drops_it_and_moves_it_with_transposition(tmp_path):
+    from model.conditions import tune_key
+    corpus = corpus_of(12)
+    cfg = tiny(tmp_path, key_inputs=True, key_dropout=0.5, transpose=(0, 0), bptt="full")
+    trainer = Trainer(cfg, corpus, show_progress=False)
+    S = trainer.model.config.key_stride
+    keys = [tune_key(TOK, t) for t in trainer.train_tokens]
+    assert [int(p[0]) // S for p in trainer.train_positions] == keys and len(set(keys)) >= 3
+    assert sum(trainer.key_prior) == pytest.approx(1.0)
+    assert trainer.key_prior[keys[0]] == pytest.approx(keys.count(keys[0]) / len(keys))
+    read = [set((b[1][row] // S).tolist()) - {24} for b in trainer.epoch_batches(0) for row in range(len(b[1]))]
+    hidden = sum(1 for r in read if not r)
+    assert 0 < hidden < len(read)  # key_dropout 0.5: some tunes read it as unknown, the others their own
+    moved = Trainer(tiny(tmp_path, key_inputs=True, key_dropout=0.0, transpose=(2, 2), bptt="full"), corpus,
+                    show_progress=False)
+    shifted = sorted(int(b[1][row, 0]) // S for b in moved.epoch_batches(0) for row in range(len(b[1])))
+    assert shifted == sorted((k % 12 + 2) % 12 + 12 * (k // 12) for k in keys)  # two semitones up, mode kept
+    result = train(cfg, corpus=corpus, show_progress=False)
+    assert read_checkpoint(result["checkpoint"])["key_prior"] == trainer.key_prior
+
+
+def test_init_grows_a_key_input_without_changing_what_the_network_computes(tmp_path):
+    corpus = corpus_of(12)
+    plain = tiny(tmp_path, out=str(tmp_path / "plain.pt"), epochs=1, remaining_inputs=True)
+    train(plain, corpus=corpus, show_progress=False)
+    before, _, _ = load_checkpoint(plain.out)
+    grown = Trainer(tiny(tmp_path, out=str(tmp_path / "grown.pt"), init=plain.out, key_inputs=True,
+                         remaining_inputs=True), corpus, show_progress=False).model.eval()
+    assert grown.config.key_dim > 0 and before.config.key_dim == 0
+    tokens = [np.asarray(melody(3))]
+    inputs = torch.tensor(np.stack(tokens))
+    a, _ = before.eval()(inputs, torch.tensor(np.stack(tune_positions(TOK, tokens, before.config))))
+    b, _ = grown(inputs, torch.tensor(np.stack(tune_positions(TOK, tokens, grown.config))))
+    torch.testing.assert_close(a, b)

@@ -37,7 +37,8 @@ def train_config(params: dict, data_spec: str, out):
                        short_term=params.get("short_term", True), threads=1,
                        remaining_inputs=params.get("remaining_inputs", TrainConfig.remaining_inputs),
                        max_remaining=params.get("max_remaining", TrainConfig.max_remaining),
-                       end_weight=params.get("end_weight", TrainConfig.end_weight))
+                       end_weight=params.get("end_weight", TrainConfig.end_weight),
+                       key_inputs=params.get("key_inputs", TrainConfig.key_inputs))
 
 
 def prepare_data(home, job_id: str, params: dict, should_stop=None) -> str:
