@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
-MODELS = (("shipped", "shipped (network + short-term)"), ("previous-default", "previous shipped model"))
+MODELS = (("shipped", "shipped (network + short-term)"),
+          ("stage1", "previous shipped model (17 epochs; one copy gate)"),
+          ("previous-default", "first shipped model (no bars-remaining input)"))
 
 
 def load(name: str) -> dict | None:

@@ -97,18 +97,22 @@ def test_a_cancelled_request_leaves_the_others_untouched(gen):
         batcher.close()
 
 
-def test_bars_are_reported_in_order_and_match_the_result(gen):
+def run_streamed(generator, params):
+    """(the result, the bar events) of one request in a fresh batcher."""
     events, lock = [], threading.Lock()
 
     def on_bar(e):
         with lock:
             events.append(e)
-    batcher = Batcher(gen)
+    batcher = Batcher(generator)
     try:
-        params = GenerationParams(bars=6, seed=21, count=2, redraw_degenerate=False)
-        result = batcher.submit(params, on_bar=on_bar).result(timeout=60)
+        return batcher.submit(params, on_bar=on_bar).result(timeout=120), events
     finally:
         batcher.close()
+
+
+def test_bars_are_reported_in_order_and_match_the_result(gen):
+    result, events = run_streamed(gen, GenerationParams(bars=6, seed=21, count=2, redraw_degenerate=False))
     for m, melody in enumerate(result.melodies):
         bars = [e for e in events if e["melody"] == m]
         assert [e["bar"] for e in bars] == list(range(6))
@@ -134,17 +138,7 @@ def test_a_redrawn_melody_streams_again_from_bar_0_as_itself(tmp_path):
     higher draw; each melody's last streamed draw is its result, note for note."""
     from test_endings import biased_checkpoint
     lazy = Generator(biased_checkpoint(tmp_path / "lazy.pt", TOK, -3.0, {TOK.rest_id: 3.5}))
-    events, lock = [], threading.Lock()
-
-    def on_bar(e):
-        with lock:
-            events.append(e)
-    batcher = Batcher(lazy)
-    try:
-        params = GenerationParams(bars=8, seed=4, count=8, avoid_repetition=False)
-        result = batcher.submit(params, on_bar=on_bar).result(timeout=120)
-    finally:
-        batcher.close()
+    result, events = run_streamed(lazy, GenerationParams(bars=8, seed=4, count=8, avoid_repetition=False))
     assert result.to_json()["redrawn"] >= 2  # the gate had work (tests/test_endings.py)
     for m, melody in enumerate(result.melodies):
         mine = [e for e in events if e["melody"] == m]

@@ -12,6 +12,16 @@ def tiny(cell="lstm", **kw):
     return MelodyNetwork(NetworkConfig(**kw)).eval()
 
 
+def assert_steps_match_forward(net, tokens, cond):
+    """step() token by token gives forward()'s logits over the whole sequence."""
+    logits, _ = net(tokens, cond)
+    state, steps = net.init_state(tokens.shape[0]), []
+    for t in range(tokens.shape[1]):
+        out, state = net.step(tokens[:, t], cond[:, t], state)
+        steps.append(out)
+    torch.testing.assert_close(torch.stack(steps, 1), logits, atol=1e-5, rtol=1e-5)
+
+
 def sample_inputs(batch=3, time=7, vocab=20, positions=96):
     g = torch.Generator().manual_seed(1)
     return (torch.randint(0, vocab, (batch, time), generator=g),
@@ -162,12 +172,7 @@ def test_step_matches_forward_with_bars_remaining(cell, position_dim):
     pos = torch.randint(0, 16, (4, 9), generator=g)
     rem = torch.randint(0, cfg.max_remaining + 2, (4, 9), generator=g)  # the last id is "unknown"
     cond = pos + cfg.max_positions * rem
-    logits, _ = net(tokens, cond)
-    state, steps = net.init_state(4), []
-    for t in range(tokens.shape[1]):
-        out, state = net.step(tokens[:, t], cond[:, t], state)
-        steps.append(out)
-    torch.testing.assert_close(torch.stack(steps, 1), logits, atol=1e-5, rtol=1e-5)
+    assert_steps_match_forward(net, tokens, cond)
 
 
 def test_bars_remaining_changes_the_prediction():
@@ -197,12 +202,7 @@ def test_step_matches_forward_with_a_key(cell, position_dim, remaining_dim):
     cond = torch.tensor([[cfg.condition_id(int(p), int(r) if r <= cfg.max_remaining else None,
                                            int(k) if k < 24 else None)
                           for p, r, k in zip(*rows)] for rows in zip(pos, rem, key)])
-    logits, _ = net(tokens, cond)
-    state, steps = net.init_state(4), []
-    for t in range(tokens.shape[1]):
-        out, state = net.step(tokens[:, t], cond[:, t], state)
-        steps.append(out)
-    torch.testing.assert_close(torch.stack(steps, 1), logits, atol=1e-5, rtol=1e-5)
+    assert_steps_match_forward(net, tokens, cond)
 
 
 def test_the_key_changes_the_prediction_and_leaves_position_and_remaining_readable():
