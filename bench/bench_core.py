@@ -131,7 +131,7 @@ def write_section(training_table: str, step_table: str, threads: int, load_befor
 
 Measured {datetime.date.today().isoformat()} with `python bench/bench_core.py --write`
 (`torch.set_num_threads({threads})`, torch {torch.__version__}, {os.cpu_count()} CPU cores of an {cpu_model()},
-shared with other work: 1-minute load average {load_before:.2f} before the run, {load_after:.2f} after).
+1-minute load average {load_before:.2f} before the run, {load_after:.2f} after).
 
 **Training throughput**: forward + backward of a {LAYERS}-layer, {HIDDEN}-unit stack on {EMBEDDING}-dim inputs,
 {WINDOW}-step windows; tokens/s = batch x window / CPU time per iteration (`time.thread_time`,

@@ -220,7 +220,7 @@ def write_section(table: str, source: str, arch: str, args, load_before: float, 
 
 Measured {datetime.date.today().isoformat()} with `{command}`
 (`torch.set_num_threads({args.threads})`, torch {torch.__version__}, {os.cpu_count()} CPU cores of an
-{cpu_model()}, shared with other work: 1-minute load average {load_before:.2f} before the run, {load_after:.2f}
+{cpu_model()}, 1-minute load average {load_before:.2f} before the run, {load_after:.2f}
 after). Model: `{source}` ({arch}); the speed does not depend on the weights, only on whether the
 checkpoint holds a short-term model (`model/shortterm.py`; the shipped one does).
 

@@ -202,7 +202,7 @@ def write(rows, args, load_before, load_after) -> None:
         + (f" --requests {args.requests}" if args.requests != 400 else "") + (f" --seconds {args.seconds:g}" if args.seconds != 30 else "")
     lines = [f"## {TITLE}", "",
              f"Measured {date.today().isoformat()} with `{command}` ({os.cpu_count()} CPU cores of an {cpu_model()}, "
-             f"shared with other work: 1-minute load average {load_before[0]:.2f} before the run, "
+             f"1-minute load average {load_before[0]:.2f} before the run, "
              f"{load_after[0]:.2f} after). `tunesmith serve` with its embedded Redis, 2 gunicorn processes, "
              f"one generate worker holding {args.concurrency} jobs (its pool processes) for one engine; "
              f"{args.bars}-bar melodies at the defaults (the shipped model); each client sends its next request "
