@@ -82,7 +82,8 @@ class CopyModel:
         cached = getattr(self, "_tables", None)
         if cached is None or cached[0] != key:
             lengths = np.arange(self.max_match + 1)
-            weights = np.where(lengths > 0, lengths.astype(np.float64) ** self.beta, 0.0)
+            weights = np.zeros(len(lengths))
+            weights[1:] = lengths[1:].astype(np.float64) ** self.beta  # length 0: no vote (0 ** beta is inf for beta < 0)
             gates = np.array([self.gate_of(n) for n in lengths])
             ends = np.array([self.gate_of(n, final=True) for n in lengths])
             weights.flags.writeable = gates.flags.writeable = ends.flags.writeable = False
