@@ -79,6 +79,23 @@ class Service:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
+class StreamRefused(Exception):
+    """The API would not open the event stream (it holds its maximum)."""
+
+
+def job_events(session, base: str, job_id: str):
+    """(kind, data) of each server-sent event of a job, as they arrive; StreamRefused without a stream."""
+    with session.get(f"{base}/api/v1/jobs/{job_id}/events", stream=True, timeout=120) as stream:
+        if stream.status_code != 200:
+            raise StreamRefused(stream.status_code)
+        kind = None
+        for line in stream.iter_lines(decode_unicode=True):
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                yield kind, json.loads(line[6:])
+
+
 def one_request(session, base: str, bars: int) -> dict:
     """One client request; returns its times (seconds from the submit) or its error."""
     t0 = time.perf_counter()
@@ -89,21 +106,15 @@ def one_request(session, base: str, bars: int) -> dict:
         return out
     job_id = response.json()["id"]
     end = None
-    with session.get(f"{base}/api/v1/jobs/{job_id}/events", stream=True, timeout=120) as stream:
-        if stream.status_code == 200:
-            kind = None
-            for line in stream.iter_lines(decode_unicode=True):
-                if line.startswith("event: "):
-                    kind = line[7:]
-                elif line.startswith("data: "):
-                    data = json.loads(line[6:])
-                    if kind == "bar" and out["first_note"] is None:
-                        out["first_note"] = time.perf_counter() - t0
-                    if kind == "state" and data["state"] in FINISHED:
-                        end = data
-                        break
-        else:
-            out["polled"] = True
+    try:
+        for kind, data in job_events(session, base, job_id):
+            if kind == "bar" and out["first_note"] is None:
+                out["first_note"] = time.perf_counter() - t0
+            if kind == "state" and data["state"] in FINISHED:
+                end = data
+                break
+    except StreamRefused:
+        out["polled"] = True
     if end is None:                               # no stream to be had: poll the job
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

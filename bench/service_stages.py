@@ -6,7 +6,6 @@ stages from the client's clock and the job record's timestamps (milliseconds, sa
 
 Prints this run's medians only.
 """
-import json
 import statistics
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_service import FINISHED, Service  # noqa: E402
+from bench_service import FINISHED, Service, job_events  # noqa: E402
 
 
 def stamp(iso: str) -> float:
@@ -28,17 +27,11 @@ def one(session, base: str) -> dict:
     job_id = session.post(f"{base}/api/v1/melodies", json={"bars": 16}, timeout=30).json()["id"]
     submitted = time.time()
     first = last = None
-    with session.get(f"{base}/api/v1/jobs/{job_id}/events", stream=True, timeout=120) as stream:
-        kind = None
-        for line in stream.iter_lines(decode_unicode=True):
-            if line.startswith("event: "):
-                kind = line[7:]
-            elif line.startswith("data: "):
-                data = json.loads(line[6:])
-                if kind == "bar":
-                    first, last = first or time.time(), time.time()
-                if kind == "state" and data["state"] in FINISHED:
-                    break
+    for kind, data in job_events(session, base, job_id):
+        if kind == "bar":
+            first, last = first or time.time(), time.time()
+        if kind == "state" and data["state"] in FINISHED:
+            break
     ended = time.time()
     record = session.get(f"{base}/api/v1/jobs/{job_id}", timeout=30).json()
     session.get(base + record["result"]["melodies"][0]["midi"], timeout=30)
