@@ -6,8 +6,9 @@ A shared batch is padded to ``model.rows.min_rows`` rows (8 for the shipped mode
 logits do not depend on the batch (worker/batcher.py). This prints, for this run only: the step's
 matrix products at 1 to 64 rows with MKL (torch.addmm) and oneDNN (the kernel step() takes from 8
 rows), whether MKL gives a row the same result alone and in a batch, one network step at 1 and 8
-rows, and one 16-bar melody from ``Generator.generate`` alone (unpadded) against the same request
-alone in a Batcher (padded).
+rows, whether a step would keep rows batch-independent from 2 rows with oneDNN from 2 rows and the
+sigmoid form of tanh throughout (and what such a 2-row step costs), and one 16-bar melody from
+``Generator.generate`` alone (unpadded) against the same request alone in a Batcher (padded).
 """
 from __future__ import annotations
 
@@ -57,6 +58,29 @@ def main() -> int:
         for rows in (1, 8):
             x, c, s = torch.zeros(rows, dtype=torch.long), torch.zeros(rows, dtype=torch.long), g.model.init_state(rows)
             print(f"network step, {rows} row(s): {per_call_us(lambda: g.model.step(x, c, s), 500):.0f} µs")
+        # could a shared batch be padded to 2 rows instead? With oneDNN from 2 rows and the sigmoid form of
+        # tanh at every size (model.kernels' thresholds, set here for this check only), compare every
+        # row of steps of 2..64 rows with the 64-row step, bit for bit, and time 2 rows against 8
+        import model.kernels as kernels
+        saved = kernels.ONEDNN_MIN_ROWS, kernels.TANH_VIA_SIGMOID_MIN
+        kernels.ONEDNN_MIN_ROWS, kernels.TANH_VIA_SIGMOID_MIN = 2, 0
+        try:
+            g.model.prepare_for_inference()._scratch.clear()
+            torch.manual_seed(0)
+            n = 64
+            x = torch.randint(0, V, (n,))
+            c = torch.randint(0, g.model.config.max_positions, (n,))
+            state = tuple(torch.randn(g.model.config.num_layers, n, H) * 0.5 for _ in range(2))
+            ref = g.model.step(x, c, state)
+            differ = [b for b in range(2, n + 1)
+                      if not torch.equal(g.model.step(x[:b], c[:b], tuple(s[:, :b].contiguous() for s in state))[0], ref[0][:b])]
+            print(f"oneDNN from 2 rows, sigmoid-form tanh: row counts 2..64 whose logits differ from 64 rows': {differ or 'none'}")
+            for rows in (2, 8):
+                xs, cs, st = x[:rows], c[:rows], tuple(s[:, :rows].contiguous() for s in state)
+                print(f"  network step, {rows} rows: {per_call_us(lambda: g.model.step(xs, cs, st), 500):.0f} µs")
+        finally:
+            kernels.ONEDNN_MIN_ROWS, kernels.TANH_VIA_SIGMOID_MIN = saved
+            g.model.prepare_for_inference()._scratch.clear()
     batcher = Batcher(g)
     try:
         for name, run in (("Generator.generate alone (unpadded)", lambda s: g.generate(GenerationParams(bars=16, seed=s))),
