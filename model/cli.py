@@ -247,7 +247,7 @@ def _add_generate_flags(p: argparse.ArgumentParser) -> None:
                    f"(at most {params.MAX_BARS}): the tune ends where the model ends it, at the latest here")
     p.add_argument("--cadence", choices=params.CADENCES, default=d.cadence, help="tonic: the last note is the "
                    "tonic of --key (or the primer's key, or the melody's estimated key), on a strong beat, at "
-                   "least a beat long (default none)")
+                   "least a beat long, held to the end of the last bar (default none)")
     p.add_argument("--redraw-degenerate", action=argparse.BooleanOptionalAction, default=d.redraw_degenerate,
                    help=f"the quality gate: redraw a degenerate melody, at most {params.MAX_REDRAWS} times, with "
                    "seeds derived from --seed (default: yes)")

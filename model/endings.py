@@ -7,10 +7,14 @@ A **cadence** (``cadence="tonic"``) means the last note of the melody
 - starts on a strong beat of the last bar (``strong_positions``), and
 - lasts at least one beat (``beat_steps``); only HOLD and REST follow it.
 
+In the last bar of the template the masks go further and hold the cadence note to the barline, so a
+requested cadence ends on a tonic that rings, as folk tunes end; a length range may still end
+earlier, after any bar that meets the rule above (``ends_in_cadence``).
+
 ``Cadence`` enforces this in the last bar with one (B, V) additive mask per step, never by editing
 notes afterwards: before the last strong position that leaves a beat ("the cadence point") anything
-goes; at the cadence point a row that has no qualifying tonic yet must play one; after it no new
-note starts, and a qualifying note still shorter than a beat must be held. ``ends_in_cadence``
+goes; at the cadence point a row whose qualifying tonic does not sound any more must play one; after
+it no new note starts, and the sounding tonic is held to the barline. ``ends_in_cadence``
 checks a finished bar with the same rule (a length range ends only after such a bar).
 """
 from __future__ import annotations
@@ -97,7 +101,6 @@ class Cadence:
         self.tonic_rows = None  # (B, V) 0 on each row's allowed tonic NOTE tokens, -inf elsewhere
         self.active = False
         self.length = [0] * batch  # length so far of the row's qualifying note while it sounds, 0 if none
-        self.qualified = [False] * batch  # the row's last note qualifies and has lasted a beat
         self.V = V
 
     def tonic_pitches(self, tonic_pc: int) -> list[int]:
@@ -112,7 +115,7 @@ class Cadence:
                 pitches = self.allowed
             rows[b, [self.tok.note_id(p) for p in pitches]] = 0.0
         self.tonic_rows, self.tonics, self.active = rows, list(tonics), True
-        self.length, self.qualified = [0] * self.B, [False] * self.B
+        self.length = [0] * self.B
 
     def mask(self, p: int):
         """(B, V) additive mask for the step at position p of the last bar."""
@@ -122,15 +125,15 @@ class Cadence:
         if later:
             return m  # anything goes; a tonic here on a strong position may become the cadence
         for b in range(self.B):
-            has = self.qualified[b] or self.length[b] > 0
-            if p == self.point and not has:
+            sounding = self.length[b] > 0  # a tonic that started on a feasible strong position still sounds
+            if p == self.point and not sounding:
                 m[b] = self.tonic_rows[b]  # must play the tonic now (the last chance with a beat left)
                 continue
             m[b, self.note_cols] = float("-inf")  # no other note from here on...
             if p == self.point:
                 m[b] = torch.maximum(m[b], self.tonic_rows[b])  # ...but the tonic may sound again here
-            if 0 < self.length[b] < self.beat:
-                m[b, tok.rest_id] = float("-inf")  # the cadence note must last a beat: hold it
+            if sounding:
+                m[b, tok.rest_id] = float("-inf")  # the cadence note rings to the end: hold it
         return m
 
     def advance(self, p: int, chosen: Sequence[int]) -> None:
@@ -140,18 +143,15 @@ class Cadence:
             if pitch is not None:
                 qualifies = p in self.feasible and pitch % 12 == self.tonics[b]
                 self.length[b] = 1 if qualifies else 0
-                self.qualified[b] = qualifies and self.beat <= 1
             elif t == tok.hold_id and self.length[b] > 0:
                 self.length[b] += 1
-                self.qualified[b] = self.length[b] >= self.beat
             elif t == tok.rest_id:
-                self.length[b] = 0  # a qualifying note that lasted a beat stays qualified
+                self.length[b] = 0
         return None
 
     def reorder(self, parent) -> None:
         idx = parent.tolist()
         self.length = [self.length[i] for i in idx]
-        self.qualified = [self.qualified[i] for i in idx]
         self.tonics = [self.tonics[i] for i in idx]
         self.tonic_rows = self.tonic_rows[parent]
 

@@ -78,7 +78,7 @@ class GenerationParams:
     short_term: bool = True          # mix in the model's short-term copy model, when it has one
     min_bars: int | None = None      # a length range: the tune may end at any barline from min_bars (default 1)
     max_bars: int | None = None      # ... up to max_bars, where the model chooses (EOS forced at max_bars); replaces bars
-    cadence: str = "none"            # "tonic": the last note is the tonic, on a strong beat, at least a beat long
+    cadence: str = "none"            # "tonic": the last note is the tonic, on a strong beat, at least a beat long (model/endings.py)
     redraw_degenerate: bool = True   # the quality gate: redraw a degenerate melody (up to MAX_REDRAWS times)
 
     def validate(self, tokenizer: MelodyTokenizer | None = None) -> None:

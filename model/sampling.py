@@ -13,7 +13,8 @@ one batched pass (Gumbel-max). Beam search (``beam_width`` > 1) keeps the w most
 sequences instead and returns the best ``count``.
 
 **Cadence** (``cadence="tonic"``, ``model.endings``): masks in the last bar make the last note the
-tonic, on a strong beat, at least a beat long; in a range EOS is allowed only after such a bar.
+tonic, on a strong beat, held to the barline (at least a beat); in a range EOS is allowed only
+after a bar whose last note is the tonic on a strong beat, at least a beat long.
 **Quality gate** (``redraw_degenerate``): a melody whose generated part is degenerate by
 ``model.metrics``' rule is drawn again with a seed derived from the request's (``derived_seed``), at
 most ``MAX_REDRAWS`` times; the result says how many were redrawn. A primer's tempo and key

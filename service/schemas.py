@@ -78,7 +78,7 @@ class MelodyRequest(StrictModel):
                                  "tune ends where the model ends it, at the latest after max_bars bars")
     cadence: Literal[params.CADENCES] = Field(GENERATION_DEFAULTS["cadence"], description="tonic: the last note is "
                                               "the tonic of the key (requested, the primer's, or estimated), on a "
-                                              "strong beat, at least a beat long")
+                                              "strong beat, at least a beat long (held to the end when the tune runs its full length)")
     redraw_degenerate: bool = Field(GENERATION_DEFAULTS["redraw_degenerate"], description="the quality gate: "
                                     f"redraw a degenerate melody (at most {params.MAX_REDRAWS} times, seeds derived "
                                     "from the request's seed)")
