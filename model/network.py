@@ -300,9 +300,7 @@ class StepTables:
         if not cfg.conditioned:
             return None
         G, P, off = w_ih.shape[0], cfg.max_positions, E
-        pos = torch.zeros(P, G)
-        if not cfg.position_dim and not cfg.remaining_dim:
-            return pos  # the key alone: every position adds nothing
+        pos = torch.zeros(P, G)  # the key alone (no position, no remaining): every position adds nothing
         if net.position_embedding is not None:
             pos = net.position_embedding.weight @ w_ih[:, off:off + cfg.position_dim].t()  # (P, G)
             off += cfg.position_dim

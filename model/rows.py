@@ -5,7 +5,7 @@ columns (forced tokens, grid steps to choose, barlines that may end a length ran
 far, the masks' state (grammar, key/scale/range, repetition guard, cadence), the short-term model's
 state and the request's own random stream. The caller owns the network and its recurrent state:
 
-    rows = MelodyRows(generator, params, prefix, key_pc, seed, count)
+    rows = MelodyRows(generator, *draw)                # a Draw (model.sampling.Generator.plan yields them)
     state = rows.start_state()                        # the prefix (or primer) run through the network
     while not rows.done:
         logits, state = net.step(*rows.inputs(), state)
@@ -16,6 +16,8 @@ concatenating their inputs and slicing the logits, so a request's bytes do not d
 is in the batch (see ``MIN_ROWS``). Sampling draws from each request's own ``torch.Generator``.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -41,6 +43,17 @@ def min_rows(model) -> int:
     return max(MIN_ROWS, -(-TANH_VIA_SIGMOID_MIN // H))
 
 
+class Draw(NamedTuple):
+    """One draw a request's plan asks for (``model.sampling.Generator.plan``): ``count`` melodies (or
+    beams) with these settings and seed; a quality-gate redraw also names the melody it replaces."""
+    params: object          # model.params.GenerationParams
+    prefix: object          # model.sampling.Prefix
+    key_pc: int | None
+    seed: int
+    count: int
+    replaces: int | None = None
+
+
 KEY_STREAM = 0x6B6579  # mixed into the seed for the key draw, so it draws from its own stream
 
 
@@ -62,8 +75,10 @@ def melody_key(generator, params, prefix, seed: int) -> int | None:
 class MelodyRows:
     """The rows of one request (``count`` samples, or ``beam_width`` beams), advanced token by token."""
 
-    def __init__(self, generator, params, prefix, key_pc, seed: int, count: int):
+    def __init__(self, generator, params, prefix, key_pc, seed: int, count: int, replaces: int | None = None):
+        """``MelodyRows(generator, *draw)`` for a ``Draw``; ``replaces``: the melody a redraw replaces."""
         self.g, self.params, self.prefix, self.key_pc = generator, params, prefix, key_pc
+        self.replaces = replaces
         tok, model = generator.tokenizer, generator.model
         self.tok = tok
         self.meter = params.meter or prefix.meter

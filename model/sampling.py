@@ -43,7 +43,7 @@ import torch
 
 from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint
 from model.metrics import degenerate_reason
-from model.rows import MelodyRows
+from model.rows import Draw, MelodyRows
 from model.params import (DEFAULT_TEMPO, MAX_REDRAWS, MAX_SEED, PITCH_CLASSES, SCALES, GenerationParams,
                           ParameterError, primer_notes)  # re-exported (__all__): callers look for them here
 from model.shortterm import CopyModel
@@ -200,14 +200,13 @@ class Generator:
         try:
             draw = next(plan)
             while True:
-                draw = plan.send(self._draw(*draw[:5]))
+                draw = plan.send(self._draw(draw))
         except StopIteration as done:
             return done.value
 
     def plan(self, params: GenerationParams):
-        """A request as a generator of draws: it yields (params, prefix, key_pc, seed, count) (a redraw
-        adds the index of the melody it replaces), is sent back that draw's [(ids, score)], and
-        returns the Generation. The first draw is the request's;
+        """A request as a generator of draws: it yields a ``model.rows.Draw``, is sent back that
+        draw's [(ids, score)], and returns the Generation. The first draw is the request's;
         the quality gate's redraws follow. Whoever runs the draws (``generate`` one after another,
         the batcher inside its shared step loop) gets the same melodies."""
         started = time.perf_counter()
@@ -222,7 +221,7 @@ class Generator:
         if params.redraw_degenerate:
             drawn, redrawn = yield from self._gate(params, prefix, key_pc, seed)
         else:
-            drawn = yield (params, prefix, key_pc, seed, params.count)
+            drawn = yield Draw(params, prefix, key_pc, seed, params.count)
             redrawn = [0] * len(drawn)
         info = {"model": self.name, "seed": seed, "params": params.to_dict()}
         melodies = []
@@ -242,7 +241,7 @@ class Generator:
         bar_steps = self.tokenizer.bar_steps(meter)
         bad = lambda ids: degenerate_reason(self._generated_part(ids, prefix, meter), self.tokenizer, bar_steps)
         if params.beam_width > 1:  # the next best beams; where none is left, a sampled melody (gated below)
-            ranked = yield (params, prefix, key_pc, seed, params.beam_width)
+            ranked = yield Draw(params, prefix, key_pc, seed, params.beam_width)
             good = [d for d in ranked if bad(d[0]) is None][:params.count]
             skipped = [sum(1 for d in ranked[:ranked.index(g)] if bad(d[0])) for g in good]
             if len(good) == params.count:
@@ -251,7 +250,7 @@ class Generator:
                                                     [(ranked[0][0], None)] * (params.count - len(good)))
             return good + sampled, skipped + [params.beam_width + c for c in counts]
         if drawn is None:
-            drawn = yield (params, prefix, key_pc, seed, params.count)
+            drawn = yield Draw(params, prefix, key_pc, seed, params.count)
         out, counts = [], []
         for b, (ids, score) in enumerate(drawn):
             attempt, reason = 0, bad(ids)
@@ -259,8 +258,8 @@ class Generator:
                 if attempt == MAX_REDRAWS:
                     raise GenerationFailed(f"melody {b} was degenerate in {MAX_REDRAWS + 1} draws (last: {reason}); "
                                            "try a higher temperature, a wider pitch range or another seed")
-                attempt += 1  # a sixth field: the melody this draw replaces (a batcher streams its bars as melody b's)
-                (ids, score), = yield (params, prefix, key_pc, derived_seed(seed, b, attempt), 1, b)
+                attempt += 1  # the draw names melody b (a batcher streams its bars as melody b's)
+                (ids, score), = yield Draw(params, prefix, key_pc, derived_seed(seed, b, attempt), 1, replaces=b)
                 reason = bad(ids)
             out.append((ids, score))
             counts.append(attempt)
@@ -272,18 +271,18 @@ class Generator:
             return ids
         return self._without_primer(ids[len(prefix.ids):], meter)
 
-    def _draw(self, params: GenerationParams, prefix: Prefix, key_pc, seed: int, count: int) -> list:
-        """``count`` melodies (beam search: the best ``count`` beams) as [(ids, score or None)]: the
-        rows' loop of ``model.rows`` for this request alone, at its own batch size (the fastest; a
+    def _draw(self, draw: Draw) -> list:
+        """A draw's ``count`` melodies (beam search: the best ``count`` beams) as [(ids, score or None)]:
+        the rows' loop of ``model.rows`` for this request alone, at its own batch size (the fastest; a
         worker's batcher pads shared batches instead, see ``model.rows.min_rows``)."""
-        rows = MelodyRows(self, params, prefix, key_pc, seed, count)
+        rows = MelodyRows(self, *draw)
         state = rows.start_state()
         while not rows.done:
             logits, state = self.model.step(*rows.inputs(), state)  # (B, V)
             parent = rows.advance(logits)
             if parent is not None:  # beam search reordered its rows
                 state = tuple(s[:, parent] for s in state) if isinstance(state, tuple) else state[:, parent]
-        return rows.result(count)
+        return rows.result(draw.count)
 
     @staticmethod
     def _gumbel(shape, gen) -> torch.Tensor:

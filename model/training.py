@@ -45,6 +45,7 @@ from model.checkpoint import read_checkpoint, save_checkpoint
 from model.data import load_corpus, split_corpus, transpose_tokens
 from model.evaluation import fit_short_term, token_arrays, tune_batch, tune_nll, tune_positions
 from model.network import UNKNOWN_KEY, MelodyNetwork
+from model.shortterm import last_barline
 from model.tokens import MelodyTokenizer, TokenizerConfig
 from model.train_config import TrainConfig  # the dataclass lives torch-free there (the API reads its defaults)
 
@@ -56,9 +57,9 @@ def end_weights(tokens, bar_id: int, weight: float) -> np.ndarray:
     """(len(tokens),) float32: ``weight`` for the tokens after a tune's last barline (its last bar and
     EOS), 1 elsewhere; entry j weighs the loss of predicting token j."""
     out = np.ones(len(tokens), dtype=np.float32)
-    bars = np.flatnonzero(np.asarray(tokens) == bar_id)
-    if len(bars):
-        out[bars[-1] + 1:] = weight
+    last = last_barline(tokens, bar_id)
+    if last is not None:
+        out[last + 1:] = weight
     return out
 
 
@@ -82,7 +83,7 @@ class Trainer:
         self.key_prior = None
         if net_config.key_dim:  # the share of training tunes in each of the 24 keys
             counts = np.bincount(np.concatenate([p[:1] for p in self.train_positions]) // net_config.key_stride,
-                                 minlength=25)[:24].astype(np.float64)
+                                 minlength=UNKNOWN_KEY + 1)[:UNKNOWN_KEY].astype(np.float64)
             self.key_prior = (counts / max(counts.sum(), 1.0)).tolist()
         self.provenance = dict(getattr(corpus, "provenance", {}) or {})
         self.provenance.update(spec=config.data, splits={k: len(v) for k, v in splits.items()},
@@ -152,7 +153,7 @@ class Trainer:
             pos = self.train_positions[i] if self.train_positions is not None else None
             if moved is not None and net.key_dim:  # the key moves with the notes (minor keys stay minor)
                 key = pos // S
-                key = np.where(key < 24, (key % 12 + int(shift)) % 12 + 12 * (key // 12), key)
+                key = np.where(key < UNKNOWN_KEY, (key % 12 + int(shift)) % 12 + 12 * (key // 12), key)
                 pos = pos % S + S * key
             if hide_end:  # keep the position and key parts, replace the remaining part with "unknown"
                 pos = pos % net.max_positions + net.max_positions * net.unknown_remaining + S * (pos // S)

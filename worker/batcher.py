@@ -37,10 +37,9 @@ class Request:
         self.plan, self.on_bar = plan, on_bar
         self.future: Future = Future()
         self.rows: MelodyRows | None = None
-        self.draw = None          # (params, prefix, key_pc, seed, count) of the rows in flight
+        self.draw = None          # the model.rows.Draw of the rows in flight
         self.draws = 0            # draws started (1 + the gate's redraws)
         self.bars_sent = 0
-        self.replaces = None      # the melody index the draw in flight redraws (None: the request's own draw)
         self.cancelled = False
 
     def cancel(self) -> None:
@@ -131,13 +130,11 @@ class Batcher:
                 draw = next(request.plan) if first else request.plan.send(drawn)
                 first = False
                 request.draws += 1
-                params = draw[0]
-                if params.beam_width > 1:
-                    drawn = self.g._draw(*draw[:5])
+                if draw.params.beam_width > 1:
+                    drawn = self.g._draw(draw)
                     continue
-                rows = MelodyRows(self.g, *draw[:5])
+                rows = MelodyRows(self.g, *draw)
                 request.rows, request.draw, request.bars_sent = rows, draw, 0
-                request.replaces = draw[5] if len(draw) > 5 else None
                 self._join(request, rows.start_state())
                 return
         except StopIteration as done:
@@ -184,7 +181,7 @@ class Batcher:
             self.state = tuple(h[:, :B] for h in self.state) if isinstance(self.state, tuple) else self.state[:, :B]
         self.active = still
         for r in finished:
-            self._next_draw(r, r.rows.result(r.draw[4]))
+            self._next_draw(r, r.rows.result(r.draw.count))
 
     def _report_bars(self, r: Request) -> None:
         """Stream the bars finished since the last step: the first draw's for every melody, and a
@@ -193,9 +190,9 @@ class Batcher:
             return
         while r.bars_sent < r.rows.bars_completed:
             notes = r.rows.finished_bar_notes(r.bars_sent)
-            for m, bar_notes in enumerate(notes[:r.draw[4]]):
+            for m, bar_notes in enumerate(notes[:r.draw.count]):
                 try:
-                    r.on_bar({"melody": m if r.replaces is None else r.replaces, "bar": r.bars_sent,
+                    r.on_bar({"melody": m if r.rows.replaces is None else r.rows.replaces, "bar": r.bars_sent,
                               "notes": bar_notes, "draw": r.draws, "progress": r.rows.progress})
                 except Exception:  # a listener's failure must not stop the batch
                     log.exception("on_bar callback failed")
