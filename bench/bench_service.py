@@ -5,7 +5,8 @@ worker with its engine) on 127.0.0.1, driven by 1, 8, 32 and 128 concurrent clie
 
 A client's request: POST /api/v1/melodies, follow GET /api/v1/jobs/<id>/events to the end state
 (the time to its first streamed bar is "first note"), then GET the MIDI ("submit to MIDI" ends when
-its bytes are in). Where the stream is refused (503: the API holds its maximum), the client polls the
+its bytes are in). Each level also reports the CPU time each part of the service (API, Celery
+workers, engine, Redis) and the bench's own clients spent per melody served. Where the stream is refused (503: the API holds its maximum), the client polls the
 job every 50 ms instead; those are counted. Each level is bounded in requests and in seconds.
 
     python bench/bench_service.py [--clients 1,8,32,128] [--requests 400] [--seconds 30] [--write]
@@ -170,6 +171,41 @@ def run_level(base: str, clients: int, max_requests: int, max_seconds: float, ba
             "first_p50": pct(first, 0.5), "first_p95": pct(first, 0.95)}
 
 
+def _label(cmdline: str) -> str | None:
+    """Which part of the service a process is, from its command line."""
+    for needle, label in (("redis-server", "redis"), ("worker.engine", "engine"), ("gunicorn", "api (gunicorn)"),
+                          ("celery", "celery (generate + train workers)"), ("service.cli", "serve (supervisor)")):
+        if needle in cmdline:
+            return label
+    return None
+
+
+def service_cpu(root: int) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each part of the service: the processes under `root`,
+    summed by part. A process that exited since the last reading loses its share (pool processes,
+    the engine and gunicorn's workers live as long as the service)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents, cpu = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        cpu[pid] = ((int(fields[11]) + int(fields[12])) / tick, cmdline)
+    totals: dict[str, float] = {}
+    for pid, (seconds, cmdline) in cpu.items():
+        p = pid
+        while p not in (root, 0, 1) and p in parents:
+            p = parents[p]
+        if p == root:
+            label = _label(cmdline) or "other"
+            totals[label] = totals.get(label, 0.0) + seconds
+    return totals
+
+
 def metric(base: str, name: str) -> float:
     text = requests.get(base + "/metrics", timeout=10).text
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
@@ -195,7 +231,12 @@ def main(argv=None):
             for _ in range(3):                   # warm up: the engine loads the model, music21 is imported
                 one_request(requests.Session(), service.base, args.bars)
             for clients in levels:
+                cpu_before, own_before = service_cpu(service.process.pid), time.process_time()
                 row = run_level(service.base, clients, args.requests, args.seconds, args.bars)
+                cpu_after, own = service_cpu(service.process.pid), time.process_time() - own_before
+                spent = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after}
+                spent["bench clients"] = own
+                row["cpu_ms_per_melody"] = {k: round(v * 1000 / max(1, row["ok"]), 1) for k, v in sorted(spent.items())}
                 row["mode"] = mode
                 row["rows_mean"] = metric(service.base, "tunesmith_batch_rows_sum") / \
                     max(1.0, metric(service.base, "tunesmith_batch_rows_count"))
@@ -227,6 +268,16 @@ def write(rows, args, load_before, load_after) -> None:
         lines.append(f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['errors']} | {r['per_s']:.1f} | "
                      f"{r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f} | {r['first_p50']:.0f} | {r['first_p95']:.0f} | "
                      f"{r['polled']} | {r['rows_mean']:.1f} |")
+    parts = sorted({k for r in rows for k in r["cpu_ms_per_melody"]} - {"serve (supervisor)"})
+    lines += ["", "CPU time per melody served, by part of the service (user + system seconds of its processes "
+              "during the level, read from /proc, over the melodies served; the machine has "
+              f"{os.cpu_count()} cores, so {os.cpu_count() * 1000} ms of CPU per second in all):", "",
+              "| batching | clients | " + " | ".join(parts) + " | all |",
+              "|---|---|" + "---|" * (len(parts) + 1)]
+    for r in rows:
+        cpu = r["cpu_ms_per_melody"]
+        lines.append(f"| {r['mode']} | {r['clients']} | " + " | ".join(f"{cpu.get(k, 0.0):.1f}" for k in parts)
+                     + f" | {sum(cpu.get(k, 0.0) for k in parts):.1f} |")
     replace_section(TITLE, "\n".join(lines) + "\n")
 
 

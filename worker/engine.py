@@ -41,7 +41,7 @@ from worker.lifetime import preexec
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 180          # loading torch and a model on a busy machine
 POLL_S = 0.5                   # how often a waiting pool process asks `should_stop`
-QUIET_S = 0.05                 # a pause in the bars after which held-back bars are written
+QUIET_S = 0.2                  # a pause in the bars after which held-back bars are written
 
 
 class EngineError(RuntimeError):

@@ -27,17 +27,25 @@ class JobEvents:
         """Append one event; `data` must be JSON-serialisable."""
         self.publish_many(job_id, [(kind, data)])
 
-    def publish_many(self, job_id: str, events) -> None:
-        """Append [(kind, data)] in one round trip, in order."""
-        key = self.key(job_id)
+    def publish_many(self, job_id: str, events, also=None) -> None:
+        """Append [(kind, data)] in one round trip, in order; ``also(pipe)`` may queue more commands
+        on the same round trip (a job's progress: worker/generation.py)."""
         try:
             with self.redis.pipeline(transaction=False) as pipe:
-                for kind, data in events:
-                    pipe.xadd(key, {"kind": kind, "data": json.dumps(data)}, maxlen=MAX_EVENTS, approximate=True)
-                pipe.expire(key, self.ttl)
+                self.add(pipe, job_id, events)
+                if also is not None:
+                    also(pipe)
                 pipe.execute()
         except Exception:
             log.warning("could not publish %d events of job %s", len(events), job_id, exc_info=True)
+
+    def add(self, pipe, job_id: str, events) -> None:
+        """Queue the commands that append [(kind, data)] on a pipeline."""
+        key = self.key(job_id)
+        for kind, data in events:
+            pipe.xadd(key, {"kind": kind, "data": json.dumps(data)}, maxlen=MAX_EVENTS, approximate=True)
+        if events:
+            pipe.expire(key, self.ttl)
 
     def state(self, job_id: str, state: str, **data) -> None:
         self.publish(job_id, "state", state=state, **data)

@@ -78,15 +78,17 @@ class JobStore:
             return None
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
-    def update(self, job_id: str, **fields) -> bool:
-        """Write fields whatever the state; False when the record is gone."""
-        return self.transition(job_id, (), **fields)
+    def update(self, job_id: str, client=None, **fields) -> bool:
+        """Write fields whatever the state; False when the record is gone. With a pipeline as
+        `client`, the write is queued on it (and the answer is the pipeline's)."""
+        return self.transition(job_id, (), client=client, **fields)
 
     def transition(self, job_id: str, from_states, to_state: str | None = None, owner: str | None = None,
-                   **fields) -> bool:
+                   client=None, **fields) -> bool:
         """Write fields (and the new state) only while the state is one of `from_states`
         (any state when empty) and, given an `owner`, while the job's lease is still that owner's
-        (a job requeued or taken over meanwhile is no longer ours to finish). True when written."""
+        (a job requeued or taken over meanwhile is no longer ours to finish). True when written;
+        with a pipeline as `client`, queued on it."""
         if to_state is not None:
             fields["state"] = to_state
         pairs = []
@@ -94,7 +96,8 @@ class JobStore:
             pairs += [name, json.dumps(value)]
         allowed = [json.dumps(s) for s in from_states]
         done = self._transition(keys=[self.key(job_id)],
-                                args=[self.ttl, len(allowed), *allowed, json.dumps(owner) if owner else "", *pairs])
+                                args=[self.ttl, len(allowed), *allowed, json.dumps(owner) if owner else "", *pairs],
+                                client=client)
         return done == 1
 
     def count(self, job_id: str, field: str) -> int:
