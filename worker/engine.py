@@ -41,7 +41,7 @@ from worker.lifetime import preexec
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 180          # loading torch and a model on a busy machine
 POLL_S = 0.5                   # how often a waiting pool process asks `should_stop`
-QUIET_S = 0.2                  # a pause in the bars after which held-back bars are written
+BARS_EVERY_S = 0.2             # after a request's first bar, its bars go to its pool process at most this often
 
 
 class EngineError(RuntimeError):
@@ -69,7 +69,9 @@ class EngineClient:
 
     def generate(self, path, params, on_bar=None, should_stop=None) -> dict:
         """Generate `params` (model.params.GenerationParams) with the checkpoint at `path`.
-        `on_bar(event)` gets each finished bar; `should_stop()` is asked every POLL_S seconds and
+        `on_bar(event)` gets each finished bar: the first as soon as it is done, the later ones
+        together at most every BARS_EVERY_S seconds (then `on_bar.flush()`, where it has one, is
+        called after each group, so it can write them in one go); `should_stop()` is asked every POLL_S seconds and
         when it answers True the request leaves the batch and Cancelled is raised. A ValueError
         (bad parameters, an unreadable primer, no acceptable melody) comes back as a ValueError.
         An engine lost mid-request (it dies with the pool process that started it) is started
@@ -85,8 +87,7 @@ class EngineClient:
             from worker.logs import current_job
             conn.send({"path": str(path), "params": params, "job_id": current_job.get()})
             last_check = time.monotonic()
-            flush = getattr(on_bar, "flush", None)      # an on_bar that holds bars back to write them together
-            holding = lambda: flush is not None and on_bar.holding  # noqa: E731
+            flush = getattr(on_bar, "flush", None)      # an on_bar that writes a group of bars together
             try:
                 while True:
                     if should_stop is not None and time.monotonic() - last_check >= POLL_S:
@@ -94,14 +95,15 @@ class EngineClient:
                         if should_stop():
                             conn.send("cancel")
                             raise Cancelled()
-                    if not conn.poll(QUIET_S if holding() else POLL_S):
-                        if holding():
-                            flush()
+                    if not conn.poll(POLL_S):
                         continue
                     kind, value = conn.recv()
-                    if kind == "bar":
+                    if kind == "bars":
                         if on_bar is not None:
-                            on_bar(value)
+                            for event in value:
+                                on_bar(event)
+                            if flush is not None:
+                                flush()
                     elif kind == "done":
                         return value
                     elif kind == "invalid":
@@ -167,24 +169,36 @@ class Engine:
             return batcher
 
     def serve(self, conn) -> None:
-        """One request: submit it, send its bars as they finish, then its result or error."""
+        """One request: submit it, send its bars as they finish (the first at once, then in groups
+        at most every BARS_EVERY_S seconds: each message wakes the pool process, which writes it to
+        Redis), then its result or error."""
         send_lock = threading.Lock()
         request = message = None
+        held, sent_at = [], [None]
 
         def send(message):
             with send_lock:
                 conn.send(message)
 
-        def on_bar(event):
-            try:
-                send(("bar", event))
-            except OSError:                      # the pool process is gone: leave the batch
-                request.cancel()
+        def send_bars():
+            if held:
+                sent_at[0] = time.monotonic()
+                send(("bars", held[:]))
+                held.clear()
+
+        def on_bar(event):                       # on the batcher's thread
+            held.append(event)
+            if sent_at[0] is None or time.monotonic() - sent_at[0] >= BARS_EVERY_S:
+                try:
+                    send_bars()
+                except OSError:                  # the pool process is gone: leave the batch
+                    request.cancel()
         try:
             message = conn.recv()
             request = self.batcher_for(message["path"]).submit(message["params"], on_bar=on_bar)
             threading.Thread(target=_cancel_on_hangup, args=(conn, request), daemon=True).start()
             generation = request.result()
+            send_bars()
             send(("done", plain_result(generation)))
         except (CancelledError, EOFError, OSError):
             pass

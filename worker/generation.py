@@ -124,17 +124,15 @@ def _report_end(runtime, job_id: str, state: str) -> None:
 class BarProgress:
     """on_bar for a job: each finished bar becomes an event, and the job's progress follows the
     first melody's first draw (never 1 before the end; a quality-gate redraw streams its bars
-    from 0 again with a higher ``draw`` and leaves the progress where it was). The first bar is
-    written at once; later ones are held and written together, with the progress, in one round trip
-    at most every FLUSH_S seconds (and when the engine pauses: worker/engine.py's QUIET_S). Under
-    load a bar is done every ~50 ms; writing each alone cost a pool process 0.6 ms of CPU per bar,
-    17 times per 16-bar job, more than the rest of the job's work."""
-
-    FLUSH_S = 0.2
+    from 0 again with a higher ``draw`` and leaves the progress where it was). The engine sends
+    bars in groups (the first alone, then at most every worker.engine.BARS_EVERY_S seconds) and
+    ``flush`` writes each group and the progress in one Redis round trip: under load a bar is done
+    every ~50 ms, and writing each one alone cost a pool process 0.6 ms of CPU per bar, 17 times
+    per 16-bar job, more than the rest of the job's work."""
 
     def __init__(self, runtime, job_id: str):
         self.runtime, self.job_id = runtime, job_id
-        self.pending, self.progress, self.last_flush = [], None, None
+        self.pending, self.progress = [], None
         self.shown = 0.0  # the progress last reported
 
     def __call__(self, event: dict) -> None:
@@ -144,17 +142,9 @@ class BarProgress:
                              "draw": draw, "progress": progress})
         if event["melody"] == 0 and draw == 1:  # a redraw (bars from 0 again) never moves progress back
             self.progress = self.shown = progress
-        if self.last_flush is None or time.monotonic() - self.last_flush >= self.FLUSH_S:
-            self.flush()
-
-    @property
-    def holding(self) -> bool:
-        """Are there bars (or progress) not written yet?"""
-        return bool(self.pending) or self.progress is not None
 
     def flush(self) -> None:
-        """Write the bars held back (EngineClient calls this when the engine is quiet and at the end)."""
-        self.last_flush = time.monotonic()
+        """Write the bars and progress taken since the last flush (EngineClient: after each group)."""
         events, progress = [("bar", e) for e in self.pending], self.progress
         self.pending, self.progress = [], None
         if events or progress is not None:
