@@ -49,6 +49,7 @@ def _add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
              "end_weight": "loss weight of each tune's last bar, its tokens after the last barline (1 = none)",
              "init": "start from this checkpoint's network weights (fine-tuning; the network settings must match)",
              "patience": "epochs without a better validation loss before stopping early",
+             "lr_patience": "epochs without a better validation loss before the learning rate is halved",
              "cell": "recurrent cell: lstm, gru or rnn", "backend": "cells (model.cells, our own), fused (torch.nn.LSTM/GRU/RNN) or auto (a fixed rule: "
              "fused LSTM, our GRU and RNN)",
              "threads": "torch threads", "valid": "validation fraction of the tunes", "test": "test fraction"}

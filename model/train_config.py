@@ -42,6 +42,7 @@ class TrainConfig:
     window: int = 128                    # tokens per lane per optimizer step (truncated BPTT only)
     batch_size: int = 64
     lr: float = 2e-3
+    lr_patience: int = 1                 # epochs without a better validation loss before the lr is halved
     clip: float = 1.0                    # max total gradient norm
     epochs: int = 30
     max_minutes: float | None = None     # time budget; the run stops cleanly (resumable) when spent
@@ -69,7 +70,8 @@ class TrainConfig:
             ("embedding_dim", self.embedding_dim >= 1, ">= 1"), ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
             ("bptt", self.bptt == "full" or self.bptt >= 1, "'full' or an integer >= 1"),
             ("window", self.window >= 2, ">= 2"), ("batch_size", self.batch_size >= 1, ">= 1"),
-            ("lr", 0 < self.lr <= 1, "in (0, 1]"), ("clip", self.clip > 0, "> 0"),
+            ("lr", 0 < self.lr <= 1, "in (0, 1]"), ("lr_patience", self.lr_patience >= 0, ">= 0"),
+            ("clip", self.clip > 0, "> 0"),
             ("epochs", self.epochs >= 1, ">= 1"), ("patience", self.patience >= 1, ">= 1"),
             ("max_minutes", self.max_minutes is None or self.max_minutes > 0, "> 0 or None"),
             ("transpose", len(self.transpose) == 2 and -12 <= self.transpose[0] <= self.transpose[1] <= 12,

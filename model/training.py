@@ -10,8 +10,8 @@
   one long stream of tunes) and ``repackage_state`` detaches it every k steps, so gradients flow
   back at most k steps while the state still remembers further.
 
-Optimizer: Adam; the learning rate halves when the validation loss fails to improve for an epoch
-(ReduceLROnPlateau, factor 0.5, patience 1), and training stops early after ``patience`` epochs
+Optimizer: Adam; the learning rate halves when the validation loss fails to improve for
+``lr_patience`` epochs (ReduceLROnPlateau, factor 0.5; default 1), and training stops early after ``patience`` epochs
 without improvement. Gradients are clipped to a total norm of ``clip`` (the norm before clipping is
 reported). Transposition augmentation applies to the training split only.
 
@@ -93,7 +93,7 @@ class Trainer:
         if config.init:
             self._load_init(config.init)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=0.5, patience=1)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=0.5, patience=config.lr_patience)
         self.epoch, self.step = 0, 0        # completed epochs; completed steps in the current epoch
         self.history: list[dict] = []
         self.best = {"valid_loss": math.inf, "epoch": 0, "model": None}

@@ -266,6 +266,16 @@ def test_early_stopping_keeps_the_best_model_and_lowers_the_rate(tmp_path, monke
     assert resume["optimizer"]["param_groups"][0]["lr"] == pytest.approx(cfg.lr / 2)
 
 
+def test_lr_patience_sets_how_long_the_rate_waits_before_halving(tmp_path, monkeypatch):
+    for lr_patience, halvings in ((1, 1), (3, 0)):       # two epochs without a better loss after the first
+        losses = iter([1.0, 2.0, 3.0])
+        monkeypatch.setattr(Trainer, "validate", lambda self: next(losses))
+        cfg = tiny(tmp_path, epochs=3, patience=5, lr_patience=lr_patience, out=str(tmp_path / f"p{lr_patience}.pt"))
+        train(cfg, corpus=corpus_of(12), show_progress=False)
+        lr = read_checkpoint(cfg.resume_path())["optimizer"]["param_groups"][0]["lr"]
+        assert lr == pytest.approx(cfg.lr / 2 ** halvings)
+
+
 def test_bad_settings_name_the_setting():
     with pytest.raises(ValueError, match="bptt must be 'full' or an integer >= 1, got 'half'"):
         TrainConfig(bptt="half")
