@@ -217,18 +217,20 @@ class MelodyTokenizer:
         self.validate(ids)
         notes, meters, step, bar = [], [], 0, -1
         pitch = start = None
+        # pitch_of / meter_of / is_step inlined: a generated melody is decoded on the batcher's thread
+        bar_id, hold_id, rest_id, first_ts, first_note = self.bar_id, self.hold_id, self.rest_id, self._first_ts, self._first_note
+        pitch_offset, meter_names = self.config.min_pitch - first_note, self.config.meters
         for t in ids:
-            t = int(t)
-            if t == self.bar_id:
+            if t == bar_id:
                 bar += 1
-            elif self.meter_of(t) is not None:
-                meters.append((max(bar, 0), self.meter_of(t)))
-            elif self.is_step(t):
-                if t != self.hold_id and pitch is not None:
+            elif first_ts <= t < first_note:                        # a meter
+                meters.append((max(bar, 0), meter_names[t - first_ts]))
+            elif t >= first_note or t == rest_id or t == hold_id:  # a step (ids are valid: < vocab_size)
+                if t != hold_id and pitch is not None:
                     notes.append(Note(pitch, start, step))
                     pitch = None
-                if self.pitch_of(t) is not None:
-                    pitch, start = self.pitch_of(t), step
+                if t >= first_note:
+                    pitch, start = t + pitch_offset, step
                 step += 1
         if pitch is not None:
             notes.append(Note(pitch, start, step))
