@@ -48,6 +48,8 @@ def _add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
              "key_dropout": "share of training tunes read with their key unknown",
              "end_weight": "loss weight of each tune's last bar, its tokens after the last barline (1 = none)",
              "init": "start from this checkpoint's network weights (fine-tuning; the network settings must match)",
+             "sampled_inputs": "parallel scheduled sampling: share of note/rest/hold inputs replaced by the network's "
+                               "own draw at that step, from a first pass without gradients (0 = off)",
              "patience": "epochs without a better validation loss before stopping early",
              "lr_patience": "epochs without a better validation loss before the learning rate is halved",
              "cell": "recurrent cell: lstm, gru or rnn", "backend": "cells (model.cells, our own), fused (torch.nn.LSTM/GRU/RNN) or auto (a fixed rule: "

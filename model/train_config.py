@@ -37,6 +37,8 @@ class TrainConfig:
     end_weight: float = 1.0              # loss weight of each tune's last bar (its tokens after the last barline,
                                          # EOS included), so the few tokens that end a tune count for more
     init: str | None = None              # start from this checkpoint's network weights (same network settings)
+    sampled_inputs: float = 0.0          # parallel scheduled sampling: share of step inputs replaced by the
+                                         # network's own draw there (a first, gradient-free pass); 0 = off
     short_term: bool = True              # fit the short-term model (model/shortterm.py) on valid at the end
     bptt: int | str = 128                # "full" (whole tunes) or k: truncate gradients every k steps
     window: int = 128                    # tokens per lane per optimizer step (truncated BPTT only)
@@ -80,6 +82,7 @@ class TrainConfig:
             ("max_remaining", 1 <= self.max_remaining <= 64, "in [1, 64]"),
             ("remaining_dropout", 0 <= self.remaining_dropout < 1, "in [0, 1)"),
             ("end_weight", 0 < self.end_weight <= 100, "in (0, 100]"),
+            ("sampled_inputs", 0 <= self.sampled_inputs < 1, "in [0, 1)"),
             ("key_dropout", 0 <= self.key_dropout < 1, "in [0, 1)"),
             ("backend", self.backend in ("auto", "fused", "cells"), "auto, fused or cells"),
             ("valid", 0 < self.valid < 0.5, "in (0, 0.5)"), ("test", 0 <= self.test < 0.5, "in [0, 0.5)"),

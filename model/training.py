@@ -30,6 +30,7 @@ them; generation and ``tunesmith evaluate`` then use the mixture. Early stopping
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import signal
 import threading
@@ -198,10 +199,38 @@ class Trainer:
 
     # ---- one optimizer step and one epoch ------------------------------------------------------
 
+    def sampled_inputs(self, inputs, positions, state):
+        """Parallel scheduled sampling (Duckworth et al. 2019): the network reads the window once,
+        without gradients and without dropout, from the lanes' state; at each step its own draw (a
+        sample of its softmax) replaces the next input with probability ``sampled_inputs`` where both
+        are grid steps (NOTE, REST, HOLD), so barlines, meters and the condition ids stay the tune's.
+        The targets stay the tune's: the network learns to go on well from its own notes."""
+        share = self.config.sampled_inputs
+        with torch.no_grad():
+            self.model.eval()
+            logits, _ = self.model(inputs, positions, state)  # (B, T, V)
+            self.model.train()
+            u = torch.rand(logits.shape).clamp_(1e-10, 1.0 - 1e-7)
+            drawn = (logits - u.log_().neg_().log_()).argmax(-1)  # Gumbel-max: one sample per step
+        steps = self._step_ids.to(inputs.device)
+        is_step = lambda t: (t.unsqueeze(-1) == steps).any(-1)  # noqa: E731
+        swap = (torch.rand(inputs[:, 1:].shape) < share) & is_step(inputs[:, 1:]) & is_step(drawn[:, :-1])
+        mixed = inputs.clone()
+        mixed[:, 1:] = torch.where(swap, drawn[:, :-1], inputs[:, 1:])
+        return mixed
+
+    @functools.cached_property
+    def _step_ids(self) -> torch.Tensor:
+        tok = self.tokenizer
+        return torch.tensor([t for t in range(tok.vocab_size) if tok.is_step(t)])
+
     def train_step(self, inputs, positions, targets, weights=None) -> dict:
         """One optimizer step on a batch; with ``weights`` (B, T) the loss is the weighted mean."""
         cfg, pad = self.config, self.tokenizer.pad_id
         self.model.train()
+        if cfg.sampled_inputs > 0:
+            start = None if cfg.bptt == "full" else self.lane_state
+            inputs = self.sampled_inputs(inputs, positions, start)
         if cfg.bptt == "full":
             loss_sum, _ = bptt_loss(self.model, inputs, positions, targets, None, inputs.shape[1], pad, weights)
         else:

@@ -3,6 +3,8 @@ import os
 import signal
 
 import numpy as np
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -274,6 +276,25 @@ def test_lr_patience_sets_how_long_the_rate_waits_before_halving(tmp_path, monke
         train(cfg, corpus=corpus_of(12), show_progress=False)
         lr = read_checkpoint(cfg.resume_path())["optimizer"]["param_groups"][0]["lr"]
         assert lr == pytest.approx(cfg.lr / 2 ** halvings)
+
+
+@pytest.mark.parametrize("bptt", [8, "full"])
+def test_sampled_inputs_replace_only_grid_steps_with_the_networks_own_draws(tmp_path, bptt):
+    trainer = Trainer(tiny(tmp_path, bptt=bptt, sampled_inputs=0.5), corpus_of(12), show_progress=False)
+    steps = {t for t in range(TOK.vocab_size) if TOK.is_step(t)}
+    changed = total = 0
+    for inputs, positions, targets, _ in trainer.epoch_batches(0):
+        mixed = trainer.sampled_inputs(inputs, positions, None)
+        assert mixed.shape == inputs.shape and torch.equal(mixed[:, 0], inputs[:, 0])
+        differ = mixed != inputs
+        for a, b in zip(inputs[differ].tolist(), mixed[differ].tolist()):
+            assert a in steps and b in steps               # barlines, meters, BOS/EOS and padding stay
+        changed += int(differ.sum())
+        total += sum(int(t in steps) for t in inputs[:, 1:].flatten().tolist())
+    assert 0 < changed < 0.5 * total                      # about half the steps drawn, some draws equal the tune's
+    result = train(tiny(tmp_path, bptt=bptt, sampled_inputs=0.5, epochs=1, out=str(tmp_path / "s.pt")),
+                   corpus=corpus_of(12), show_progress=False)
+    assert math.isfinite(result["history"][-1]["train_loss"])
 
 
 def test_bad_settings_name_the_setting():
