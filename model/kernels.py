@@ -45,13 +45,27 @@ def tanh_(t: torch.Tensor) -> torch.Tensor:
     return t.mul_(2).sigmoid_().mul_(2).sub_(1)
 
 
+def tanh_stable(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """tanh in its sigmoid form at every size: what a row gets does not depend on how many rows
+    the tensor has (the batcher's steps, with StepMatmul(onednn=True))."""
+    return torch.mul(t, 2, out=out).sigmoid_().mul_(2).sub_(1)
+
+
+def tanh_stable_(t: torch.Tensor) -> torch.Tensor:
+    return t.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
 class StepMatmul:
     """acc + h @ w^T for one time step with the faster kernel for the batch size (also used by
     MelodyNetwork.step). oneDNN's product followed by an in-place add measured faster here than
     its fused "binary add" form."""
 
-    def __init__(self, w: torch.Tensor, rows: int):
-        self.mkl = not _onednn_ok(w, rows)
+    def __init__(self, w: torch.Tensor, rows: int, onednn: bool = False):
+        """``onednn``: oneDNN whatever the rows (where it is available), for steps whose rows must
+        not depend on the batch: from 2 rows on, oneDNN gives a row the same result at every row
+        count and place (bench/bench_padding.py checks it on the machine at hand)."""
+        self.mkl = not (_ONEDNN is not None and w.dtype == torch.float32 and w.device.type == "cpu") if onednn \
+            else not _onednn_ok(w, rows)
         self.w = w.t().contiguous() if self.mkl else w.contiguous()  # (in, out) or (out, in)
 
     def __call__(self, h: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,8 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from model.cells import NUM_GATES, Recurrent, StepMatmul, tanh, tanh_
+from model.cells import NUM_GATES, Recurrent, StepMatmul
+from model.kernels import tanh as tanh_fast, tanh_ as tanh_fast_, tanh_stable, tanh_stable_
 
 CELLS = ("lstm", "gru", "rnn")
 KEYS = 25  # key ids: tonic pitch class 0..11 (major), 12..23 (minor), 24 unknown (model.conditions.key_id)
@@ -198,20 +199,24 @@ class MelodyNetwork(nn.Module):
             tables = self._step_tables = StepTables(self)
         return tables
 
-    def step(self, tokens: torch.Tensor, positions: torch.Tensor | None, state):
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor | None, state, batch_stable: bool = False):
         """One generation step: tokens (B,) long, positions (B,) or None -> (logits (B, V), state).
 
-        Inference only (no gradients, no dropout); the given state is not modified.
+        Inference only (no gradients, no dropout); the given state is not modified. ``batch_stable``:
+        kernels whose result for a row does not depend on the other rows, from 2 rows on (oneDNN's
+        products and tanh's sigmoid form at every size; worker/batcher.py); otherwise the fastest
+        kernels for the batch size.
         """
         if torch.is_grad_enabled():
             with torch.no_grad():
-                return self._step(tokens, positions, state)
-        return self._step(tokens, positions, state)
+                return self._step(tokens, positions, state, batch_stable)
+        return self._step(tokens, positions, state, batch_stable)
 
-    def _step(self, tokens, positions, state):
+    def _step(self, tokens, positions, state, batch_stable=False):
         tables = self.prepare_for_inference()
         cell = tables.cell
-        scratch, head = tables.scratch(tokens.shape[0])
+        scratch, head = tables.scratch(tokens.shape[0], batch_stable)
+        tanh, tanh_ = (tanh_stable, tanh_stable_) if batch_stable else (tanh_fast, tanh_fast_)
         hs = (state[0] if cell == "lstm" else state).unbind(0)  # per layer (B, H)
         cs = state[1].unbind(0) if cell == "lstm" else None
         new_h, new_c = [], []
@@ -315,20 +320,20 @@ class StepTables:
     def current(self) -> bool:
         return self.versions == self._versions()
 
-    def scratch(self, batch: int):
+    def scratch(self, batch: int, batch_stable: bool = False):
         """Gate buffers (with views on each gate) and matmul kernels for one batch size and thread."""
-        key = (threading.get_ident(), batch)
+        key = (threading.get_ident(), batch, batch_stable)
         if key not in self._scratch:
-            self._scratch[key] = self._make_scratch(batch)
+            self._scratch[key] = self._make_scratch(batch, batch_stable)
         return self._scratch[key]
 
-    def _make_scratch(self, batch: int):
+    def _make_scratch(self, batch: int, batch_stable: bool = False):
         H, p = self.hidden_size, self.projection_weight
         layers = []
         for w_ih, w_hh in self.weights:
             gx = p.new_empty(batch, NUM_GATES[self.cell] * H)
-            s = SimpleNamespace(gx=gx, mm_hh=StepMatmul(w_hh, batch),
-                                mm_ih=None if w_ih is None else StepMatmul(w_ih, batch))
+            s = SimpleNamespace(gx=gx, mm_hh=StepMatmul(w_hh, batch, onednn=batch_stable),
+                                mm_ih=None if w_ih is None else StepMatmul(w_ih, batch, onednn=batch_stable))
             if self.cell == "lstm":
                 s.i_f, s.i, s.f, s.g, s.o = gx[:, :2 * H], gx[:, :H], gx[:, H:2 * H], gx[:, 2 * H:3 * H], gx[:, 3 * H:]
             elif self.cell == "gru":
@@ -336,4 +341,4 @@ class StepTables:
                 s.rz, s.r, s.z, s.n = gx[:, :2 * H], gx[:, :H], gx[:, H:2 * H], gx[:, 2 * H:]
                 s.gh_rz, s.gh_n = s.gh[:, :2 * H], s.gh[:, 2 * H:]
             layers.append(s)
-        return layers, StepMatmul(p, batch)
+        return layers, StepMatmul(p, batch, onednn=batch_stable)

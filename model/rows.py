@@ -29,18 +29,18 @@ from model.shortterm import CopyState
 from model.tokens import Note
 
 CHOOSE, DECIDE = -1, -2  # template columns: a grid step to sample; a barline that may be EOS (a length range)
-# The step's matrix products take one kernel below 8 rows and another from 8 rows on, and its tanh
-# switches to the sigmoid form from 2048 elements (model/kernels.py); past both switches a row's
-# logits are the same whatever the batch size and the row's place in it (tests/test_batcher.py).
-# A shared batch is therefore padded to at least min_rows(model) rows.
-MIN_ROWS = 8
+# A shared batch steps with MelodyNetwork.step(batch_stable=True): oneDNN's products at every row
+# count and tanh in its sigmoid form at every size. From 2 rows on, a row's logits are then the same
+# whatever the batch size and the row's place in it (tests/test_batcher.py; bench/bench_padding.py
+# checks 2..64 rows on the machine at hand); a single row takes another oneDNN kernel, so a shared
+# batch is padded to at least min_rows(model) rows. (Until this session it was 8 rows, past the
+# switches of the fast kernels; a 2-row step costs about two thirds of an 8-row one here.)
+MIN_ROWS = 2
 
 
 def min_rows(model) -> int:
-    """The fewest rows a shared batch runs with: past the matmul and tanh switches (see above)."""
-    from model.kernels import TANH_VIA_SIGMOID_MIN
-    H = model.config.hidden_size
-    return max(MIN_ROWS, -(-TANH_VIA_SIGMOID_MIN // H))
+    """The fewest rows a shared batch runs with (see above)."""
+    return MIN_ROWS
 
 
 class Draw(NamedTuple):

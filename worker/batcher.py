@@ -8,9 +8,9 @@ each request keeps its own parameters, masks, short-term model state and random 
 ``model.rows.MelodyRows``. A request's draws come from ``Generator.plan``, the same generator of
 draws ``Generator.generate`` runs alone, so the quality gate's redraws join the batch like new rows.
 
-Bytes do not depend on the batch: the logits of a row are the same whatever the batch size (from
-``model.rows.min_rows`` rows on) and the row's place in it, so every step is padded to at least that
-many rows, an idle worker's included. ``Generator.generate`` alone runs at the request's own batch
+Bytes do not depend on the batch: with ``MelodyNetwork.step(batch_stable=True)`` the logits of a row
+are the same whatever the batch size (from ``model.rows.min_rows`` rows on, 2) and the row's place in
+it, so every step is padded to at least that many rows, an idle worker's included. ``Generator.generate`` alone runs at the request's own batch
 size (the fastest for one melody), whose last float digits can differ; a sampled token flips only
 when two candidates' perturbed logits tie to ~1e-6, so in practice the CLI and the service agree.
 Beam search keeps its own loop: its draws run on the batcher's thread between two steps. ``batching=False`` runs one request at a time (the baseline of
@@ -155,7 +155,7 @@ class Batcher:
         xs, conds = zip(*(r.rows.inputs() for r in self.active))
         x = torch.cat(xs + ((xs[0].new_zeros(pad),) if pad else ()))
         cond = None if conds[0] is None else torch.cat(conds + ((conds[0].new_zeros(pad),) if pad else ()))
-        logits, self.state = self.g.model.step(x, cond, state)  # (B + pad, V)
+        logits, self.state = self.g.model.step(x, cond, state, batch_stable=True)  # (B + pad, V)
         self.steps += 1
         self.tokens += B
         self.batch_sizes.append(B)
