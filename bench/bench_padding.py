@@ -2,13 +2,16 @@
 
     python bench/bench_padding.py [--runs 15]
 
-A shared batch is padded to ``model.rows.min_rows`` rows (8 for the shipped model) so that a row's
-logits do not depend on the batch (worker/batcher.py). This prints, for this run only: the step's
-matrix products at 1 to 64 rows with MKL (torch.addmm) and oneDNN (the kernel step() takes from 8
-rows), whether MKL gives a row the same result alone and in a batch, one network step at 1 and 8
-rows, whether a step would keep rows batch-independent from 2 rows with oneDNN from 2 rows and the
-sigmoid form of tanh throughout (and what such a 2-row step costs), and one 16-bar melody from
-``Generator.generate`` alone (unpadded) against the same request alone in a Batcher (padded).
+A shared batch is padded to ``model.rows.min_rows`` rows (2; 8 before this was measured) and steps
+with ``MelodyNetwork.step(batch_stable=True)`` so that a row's logits do not depend on the batch
+(worker/batcher.py). This prints, for this run only: the step's matrix products at 1 to 64 rows
+with MKL (torch.addmm) and oneDNN (the kernel the fast step() takes from 8 rows), whether MKL gives
+a row the same result alone and in a batch, one fast network step at 1 and 8 rows, whether a step
+keeps rows batch-independent from 2 rows with oneDNN from 2 rows and the sigmoid form of tanh
+throughout (what batch_stable does; set here through model.kernels' thresholds) and what such a
+step costs at 2 and 8 rows, and one 16-bar melody from ``Generator.generate`` alone (unpadded)
+against the same request alone in a Batcher (padded). ``bench/lone_request.py`` compares the two
+paddings in turns.
 """
 from __future__ import annotations
 
