@@ -8,8 +8,8 @@ with ``MelodyNetwork.step(batch_stable=True)`` so that a row's logits do not dep
 with MKL (torch.addmm) and oneDNN (the kernel the fast step() takes from 8 rows), whether MKL gives
 a row the same result alone and in a batch, one fast network step at 1 and 8 rows, whether a step
 keeps rows batch-independent from 2 rows with oneDNN from 2 rows and the sigmoid form of tanh
-throughout (what batch_stable does; set here through model.kernels' thresholds) and what such a
-step costs at 2 and 8 rows, and one 16-bar melody from ``Generator.generate`` alone (unpadded)
+throughout (``MelodyNetwork.step(batch_stable=True)``, the batcher's step) and what it costs at 2
+and 8 rows, and one 16-bar melody from ``Generator.generate`` alone (unpadded)
 against the same request alone in a Batcher (padded). ``bench/lone_request.py`` compares the two
 paddings in turns.
 """
@@ -61,29 +61,22 @@ def main() -> int:
         for rows in (1, 8):
             x, c, s = torch.zeros(rows, dtype=torch.long), torch.zeros(rows, dtype=torch.long), g.model.init_state(rows)
             print(f"network step, {rows} row(s): {per_call_us(lambda: g.model.step(x, c, s), 500):.0f} µs")
-        # could a shared batch be padded to 2 rows instead? With oneDNN from 2 rows and the sigmoid form of
-        # tanh at every size (model.kernels' thresholds, set here for this check only), compare every
-        # row of steps of 2..64 rows with the 64-row step, bit for bit, and time 2 rows against 8
-        import model.kernels as kernels
-        saved = kernels.ONEDNN_MIN_ROWS, kernels.TANH_VIA_SIGMOID_MIN
-        kernels.ONEDNN_MIN_ROWS, kernels.TANH_VIA_SIGMOID_MIN = 2, 0
-        try:
-            g.model.prepare_for_inference()._scratch.clear()
-            torch.manual_seed(0)
-            n = 64
-            x = torch.randint(0, V, (n,))
-            c = torch.randint(0, g.model.config.max_positions, (n,))
-            state = tuple(torch.randn(g.model.config.num_layers, n, H) * 0.5 for _ in range(2))
-            ref = g.model.step(x, c, state)
-            differ = [b for b in range(2, n + 1)
-                      if not torch.equal(g.model.step(x[:b], c[:b], tuple(s[:, :b].contiguous() for s in state))[0], ref[0][:b])]
-            print(f"oneDNN from 2 rows, sigmoid-form tanh: row counts 2..64 whose logits differ from 64 rows': {differ or 'none'}")
-            for rows in (2, 8):
-                xs, cs, st = x[:rows], c[:rows], tuple(s[:, :rows].contiguous() for s in state)
-                print(f"  network step, {rows} rows: {per_call_us(lambda: g.model.step(xs, cs, st), 500):.0f} µs")
-        finally:
-            kernels.ONEDNN_MIN_ROWS, kernels.TANH_VIA_SIGMOID_MIN = saved
-            g.model.prepare_for_inference()._scratch.clear()
+        # the batcher's step (batch_stable=True: oneDNN at every row count, tanh in its sigmoid form):
+        # compare every row of steps of 2..64 rows with the 64-row step, bit for bit, and time 2 rows against 8
+        torch.manual_seed(0)
+        n = 64
+        x = torch.randint(0, V, (n,))
+        c = torch.randint(0, g.model.config.max_positions, (n,))
+        state = tuple(torch.randn(g.model.config.num_layers, n, H) * 0.5 for _ in range(2))
+        stable = lambda b: g.model.step(x[:b], c[:b], tuple(s[:, :b].contiguous() for s in state),  # noqa: E731
+                                        batch_stable=True)
+        ref = stable(n)
+        differ = [b for b in range(2, n + 1) if not torch.equal(stable(b)[0], ref[0][:b])]
+        print(f"oneDNN from 2 rows, sigmoid-form tanh: row counts 2..64 whose logits differ from 64 rows': {differ or 'none'}")
+        for rows in (2, 8):
+            xs, cs, st = x[:rows], c[:rows], tuple(s[:, :rows].contiguous() for s in state)
+            print(f"  network step, {rows} rows: "
+                  f"{per_call_us(lambda: g.model.step(xs, cs, st, batch_stable=True), 500):.0f} µs")
     batcher = Batcher(g)
     try:
         for name, run in (("Generator.generate alone (unpadded)", lambda s: g.generate(GenerationParams(bars=16, seed=s))),

@@ -16,8 +16,10 @@ _ONEDNN = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if torch.backends
 ONEDNN_MIN_ROWS = 8
 
 
-def _onednn_ok(t: torch.Tensor, rows: int) -> bool:
-    return _ONEDNN is not None and t.dtype == torch.float32 and t.device.type == "cpu" and rows >= ONEDNN_MIN_ROWS
+def _onednn_ok(t: torch.Tensor, rows: int | None) -> bool:
+    """oneDNN for this tensor: float32 on the CPU, and ``rows`` >= ONEDNN_MIN_ROWS (None: any rows)."""
+    return _ONEDNN is not None and t.dtype == torch.float32 and t.device.type == "cpu" and \
+        (rows is None or rows >= ONEDNN_MIN_ROWS)
 
 
 def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -36,13 +38,13 @@ TANH_VIA_SIGMOID_MIN = 2048
 def tanh(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     if t.numel() < TANH_VIA_SIGMOID_MIN:
         return torch.tanh(t, out=out)
-    return torch.mul(t, 2, out=out).sigmoid_().mul_(2).sub_(1)
+    return tanh_stable(t, out)
 
 
 def tanh_(t: torch.Tensor) -> torch.Tensor:
     if t.numel() < TANH_VIA_SIGMOID_MIN:
         return t.tanh_()
-    return t.mul_(2).sigmoid_().mul_(2).sub_(1)
+    return tanh_stable_(t)
 
 
 def tanh_stable(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -64,8 +66,7 @@ class StepMatmul:
         """``onednn``: oneDNN whatever the rows (where it is available), for steps whose rows must
         not depend on the batch: from 2 rows on, oneDNN gives a row the same result at every row
         count and place (bench/bench_padding.py checks it on the machine at hand)."""
-        self.mkl = not (_ONEDNN is not None and w.dtype == torch.float32 and w.device.type == "cpu") if onednn \
-            else not _onednn_ok(w, rows)
+        self.mkl = not _onednn_ok(w, None if onednn else rows)
         self.w = w.t().contiguous() if self.mkl else w.contiguous()  # (in, out) or (out, in)
 
     def __call__(self, h: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:

@@ -112,26 +112,25 @@ def midi_bytes(score: Score, program: int = 0) -> bytes:
     resolution = spq * math.ceil(480 / spq)
     tps = resolution // spq                                   # ticks per grid step
     tick_scale = 60.0 / (qpm * resolution)                    # pretty_midi's seconds per tick, same float steps
-    # each event: (tick, order at that tick, make(delta ticks) -> its message)
-    meta, note_on = mido.MetaMessage, mido.Message
+    # each event: (tick, order at that tick, message class, type, fields); built with its delta time below
+    meta, message = mido.MetaMessage, mido.Message
     signatures = [(score.bar_starts[bar] * tps, parse_meter(m)) for bar, m in score.meters]
-    timing = [(0, 1, lambda dt, t=int(6e7 / (60.0 / (tick_scale * resolution))): meta("set_tempo", tempo=t, time=dt))]
+    timing = [(0, 1, meta, "set_tempo", {"tempo": int(6e7 / (60.0 / (tick_scale * resolution)))})]
     if not signatures or min(t for t, _ in signatures) > 0:
-        timing.append((0, 2, lambda dt: meta("time_signature", numerator=4, denominator=4, time=dt)))
+        timing.append((0, 2, meta, "time_signature", {"numerator": 4, "denominator": 4}))
     for tick, (num, den) in signatures:
-        timing.append((tick, 2, lambda dt, n=num, d=den: meta("time_signature", numerator=n, denominator=d, time=dt)))
-    timing.append((score.bar_starts[-1] * tps, 5, lambda dt: meta("text", text=END_MARKER, time=dt)))
-    notes = [(0, 0, lambda dt: meta("track_name", name="melody", time=dt)),
-             (0, 1, lambda dt: note_on("program_change", program=program, channel=0, time=dt))]
+        timing.append((tick, 2, meta, "time_signature", {"numerator": num, "denominator": den}))
+    timing.append((score.bar_starts[-1] * tps, 5, meta, "text", {"text": END_MARKER}))
+    notes = [(0, 0, meta, "track_name", {"name": "melody"}),
+             (0, 1, message, "program_change", {"program": program, "channel": 0})]
     for pitch, start, end in score.notes:   # at one tick, note-ons (velocity 0 = off) by pitch, then velocity
-        notes.append((start * tps, 2 + pitch * 256 + 90,
-                      lambda dt, p=pitch: note_on("note_on", note=p, velocity=90, channel=0, time=dt)))
-        notes.append((end * tps, 2 + pitch * 256, lambda dt, p=pitch: note_on("note_on", note=p, velocity=0, channel=0, time=dt)))
+        notes.append((start * tps, 2 + pitch * 256 + 90, message, "note_on", {"note": pitch, "velocity": 90, "channel": 0}))
+        notes.append((end * tps, 2 + pitch * 256, message, "note_on", {"note": pitch, "velocity": 0, "channel": 0}))
     file = mido.MidiFile(ticks_per_beat=resolution)
     for events in (timing, notes):
         track, tick = mido.MidiTrack(), 0
-        for at, _, make in sorted(events, key=lambda e: e[:2]):
-            track.append(make(at - tick))
+        for at, _, kind, name, fields in sorted(events, key=lambda e: e[:2]):
+            track.append(kind(name, time=at - tick, **fields))
             tick = at
         track.append(meta("end_of_track", time=1))
         file.tracks.append(track)

@@ -33,8 +33,8 @@ CHOOSE, DECIDE = -1, -2  # template columns: a grid step to sample; a barline th
 # count and tanh in its sigmoid form at every size. From 2 rows on, a row's logits are then the same
 # whatever the batch size and the row's place in it (tests/test_batcher.py; bench/bench_padding.py
 # checks 2..64 rows on the machine at hand); a single row takes another oneDNN kernel, so a shared
-# batch is padded to at least min_rows(model) rows. (Until this session it was 8 rows, past the
-# switches of the fast kernels; a 2-row step costs about two thirds of an 8-row one here.)
+# batch is padded to at least min_rows(model) rows. (It was once 8 rows, past the switches of the
+# fast kernels; a lone request runs 12 to 24 % faster at 2 rows: docs/benchmarks.md.)
 MIN_ROWS = 2
 
 

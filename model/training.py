@@ -212,17 +212,16 @@ class Trainer:
             self.model.train()
             u = torch.rand(logits.shape).clamp_(1e-10, 1.0 - 1e-7)
             drawn = (logits - u.log_().neg_().log_()).argmax(-1)  # Gumbel-max: one sample per step
-        steps = self._step_ids.to(inputs.device)
-        is_step = lambda t: (t.unsqueeze(-1) == steps).any(-1)  # noqa: E731
-        swap = (torch.rand(inputs[:, 1:].shape) < share) & is_step(inputs[:, 1:]) & is_step(drawn[:, :-1])
+        is_step = self._is_step
+        swap = (torch.rand(inputs[:, 1:].shape) < share) & is_step[inputs[:, 1:]] & is_step[drawn[:, :-1]]
         mixed = inputs.clone()
         mixed[:, 1:] = torch.where(swap, drawn[:, :-1], inputs[:, 1:])
         return mixed
 
     @functools.cached_property
-    def _step_ids(self) -> torch.Tensor:
-        tok = self.tokenizer
-        return torch.tensor([t for t in range(tok.vocab_size) if tok.is_step(t)])
+    def _is_step(self) -> torch.Tensor:
+        """(V,) bool: which token ids are grid steps (NOTE, REST, HOLD)."""
+        return torch.tensor([self.tokenizer.is_step(t) for t in range(self.tokenizer.vocab_size)])
 
     def train_step(self, inputs, positions, targets, weights=None) -> dict:
         """One optimizer step on a batch; with ``weights`` (B, T) the loss is the weighted mean."""

@@ -78,17 +78,17 @@ class JobStore:
             return None
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
-    def update(self, job_id: str, client=None, **fields) -> bool:
+    def update(self, job_id: str, client=None, **fields) -> bool | None:
         """Write fields whatever the state; False when the record is gone. With a pipeline as
-        `client`, the write is queued on it (and the answer is the pipeline's)."""
+        `client`, the write is queued on it and the answer is None."""
         return self.transition(job_id, (), client=client, **fields)
 
     def transition(self, job_id: str, from_states, to_state: str | None = None, owner: str | None = None,
-                   client=None, **fields) -> bool:
+                   client=None, **fields) -> bool | None:
         """Write fields (and the new state) only while the state is one of `from_states`
         (any state when empty) and, given an `owner`, while the job's lease is still that owner's
         (a job requeued or taken over meanwhile is no longer ours to finish). True when written;
-        with a pipeline as `client`, queued on it."""
+        with a pipeline as `client`, queued on it, and None (the answer comes with the pipeline's)."""
         if to_state is not None:
             fields["state"] = to_state
         pairs = []
@@ -98,7 +98,7 @@ class JobStore:
         done = self._transition(keys=[self.key(job_id)],
                                 args=[self.ttl, len(allowed), *allowed, json.dumps(owner) if owner else "", *pairs],
                                 client=client)
-        return done == 1
+        return None if client is not None else done == 1
 
     def count(self, job_id: str, field: str) -> int:
         """Atomically add one to an integer field (attempts, completions)."""
