@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
-MODELS = (("shipped", "shipped (network + short-term)"),
+MODELS = (("pull", "shipped, sampled with the tonic pull (4 nats, today's default)"),
+          ("shipped", "shipped (network + short-term), no tonic pull"),
           ("stage1", "previous shipped model (17 epochs; one copy gate)"),
           ("previous-default", "first shipped model (no bars-remaining input)"))
 
@@ -76,9 +77,11 @@ def keys_table() -> list[str]:
         if r is None:
             continue
         n = r["melodies_per_setting"]
-        for cadence in ("none", "tonic"):
+        for cadence in ("none_without_pull", "none", "tonic"):
+            if cadence not in r:
+                continue
             c = r[cadence]
-            rows.append(f"| {label} | {cadence} | {c['on_requested_tonic']} of {n} | {c['final_on_strong_beat']} of {n} "
+            rows.append(f"| {label} | {c.get('params', cadence)} | {c['on_requested_tonic']} of {n} | {c['final_on_strong_beat']} of {n} "
                         f"| {c['final_longer_than_beat']} of {n} |")
     return rows
 
@@ -87,7 +90,9 @@ def folds_table() -> list[str]:
     rows = ["| protocol | model | folds | tunes | notes | pitch bits/note | bits/note (all tokens) | file |",
             "|---|---|---|---|---|---|---|---|"]
     for stem, label in (("kinder-cv-equal-default", "equal data, the default recipe (batch 64, 30 epochs)"),
-                        ("kinder-cv-equal-small-batch", "equal data, batch 8, 60 epochs, transposition -5..+6")):
+                        ("kinder-cv-equal-b8", "equal data, batch 8, 60 epochs, transposition -5..+6"),
+                        ("kinder-cv-equal-b8-lrp4", "equal data, the same with --lr-patience 4"),
+                        ("kinder-cv-equal-b8-lrp4-e100", "equal data, the same for 100 epochs, patience 10")):
         r = load(stem)
         if r is None:
             continue

@@ -123,7 +123,7 @@ def cmd_generate(args) -> int:
         include_primer=args.include_primer, count=args.count, beam_width=args.beam_width,
         min_pitch=args.min_pitch, max_pitch=args.max_pitch, avoid_repetition=args.avoid_repetition,
         short_term=args.short_term, min_bars=args.min_bars, max_bars=args.max_bars, cadence=args.cadence,
-        redraw_degenerate=args.redraw_degenerate)
+        redraw_degenerate=args.redraw_degenerate, tonic_pull=args.tonic_pull)
     params.validate()  # before loading the model: a bad flag fails fast
     import torch
     torch.set_num_threads(1)  # one melody batch is too small to gain from more threads
@@ -251,6 +251,10 @@ def _add_generate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cadence", choices=params.CADENCES, default=d.cadence, help="tonic: the last note is the "
                    "tonic of --key (or the primer's key, or the melody's estimated key), on a strong beat, at "
                    "least a beat long, held to the end of the last bar (default none)")
+    p.add_argument("--tonic-pull", type=float, default=d.tonic_pull, help="nats added to the tonic (of --key, the "
+                   "primer's key or the melody's estimated key) at the strong beats of the last bar, and to ending "
+                   f"after a bar that cadences in a --min-bars/--max-bars range: a soft ending, 0..{params.MAX_TONIC_PULL:g}; "
+                   f"0 leaves the ending to the model (default {d.tonic_pull:g})")
     p.add_argument("--redraw-degenerate", action=argparse.BooleanOptionalAction, default=d.redraw_degenerate,
                    help=f"the quality gate: redraw a degenerate melody, at most {params.MAX_REDRAWS} times, with "
                    "seeds derived from --seed (default: yes)")

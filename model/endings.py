@@ -11,6 +11,15 @@ In the last bar of the template the masks go further and hold the cadence note t
 requested cadence ends on a tonic that rings, as folk tunes end; a length range may still end
 earlier, after any bar that meets the rule above (``ends_in_cadence``).
 
+A **tonic pull** (``tonic_pull``, on by default) is the soft form: at the positions where the cadence
+would have to start (the strong positions of the last bar that leave a beat) each row's tonic gets
+``tonic_pull`` nats more, and a tonic begun there is held with a third of that on HOLD, so the
+melody leans towards ending on a tonic that rings, without being made to; in
+a length range, ending (EOS) gets the same after a bar that cadences. Sampling only: beam search
+keeps its scores the masked log-probabilities. It is a sampling default chosen
+on the valid split (the network alone ends on its own tonic far less often than the corpus does, see
+docs/model-card.md), and ``tonic_pull=0`` turns it off.
+
 ``Cadence`` enforces this in the last bar with one (B, V) additive mask per step, never by editing
 notes afterwards: before the last strong position that leaves a beat ("the cadence point") anything
 goes; at the cadence point a row whose qualifying tonic does not sound any more must play one; after
@@ -154,6 +163,60 @@ class Cadence:
         self.length = [self.length[i] for i in idx]
         self.tonics = [self.tonics[i] for i in idx]
         self.tonic_rows = self.tonic_rows[parent]
+
+
+class TonicPull:
+    """Per-row tonic pull for the last bar of B melodies (see the module docstring): ``begin_bar(tonics)``
+    with each row's tonic pitch class (None: no pull); then for every grid step ``bias(p)`` is the
+    (B, V) additive bias at position p, or None where there is none, and ``advance(p, chosen)``
+    records the chosen tokens. At the cadence points the tonic's NOTE tokens get ``pull`` nats; while
+    a tonic begun at one of them sounds, HOLD gets ``pull * RING_SHARE`` (the tonic rings, as a
+    cadence's does). ``tonic_columns`` is (12, V): 1 on the NOTE tokens of each pitch class."""
+
+    RING_SHARE = 1 / 3  # chosen with the default pull on the valid split (docs/model-card.md)
+
+    def __init__(self, tokenizer, meter: str, pull: float, tonic_columns):
+        self.pull, self.columns, self.tok = pull, tonic_columns, tokenizer
+        self.at = frozenset(cadence_point(meter, tokenizer.steps_per_quarter, tokenizer.bar_steps(meter))[0])
+        self.rows = self.tonics = self.ringing = None
+
+    def begin_bar(self, tonics: Sequence[int | None]) -> None:
+        none = self.columns.new_zeros(self.columns.shape[1])
+        self.rows = self.columns.new_empty(len(tonics), self.columns.shape[1])
+        for b, pc in enumerate(tonics):
+            self.rows[b] = self.columns[pc] * self.pull if pc is not None else none
+        self.tonics, self.ringing = list(tonics), [False] * len(tonics)
+
+    def bias(self, p: int):
+        if self.rows is None:
+            return None
+        if p in self.at:
+            return self.rows
+        if not any(self.ringing):
+            return None
+        ring = self.rows.new_zeros(self.rows.shape)
+        ring[self.ringing, self.tok.hold_id] = self.pull * self.RING_SHARE
+        return ring
+
+    def advance(self, p: int, chosen: Sequence[int]) -> None:
+        if self.ringing is None:
+            return
+        for b, t in enumerate(chosen):
+            pitch = self.tok.pitch_of(t)
+            if pitch is not None:  # a new note: does it start the tonic at a cadence point?
+                self.ringing[b] = p in self.at and pitch % 12 == self.tonics[b]
+            elif t != self.tok.hold_id:
+                self.ringing[b] = False
+
+
+def pitch_class_columns(tokenizer):
+    """(12, V) float: 1 on the NOTE tokens of each pitch class (``TonicPull``'s table)."""
+    import torch
+    cols = torch.zeros(12, tokenizer.vocab_size)
+    for v in range(tokenizer.vocab_size):
+        if tokenizer.pitch_of(v) is not None:
+            cols[tokenizer.pitch_of(v) % 12, v] = 1.0
+    return cols
 
 
 # ---- ending statistics ---------------------------------------------------------------------------

@@ -42,6 +42,8 @@ MAX_PRIMER_BYTES = 72 * 1024         # a MIDI primer file
 MAX_PRIMER_BASE64 = 4 * -(-MAX_PRIMER_BYTES // 3)   # the same file as base64 text (98,304 characters)
 DEFAULT_TEMPO = 120.0                # when neither the request nor its primer sets one
 MAX_REDRAWS = 8                      # the quality gate's bound on redraws per melody
+MAX_TONIC_PULL = 10.0                # nats; e^10 ~ 22,000 times the tonic's probability
+DEFAULT_TONIC_PULL = 3.0             # chosen on the valid split (docs/model-card.md, "Endings")
 CADENCES = ("none", "tonic")
 
 
@@ -80,6 +82,7 @@ class GenerationParams:
     max_bars: int | None = None      # ... up to max_bars, where the model chooses (EOS forced at max_bars); replaces bars
     cadence: str = "none"            # "tonic": the last note is the tonic, on a strong beat, at least a beat long (model/endings.py)
     redraw_degenerate: bool = True   # the quality gate: redraw a degenerate melody (up to MAX_REDRAWS times)
+    tonic_pull: float = DEFAULT_TONIC_PULL  # nats added to the tonic at the last bar's strong beats when sampling (model/endings.py); 0: off
 
     def validate(self, tokenizer: MelodyTokenizer | None = None) -> None:
         """Raise ParameterError (a ValueError) for the first bad parameter."""
@@ -120,6 +123,8 @@ class GenerationParams:
             ("max_bars", "given when min_bars is given", self.min_bars is None or self.max_bars is not None),
             ("cadence", "one of " + ", ".join(CADENCES), self.cadence in CADENCES),
             ("redraw_degenerate", "true or false", isinstance(self.redraw_degenerate, bool)),
+            ("tonic_pull", f"a number in [0, {MAX_TONIC_PULL:g}]",
+             _number(self.tonic_pull) and 0 <= self.tonic_pull <= MAX_TONIC_PULL),
         ]
         for name, allowed, ok in checks:
             if not ok:

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from model.endings import Cadence, ends_in_cadence, melody_tonic
+from model.endings import Cadence, TonicPull, ends_in_cadence, melody_tonic
 from model.conditions import condition_ids, key_id
 from model.params import PITCH_CLASSES
 from model.shortterm import CopyState
@@ -116,6 +116,10 @@ class MelodyRows:
         self.any_finished = False
         allowed = params.allowed_pitches(tok.config.min_pitch, tok.config.max_pitch)
         self.cadence = Cadence(tok, self.meter, allowed, B) if params.cadence == "tonic" else None
+        # the soft ending, where no cadence is required, when sampling (beam search keeps its scores
+        # the sequences' masked log-probabilities, and already seeks the likeliest ending)
+        self.pull = TonicPull(tok, self.meter, params.tonic_pull, generator.tonic_columns) \
+            if self.cadence is None and params.tonic_pull > 0 and params.beam_width == 1 else None
         self.copy = None  # the short-term model's state over each melody so far
         if generator.copy_model is not None and params.short_term:
             self.copy = CopyState(generator.copy_model, tok.vocab_size, batch=B, capacity=N)
@@ -201,11 +205,15 @@ class MelodyRows:
             if self.ban is not None:  # first step after a bar of only rests or only HOLD
                 logits += self.ban
                 self.ban = None
-            if self.cadence is not None and bar == self.bars - 1:
+            if bar == self.bars - 1 and (self.cadence is not None or self.pull is not None):
+                ending = self.cadence or self.pull
                 if pos == 0:
                     self._write_pending()
-                    self.cadence.begin_bar(self._tonics(self.out[:, :i + 1]))
-                logits += self.cadence.mask(pos)
+                    ending.begin_bar(self._tonics(self.out[:, :i + 1]))
+                if self.cadence is not None:
+                    logits += self.cadence.mask(pos)
+                elif (pull := self.pull.bias(pos)) is not None:
+                    logits += pull
             if self.any_finished:  # ended rows only mark time (one choice: REST, log-probability 0)
                 logits[self.finished] = self.g._finished_row
         parent = None
@@ -243,6 +251,8 @@ class MelodyRows:
             return parent
         if self.cadence is not None and self.cadence.active:
             self.cadence.advance(self.where[i + 1][1], choice.tolist())
+        elif self.pull is not None:
+            self.pull.advance(self.where[i + 1][1], choice.tolist())
         self.last = choice
         self.done_steps += 1
         return parent
@@ -297,18 +307,22 @@ class MelodyRows:
 
     def _decide_bias(self) -> torch.Tensor:
         """(B, V) mask for a barline inside a length range: BAR or EOS; EOS only after a bar that
-        cadenced when a cadence is asked for; rows already ended only mark time (BAR)."""
+        cadenced when a cadence is asked for, else (the tonic pull) EOS more likely after such a bar;
+        rows already ended only mark time (BAR)."""
         tok, B, out = self.tok, self.B, self.out
         bias = torch.full((B, tok.vocab_size), float("-inf"))
         bias[:, tok.bar_id] = 0.0
         bias[:, tok.eos_id] = 0.0
-        if self.cadence is not None:
+        if self.cadence is not None or self.pull is not None:
             cols = self.step_cols[self.done_steps - self.bar_steps:self.done_steps]
             bar = out[:, cols].tolist()
             tonics = self._tonics(out[:, :cols[-1] + 1])
             for b in range(B):
-                if tonics[b] is None or not ends_in_cadence(bar[b], tok, tonics[b], self.meter):
+                cadenced = tonics[b] is not None and ends_in_cadence(bar[b], tok, tonics[b], self.meter)
+                if self.cadence is not None and not cadenced:
                     bias[b, tok.eos_id] = float("-inf")
+                elif self.cadence is None and cadenced:
+                    bias[b, tok.eos_id] = self.pull.pull
         bias[self.finished, tok.eos_id] = float("-inf")
         return bias
 

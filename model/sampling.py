@@ -14,7 +14,9 @@ sequences instead and returns the best ``count``.
 
 **Cadence** (``cadence="tonic"``, ``model.endings``): masks in the last bar make the last note the
 tonic, on a strong beat, held to the barline (at least a beat); in a range EOS is allowed only
-after a bar whose last note is the tonic on a strong beat, at least a beat long.
+after a bar whose last note is the tonic on a strong beat, at least a beat long. Without it the
+**tonic pull** (``tonic_pull`` nats, on by default) leans the same way softly: the tonic gets more
+at the last bar's cadence points, and in a range EOS gets more after a bar that cadences.
 **Quality gate** (``redraw_degenerate``): a melody whose generated part is degenerate by
 ``model.metrics``' rule is drawn again with a seed derived from the request's (``derived_seed``), at
 most ``MAX_REDRAWS`` times; the result says how many were redrawn. A primer's tempo and key
@@ -42,6 +44,7 @@ from pathlib import Path
 import torch
 
 from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint
+from model.endings import pitch_class_columns
 from model.metrics import degenerate_reason
 from model.rows import Draw, MelodyRows
 from model.params import (DEFAULT_TEMPO, MAX_REDRAWS, MAX_SEED, PITCH_CLASSES, SCALES, GenerationParams,
@@ -131,6 +134,7 @@ class Generator:
         # (V,) 1 for NOTE and HOLD: after them HOLD may follow (row 1 of the step bias)
         self.sounding = torch.tensor([int(tok.pitch_of(i) is not None or i == tok.hold_id) for i in range(V)])
         self._start_states = {}  # (prefix ids, batch, parameter versions) -> state after them; see _prefix_state
+        self.tonic_columns = pitch_class_columns(tok)  # (12, V) for the tonic pull
         self._finished_row = torch.full((V,), float("-inf"))  # an ended row's only choice: REST
         self._finished_row[tok.rest_id] = 0.0
 

@@ -79,6 +79,10 @@ class MelodyRequest(StrictModel):
     cadence: Literal[params.CADENCES] = Field(GENERATION_DEFAULTS["cadence"], description="tonic: the last note is "
                                               "the tonic of the key (requested, the primer's, or estimated), on a "
                                               "strong beat, at least a beat long (held to the end when the tune runs its full length)")
+    tonic_pull: float = Field(GENERATION_DEFAULTS["tonic_pull"], ge=0, le=params.MAX_TONIC_PULL, description="a soft "
+                              "ending: nats added to the tonic (of the key, the primer's, or the melody's estimated "
+                              "key) at the strong beats of the last bar, and, in a length range, to ending after a bar "
+                              "that cadences (sampling only: beam search ignores it); 0 leaves the ending to the model")
     redraw_degenerate: bool = Field(GENERATION_DEFAULTS["redraw_degenerate"], description="the quality gate: "
                                     f"redraw a degenerate melody (at most {params.MAX_REDRAWS} times, seeds derived "
                                     "from the request's seed)")

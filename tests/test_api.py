@@ -428,6 +428,8 @@ def test_length_range_and_cadence_are_checked_at_the_edge(client):
     assert "max_bars" in fields_of(client.post("/api/v1/melodies", json={"min_bars": 4}))
     assert "cadence" in fields_of(client.post("/api/v1/melodies", json={"cadence": "plagal"}))
     assert "max_bars" in fields_of(client.post("/api/v1/melodies", json={"max_bars": 257}))
+    assert "tonic_pull" in fields_of(client.post("/api/v1/melodies", json={"tonic_pull": -1}))
+    assert "tonic_pull" in fields_of(client.post("/api/v1/melodies", json={"tonic_pull": 10.5}))
     ok = client.post("/api/v1/melodies", json={"min_bars": 4, "max_bars": 12, "cadence": "tonic", "key": "G",
                                                 "redraw_degenerate": False})
     assert ok.status_code == 202

@@ -36,6 +36,8 @@ REQUESTS = [
     GenerationParams(bars=5, seed=5, primer=PRIMER, include_primer=False, short_term=False),
     GenerationParams(bars=4, seed=6, beam_width=3, count=2),
     GenerationParams(bars=8, seed=7, count=4, meter="6/8", cadence="tonic", avoid_repetition=False),
+    GenerationParams(min_bars=2, max_bars=6, seed=8, count=3, tonic_pull=9.5, meter="3/4"),
+    GenerationParams(bars=5, seed=10, count=2, tonic_pull=0.0, key="A", beam_width=2),
 ]
 
 

@@ -250,3 +250,85 @@ def test_a_keyed_network_gives_the_same_bytes_alone_and_in_a_batch(keyed):
     finally:
         batcher.close()
     assert together == alone
+
+
+def test_tonic_pull_adds_its_nats_to_the_tonic_at_the_cadence_points_only():
+    from model.endings import TonicPull, cadence_point, pitch_class_columns
+    pull = TonicPull(TOK, "4/4", 2.5, pitch_class_columns(TOK))
+    assert pull.bias(0) is None  # nothing before the last bar begins
+    pull.begin_bar([2, None])    # row 0's tonic is D; row 1 has none (no notes yet)
+    feasible, _ = cadence_point("4/4", 4, 16)
+    d_notes = [TOK.note_id(p) for p in range(TOK.config.min_pitch, TOK.config.max_pitch + 1) if p % 12 == 2]
+    for p in range(16):
+        bias = pull.bias(p)
+        if p not in feasible:
+            assert bias is None
+            continue
+        assert bias[0, d_notes].eq(2.5).all() and float(bias[0].sum()) == 2.5 * len(d_notes)
+        assert bias[1].eq(0).all()
+
+
+def test_a_tonic_begun_at_a_cadence_point_is_held_with_a_third_of_the_pull():
+    from model.endings import TonicPull, pitch_class_columns
+    pull = TonicPull(TOK, "4/4", 3.0, pitch_class_columns(TOK))
+    pull.begin_bar([2, 2, 2])
+    d, e = TOK.note_id(62), TOK.note_id(64)
+    pull.advance(7, [e, e, e])
+    pull.advance(8, [d, e, TOK.rest_id])    # only row 0 starts the tonic at the cadence point (8)
+    ring = pull.bias(9)
+    assert float(ring[0, TOK.hold_id]) == 1.0 and float(ring[0].sum()) == 1.0
+    assert ring[1:].eq(0).all()
+    pull.advance(9, [TOK.hold_id, TOK.hold_id, d])  # held; a tonic off the cadence points does not ring
+    assert float(pull.bias(10)[0, TOK.hold_id]) == 1.0 and pull.bias(10)[1:].eq(0).all()
+    pull.advance(10, [e, TOK.hold_id, TOK.hold_id])  # a new note ends the ring
+    assert pull.bias(11) is None
+
+
+def test_tonic_pull_leans_the_last_bars_strong_beats_towards_the_tonic(gen):
+    from model.endings import cadence_point
+
+    def tonic_share_at_cadence_points(pull):
+        tonic = onsets = 0
+        for seed in range(6):
+            for m in gen.generate(GenerationParams(bars=3, seed=seed, count=8, key="D", tonic_pull=pull)).melodies:
+                S = TOK.bar_steps(m.meter)
+                feasible, _ = cadence_point(m.meter, 4, S)
+                for n in m.notes:
+                    if n.start >= 2 * S and n.start - 2 * S in feasible:
+                        onsets += 1
+                        tonic += n.pitch % 12 == 2
+        return tonic / onsets
+
+    free, pulled = tonic_share_at_cadence_points(0.0), tonic_share_at_cadence_points(10.0)
+    assert free < 0.5 and pulled > 0.9
+
+
+def test_tonic_pull_favours_ending_a_range_after_a_bar_that_cadences(gen):
+    from model.rows import Draw, MelodyRows
+    params = GenerationParams(min_bars=1, max_bars=4, seed=0, count=2, key="D", tonic_pull=3.0)
+    params.validate(TOK)
+    params.scale = "major"
+    rows = MelodyRows(gen, *Draw(params, gen._prefix(params), 2, 0, 2))
+    S, d, e, hold = 16, TOK.note_id(62), TOK.note_id(64), TOK.hold_id
+    cadenced = [e, hold, hold, hold] * 2 + [d] + [hold] * 7  # D on the half bar, held to the barline
+    not_cadenced = [e, hold, hold, hold] * 2 + [d, hold, e, hold] + [hold] * 4  # last note E
+    rows.out[0, rows.step_cols[:S]] = torch.tensor(cadenced)
+    rows.out[1, rows.step_cols[:S]] = torch.tensor(not_cadenced)
+    rows.done_steps = S
+    bias = rows._decide_bias()
+    assert float(bias[0, TOK.eos_id]) == 3.0 and float(bias[1, TOK.eos_id]) == 0.0
+    assert float(bias[0, TOK.bar_id]) == float(bias[1, TOK.bar_id]) == 0.0
+
+
+def test_a_required_cadence_is_the_same_whatever_the_pull(gen):
+    for pull in (0.0, 7.0):
+        g = gen.generate(GenerationParams(bars=4, seed=5, count=4, key="G", cadence="tonic", tonic_pull=pull))
+        if pull == 0.0:
+            first = [m.tokens for m in g.melodies]
+        assert [m.tokens for m in g.melodies] == first
+
+
+def test_tonic_pull_is_checked():
+    for bad in (-0.5, 10.5, float("nan"), True, "4"):
+        with pytest.raises(ParameterError, match="tonic_pull"):
+            GenerationParams(tonic_pull=bad).validate(TOK)

@@ -27,6 +27,7 @@ REQUESTS = [
     {"min_bars": 2, "max_bars": 7, "seed": 4, "count": 2, "cadence": "tonic", "key": "G"},
     {"bars": 4, "seed": 6, "beam_width": 3, "count": 2},
     {"bars": 12, "seed": 7, "count": 4, "meter": "6/8", "avoid_repetition": False},
+    {"min_bars": 3, "max_bars": 6, "seed": 8, "count": 2, "tonic_pull": 9.0},
 ]
 
 

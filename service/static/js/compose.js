@@ -75,7 +75,9 @@ function readForm() {
   for (const name of ["key", "scale", "meter", "model"]) {
     if (form.elements[name].value) body[name] = form.elements[name].value;
   }
-  if (form.elements.cadence.value !== "none") body.cadence = form.elements.cadence.value;
+  // "lean" is the API's default (tonic_pull); "tonic" asks for the cadence, "free" turns the pull off
+  if (form.elements.cadence.value === "tonic") body.cadence = "tonic";
+  if (form.elements.cadence.value === "free") body.tonic_pull = 0;
   if (!$("short_term").checked) body.short_term = false;  // checked is the API's default
   if (primer) {
     body.primer = primer.base64;
