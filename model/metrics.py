@@ -161,21 +161,28 @@ def scale_pitch_classes(key: str | int, scale: str) -> frozenset[int]:
     return frozenset((tonic + s) % 12 for s in SCALES[scale])
 
 
+# the 24 key profiles (major tonics 0..11, then minor), centred and scaled to unit length, so that one
+# matrix product gives every key's Pearson correlation with a histogram
+_KEY_PROFILES = np.array([np.roll(p, t) for p in (KK_MAJOR, KK_MINOR) for t in range(12)])  # (24, 12)
+_KEY_PROFILES = _KEY_PROFILES - _KEY_PROFILES.mean(1, keepdims=True)
+_KEY_PROFILES /= np.sqrt((_KEY_PROFILES ** 2).sum(1, keepdims=True))
+
+
 def estimate_key(notes: Sequence[Note]) -> tuple[int, str, float]:
-    """Krumhansl-Schmuckler: (tonic pitch class, 'major' | 'minor', correlation) of the best of 24 keys."""
+    """Krumhansl-Schmuckler: (tonic pitch class, 'major' | 'minor', correlation) of the best of 24 keys
+    (the first of them on a tie, majors before minors, tonics upwards from C)."""
     if not notes:
         raise ValueError("notes must not be empty to estimate a key")
     weights = np.zeros(12)
     for n in notes:
         weights[n.pitch % 12] += n.end - n.start            # duration-weighted pitch classes
-    best = (0, "major", -math.inf)
-    for mode, profile in (("major", KK_MAJOR), ("minor", KK_MINOR)):
-        for tonic in range(12):
-            r = np.corrcoef(weights, np.roll(profile, tonic))[0, 1]
-            r = -1.0 if np.isnan(r) else float(r)            # a flat histogram fits no key
-            if r > best[2]:
-                best = (tonic, mode, r)
-    return best
+    centred = weights - weights.mean()
+    norm = math.sqrt(float(centred @ centred))
+    if norm == 0.0:
+        return 0, "major", -1.0                             # a flat histogram fits no key
+    r = _KEY_PROFILES @ centred / norm                      # (24,) Pearson correlations
+    best = int(np.argmax(r))
+    return best % 12, "major" if best < 12 else "minor", float(r[best])
 
 
 def in_scale_ratio(melody, tokenizer=None, key: str | int | None = None, scale: str | None = None) -> float:

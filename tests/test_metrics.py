@@ -34,6 +34,35 @@ def test_a_scale_is_entirely_in_scale_and_its_key_is_found():
     assert (tonic, mode) == (9, "minor") and r > 0.5       # an A-minor line opening and closing on A
 
 
+def test_estimate_key_is_krumhansl_schmuckler_by_correlation():
+    """The one-product form against the textbook one: np.corrcoef with each of the 24 rotated profiles."""
+    from model.metrics import KK_MAJOR, KK_MINOR
+
+    def reference(notes):
+        """{(tonic, mode): r} of every key by np.corrcoef."""
+        weights = np.zeros(12)
+        for n in notes:
+            weights[n.pitch % 12] += n.end - n.start
+        return {(tonic, mode): float(np.corrcoef(weights, np.roll(profile, tonic))[0, 1])
+                for mode, profile in (("major", KK_MAJOR), ("minor", KK_MINOR)) for tonic in range(12)}
+
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        k = int(rng.integers(1, 40))
+        pitches, lengths = rng.integers(48, 84, size=k), rng.integers(1, 9, size=k)
+        notes, t = [], 0
+        for p, d in zip(pitches.tolist(), lengths.tolist()):
+            notes.append(Note(p, t, t + d))
+            t += d
+        rs, (tonic, mode, r) = reference(notes), estimate_key(notes)
+        best = max(rs.values())
+        assert r == pytest.approx(best, abs=1e-12)
+        # the best key; where keys tie exactly (two pitch classes of equal weight), the first of them
+        tied = [key for key, v in rs.items() if v > best - 1e-12]
+        assert (tonic, mode) == tied[0]
+    assert estimate_key([Note(p, 0, 1) for p in range(60, 72)]) == (0, "major", -1.0)  # flat: fits no key
+
+
 def test_in_scale_ratio_counts_the_notes_outside():
     notes = line([60, 62, 64, 61, 67, 68, 72, 60])         # C# and G# are outside C major
     assert in_scale_ratio(notes, key="C", scale="major") == pytest.approx(6 / 8)
