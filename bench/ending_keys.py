@@ -34,7 +34,8 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(1)
     gen = Generator(args.model)
-    report = {"model": str(gen.path), "melodies_per_setting": len(KEYS) * args.seeds}
+    report = {"model": str(gen.path), "melodies_per_setting": len(KEYS) * args.seeds,
+              "command": " ".join(["python", "bench/ending_keys.py", *sys.argv[1:]])}
     settings = {"none_without_pull": {"tonic_pull": 0.0}, "none": {}, "tonic": {"cadence": "tonic"}}
     for name, setting in settings.items():
         tonic = strong = longer = 0

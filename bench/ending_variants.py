@@ -2,7 +2,7 @@
 (the measurements behind the model card's "What moved the endings"; the test split is never read).
 
     python bench/ending_variants.py --model runs/x.pt [--samples 400] [--variants '[{}, {"temperature": 0.9}]']
-        [--teacher-forced] [--key-agreement 100]
+        [--teacher-forced] [--key-agreement 100] [--range 8,16]
 
 For each variant (GenerationParams overrides), ``model.evaluation.sample_statistics`` draws
 ``--samples`` melodies (seeds 0..n-1, each with the meter and bar count of a valid tune) and prints
@@ -10,7 +10,9 @@ their ending statistics and the matched valid tunes'. ``--teacher-forced`` adds,
 tunes, the network's (and the mixture's) probability that the last note is the tonic of the tune's
 Krumhansl-Schmuckler key, given an onset there. ``--key-agreement N`` (a network with a key input)
 draws N 8-bar melodies and counts how often the key estimated from a melody is the key the network
-was told. One JSON object per line; it prints only what this run measured.
+was told. ``--range MIN,MAX`` draws the melodies with that length range instead (``min_bars``/
+``max_bars``; each still takes a valid tune's meter) and adds how long they ran.
+One JSON object per line; it prints only what this run measured.
 """
 from __future__ import annotations
 
@@ -64,6 +66,21 @@ def key_agreement(gen: Generator, n: int) -> dict:
     return {"key_agreement": agree / n, "melodies": n}
 
 
+def range_endings(gen: Generator, tok, tunes, n: int, lo: int, hi: int, variant: dict) -> dict:
+    """Ending statistics of n melodies drawn with min_bars=lo, max_bars=hi (seeds 0..n-1), each with
+    the meter of a valid tune drawn as ``sample_statistics`` draws them; and how many bars they ran."""
+    from model.endings import ending_statistics
+    ref = token_arrays(tunes)
+    melodies, bars = [], []
+    for i, r in enumerate(np.random.default_rng(0).integers(0, len(ref), size=n)):
+        _, meters = tok.decode_notes(ref[r])
+        m = gen.generate(GenerationParams(min_bars=lo, max_bars=hi, meter=meters[0][1], seed=i, **variant)).melodies[0]
+        melodies.append(m.tokens)
+        bars.append(tok.bar_count(m.tokens))
+    return {**ending_statistics(melodies, tok), "mean_bars": float(np.mean(bars)),
+            "share_at_max_bars": float(np.mean(np.array(bars) == hi))}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True)
@@ -71,12 +88,19 @@ def main() -> int:
     p.add_argument("--variants", default="[{}]", help="JSON list of GenerationParams overrides")
     p.add_argument("--teacher-forced", action="store_true")
     p.add_argument("--key-agreement", type=int, default=0)
+    p.add_argument("--range", default=None, help="MIN,MAX: draw with this length range (min_bars, max_bars)")
     args = p.parse_args()
     torch.set_num_threads(1)
     model, tok, ckpt, _, splits = checkpoint_splits(args.model)
     gen = Generator(args.model)
     for variant in json.loads(args.variants):
         started = time.monotonic()
+        if args.range:
+            lo, hi = (int(x) for x in args.range.split(","))
+            print(json.dumps({"model": args.model, "variant": variant, "range": [lo, hi],
+                              "endings": range_endings(gen, tok, splits["valid"], args.samples, lo, hi, variant),
+                              "seconds": round(time.monotonic() - started)}), flush=True)
+            continue
         s = sample_statistics(gen, tok, splits["valid"], count=args.samples, seed=0, **variant)
         print(json.dumps({"model": args.model, "variant": variant, "endings": s["endings"],
                           "valid_tunes_matched": s["reference_endings_matched"], "redrawn_share": s["redrawn_share"],

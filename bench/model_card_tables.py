@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
-MODELS = (("pull", "shipped, sampled with the tonic pull (4 nats, today's default)"),
+MODELS = (("pull", "shipped, sampled with the tonic pull (3 nats, the default now)"),
           ("shipped", "shipped (network + short-term), no tonic pull"),
           ("stage1", "previous shipped model (17 epochs; one copy gate)"),
           ("previous-default", "first shipped model (no bars-remaining input)"))

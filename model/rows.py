@@ -92,6 +92,12 @@ class MelodyRows:
         # (N,) condition ids: position in the bar, bars remaining (known when the template fixes the end), key
         self.positions = condition_ids(tok, placeholder, model.config, known_end=not params.ranged, key=self.key) \
             if model.config.conditioned else None
+        if params.ranged and self.positions is not None and model.config.remaining_dim:
+            # a range's last possible bar is its last for certain (EOS is forced after it): from its
+            # barline on the network is told so, as in a tune of fixed length
+            known = condition_ids(tok, placeholder, model.config, known_end=True, key=self.key)
+            last = len(prefix.ids) + max(j for j, t in enumerate(self.template) if t in (DECIDE, tok.bar_id))
+            self.positions[last:] = known[last:]
         self.beam = params.beam_width > 1
         B, N, P = (params.beam_width if self.beam else count), len(full), len(prefix.ids)
         self.B, self.N, self.P = B, N, P
@@ -179,7 +185,8 @@ class MelodyRows:
         self.i += 1
         if self.copy is not None:  # the short-term model reads x; at a grid step it is mixed into the logits
             if nxt == CHOOSE:  # in place: log((1 - g) p_network + g p_copy) + a constant; the last bar's own gate
-                self.copy.push_and_mix(self.x, logits, final=not params.ranged and self.where[i + 1][0] == self.bars - 1)
+                # (a range's last possible bar is the last for certain)
+                self.copy.push_and_mix(self.x, logits, final=self.where[i + 1][0] == self.bars - 1)
             else:
                 self.copy.push(self.x)
         if nxt in (tok.bar_id, DECIDE) and params.avoid_repetition and self.done_steps >= self.bar_steps:

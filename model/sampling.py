@@ -6,7 +6,8 @@ many requests in one batch. **Length.** ``bars`` fixes the shape ``BOS TS (BAR s
 the structural tokens are forced and only the S grid steps of each bar are chosen, and the network's
 bars-remaining input counts down to the end. A range (``min_bars``..``max_bars``) instead samples
 BAR or EOS at each barline inside it (EOS forced at the maximum) with the end "unknown" to the
-network, so the tune ends where the model ends it. At a step the choices are REST, HOLD (only while
+network until the last possible bar (there it is known: 0 bars remain), so the tune ends where the
+model ends it. At a step the choices are REST, HOLD (only while
 a note sounds) and the NOTE tokens that pass the key/scale and pitch-range masks; the logits then go
 through temperature, top-k and top-p, and a seeded ``torch.Generator`` draws all ``count`` melodies in
 one batched pass (Gumbel-max). Beam search (``beam_width`` > 1) keeps the w most likely masked

@@ -202,9 +202,14 @@ def test_bars_remaining_input_counts_down_to_zero_at_eos_after_a_primer(primer, 
     # from the first generated barline on, the count runs 4, 3, 2, 1, 0 (the generated bars that follow)
     assert [remaining[i] for i in bars] == [4, 3, 2, 1, 0]
     assert all(remaining[i] == 0 for i in range(bars[-1], len(rows.full)))
-    # a length range reads the end as unknown
+    # a length range reads the end as unknown until its last possible bar, which is the last for
+    # certain (EOS is forced after it): from that bar's barline on the count reads 0
     ranged = MelodyRows(g, *next(g.plan(GenerationParams(min_bars=2, max_bars=5, seed=1, primer=primer))))
-    assert {c // net.config.max_positions for c in ranged.positions} == {net.config.unknown_remaining}
+    remaining = [c // net.config.max_positions for c in ranged.positions]
+    last_barline = max(i for i in range(P, len(ranged.full)) if ranged.full[i] in (TOK.bar_id, -2))  # -2: DECIDE
+    assert sum(1 for i in range(P, len(ranged.full)) if ranged.full[i] in (TOK.bar_id, -2)) == 5
+    assert set(remaining[:last_barline]) == {net.config.unknown_remaining}
+    assert set(remaining[last_barline:]) == {0}
 
 
 # ---- the key input: which key the network is told ------------------------------------------------
