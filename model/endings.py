@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 
 from model.metrics import estimate_key, melody_notes
-from model.tokens import Note, parse_meter
+from model.tokens import parse_meter
 
 CADENCES = ("none", "tonic")
 
@@ -63,13 +63,6 @@ def cadence_point(meter: str, steps_per_quarter: int, bar_steps: int) -> tuple[l
     beat = beat_steps(meter, steps_per_quarter)
     feasible = [p for p in strong_positions(meter, steps_per_quarter, bar_steps) if bar_steps - p >= beat]
     return feasible, feasible[-1]
-
-
-def melody_tonic(notes: Sequence[Note], key_pc: int | None) -> int | None:
-    """The cadence's tonic pitch class: the given one, else the estimated key's (None without notes)."""
-    if key_pc is not None:
-        return key_pc
-    return estimate_key(notes)[0] if notes else None
 
 
 def ends_in_cadence(bar: Sequence[int], tokenizer, tonic_pc: int, meter: str) -> bool:

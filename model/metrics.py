@@ -176,6 +176,11 @@ def estimate_key(notes: Sequence[Note]) -> tuple[int, str, float]:
     weights = np.zeros(12)
     for n in notes:
         weights[n.pitch % 12] += n.end - n.start            # duration-weighted pitch classes
+    return key_of_weights(weights)
+
+
+def key_of_weights(weights: np.ndarray) -> tuple[int, str, float]:
+    """``estimate_key`` from the duration-weighted pitch-class histogram (12,) itself."""
     centred = weights - weights.mean()
     norm = math.sqrt(float(centred @ centred))
     if norm == 0.0:

@@ -22,13 +22,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from model.endings import Cadence, TonicPull, ends_in_cadence, melody_tonic
+from model.endings import Cadence, TonicPull, ends_in_cadence
 from model.conditions import condition_ids, key_id
+from model.metrics import key_of_weights
 from model.params import PITCH_CLASSES
 from model.shortterm import CopyState
-from model.tokens import Note
 
 CHOOSE, DECIDE = -1, -2  # template columns: a grid step to sample; a barline that may be EOS (a length range)
+REST, HOLD, NO_TIME = -1, -2, -3  # step codes (Generator.step_codes) of tokens that are not a NOTE
 # A shared batch steps with MelodyNetwork.step(batch_stable=True): oneDNN's products at every row
 # count and tanh in its sigmoid form at every size. From 2 rows on, a row's logits are then the same
 # whatever the batch size and the row's place in it (tests/test_batcher.py; bench/bench_padding.py
@@ -334,21 +335,22 @@ class MelodyRows:
         return bias
 
     def _tonics(self, so_far: torch.Tensor) -> list:
-        """Each row's cadence tonic: the requested or primer key's, else the estimate from its notes so far."""
+        """Each row's cadence tonic: the requested or primer key's, else the Krumhansl-Schmuckler
+        estimate from its notes so far (None while it has none)."""
         if self.key_pc is not None:
             return [self.key_pc] * so_far.shape[0]
-        tok = self.tok
-        tonics = []
-        for row in so_far.tolist():
-            steps = [t for t in row if tok.is_step(t)]
-            notes, start, pitch = [], 0, None
-            for j, t in enumerate(steps):  # grid notes of the step tokens (BAR and TS take no time)
-                if t != tok.hold_id and pitch is not None:
-                    notes.append(Note(pitch, start, j))
-                    pitch = None
-                if tok.pitch_of(t) is not None:
-                    pitch, start = tok.pitch_of(t), j
-            if pitch is not None:
-                notes.append(Note(pitch, start, len(steps)))
-            tonics.append(melody_tonic(notes, None))
-        return tonics
+        return [sounding_tonic(codes) for codes in self.g.step_codes[so_far.numpy()]]
+
+
+def sounding_tonic(codes: np.ndarray) -> int | None:
+    """The estimated tonic of a row of step codes (``Generator.step_codes``: the pitch class of a NOTE,
+    HOLD, REST or NO_TIME per token): each step weighs for the pitch class sounding in it, as the
+    notes' durations weigh in ``estimate_key``; None when no note sounds."""
+    codes = codes[codes != NO_TIME]
+    steps = np.arange(len(codes))
+    started = np.maximum.accumulate(np.where(codes != HOLD, steps, 0))  # the step each sound began on
+    sounding = codes[started]
+    sounding = sounding[sounding >= 0]
+    if len(sounding) == 0:
+        return None
+    return key_of_weights(np.bincount(sounding, minlength=12).astype(np.float64))[0]

@@ -42,12 +42,13 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint
 from model.endings import pitch_class_columns
 from model.metrics import degenerate_reason
-from model.rows import Draw, MelodyRows
+from model.rows import HOLD, NO_TIME, REST, Draw, MelodyRows
 from model.params import (DEFAULT_TEMPO, MAX_REDRAWS, MAX_SEED, PITCH_CLASSES, SCALES, GenerationParams,
                           ParameterError, primer_notes)  # re-exported (__all__): callers look for them here
 from model.shortterm import CopyModel
@@ -136,6 +137,9 @@ class Generator:
         self.sounding = torch.tensor([int(tok.pitch_of(i) is not None or i == tok.hold_id) for i in range(V)])
         self._start_states = {}  # (prefix ids, batch, parameter versions) -> state after them; see _prefix_state
         self.tonic_columns = pitch_class_columns(tok)  # (12, V) for the tonic pull
+        # (V,) per token: a NOTE's pitch class, or REST, HOLD, NO_TIME (model.rows' codes; for the key so far)
+        self.step_codes = np.array([tok.pitch_of(i) % 12 if tok.pitch_of(i) is not None else REST if i == tok.rest_id
+                                    else HOLD if i == tok.hold_id else NO_TIME for i in range(V)])
         self._finished_row = torch.full((V,), float("-inf"))  # an ended row's only choice: REST
         self._finished_row[tok.rest_id] = 0.0
 

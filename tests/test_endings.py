@@ -337,3 +337,33 @@ def test_tonic_pull_is_checked():
     for bad in (-0.5, 10.5, float("nan"), True, "4"):
         with pytest.raises(ParameterError, match="tonic_pull"):
             GenerationParams(tonic_pull=bad).validate(TOK)
+
+
+def test_the_key_so_far_is_the_estimate_of_the_notes_so_far(gen):
+    """rows.sounding_tonic (step codes, no Note objects) against estimate_key of the notes read off the
+    step tokens one by one, on generated melodies cut anywhere, with and without a primer (whose last
+    note is held into the melody)."""
+    import numpy as np
+    from model.rows import sounding_tonic
+
+    def notes_of(steps):
+        notes, start, pitch = [], 0, None
+        for j, t in enumerate(steps):
+            if t != TOK.hold_id and pitch is not None:
+                notes.append(Note(pitch, start, j))
+                pitch = None
+            if TOK.pitch_of(t) is not None:
+                pitch, start = TOK.pitch_of(t), j
+        return notes + ([Note(pitch, start, len(steps))] if pitch is not None else [])
+
+    held = [[60, 0, 1], [62, 1, 1], [67, 2, 6]]  # its G is held across the barline
+    checked = 0
+    for params in (GenerationParams(bars=3, seed=2, count=8), GenerationParams(bars=2, seed=3, count=8, primer=held),
+                   GenerationParams(bars=2, seed=4, count=8, meter="6/8", temperature=2.0)):
+        for m in gen.generate(params).melodies:
+            for cut in range(3, len(m.tokens) + 1, 5):
+                notes = notes_of([t for t in m.tokens[:cut] if TOK.is_step(t)])
+                want = estimate_key(notes)[0] if notes else None
+                assert sounding_tonic(gen.step_codes[np.array(m.tokens[:cut])]) == want
+                checked += want is not None
+    assert checked > 100
