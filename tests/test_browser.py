@@ -125,6 +125,8 @@ def test_compose_generate_play_and_download(service, page, tmp_path):
     with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/api/v1/melodies")) as sent:
         page.click("#generate")
     assert sent.value.post_data_json["short_term"] is False  # the checkbox reached the request
+    # the Ending control's default, "Leaning home", is the API's default: neither field is sent
+    assert "cadence" not in sent.value.post_data_json and "tonic_pull" not in sent.value.post_data_json
     page.wait_for_function("document.body.dataset.melody", timeout=90_000)
     assert page.get_attribute("body", "data-job") == "succeeded"
 
@@ -200,6 +202,23 @@ def test_same_seed_again_and_continue(service, page):
     assert continued[len(primer) - 1][:2] == primer[-1][:2] and continued[len(primer) - 1][2] >= primer[-1][2]
     assert len(continued) > len(primer)
     assert page.locator("#history li").count() == 4
+
+
+def test_the_ending_control_asks_for_a_cadence_or_turns_the_pull_off(service, page):
+    page.goto(service["base"] + "/")
+    page.fill("#bars", "2")
+    sent_bodies = []
+    for choice in ("tonic", "free"):
+        page.select_option("#cadence", choice)
+        melody = page.get_attribute("body", "data-melody")
+        with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/api/v1/melodies")) as sent:
+            page.click("#generate")
+        sent_bodies.append(sent.value.post_data_json)
+        page.wait_for_function(f"document.body.dataset.melody && document.body.dataset.melody !== '{melody}'",
+                               timeout=90_000)
+        assert page.get_attribute("body", "data-job") == "succeeded"
+    assert sent_bodies[0]["cadence"] == "tonic" and "tonic_pull" not in sent_bodies[0]
+    assert sent_bodies[1]["tonic_pull"] == 0 and "cadence" not in sent_bodies[1]
 
 
 def test_api_field_errors_appear_next_to_their_field(service, page):
