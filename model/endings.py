@@ -171,7 +171,7 @@ class TonicPull:
     def __init__(self, tokenizer, meter: str, pull: float, tonic_columns):
         self.pull, self.columns, self.tok = pull, tonic_columns, tokenizer
         self.at = frozenset(cadence_point(meter, tokenizer.steps_per_quarter, tokenizer.bar_steps(meter))[0])
-        self.rows = self.tonics = self.ringing = None
+        self.rows = self.tonics = self.ringing = self.ring = None
 
     def begin_bar(self, tonics: Sequence[int | None]) -> None:
         none = self.columns.new_zeros(self.columns.shape[1])
@@ -179,27 +179,28 @@ class TonicPull:
         for b, pc in enumerate(tonics):
             self.rows[b] = self.columns[pc] * self.pull if pc is not None else none
         self.tonics, self.ringing = list(tonics), [False] * len(tonics)
+        self.ring = self.rows.new_zeros(self.rows.shape)  # (B, V): HOLD's share on the rows whose tonic rings
 
     def bias(self, p: int):
         if self.rows is None:
             return None
         if p in self.at:
             return self.rows
-        if not any(self.ringing):
-            return None
-        ring = self.rows.new_zeros(self.rows.shape)
-        ring[self.ringing, self.tok.hold_id] = self.pull * self.RING_SHARE
-        return ring
+        return self.ring if any(self.ringing) else None
 
     def advance(self, p: int, chosen: Sequence[int]) -> None:
         if self.ringing is None:
             return
+        hold = self.tok.hold_id
         for b, t in enumerate(chosen):
+            if t == hold:
+                continue
             pitch = self.tok.pitch_of(t)
-            if pitch is not None:  # a new note: does it start the tonic at a cadence point?
-                self.ringing[b] = p in self.at and pitch % 12 == self.tonics[b]
-            elif t != self.tok.hold_id:
-                self.ringing[b] = False
+            # a new note: does it start the tonic at a cadence point? (a rest ends the ring)
+            ringing = pitch is not None and p in self.at and pitch % 12 == self.tonics[b]
+            if ringing != self.ringing[b]:
+                self.ringing[b] = ringing
+                self.ring[b, hold] = self.pull * self.RING_SHARE if ringing else 0.0
 
 
 def pitch_class_columns(tokenizer):

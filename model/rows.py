@@ -259,7 +259,7 @@ class MelodyRows:
             return parent
         if self.cadence is not None and self.cadence.active:
             self.cadence.advance(self.where[i + 1][1], choice.tolist())
-        elif self.pull is not None:
+        elif self.pull is not None and self.pull.ringing is not None:  # in the last bar
             self.pull.advance(self.where[i + 1][1], choice.tolist())
         self.last = choice
         self.done_steps += 1
