@@ -6,10 +6,10 @@ A shared batch is padded to ``model.rows.min_rows`` rows (2; 8 before this was m
 with ``MelodyNetwork.step(batch_stable=True)`` so that a row's logits do not depend on the batch
 (worker/batcher.py). This prints, for this run only: the step's matrix products at 1 to 64 rows
 with MKL (torch.addmm) and oneDNN (the kernel the fast step() takes from 8 rows), whether MKL gives
-a row the same result alone and in a batch, one fast network step at 1 and 8 rows, whether a step
-keeps rows batch-independent from 2 rows with oneDNN from 2 rows and the sigmoid form of tanh
-throughout (``MelodyNetwork.step(batch_stable=True)``, the batcher's step) and what it costs at 2
-and 8 rows, and one 16-bar melody from ``Generator.generate`` alone (unpadded)
+a row the same result alone and in a batch, one fast network step at 1 and 8 rows, whether the
+batcher's step (``MelodyNetwork.step(batch_stable=True)``, with the kernel set
+``model/stable_kernels.py`` measured row-stable here) keeps rows batch-independent from 2 rows and
+what it costs at 2 and 8 rows, and one 16-bar melody from ``Generator.generate`` alone (unpadded)
 against the same request alone in a Batcher (padded). ``bench/lone_request.py`` compares the two
 paddings in turns.
 """
@@ -61,7 +61,7 @@ def main() -> int:
         for rows in (1, 8):
             x, c, s = torch.zeros(rows, dtype=torch.long), torch.zeros(rows, dtype=torch.long), g.model.init_state(rows)
             print(f"network step, {rows} row(s): {per_call_us(lambda: g.model.step(x, c, s), 500):.0f} µs")
-        # the batcher's step (batch_stable=True: oneDNN at every row count, tanh in its sigmoid form):
+        # the batcher's step (batch_stable=True: the kernel set measured row-stable here):
         # compare every row of steps of 2..64 rows with the 64-row step, bit for bit, and time 2 rows against 8
         torch.manual_seed(0)
         n = 64
@@ -72,7 +72,8 @@ def main() -> int:
                                         batch_stable=True)
         ref = stable(n)
         differ = [b for b in range(2, n + 1) if not torch.equal(stable(b)[0], ref[0][:b])]
-        print(f"oneDNN from 2 rows, sigmoid-form tanh: row counts 2..64 whose logits differ from 64 rows': {differ or 'none'}")
+        print(f"the batcher's kernels ({g.model.stable_kernels()}): row counts 2..64 whose logits differ from 64 "
+              f"rows': {differ or 'none'}")
         for rows in (2, 8):
             xs, cs, st = x[:rows], c[:rows], tuple(s[:, :rows].contiguous() for s in state)
             print(f"  network step, {rows} rows: "

@@ -49,7 +49,7 @@ def tanh_(t: torch.Tensor) -> torch.Tensor:
 
 def tanh_stable(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """tanh in its sigmoid form at every size: what a row gets does not depend on how many rows
-    the tensor has (the batcher's steps, with StepMatmul(onednn=True))."""
+    the tensor has (the batcher's steps with oneDNN's products, model/stable_kernels.py)."""
     return torch.mul(t, 2, out=out).sigmoid_().mul_(2).sub_(1)
 
 
@@ -62,11 +62,13 @@ class StepMatmul:
     MelodyNetwork.step). oneDNN's product followed by an in-place add measured faster here than
     its fused "binary add" form."""
 
-    def __init__(self, w: torch.Tensor, rows: int, onednn: bool = False):
-        """``onednn``: oneDNN whatever the rows (where it is available), for steps whose rows must
-        not depend on the batch: from 2 rows on, oneDNN gives a row the same result at every row
-        count and place (bench/bench_padding.py checks it on the machine at hand)."""
-        self.mkl = not _onednn_ok(w, None if onednn else rows)
+    def __init__(self, w: torch.Tensor, rows: int, kernel: str = "auto"):
+        """``kernel``: "auto" picks by the row count; "onednn" (where it is available) or "mkl" use
+        that library whatever the rows, for steps whose rows must not depend on the batch (which of
+        the two keeps that promise depends on the machine: model/stable_kernels.py measures it)."""
+        if kernel not in ("auto", "onednn", "mkl"):
+            raise ValueError(f"kernel must be auto, onednn or mkl, got {kernel!r}")
+        self.mkl = kernel == "mkl" or not _onednn_ok(w, None if kernel == "onednn" else rows)
         self.w = w.t().contiguous() if self.mkl else w.contiguous()  # (in, out) or (out, in)
 
     def __call__(self, h: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,11 @@ from torch import nn
 from model.cells import NUM_GATES, Recurrent, StepMatmul
 from model.kernels import tanh as tanh_fast, tanh_ as tanh_fast_, tanh_stable, tanh_stable_
 
+# tanh per kernel set (MelodyNetwork._step): by size (the fastest), the sigmoid form at every size
+# (with oneDNN's products), or torch's own at every size (with MKL's)
+TANH = {"fast": (tanh_fast, tanh_fast_), "onednn": (tanh_stable, tanh_stable_), "mkl": (torch.tanh, torch.Tensor.tanh_)}
+MATMUL = {"fast": "auto", "onednn": "onednn", "mkl": "mkl"}  # StepMatmul's kernel per kernel set
+
 CELLS = ("lstm", "gru", "rnn")
 KEYS = 25  # key ids: tonic pitch class 0..11 (major), 12..23 (minor), 24 unknown (model.conditions.key_id)
 UNKNOWN_KEY = KEYS - 1
@@ -131,6 +136,7 @@ class MelodyNetwork(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.projection = nn.Linear(config.hidden_size, config.vocab_size)
         self._step_tables = None  # built by prepare_for_inference()
+        self._stable_kernels = None  # (kernel set, rows checked), measured by stable_kernels()
 
     # ---- training / scoring path -------------------------------------------------------------
 
@@ -189,7 +195,7 @@ class MelodyNetwork(nn.Module):
     # ---- generation path ---------------------------------------------------------------------
 
     def _apply(self, fn, *args, **kwargs):  # .to(), .double(), ...: the step tables are stale
-        self._step_tables = None
+        self._step_tables = self._stable_kernels = None
         return super()._apply(fn, *args, **kwargs)
 
     def prepare_for_inference(self) -> "StepTables":
@@ -203,20 +209,34 @@ class MelodyNetwork(nn.Module):
         """One generation step: tokens (B,) long, positions (B,) or None -> (logits (B, V), state).
 
         Inference only (no gradients, no dropout); the given state is not modified. ``batch_stable``:
-        kernels whose result for a row does not depend on the other rows, from 2 rows on (oneDNN's
-        products and tanh's sigmoid form at every size; worker/batcher.py); otherwise the fastest
+        kernels whose result for a row does not depend on the other rows, from 2 rows on (the set
+        ``stable_kernels()`` measured on this machine; worker/batcher.py); otherwise the fastest
         kernels for the batch size.
         """
+        kernels = self.stable_kernels() if batch_stable else "fast"
         if torch.is_grad_enabled():
             with torch.no_grad():
-                return self._step(tokens, positions, state, batch_stable)
-        return self._step(tokens, positions, state, batch_stable)
+                return self._step(tokens, positions, state, kernels)
+        return self._step(tokens, positions, state, kernels)
 
-    def _step(self, tokens, positions, state, batch_stable=False):
+    def stable_kernels(self, max_rows: int | None = None) -> str:
+        """The kernel set ("mkl" or "onednn") that keeps a row's step result independent of its batch
+        on this machine, for batches up to ``max_rows`` (None: model.stable_kernels.MAX_ROWS or what
+        was already measured), measured once per network (model/stable_kernels.py)."""
+        known = self._stable_kernels
+        if known is not None and (max_rows is None or max_rows <= known[1]):
+            return known[0]
+        from model.stable_kernels import MAX_ROWS, choose
+        rows = max(max_rows or MAX_ROWS, MAX_ROWS)
+        self._stable_kernels = (choose(self, rows), rows)
+        return self._stable_kernels[0]
+
+    def _step(self, tokens, positions, state, kernels="fast"):
+        """``kernels``: "fast" (by batch size), or a row-stable set, "mkl" or "onednn"."""
         tables = self.prepare_for_inference()
         cell = tables.cell
-        scratch, head = tables.scratch(tokens.shape[0], batch_stable)
-        tanh, tanh_ = (tanh_stable, tanh_stable_) if batch_stable else (tanh_fast, tanh_fast_)
+        scratch, head = tables.scratch(tokens.shape[0], kernels)
+        tanh, tanh_ = TANH[kernels]
         hs = (state[0] if cell == "lstm" else state).unbind(0)  # per layer (B, H)
         cs = state[1].unbind(0) if cell == "lstm" else None
         new_h, new_c = [], []
@@ -320,20 +340,22 @@ class StepTables:
     def current(self) -> bool:
         return self.versions == self._versions()
 
-    def scratch(self, batch: int, batch_stable: bool = False):
-        """Gate buffers (with views on each gate) and matmul kernels for one batch size and thread."""
-        key = (threading.get_ident(), batch, batch_stable)
+    def scratch(self, batch: int, kernels: str = "fast"):
+        """Gate buffers (with views on each gate) and matmul kernels for one batch size, kernel set
+        (``MelodyNetwork._step``) and thread."""
+        key = (threading.get_ident(), batch, kernels)
         if key not in self._scratch:
-            self._scratch[key] = self._make_scratch(batch, batch_stable)
+            self._scratch[key] = self._make_scratch(batch, kernels)
         return self._scratch[key]
 
-    def _make_scratch(self, batch: int, batch_stable: bool = False):
+    def _make_scratch(self, batch: int, kernels: str = "fast"):
         H, p = self.hidden_size, self.projection_weight
         layers = []
         for w_ih, w_hh in self.weights:
             gx = p.new_empty(batch, NUM_GATES[self.cell] * H)
-            s = SimpleNamespace(gx=gx, mm_hh=StepMatmul(w_hh, batch, onednn=batch_stable),
-                                mm_ih=None if w_ih is None else StepMatmul(w_ih, batch, onednn=batch_stable))
+            kernel = MATMUL[kernels]
+            s = SimpleNamespace(gx=gx, mm_hh=StepMatmul(w_hh, batch, kernel),
+                                mm_ih=None if w_ih is None else StepMatmul(w_ih, batch, kernel))
             if self.cell == "lstm":
                 s.i_f, s.i, s.f, s.g, s.o = gx[:, :2 * H], gx[:, :H], gx[:, H:2 * H], gx[:, 2 * H:3 * H], gx[:, 3 * H:]
             elif self.cell == "gru":
@@ -341,4 +363,4 @@ class StepTables:
                 s.rz, s.r, s.z, s.n = gx[:, :2 * H], gx[:, :H], gx[:, H:2 * H], gx[:, 2 * H:]
                 s.gh_rz, s.gh_n = s.gh[:, :2 * H], s.gh[:, 2 * H:]
             layers.append(s)
-        return layers, StepMatmul(p, batch, onednn=batch_stable)
+        return layers, StepMatmul(p, batch, MATMUL[kernels])

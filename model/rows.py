@@ -27,16 +27,15 @@ from model.conditions import condition_ids, key_id
 from model.metrics import key_of_weights
 from model.params import PITCH_CLASSES
 from model.shortterm import CopyState
+from model.stable_kernels import MIN_ROWS
 
 CHOOSE, DECIDE = -1, -2  # template columns: a grid step to sample; a barline that may be EOS (a length range)
 REST, HOLD, NO_TIME = -1, -2, -3  # step codes (Generator.step_codes) of tokens that are not a NOTE
-# A shared batch steps with MelodyNetwork.step(batch_stable=True): oneDNN's products at every row
-# count and tanh in its sigmoid form at every size. From 2 rows on, a row's logits are then the same
-# whatever the batch size and the row's place in it (tests/test_batcher.py; bench/bench_padding.py
-# checks 2..64 rows on the machine at hand); a single row takes another oneDNN kernel, so a shared
-# batch is padded to at least min_rows(model) rows. (It was once 8 rows, past the switches of the
-# fast kernels; a lone request runs 12 to 24 % faster at 2 rows: docs/benchmarks.md.)
-MIN_ROWS = 2
+# A shared batch steps with MelodyNetwork.step(batch_stable=True), with the kernel set measured
+# row-stable on this machine (model/stable_kernels.py): from 2 rows on, a row's logits are then the
+# same whatever the batch size and the row's place in it (tests/test_batcher.py); a single row takes
+# another code path, so a shared batch is padded to at least min_rows(model) rows. (It was once 8
+# rows, past the switches of the fast kernels; docs/benchmarks.md.)
 
 
 def min_rows(model) -> int:

@@ -153,3 +153,18 @@ def test_a_redrawn_melody_streams_again_from_bar_0_as_itself(tmp_path):
         last = [e for e in mine if e["draw"] == draws[-1]]
         assert [(n["pitch"], n["start_beats"]) for e in last for n in e["notes"]] == \
             [(n.pitch, n.start / 4) for n in melody.notes]
+
+
+def test_the_stable_kernels_are_measured_and_an_unstable_set_is_refused(monkeypatch):
+    from model import stable_kernels
+    model, _, _ = load_checkpoint(DEFAULT_MODEL_PATH)
+    chosen = model.stable_kernels()
+    assert chosen in stable_kernels.CANDIDATES and stable_kernels.row_stable(model, chosen)
+    assert not stable_kernels.row_stable(model, "fast")  # by batch size: MKL below 8 rows, oneDNN above
+    step = model._step
+
+    def drifting(tokens, positions, state, kernels="fast"):  # a set whose rows move with the batch size
+        logits, after = step(tokens, positions, state, kernels)
+        return (logits + 1e-6 * tokens.shape[0], after) if kernels == "mkl" else (logits, after)
+    monkeypatch.setattr(model, "_step", drifting)
+    assert stable_kernels.choose(model, max_rows=12) == "onednn"

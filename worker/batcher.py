@@ -25,6 +25,7 @@ from concurrent.futures import CancelledError, Future
 
 import torch
 
+from model.params import MAX_COUNT
 from model.rows import MelodyRows, min_rows
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ class Batcher:
     def __init__(self, generator, max_rows: int = 64, batching: bool = True):
         self.g, self.max_rows, self.batching = generator, max_rows, batching
         self.min_rows = min_rows(generator.model)  # shared batches are padded to this many rows
+        # the row-stable kernels for the largest batch it may run: max_rows, and a request joining
+        generator.model.stable_kernels(max_rows + MAX_COUNT)
         self.incoming: deque[Request] = deque()
         self.active: list[Request] = []
         self.state = None  # the stacked recurrent state of the active rows (padding only inside a step)
