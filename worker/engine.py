@@ -37,11 +37,11 @@ from multiprocessing.connection import Client, Listener
 from pathlib import Path
 
 from worker.lifetime import preexec
+from worker.settings import BARS_EVERY_S
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 180          # loading torch and a model on a busy machine
 POLL_S = 0.5                   # how often a waiting pool process asks `should_stop`
-BARS_EVERY_S = 0.2             # after a request's first bar, its bars go to its pool process at most this often
 
 
 class EngineError(RuntimeError):
@@ -62,8 +62,8 @@ def engine_address(worker_pid: int) -> str:
 # ---- the pool process's side ------------------------------------------------------------------
 
 class EngineClient:
-    def __init__(self, worker_pid: int, batching: bool = True, max_rows: int = 64):
-        self.worker_pid, self.batching, self.max_rows = worker_pid, batching, max_rows
+    def __init__(self, worker_pid: int, batching: bool = True, max_rows: int = 64, bars_every: float = BARS_EVERY_S):
+        self.worker_pid, self.batching, self.max_rows, self.bars_every = worker_pid, batching, max_rows, bars_every
         self.address = engine_address(worker_pid)
         self.process: subprocess.Popen | None = None
 
@@ -126,7 +126,8 @@ class EngineClient:
             except (FileNotFoundError, ConnectionRefusedError):
                 pass
             argv = [sys.executable, "-m", "worker.engine", "--address", self.address,
-                    "--watch-pid", str(self.worker_pid), "--max-rows", str(self.max_rows)]
+                    "--watch-pid", str(self.worker_pid), "--max-rows", str(self.max_rows),
+                    "--bars-every", str(self.bars_every)]
             # it dies with this pool process (worker/lifetime.py), however either dies, and ends
             # by itself when the worker's parent has gone
             self.process = subprocess.Popen(argv + ([] if self.batching else ["--no-batching"]), preexec_fn=preexec())
@@ -146,8 +147,8 @@ class EngineClient:
 class Engine:
     """The loaded models' batchers, and one thread per connected request."""
 
-    def __init__(self, batching: bool = True, max_rows: int = 64, meter=None):
-        self.batching, self.max_rows, self.meter = batching, max_rows, meter
+    def __init__(self, batching: bool = True, max_rows: int = 64, meter=None, bars_every: float = BARS_EVERY_S):
+        self.batching, self.max_rows, self.meter, self.bars_every = batching, max_rows, meter, bars_every
         self.batchers: dict = {}                 # (checkpoint path, mtime) -> Batcher
         self.lock = threading.Lock()
 
@@ -188,7 +189,7 @@ class Engine:
 
         def on_bar(event):                       # on the batcher's thread
             held.append(event)
-            if sent_at[0] is None or time.monotonic() - sent_at[0] >= BARS_EVERY_S:
+            if sent_at[0] is None or time.monotonic() - sent_at[0] >= self.bars_every:
                 try:
                     send_bars()
                 except OSError:                  # the pool process is gone: leave the batch
@@ -274,6 +275,7 @@ def main(argv=None) -> None:
     parser.add_argument("--watch-pid", type=int, required=True)
     parser.add_argument("--max-rows", type=int, default=64)
     parser.add_argument("--no-batching", action="store_true")
+    parser.add_argument("--bars-every", type=float, default=BARS_EVERY_S)
     args = parser.parse_args(argv)
     from worker.logs import use_json_logs
     use_json_logs("INFO")
@@ -285,7 +287,7 @@ def main(argv=None) -> None:
         pass
     listener = Listener(args.address, family="AF_UNIX")
     threading.Thread(target=_exit_with, args=(args.watch_pid, args.address), daemon=True).start()
-    engine = Engine(batching=not args.no_batching, max_rows=args.max_rows, meter=_meter())
+    engine = Engine(batching=not args.no_batching, max_rows=args.max_rows, meter=_meter(), bars_every=args.bars_every)
     while True:
         conn = listener.accept()
         threading.Thread(target=engine.serve, args=(conn,), daemon=True).start()

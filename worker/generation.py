@@ -22,6 +22,7 @@ from worker.jobs import claim, fail
 from worker.leases import LeaseKeeper
 from worker.metrics import count_state, observe_latency
 from worker.records import FINISHED, now_iso
+from worker.settings import BARS_EVERY_S
 from worker.storage import artifact_name, atomic_write, job_dir
 from worker.uploads import UploadInvalid, check_midi
 
@@ -38,7 +39,8 @@ def generate(path, request: GenerationParams, on_bar=None, should_stop=None, set
     if _ENGINE is None or _ENGINE.worker_pid != os.getppid():
         settings = settings or {}
         _ENGINE = EngineClient(os.getppid(), batching=settings.get("TUNESMITH_BATCHING", True),
-                               max_rows=settings.get("TUNESMITH_BATCH_ROWS", 64))
+                               max_rows=settings.get("TUNESMITH_BATCH_ROWS", 64),
+                               bars_every=settings.get("TUNESMITH_BARS_EVERY_S", BARS_EVERY_S))
     started = time.perf_counter()
     result = _ENGINE.generate(path, request, on_bar=on_bar, should_stop=should_stop)
     log.info("%d melodies from %s in %.3f s (pid %d)", len(result["melodies"]), path,

@@ -22,6 +22,7 @@ Generation throughput (worker/engine.py, worker/batcher.py):
 | `TUNESMITH_BATCHING` | `1` | `0`: the engine runs one request at a time (the baseline) instead of one shared step loop |
 | `TUNESMITH_BATCH_ROWS` | `64` | melodies (rows) the step loop admits before new requests wait |
 | `TUNESMITH_GENERATE_CONCURRENCY` | `32` | jobs one generate worker holds at once (its pool processes) |
+| `TUNESMITH_BARS_EVERY_S` | `0.2` | after a job's first bar, its finished bars reach its record and stream at most this often (0: each bar as it is done) |
 """
 import os
 from pathlib import Path
@@ -33,6 +34,7 @@ MAX_TRAIN_MINUTES = 240          # the longest training budget a job may ask for
 TASKS = {"melody": "worker.tasks.generate_melodies", "training": "worker.tasks.train_model"}
 QUEUES = {"melody": "generate", "training": "train"}
 ECHO_TASK = "worker.tasks.echo"
+BARS_EVERY_S = 0.2               # a job's bars after its first go to its pool process at most this often (worker/engine.py)
 
 
 def env_number(env, name: str, default, kind=int):
@@ -86,7 +88,8 @@ def generation_throughput(env) -> dict:
     """The batching settings (see the second table above)."""
     batching = env.get(ENV_PREFIX + "BATCHING", "1").strip().lower() not in ("0", "false", "no", "off")
     return {"TUNESMITH_BATCHING": batching, "TUNESMITH_BATCH_ROWS": env_number(env, "BATCH_ROWS", 64),
-            "TUNESMITH_GENERATE_CONCURRENCY": env_number(env, "GENERATE_CONCURRENCY", 32)}
+            "TUNESMITH_GENERATE_CONCURRENCY": env_number(env, "GENERATE_CONCURRENCY", 32),
+            "TUNESMITH_BARS_EVERY_S": env_number(env, "BARS_EVERY_S", BARS_EVERY_S, float)}
 
 
 def celery_config(redis_url, prefix, visibility_timeout) -> dict:
