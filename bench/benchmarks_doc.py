@@ -1,4 +1,5 @@
 """docs/benchmarks.md, written by the bench scripts: each one owns a `## <title>` section of it."""
+import json
 import re
 from pathlib import Path
 
@@ -26,3 +27,11 @@ def cpu_model() -> str:
     except OSError:
         pass
     return "unknown CPU"
+
+
+def print_report(report: dict, out: str | None) -> None:
+    """Print a bench's JSON report, and write it to ``out`` too when given (e.g. docs/results/NAME.json)."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")

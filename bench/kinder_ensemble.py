@@ -29,6 +29,7 @@ from model.data import load_corpus, split_corpus  # noqa: E402
 from model.evaluation import prediction_figures, token_arrays, tune_distributions  # noqa: E402
 from model.folds import fold_corpora  # noqa: E402
 from model.tokens import TokenizerConfig  # noqa: E402
+from benchmarks_doc import print_report  # noqa: E402  (bench/benchmarks_doc.py, beside this script)
 
 
 def distributions(path: Path, tokens):
@@ -86,10 +87,7 @@ def main() -> int:
               "held_out": {n: {key: v for key, v in figures(*pooled[n], tokenizer).items()
                                if key in ("bits_per_note", "pitch_bits_per_note", "notes", "tunes")} for n in names},
               "command": " ".join(["python", "bench/kinder_ensemble.py", *sys.argv[1:]])}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    print_report(report, args.out)
     return 0
 
 

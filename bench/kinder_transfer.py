@@ -10,7 +10,6 @@ The second half (fine-tuned on the nine other folds) is `tunesmith evaluate --fo
 Prints this run's figures only.
 """
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from model import shortterm  # noqa: E402
 from model.checkpoint import load_checkpoint  # noqa: E402
 from model.data import load_corpus  # noqa: E402
 from model.evaluation import prediction_figures, token_arrays, tune_scores  # noqa: E402
+from benchmarks_doc import print_report  # noqa: E402  (bench/benchmarks_doc.py, beside this script)
 
 KEYS = ("bits_per_note", "pitch_bits_per_note", "notes")
 
@@ -44,10 +44,7 @@ def main(argv=None) -> int:
         figures = prediction_figures(logprobs, bits, tokens, tokenizer)
         report[name] = {k: figures[k] for k in KEYS}
     report["command"] = "python bench/kinder_transfer.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    print_report(report, args.out)
     return 0
 
 
