@@ -16,9 +16,11 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def atomic_output(path):
+def atomic_output(path, keep_existing: bool = False):
     """A binary file to write ``path``'s new content into; it replaces ``path`` when the block ends
-    without an exception (and is removed when one is raised)."""
+    without an exception (and is removed when one is raised). ``keep_existing``: a file already at
+    ``path`` stays as it is, inode and times (for content-addressed files, whose content is the same
+    whoever wrote it first)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
@@ -28,15 +30,22 @@ def atomic_output(path):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if keep_existing:
+            try:
+                os.link(tmp, path)               # fails if the file exists: the first writer's stays
+            except FileExistsError:
+                pass
+            tmp.unlink()
+        else:
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def atomic_write(path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` all at once; returns the path."""
-    with atomic_output(path) as f:
+def atomic_write(path, data: bytes, keep_existing: bool = False) -> Path:
+    """Write ``data`` to ``path`` all at once (``keep_existing``: see atomic_output); returns the path."""
+    with atomic_output(path, keep_existing) as f:
         f.write(data)
     return Path(path)
 

@@ -27,3 +27,20 @@ def test_written_and_copied_files_have_the_usual_permissions(tmp_path):
     for path in (written, copied):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644     # not mkstemp's 0600: the API reads what workers write
     assert sorted(os.listdir(tmp_path)) == ["sub", "x.bin"]
+
+
+def test_keep_existing_leaves_the_first_file_as_it_was(tmp_path):
+    """Two processes fetching the same content-addressed file: the second write keeps the first
+    file's inode and times (the engine keys a loaded model on its modification time)."""
+    path = tmp_path / "cache" / "abc.pt"
+    atomic_write(path, b"same bytes", keep_existing=True)
+    before = os.stat(path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns - 10**9))  # older, so a replacement would show
+    first = os.stat(path)
+    atomic_write(path, b"same bytes", keep_existing=True)
+    after = os.stat(path)
+    assert (after.st_ino, after.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
+    assert path.read_bytes() == b"same bytes"
+    assert [p.name for p in path.parent.iterdir()] == ["abc.pt"]          # no temporary file left
+    atomic_write(path, b"new bytes")                                      # the default still replaces
+    assert path.read_bytes() == b"new bytes" and os.stat(path).st_ino != first.st_ino

@@ -99,7 +99,9 @@ class ModelRegistry:
         data = self.redis.get(self._file_key(sha))
         if data is None or hashlib.sha256(data).hexdigest() != sha:
             return None          # gone or damaged in Redis: not available (never a wrong model)
-        return atomic_write(cached, data)
+        # two pool processes may fetch it at once: the first file stays, so its modification time
+        # (part of the engine's key for a loaded model) does not change under a running batch
+        return atomic_write(cached, data, keep_existing=True)
 
     def default_name(self) -> str:
         if self.redis is not None:
@@ -161,7 +163,7 @@ class ModelRegistry:
         data = Path(checkpoint).read_bytes()
         sha = hashlib.sha256(data).hexdigest()
         self.redis.set(self._file_key(sha), data, nx=True)   # the bytes first: a record never points at nothing
-        atomic_write(self.cache / f"{sha}.pt", data)
+        atomic_write(self.cache / f"{sha}.pt", data, keep_existing=True)   # content-addressed: a copy in use stays
         final, n = name, 1
         while True:
             taken = self._shared(final)
