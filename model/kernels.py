@@ -62,14 +62,18 @@ class StepMatmul:
     MelodyNetwork.step). oneDNN's product followed by an in-place add measured faster here than
     its fused "binary add" form."""
 
-    def __init__(self, w: torch.Tensor, rows: int, kernel: str = "auto"):
+    def __init__(self, w: torch.Tensor, rows: int, kernel: str = "auto", transposed: torch.Tensor | None = None):
         """``kernel``: "auto" picks by the row count; "onednn" (where it is available) or "mkl" use
         that library whatever the rows, for steps whose rows must not depend on the batch (which of
-        the two keeps that promise depends on the machine: model/stable_kernels.py measures it)."""
+        the two keeps that promise depends on the machine: model/stable_kernels.py measures it).
+        ``transposed``: w^T, contiguous, made once by a caller that builds many of these (MKL's layout)."""
         if kernel not in ("auto", "onednn", "mkl"):
             raise ValueError(f"kernel must be auto, onednn or mkl, got {kernel!r}")
         self.mkl = kernel == "mkl" or not _onednn_ok(w, None if kernel == "onednn" else rows)
-        self.w = w.t().contiguous() if self.mkl else w.contiguous()  # (in, out) or (out, in)
+        if self.mkl:  # (in, out)
+            self.w = transposed if transposed is not None else w.t().contiguous()
+        else:         # (out, in)
+            self.w = w.contiguous()
 
     def __call__(self, h: torch.Tensor, acc: torch.Tensor) -> torch.Tensor:
         """acc += h @ w^T, in place."""

@@ -229,6 +229,7 @@ class MelodyNetwork(nn.Module):
         from model.stable_kernels import MAX_ROWS, choose
         rows = max(max_rows or MAX_ROWS, MAX_ROWS)
         self._stable_kernels = (choose(self, rows), rows)
+        self.prepare_for_inference().forget_thread(threading.get_ident())  # the measurement's buffers
         return self._stable_kernels[0]
 
     def _step(self, tokens, positions, state, kernels="fast"):
@@ -315,6 +316,10 @@ class StepTables:
                     self.layers.append((b_x, None, b_h))
                     self.weights.append((w_ih.detach(), w_hh.detach()))
         self.projection_weight = net.projection.weight.detach()
+        # MKL's layout of every matrix, made once and shared by the per-batch-size kernels (a copy
+        # per batch size would cost 3.4 MB each for the shipped 2x256 network)
+        self.transposed = {id(w): w.t().contiguous() for pair in self.weights for w in pair if w is not None}
+        self.transposed[id(self.projection_weight)] = self.projection_weight.t().contiguous()
         self.projection_bias = net.projection.bias.detach()
         self._scratch = {}
 
@@ -340,6 +345,10 @@ class StepTables:
     def current(self) -> bool:
         return self.versions == self._versions()
 
+    def forget_thread(self, ident: int) -> None:
+        """Drop the scratch buffers made for thread ``ident`` (one that ends, as a measurement's)."""
+        self._scratch = {k: v for k, v in self._scratch.items() if k[0] != ident}
+
     def scratch(self, batch: int, kernels: str = "fast"):
         """Gate buffers (with views on each gate) and matmul kernels for one batch size, kernel set
         (``MelodyNetwork._step``) and thread."""
@@ -353,9 +362,8 @@ class StepTables:
         layers = []
         for w_ih, w_hh in self.weights:
             gx = p.new_empty(batch, NUM_GATES[self.cell] * H)
-            kernel = MATMUL[kernels]
-            s = SimpleNamespace(gx=gx, mm_hh=StepMatmul(w_hh, batch, kernel),
-                                mm_ih=None if w_ih is None else StepMatmul(w_ih, batch, kernel))
+            mm = lambda w: StepMatmul(w, batch, MATMUL[kernels], self.transposed[id(w)])  # noqa: E731
+            s = SimpleNamespace(gx=gx, mm_hh=mm(w_hh), mm_ih=None if w_ih is None else mm(w_ih))
             if self.cell == "lstm":
                 s.i_f, s.i, s.f, s.g, s.o = gx[:, :2 * H], gx[:, :H], gx[:, H:2 * H], gx[:, 2 * H:3 * H], gx[:, 3 * H:]
             elif self.cell == "gru":
@@ -363,4 +371,4 @@ class StepTables:
                 s.rz, s.r, s.z, s.n = gx[:, :2 * H], gx[:, :H], gx[:, H:2 * H], gx[:, 2 * H:]
                 s.gh_rz, s.gh_n = s.gh[:, :2 * H], s.gh[:, 2 * H:]
             layers.append(s)
-        return layers, StepMatmul(p, batch, MATMUL[kernels])
+        return layers, StepMatmul(p, batch, MATMUL[kernels], self.transposed[id(p)])
