@@ -168,3 +168,17 @@ def test_the_stable_kernels_are_measured_and_an_unstable_set_is_refused(monkeypa
         return (logits + 1e-6 * tokens.shape[0], after) if kernels == "mkl" else (logits, after)
     monkeypatch.setattr(model, "_step", drifting)
     assert stable_kernels.choose(model, max_rows=12) == "onednn"
+
+
+def test_a_draining_batcher_finishes_what_it_holds_and_takes_nothing_new(gen):
+    """A model file replaced under running jobs (worker/engine.py): its old batcher drains."""
+    params = GenerationParams(bars=64, seed=21, count=3)
+    expected = midi_of(gen.generate(params))
+    batcher = Batcher(gen)
+    running = batcher.submit(params)
+    batcher.close(drain=True)
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.submit(GenerationParams(bars=2, seed=1))
+    assert midi_of(running.result(timeout=60)) == expected   # the running request still completes
+    batcher.thread.join(timeout=10)
+    assert not batcher.thread.is_alive()                      # and then the step loop ends

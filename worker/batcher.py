@@ -62,6 +62,7 @@ class Batcher:
         self.state = None  # the stacked recurrent state of the active rows (padding only inside a step)
         self.wake = threading.Condition()
         self.closed = False
+        self.draining = False             # close(drain=True): finish what it holds, take nothing new
         self.steps = self.tokens = 0      # counters for /metrics: network steps run, tokens produced
         self.batch_sizes: deque[int] = deque(maxlen=1024)
         self.on_step = None               # on_step(rows) after every network step (worker/metrics.py)
@@ -76,17 +77,23 @@ class Batcher:
         gate redraws starts again at bar 0 with a higher "draw")."""
         request = Request(self.g.plan(params), on_bar)
         with self.wake:
-            if self.closed:
+            if self.closed or self.draining:
                 raise RuntimeError("the batcher is closed")
             self.incoming.append(request)
             self.wake.notify()
         return request
 
-    def close(self) -> None:
+    def close(self, drain: bool = False) -> None:
+        """Stop the step loop: at once, failing what it holds; or (``drain``) once the requests it
+        holds are done, without waiting for them here (a model replaced under running jobs)."""
         with self.wake:
-            self.closed = True
+            if drain:
+                self.draining = True
+            else:
+                self.closed = True
             self.wake.notify()
-        self.thread.join(timeout=10)
+        if not drain:
+            self.thread.join(timeout=10)
 
     @property
     def rows(self) -> int:
@@ -98,9 +105,9 @@ class Batcher:
         with torch.inference_mode():
             while True:
                 with self.wake:
-                    while not self.closed and not self.incoming and not self.active:
+                    while not self.closed and not self.draining and not self.incoming and not self.active:
                         self.wake.wait()
-                    if self.closed:
+                    if self.closed or self.draining and not self.incoming and not self.active:
                         break
                 try:
                     self._admit()

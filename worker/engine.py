@@ -161,7 +161,7 @@ class Engine:
             batcher = self.batchers.get(key)
             if batcher is None:
                 for old in [k for k in self.batchers if k[0] == key[0]]:   # a retrained file: the old one goes
-                    self.batchers.pop(old).close()
+                    self.batchers.pop(old).close(drain=True)              # once its running requests are done
                 started = time.perf_counter()
                 batcher = self.batchers[key] = Batcher(Generator(p), self.max_rows, self.batching)
                 if self.meter is not None:
