@@ -3,7 +3,7 @@
     python bench/bench_core.py [--threads 1] [--write]
 
 (a) forward+backward training throughput (tokens/s) of a 2-layer, 256-unit stack on 64-dim inputs,
-    128-step windows, batch 1 and 64: model.cells.Recurrent ("cells") against torch.nn.LSTM/GRU/RNN
+    128-step windows, batch 1 and 64: model.network.cells.Recurrent ("cells") against torch.nn.LSTM/GRU/RNN
     ("fused"), for each cell type.
 (b) MelodyNetwork.step time (network only, no sampling) at batch 1 and 32 for 2x256 LSTM, GRU and
     RNN networks, beside stepping torch.nn.LSTM with one-token windows (the naive way).
@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks_doc import cpu_model, replace_section  # noqa: E402  (bench/benchmarks_doc.py, beside this script)
-from model.kernels import ONEDNN_MIN_ROWS  # noqa: E402
-from model.network import MelodyNetwork, NetworkConfig, build_recurrent  # noqa: E402
+from model.network.kernels import ONEDNN_MIN_ROWS  # noqa: E402
+from model.network.melody import MelodyNetwork, NetworkConfig, build_recurrent  # noqa: E402
 
 EMBEDDING, HIDDEN, LAYERS, WINDOW, VOCAB, STEPS = 64, 256, 2, 128, 80, 200
 
@@ -137,7 +137,7 @@ Measured {datetime.date.today().isoformat()} with `python bench/bench_core.py --
 {WINDOW}-step windows; tokens/s = batch x window / CPU time per iteration (`time.thread_time`,
 best of 20 at batch 1, of 8 at batch 64, fused and cells timed in turns: the machine is shared, and
 wall time there counts waiting for a core). "cells" is
-`model.cells.Recurrent` (our equations, hand-written BPTT), "fused" is `torch.nn.LSTM/GRU/RNN`.
+`model.network.cells.Recurrent` (our equations, hand-written BPTT), "fused" is `torch.nn.LSTM/GRU/RNN`.
 
 {training_table}
 
@@ -148,7 +148,7 @@ feeding one-token windows through `torch.nn.LSTM` (the naive way, LSTM only). On
 
 {step_table}
 
-What makes the cells fast (see `model/recurrent.py` and `model/kernels.py`): the input projection of all
+What makes the cells fast (see `model/network/recurrent.py` and `model/network/kernels.py`): the input projection of all
 steps and the weight gradients are whole-sequence matmuls, the time loops make one matmul and a few in-place
 element-wise calls per step with no autograd graph (a hand-written BPTT), float32 products of
 {ONEDNN_MIN_ROWS}+ rows go through oneDNN rather than MKL's sgemm, and large tensors take tanh as

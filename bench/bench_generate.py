@@ -3,7 +3,7 @@
     python bench/bench_generate.py [--repeats 5] [--model PATH] [--threads 1] [--write]
 
 For each length and count it times, in turns and on the same loaded model:
-  generate  model.sampling.Generator(...).generate(GenerationParams(bars=..., count=..., seed=...)):
+  generate  model.generation.sampling.Generator(...).generate(GenerationParams(bars=..., count=..., seed=...)):
             validation, the prefix, the token loop (network step + masks, repetition guard,
             Gumbel-max draw) and decoding the tokens to notes; no MIDI;
   midi      Melody.midi_bytes() for every melody of that generation (pretty_midi, written in memory);
@@ -41,13 +41,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks_doc import cpu_model, replace_section  # noqa: E402  (bench/benchmarks_doc.py, beside this script)
-from model.checkpoint import DEFAULT_MODEL_PATH, save_checkpoint  # noqa: E402
-from model.network import MelodyNetwork  # noqa: E402
-from model.params import MAX_COUNT  # noqa: E402
-from model.sampling import GenerationParams, Generator  # noqa: E402
-from model.shortterm import CopyModel  # noqa: E402
-from model.tokens import MelodyTokenizer, TokenizerConfig  # noqa: E402
-from model.training import TrainConfig  # noqa: E402
+from model import DEFAULT_MODEL_PATH  # noqa: E402
+from model.network.checkpoint import save_checkpoint
+from model.network.melody import MelodyNetwork  # noqa: E402
+from model.generation.params import MAX_COUNT  # noqa: E402
+from model.generation.params import GenerationParams  # noqa: E402
+from model.generation.sampling import Generator
+from model.network.shortterm import CopyModel  # noqa: E402
+from model.representation.tokens import MelodyTokenizer, TokenizerConfig  # noqa: E402
+from model.training.config import TrainConfig  # noqa: E402
 
 BARS, COUNTS = (16, 64, 256), (1, 32)
 FALLBACK_MODEL = ROOT / "runs" / "default-a.pt"
@@ -222,9 +224,9 @@ Measured {datetime.date.today().isoformat()} with `{command}`
 (`torch.set_num_threads({args.threads})`, torch {torch.__version__}, {os.cpu_count()} CPU cores of an
 {cpu_model()}, 1-minute load average {load_before:.2f} before the run, {load_after:.2f}
 after). Model: `{source}` ({arch}); the speed does not depend on the weights, only on whether the
-checkpoint holds a short-term model (`model/shortterm.py`; the shipped one does).
+checkpoint holds a short-term model (`model/network/shortterm.py`; the shipped one does).
 
-End to end through `model.sampling.Generator(...).generate(GenerationParams(bars=..., count=..., seed=...))`
+End to end through `model.generation.sampling.Generator(...).generate(GenerationParams(bars=..., count=..., seed=...))`
 at the default sampling settings (temperature 1, no top-k/top-p, repetition guard on, 4/4), then
 `Melody.midi_bytes()` for every melody, timed separately. "generate" covers validation, the token loop
 (network step, grammar/key masks, repetition guard, Gumbel-max draw) and decoding tokens to notes; "step()"
@@ -238,17 +240,17 @@ through a subclass that lifts only that cap.
 
 {table}
 
-What the short-term model costs per token (`model/shortterm.py`, `CopyState.push_and_mix`): one compiled
+What the short-term model costs per token (`model/network/shortterm.py`, `CopyState.push_and_mix`): one compiled
 (numba) call that updates the match lengths over the last {CopyModel().window} tokens, counts the copy votes
 and mixes them into the network's logits. The window keeps it flat once a melody is longer than
 {CopyModel().window} tokens.
 
-What sampling costs per token (see `model/sampling.py`): at a grid step one mask-row lookup and add (the
+What sampling costs per token (see `model/generation/sampling.py`): at a grid step one mask-row lookup and add (the
 row is chosen by the last step token: HOLD only after NOTE/HOLD, key/scale/range), the Gumbel noise add
 and an argmax, with the bar's noise drawn in one call; structural tokens (BAR, EOS) are forced and only
 stepped through; chosen tokens are written to the output once a bar; the repetition guard decides on
 Python ints whether a bar needs its (B, V) penalty; the state after BOS is kept per batch size; the rest
-is validating and decoding the tokens (`model/tokens.py`). Earlier measurements of these parts, on other
+is validating and decoding the tokens (`model/representation/tokens.py`). Earlier measurements of these parts, on other
 machines, are in History.
 """
     replace_section("Generation speed", section)

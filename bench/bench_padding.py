@@ -2,13 +2,13 @@
 
     python bench/bench_padding.py [--runs 15]
 
-A shared batch is padded to ``model.rows.min_rows`` rows (2; 8 before this was measured) and steps
+A shared batch is padded to ``model.generation.rows.min_rows`` rows (2; 8 before this was measured) and steps
 with ``MelodyNetwork.step(batch_stable=True)`` so that a row's logits do not depend on the batch
 (worker/batcher.py). This prints, for this run only: the step's matrix products at 1 to 64 rows
 with MKL (torch.addmm) and oneDNN (the kernel the fast step() takes from 8 rows), whether MKL gives
 a row the same result alone and in a batch, one fast network step at 1 and 8 rows, whether the
 batcher's step (``MelodyNetwork.step(batch_stable=True)``, with the kernel set
-``model/stable_kernels.py`` measured row-stable here) keeps rows batch-independent from 2 rows and
+``model/network/stable_kernels.py`` measured row-stable here) keeps rows batch-independent from 2 rows and
 what it costs at 2 and 8 rows, and one 16-bar melody from ``Generator.generate`` alone (unpadded)
 against the same request alone in a Batcher (padded). ``bench/lone_request.py`` compares the two
 paddings in turns.
@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from model.kernels import _ONEDNN  # noqa: E402
-from model.sampling import GenerationParams, Generator  # noqa: E402
+from model.network.kernels import _ONEDNN  # noqa: E402
+from model.generation.params import GenerationParams  # noqa: E402
+from model.generation.sampling import Generator
 from worker.batcher import Batcher  # noqa: E402
 
 

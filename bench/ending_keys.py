@@ -19,9 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from model.endings import beat_steps, strong_positions  # noqa: E402
-from model.params import PITCH_CLASSES  # noqa: E402
-from model.sampling import GenerationParams, Generator  # noqa: E402
+from model.generation.endings import beat_steps, strong_positions  # noqa: E402
+from model.representation.keys import PITCH_CLASSES  # noqa: E402
+from model.generation.params import GenerationParams  # noqa: E402
+from model.generation.sampling import Generator
 
 KEYS = ("D", "G", "C", "F", "A")
 

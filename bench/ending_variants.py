@@ -4,7 +4,7 @@
     python bench/ending_variants.py --model runs/x.pt [--samples 400] [--variants '[{}, {"temperature": 0.9}]']
         [--teacher-forced] [--key-agreement 100] [--range 8,16]
 
-For each variant (GenerationParams overrides), ``model.evaluation.sample_statistics`` draws
+For each variant (GenerationParams overrides), ``model.evaluation.report.sample_statistics`` draws
 ``--samples`` melodies (seeds 0..n-1, each with the meter and bar count of a valid tune) and prints
 their ending statistics and the matched valid tunes'. ``--teacher-forced`` adds, over the valid
 tunes, the network's (and the mixture's) probability that the last note is the tonic of the tune's
@@ -27,12 +27,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from model.conditions import key_id  # noqa: E402
-from model.evaluation import checkpoint_splits, sample_statistics, token_arrays, tune_distributions  # noqa: E402
-from model.metrics import estimate_key, melody_notes  # noqa: E402
-from model.rows import melody_key  # noqa: E402
-from model.sampling import GenerationParams, Generator, Prefix  # noqa: E402
-from model.shortterm import CopyModel, last_barline  # noqa: E402
+from model.network.conditions import key_id  # noqa: E402
+from model.evaluation.report import checkpoint_splits, sample_statistics  # noqa: E402
+from model.network.scoring import token_arrays, tune_distributions
+from model.representation.keys import estimate_key  # noqa: E402
+from model.representation.tokens import melody_notes
+from model.generation.rows import melody_key  # noqa: E402
+from model.generation.params import GenerationParams  # noqa: E402
+from model.generation.sampling import Generator, Prefix
+from model.network.shortterm import CopyModel, last_barline  # noqa: E402
 
 
 def teacher_forced(model, tok, ckpt, tunes) -> dict:
@@ -69,7 +72,7 @@ def key_agreement(gen: Generator, n: int) -> dict:
 def range_endings(gen: Generator, tok, tunes, n: int, lo: int, hi: int, variant: dict) -> dict:
     """Ending statistics of n melodies drawn with min_bars=lo, max_bars=hi (seeds 0..n-1), each with
     the meter of a valid tune drawn as ``sample_statistics`` draws them; and how many bars they ran."""
-    from model.endings import ending_statistics
+    from model.generation.endings import ending_statistics
     ref = token_arrays(tunes)
     melodies, bars = [], []
     for i, r in enumerate(np.random.default_rng(0).integers(0, len(ref), size=n)):

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from model.sampling import GenerationParams, Generator  # noqa: E402
+from model.generation.params import GenerationParams  # noqa: E402
+from model.generation.sampling import Generator
 
 
 def main() -> int:

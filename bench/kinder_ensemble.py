@@ -23,12 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from model import metrics  # noqa: E402
-from model.checkpoint import load_checkpoint  # noqa: E402
-from model.data import load_corpus, split_corpus  # noqa: E402
-from model.evaluation import prediction_figures, token_arrays, tune_distributions  # noqa: E402
-from model.folds import fold_corpora  # noqa: E402
-from model.tokens import TokenizerConfig  # noqa: E402
+from model.evaluation import metrics  # noqa: E402
+from model.network.checkpoint import load_checkpoint  # noqa: E402
+from model.representation.corpora import load_corpus, split_corpus  # noqa: E402
+from model.evaluation.report import prediction_figures  # noqa: E402
+from model.network.scoring import token_arrays, tune_distributions
+from model.evaluation.folds import fold_corpora  # noqa: E402
+from model.representation.tokens import TokenizerConfig  # noqa: E402
 from benchmarks_doc import print_report  # noqa: E402  (bench/benchmarks_doc.py, beside this script)
 
 

@@ -17,10 +17,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from model import shortterm  # noqa: E402
-from model.checkpoint import load_checkpoint  # noqa: E402
-from model.data import load_corpus  # noqa: E402
-from model.evaluation import prediction_figures, token_arrays, tune_scores  # noqa: E402
+from model.network import shortterm  # noqa: E402
+from model.network.checkpoint import load_checkpoint  # noqa: E402
+from model.representation.corpora import load_corpus  # noqa: E402
+from model.evaluation.report import prediction_figures, tune_scores  # noqa: E402
+from model.network.scoring import token_arrays
 from benchmarks_doc import print_report  # noqa: E402  (bench/benchmarks_doc.py, beside this script)
 
 KEYS = ("bits_per_note", "pitch_bits_per_note", "notes")

@@ -5,7 +5,7 @@ padding before), in turns in one process, so that the machine's drift falls on b
 
 Each round times ``--runs`` requests (seeds 100..) with each padding and prints both medians and
 their ratio; then the median of the ratios. Both paddings keep a row's bytes independent of the
-batch (model/rows.py); they differ only in cost. Prints only this run's figures.
+batch (model/generation/rows.py); they differ only in cost. Prints only this run's figures.
 """
 import argparse
 import statistics
@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from model.sampling import GenerationParams, Generator  # noqa: E402
+from model.generation.params import GenerationParams  # noqa: E402
+from model.generation.sampling import Generator
 from worker.batcher import Batcher  # noqa: E402
 
 

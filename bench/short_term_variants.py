@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model.checkpoint import DEFAULT_MODEL_PATH  # noqa: E402
-from model.evaluation import checkpoint_splits, token_arrays, tune_distributions  # noqa: E402
-from model.shortterm import BUCKET_EDGES, CopyModel, CopyState  # noqa: E402
+from model import DEFAULT_MODEL_PATH  # noqa: E402
+from model.evaluation.report import checkpoint_splits  # noqa: E402
+from model.network.scoring import token_arrays, tune_distributions
+from model.network.shortterm import BUCKET_EDGES, CopyModel, CopyState  # noqa: E402
 
 MAX_INTERVAL = 48
 

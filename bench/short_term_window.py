@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model import shortterm  # noqa: E402
-from model.checkpoint import DEFAULT_MODEL_PATH  # noqa: E402
-from model.evaluation import checkpoint_splits, evaluate_model, target_logprobs, token_arrays  # noqa: E402
+from model.network import shortterm  # noqa: E402
+from model import DEFAULT_MODEL_PATH  # noqa: E402
+from model.evaluation.report import checkpoint_splits, evaluate_model  # noqa: E402
+from model.network.scoring import target_logprobs, token_arrays
 
 
 def main(argv=None) -> None:

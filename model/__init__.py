@@ -2,7 +2,7 @@
 
 Importing the package itself is light (no torch): the service and the command line find the
 shipped model through ``DEFAULT_MODEL_PATH`` without loading the network code, and the upload
-checks (worker/uploads.py) accept the same MIDI files as corpus folders (model/data.py).
+checks (worker/uploads.py) accept the same MIDI files as corpus folders (model/representation/corpora.py).
 """
 from pathlib import Path
 

@@ -5,7 +5,7 @@ corpus info, diagnose.
 together with the commands other layers mount (the console script itself is service/cli.py, which
 mounts ``worker`` and ``serve``; ``python -m model.cli`` runs the model's commands alone). Bad
 parameters exit with status 2 and the message of the ValueError that rejected them. Building the
-parser imports no torch (the flags come from torch-free model/train_config.py and model/params.py).
+parser imports no torch (the flags come from torch-free model/training/config.py and model/generation/params.py).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _bptt(text: str):
 def _add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """One flag per TrainConfig field (--hidden-size for hidden_size), with its default; ``skip``: fields
     left out (a command that trains per fold sets them itself), and then no --resume/--quiet either."""
-    from model.train_config import TrainConfig
+    from model.training.config import TrainConfig
     helps = {"data": "corpus: music21:<collection> or a folder of MIDI/ABC/MusicXML/kern files",
              "out": "model checkpoint to write (the resume state goes beside it as <stem>.resume.ckpt, which git ignores)",
              "bptt": "'full' (whole tunes) or k: truncated BPTT, gradients flow back at most k steps",
@@ -52,7 +52,7 @@ def _add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
                                "own draw at that step, from a first pass without gradients (0 = off)",
              "patience": "epochs without a better validation loss before stopping early",
              "lr_patience": "epochs without a better validation loss before the learning rate is halved",
-             "cell": "recurrent cell: lstm, gru or rnn", "backend": "cells (model.cells, our own), fused (torch.nn.LSTM/GRU/RNN) or auto (a fixed rule: "
+             "cell": "recurrent cell: lstm, gru or rnn", "backend": "cells (model.network.cells, our own), fused (torch.nn.LSTM/GRU/RNN) or auto (a fixed rule: "
              "fused LSTM, our GRU and RNN)",
              "threads": "torch threads", "valid": "validation fraction of the tunes", "test": "test fraction"}
     for f in dataclasses.fields(TrainConfig):
@@ -80,8 +80,8 @@ def _add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
 
 
 def cmd_train(args) -> int:
-    from model.train_config import TrainConfig
-    from model.training import train
+    from model.training.config import TrainConfig
+    from model.training.trainer import train
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**fields)
     result = train(config, resume=args.resume, show_progress=not args.quiet)
@@ -104,15 +104,15 @@ def _primer(text: str | None):
     path = Path(text)
     if not path.is_file():
         raise ValueError(f"primer must be a MIDI file or a JSON note list, got {text!r} (no such file)")
-    from model.midi_check import check_midi
-    from model.params import MAX_PRIMER_BYTES
+    from model.representation.midi_check import check_midi
+    from model.generation.params import MAX_PRIMER_BYTES
     data = path.read_bytes()
     check_midi(data, "primer", max_bytes=MAX_PRIMER_BYTES)   # the check the service makes (a MidiInvalid)
     return data
 
 
 def cmd_generate(args) -> int:
-    from model.params import GenerationParams
+    from model.generation.params import GenerationParams
     out = Path(args.out)
     kind = OUTPUT_SUFFIXES.get(out.suffix.lower())
     if kind is None:
@@ -127,7 +127,7 @@ def cmd_generate(args) -> int:
     params.validate()  # before loading the model: a bad flag fails fast
     import torch
     torch.set_num_threads(1)  # one melody batch is too small to gain from more threads
-    from model.sampling import Generator
+    from model.generation.sampling import Generator
     generation = Generator(args.model).generate(params)
     written = []
     for m in generation.melodies:
@@ -147,7 +147,7 @@ def cmd_generate(args) -> int:
 def cmd_evaluate(args) -> int:
     if args.folds is not None:
         return cmd_cross_validate(args)
-    from model.evaluation import evaluate_report
+    from model.evaluation.report import evaluate_report
     result = evaluate_report(args.model, args.data, args.split, samples=args.samples,
                              ngram_model=None if args.ngram == "none" else args.ngram, ngram_out=args.ngram_out,
                              seed=args.seed, progress=not args.quiet,
@@ -166,16 +166,16 @@ def _report(result: dict, out: str | None) -> None:
     text = json.dumps(result, indent=2)
     print(text)
     if out:
-        from model.files import atomic_write
+        from model.representation.files import atomic_write
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(Path(out), (text + "\n").encode())
 
 
 def cmd_cross_validate(args) -> int:
-    from model.data import load_corpus
-    from model.folds import cross_validate
-    from model.tokens import TokenizerConfig
-    from model.training import TrainConfig
+    from model.representation.corpora import load_corpus
+    from model.evaluation.folds import cross_validate
+    from model.representation.tokens import TokenizerConfig
+    from model.training.config import TrainConfig
     if not args.data:
         raise ValueError("data must be given with --folds (a corpus spec or one file)")
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)
@@ -191,13 +191,13 @@ def cmd_cross_validate(args) -> int:
 
 
 def cmd_short_term(args) -> int:
-    from model.evaluation import add_short_term
+    from model.evaluation.report import add_short_term
     print(json.dumps(add_short_term(args.model, args.data, progress=not args.quiet), indent=2))
     return 0
 
 
 def cmd_corpus_info(args) -> int:
-    from model.data import corpus_info
+    from model.representation.corpora import corpus_info
     print(json.dumps(corpus_info(args.data), indent=2, default=str))
     return 0
 
@@ -209,8 +209,9 @@ def _add_data_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_generate_flags(p: argparse.ArgumentParser) -> None:
-    """generate's flags: GenerationParams' defaults, and the limits model/params.py defines."""
-    from model import DEFAULT_MODEL_PATH, params
+    """generate's flags: GenerationParams' defaults, and the limits model/generation/params.py defines."""
+    from model import DEFAULT_MODEL_PATH
+    from model.generation import params
     d = params.GenerationParams()
     p.add_argument("--model", default=None, help=f"checkpoint (default: the shipped model {DEFAULT_MODEL_PATH})")
     p.add_argument("--out", default="melody.mid", help="output file: .mid/.midi, .musicxml/.xml or .json; "
@@ -301,7 +302,7 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("short-term", help="fit a model's short-term model on its valid split",
-                       description="Fit the short-term copy model (model/shortterm.py) to a checkpoint's network on "
+                       description="Fit the short-term copy model (model/network/shortterm.py) to a checkpoint's network on "
                        "the valid split of its corpus and store it in the checkpoint, as `tunesmith train` does at "
                        "the end of a run. Prints the parameters and the valid nats/token without and with it.")
     p.add_argument("--model", required=True, help="checkpoint to update in place")
@@ -315,12 +316,12 @@ def add_commands(sub) -> None:
     q.add_argument("--data", required=True, help="music21:<collection> or a folder")
     q.set_defaults(func=cmd_corpus_info)
 
-    p = sub.add_parser("diagnose", help="gradient-by-distance and clipping plots (see model/diagnostics.py)",
+    p = sub.add_parser("diagnose", help="gradient-by-distance and clipping plots (see model/training/diagnostics.py)",
                        description="Measure how the gradient of the loss reaches back through time for the vanilla "
                        "RNN, GRU and LSTM, and the gradient norms with and without clipping; writes plots. "
-                       "Options go to `python -m model.diagnostics` (try `tunesmith diagnose --help`).",
+                       "Options go to `python -m model.training.diagnostics` (try `tunesmith diagnose --help`).",
                        add_help=False)
-    p.add_argument("options", nargs=argparse.REMAINDER, help="options of python -m model.diagnostics")
+    p.add_argument("options", nargs=argparse.REMAINDER, help="options of python -m model.training.diagnostics")
 
 
 def build_parser(mount=()) -> argparse.ArgumentParser:
@@ -335,8 +336,8 @@ def build_parser(mount=()) -> argparse.ArgumentParser:
 
 def main(argv=None, mount=()) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["diagnose"]:  # its options belong to model.diagnostics, --help included
-        from model.diagnostics import main as diagnose_main
+    if argv[:1] == ["diagnose"]:  # its options belong to model.training.diagnostics, --help included
+        from model.training.diagnostics import main as diagnose_main
         return diagnose_main(argv[1:])
     args = build_parser(mount).parse_args(argv)
     try:

@@ -242,7 +242,7 @@ def _decode_base64(text: str, field: str) -> bytes:
 
 def _check_zip(upload: bytes) -> None:
     """What a training upload must be before it is queued: a readable zip holding some MIDI file
-    (each file is checked by the worker, model/midi_check.py)."""
+    (each file is checked by the worker, model/representation/midi_check.py)."""
     allowed = "a zip of " + "/".join(MIDI_EXTENSIONS) + " files"
     try:
         with zipfile.ZipFile(io.BytesIO(upload)) as archive:

@@ -6,8 +6,8 @@ turns into `400 {"error": "validation failed", "fields": [{field, message, allow
 These models also feed the OpenAPI document (service/openapi.py).
 
 Nothing here defines a rule of its own where a lower layer has one: the generation limits, key and
-scale names and defaults come from model/params.py, the training defaults from
-model/train_config.py's TrainConfig, model names and the longest training budget from worker/.
+scale names and defaults come from model/generation/params.py, the training defaults from
+model/training/config.py's TrainConfig, model names and the longest training budget from worker/.
 All of those are torch-free, so the API process validates without importing torch.
 """
 import dataclasses
@@ -16,9 +16,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from model import params
-from model.params import GenerationParams
-from model.train_config import TrainConfig
+from model.generation import params
+from model.generation.params import GenerationParams
+from model.training.config import TrainConfig
 from worker import MAX_TRAIN_MINUTES, NAME_PATTERN, SHIPPED_NAME, MidiInvalid, check_midi
 
 PrimerNote = tuple[Annotated[int, Field(ge=0, le=params.MAX_PITCH)],                      # MIDI pitch
@@ -278,7 +278,7 @@ def _short(value) -> str:
 
 
 def check_primer_midi(data: bytes):
-    """The primer file through the one MIDI checker (model/midi_check.py, which the worker and the CLI
+    """The primer file through the one MIDI checker (model/representation/midi_check.py, which the worker and the CLI
     use too); returns its summary or raises RequestInvalid with the checker's reason."""
     try:
         return check_midi(data, "primer", max_bytes=params.MAX_PRIMER_BYTES)

@@ -6,7 +6,7 @@ script and style is served from this package: our own code from `static/`, and
 vendored npm builds under `static/vendor/` (see `frontend/`), so the pages work with
 no internet.
 
-The pages' limits and defaults come from where the API's come from (model/params.py and
+The pages' limits and defaults come from where the API's come from (model/generation/params.py and
 TrainConfig, through service/schemas.py), passed in the template context.
 
 Register it in the app factory:
@@ -16,7 +16,7 @@ Register it in the app factory:
 """
 from flask import Blueprint, render_template
 
-from model import params
+from model.generation import params
 from service.schemas import GENERATION_DEFAULTS, SCALES, TrainingRequest, field_bounds
 
 # Static files live under /assets, not /static, so they never collide with the app's

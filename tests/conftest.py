@@ -46,9 +46,9 @@ SERVICE_REDIS_DB = 13      # a Redis database of its own; keys carry a per-run p
 def tiny_checkpoint(tmp_path_factory):
     """A tiny untrained melody network saved as a checkpoint: enough for the service to
     generate (the grammar, key and range masks hold whatever the weights are)."""
-    from model.checkpoint import save_checkpoint
-    from model.network import MelodyNetwork, NetworkConfig
-    from model.tokens import MelodyTokenizer, TokenizerConfig
+    from model.network.checkpoint import save_checkpoint
+    from model.network.melody import MelodyNetwork, NetworkConfig
+    from model.representation.tokens import MelodyTokenizer, TokenizerConfig
 
     tokenizer = MelodyTokenizer(TokenizerConfig())
     torch.manual_seed(0)

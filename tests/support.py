@@ -65,8 +65,8 @@ def biased_checkpoint(path, tokenizer, default: float, biases: dict):
     token, ``biases`` ({token id: logit}) for some. It writes what those biases say, whatever came
     before (a lazy model that rests, a model that holds its notes...)."""
     import torch
-    from model.checkpoint import save_checkpoint
-    from model.network import MelodyNetwork, NetworkConfig
+    from model.network.checkpoint import save_checkpoint
+    from model.network.melody import MelodyNetwork, NetworkConfig
     torch.manual_seed(0)
     net = MelodyNetwork(NetworkConfig(vocab_size=tokenizer.vocab_size, hidden_size=8, embedding_dim=4, num_layers=1))
     with torch.no_grad():

@@ -101,7 +101,7 @@ def test_a_body_that_is_not_a_json_object_is_400(client, raw, content_type):
 
 
 def test_key_and_scale_names_match_the_sampler():
-    from model.sampling import PITCH_CLASSES, SCALES as SAMPLER_SCALES
+    from model.representation.keys import PITCH_CLASSES, SCALES as SAMPLER_SCALES
     assert set(KEYS) == set(PITCH_CLASSES)
     assert set(SCALES) == set(SAMPLER_SCALES)
 

@@ -4,12 +4,15 @@ import threading
 import pytest
 import torch
 
-from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint, save_checkpoint
-from model.network import MelodyNetwork, NetworkConfig
-from model.rows import MIN_ROWS, min_rows
-from model.sampling import GenerationParams, Generator
-from model.shortterm import CopyModel
-from model.tokens import MelodyTokenizer
+from model import DEFAULT_MODEL_PATH
+from model.network.checkpoint import load_checkpoint, save_checkpoint
+from model.network.melody import MelodyNetwork, NetworkConfig
+from model.network.stable_kernels import MIN_ROWS
+from model.generation.rows import min_rows
+from model.generation.params import GenerationParams
+from model.generation.sampling import Generator
+from model.network.shortterm import CopyModel
+from model.representation.tokens import MelodyTokenizer
 from worker.batcher import Batcher
 
 TOK = MelodyTokenizer()
@@ -156,7 +159,7 @@ def test_a_redrawn_melody_streams_again_from_bar_0_as_itself(tmp_path):
 
 
 def test_the_stable_kernels_are_measured_and_an_unstable_set_is_refused(monkeypatch):
-    from model import stable_kernels
+    from model.network import stable_kernels
     model, _, _ = load_checkpoint(DEFAULT_MODEL_PATH)
     chosen = model.stable_kernels()
     assert chosen in stable_kernels.CANDIDATES and stable_kernels.row_stable(model, chosen)

@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from model.cells import ONEDNN_MIN_ROWS, GRUCell, LSTMCell, Recurrent, RNNCell, tanh, tanh_
+from model.network.kernels import ONEDNN_MIN_ROWS, tanh, tanh_
+from model.network.cells import GRUCell, LSTMCell, RNNCell
+from model.network.recurrent import Recurrent
 
 TOL = {"atol": 1e-6, "rtol": 1e-6}
 CELL_PAIRS = [(RNNCell, torch.nn.RNNCell), (LSTMCell, torch.nn.LSTMCell), (GRUCell, torch.nn.GRUCell)]

@@ -6,11 +6,12 @@ import mido
 import pytest
 import torch
 
-from model.checkpoint import read_checkpoint, save_checkpoint
-from model.data import split_of
-from model.network import MelodyNetwork, NetworkConfig
-from model.sampling import SCALES
-from model.tokens import MelodyTokenizer, Note
+from model.network.checkpoint import read_checkpoint, save_checkpoint
+from model.representation.corpora import split_of
+from model.network.melody import MelodyNetwork, NetworkConfig
+from model.representation.keys import SCALES
+from model.representation.tokens import MelodyTokenizer, Note
+from model.representation.parsing import encode_midi
 from service.cli import main
 
 TOK = MelodyTokenizer()
@@ -63,7 +64,7 @@ def test_generate_count_primer_and_range(capsys, tmp_path, checkpoint):
         assert pitches[:2] == [72, 74] and all(55 <= p <= 67 for p in pitches[2:])
     code, _, _ = run(capsys, "generate", "--model", checkpoint, "--seed", 1, "--primer", "[[60, 0, 1]]",
                      "--no-include-primer", "--bars", 2, "--out", tmp_path / "c.mid")
-    assert code == 0 and TOK.bar_count(TOK.encode_midi(str(tmp_path / "c.mid"))) == 2
+    assert code == 0 and TOK.bar_count(encode_midi(TOK, str(tmp_path / "c.mid"))) == 2
 
 
 def test_short_term_fits_into_the_checkpoint_and_generate_can_leave_it_out(capsys, tmp_path):

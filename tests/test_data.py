@@ -1,4 +1,4 @@
-"""Tests for model/data.py: folder and music21 corpora, failures, cache, splits, transposition."""
+"""Tests for model/representation/corpora.py: folder and music21 corpora, failures, cache, splits, transposition."""
 import os
 import shutil
 from pathlib import Path
@@ -7,10 +7,9 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from model.data import (Corpus, Tune, cached_corpus, corpus_info, load_corpus, parse_item,
-                        source_files, split_abc, split_corpus, transpose_tokens, work_items)
-import model.data as data
-from model.tokens import MelodyTokenizer, Note, TokenizerConfig
+from model.representation.corpora import (Corpus, Tune, cached_corpus, corpus_info, load_corpus, parse_item, source_files, split_abc, split_corpus, transpose_tokens, work_items)
+from model.representation import corpora as data
+from model.representation.tokens import MelodyTokenizer, Note, TokenizerConfig
 
 FIXTURES = Path(__file__).parent / "data"
 TOK = MelodyTokenizer()

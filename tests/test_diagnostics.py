@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.diagnostics import (DiagnoseConfig, ProbeNetwork, diagnose, gradient_by_distance, sample_windows,
-                               train_probe)
+from model.training.diagnostics import (DiagnoseConfig, ProbeNetwork, diagnose, gradient_by_distance, sample_windows, train_probe)
 
 V = 12
 

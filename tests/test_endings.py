@@ -1,4 +1,4 @@
-"""Length ranges, the tonic cadence, the quality gate and ending statistics (model/endings.py, model/sampling.py)."""
+"""Length ranges, the tonic cadence, the quality gate and ending statistics (model/generation/endings.py, model/generation/sampling.py)."""
 import io
 
 import mido
@@ -6,12 +6,14 @@ import pretty_midi
 import pytest
 import torch
 
-from model.checkpoint import save_checkpoint
-from model.endings import beat_steps, ending_statistics, ends_in_cadence, strong_positions
-from model.metrics import degenerate_reason, estimate_key
-from model.network import MelodyNetwork, NetworkConfig
-from model.sampling import GenerationParams, Generator, ParameterError, derived_seed
-from model.tokens import MelodyTokenizer, Note
+from model.network.checkpoint import save_checkpoint
+from model.generation.endings import beat_steps, ending_statistics, ends_in_cadence, strong_positions
+from model.generation.quality import degenerate_reason
+from model.representation.keys import estimate_key
+from model.network.melody import MelodyNetwork, NetworkConfig
+from model.generation.params import GenerationParams, ParameterError
+from model.generation.sampling import Generator, derived_seed
+from model.representation.tokens import MelodyTokenizer, Note
 from support import biased_checkpoint
 
 TOK = MelodyTokenizer()
@@ -185,7 +187,7 @@ def test_gate_covers_beam_search(lazy):
 
 @pytest.mark.parametrize("primer", [None, [[60, 0, 1], [62, 1, 1], [64, 2, 4]]])
 def test_bars_remaining_input_counts_down_to_zero_at_eos_after_a_primer(primer, tmp_path):
-    from model.rows import MelodyRows
+    from model.generation.rows import MelodyRows
     torch.manual_seed(0)
     net = MelodyNetwork(NetworkConfig(vocab_size=TOK.vocab_size, hidden_size=8, embedding_dim=4, num_layers=1,
                                       position_dim=4, max_positions=TOK.max_bar_steps, remaining_dim=2,
@@ -217,8 +219,8 @@ def test_bars_remaining_input_counts_down_to_zero_at_eos_after_a_primer(primer, 
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory):
     """A tiny network with a key input and a prior that favours two keys."""
-    from model.checkpoint import save_checkpoint
-    from model.network import MelodyNetwork, NetworkConfig
+    from model.network.checkpoint import save_checkpoint
+    from model.network.melody import MelodyNetwork, NetworkConfig
     torch.manual_seed(0)
     net = MelodyNetwork(NetworkConfig(vocab_size=TOK.vocab_size, hidden_size=16, embedding_dim=8, num_layers=1,
                                       position_dim=4, max_positions=TOK.max_bar_steps, remaining_dim=3,
@@ -229,8 +231,8 @@ def keyed(tmp_path_factory):
 
 
 def test_the_network_is_told_the_requested_the_primers_or_a_drawn_key(keyed):
-    from model.rows import melody_key
-    from model.sampling import Prefix
+    from model.generation.rows import melody_key
+    from model.generation.sampling import Prefix
     bare = Prefix(TOK.start_ids("4/4"), "4/4")
     key = lambda **kw: melody_key(keyed, GenerationParams(**kw), kw.pop("prefix", bare), kw.get("seed", 0))  # noqa: E731
     assert key(key="D") == 2 and key(key="D", scale="dorian") == 14 and key(key="Bb", scale="minor") == 22
@@ -258,7 +260,7 @@ def test_a_keyed_network_gives_the_same_bytes_alone_and_in_a_batch(keyed):
 
 
 def test_tonic_pull_adds_its_nats_to_the_tonic_at_the_cadence_points_only():
-    from model.endings import TonicPull, cadence_point, pitch_class_columns
+    from model.generation.endings import TonicPull, cadence_point, pitch_class_columns
     pull = TonicPull(TOK, "4/4", 2.5, pitch_class_columns(TOK))
     assert pull.bias(0) is None  # nothing before the last bar begins
     pull.begin_bar([2, None])    # row 0's tonic is D; row 1 has none (no notes yet)
@@ -274,7 +276,7 @@ def test_tonic_pull_adds_its_nats_to_the_tonic_at_the_cadence_points_only():
 
 
 def test_a_tonic_begun_at_a_cadence_point_is_held_with_a_third_of_the_pull():
-    from model.endings import TonicPull, pitch_class_columns
+    from model.generation.endings import TonicPull, pitch_class_columns
     pull = TonicPull(TOK, "4/4", 3.0, pitch_class_columns(TOK))
     pull.begin_bar([2, 2, 2])
     d, e = TOK.note_id(62), TOK.note_id(64)
@@ -290,7 +292,7 @@ def test_a_tonic_begun_at_a_cadence_point_is_held_with_a_third_of_the_pull():
 
 
 def test_tonic_pull_leans_the_last_bars_strong_beats_towards_the_tonic(gen):
-    from model.endings import cadence_point
+    from model.generation.endings import cadence_point
 
     def tonic_share_at_cadence_points(pull):
         tonic = onsets = 0
@@ -309,7 +311,7 @@ def test_tonic_pull_leans_the_last_bars_strong_beats_towards_the_tonic(gen):
 
 
 def test_tonic_pull_favours_ending_a_range_after_a_bar_that_cadences(gen):
-    from model.rows import Draw, MelodyRows
+    from model.generation.rows import Draw, MelodyRows
     params = GenerationParams(min_bars=1, max_bars=4, seed=0, count=2, key="D", tonic_pull=3.0)
     params.validate(TOK)
     params.scale = "major"
@@ -344,7 +346,7 @@ def test_the_key_so_far_is_the_estimate_of_the_notes_so_far(gen):
     step tokens one by one, on generated melodies cut anywhere, with and without a primer (whose last
     note is held into the melody)."""
     import numpy as np
-    from model.rows import sounding_tonic
+    from model.generation.rows import sounding_tonic
 
     def notes_of(steps):
         notes, start, pitch = [], 0, None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from model.sampling import Generator
+from model.generation.sampling import Generator
 from service import create_app
 from support import stop_worker, wait_until
 from worker import queues_served

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from model.checkpoint import save_checkpoint
-from model.data import Corpus, Tune
-from model.evaluation import evaluate_model, evaluate_ngram, evaluate_report, fit_ngram, sample_statistics
-from model.metrics import count_notes, note_ids
-from model.network import MelodyNetwork, NetworkConfig
-from model.sampling import Generator
-from model.tokens import MelodyTokenizer, Note, TokenizerConfig
+from model.network.checkpoint import save_checkpoint
+from model.representation.corpora import Corpus, Tune
+from model.evaluation.report import evaluate_model, evaluate_ngram, evaluate_report, fit_ngram, sample_statistics
+from model.evaluation.metrics import count_notes, note_ids
+from model.network.melody import MelodyNetwork, NetworkConfig
+from model.generation.sampling import Generator
+from model.representation.tokens import MelodyTokenizer, Note, TokenizerConfig
 
 TOK = MelodyTokenizer()
 
@@ -94,8 +94,8 @@ def test_evaluate_report_holds_every_figure(checkpoint):
 
 
 def test_add_short_term_stores_a_fit_that_evaluate_report_then_uses(checkpoint):
-    from model.checkpoint import read_checkpoint
-    from model.evaluation import add_short_term
+    from model.network.checkpoint import read_checkpoint
+    from model.evaluation.report import add_short_term
     corpus = Corpus([Tune(f"t{i}", tune(i).astype(np.int32), "4/4") for i in range(60)], [], {"spec": "synthetic"},
                     TokenizerConfig())
     before = evaluate_report(checkpoint, split="test", samples=0, ngram_model=None, corpus=corpus)

@@ -1,10 +1,10 @@
-"""model/files.py: a file is replaced whole or not at all, and nothing temporary is left."""
+"""model/representation/files.py: a file is replaced whole or not at all, and nothing temporary is left."""
 import os
 import stat
 
 import pytest
 
-from model.files import atomic_copy, atomic_output, atomic_write
+from model.representation.files import atomic_copy, atomic_output, atomic_write
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary_one(tmp_path):

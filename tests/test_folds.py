@@ -1,11 +1,11 @@
-"""K-fold cross-validation (model/folds.py): a partition by tune, and a run that scores every tune once."""
+"""K-fold cross-validation (model/evaluation/folds.py): a partition by tune, and a run that scores every tune once."""
 import numpy as np
 import pytest
 
-from model.data import Corpus, Tune
-from model.folds import cross_validate, fold_assignment, fold_corpora
-from model.tokens import MelodyTokenizer, Note
-from model.training import TrainConfig
+from model.representation.corpora import Corpus, Tune
+from model.evaluation.folds import cross_validate, fold_assignment, fold_corpora
+from model.representation.tokens import MelodyTokenizer, Note
+from model.training.config import TrainConfig
 
 TOK = MelodyTokenizer()
 

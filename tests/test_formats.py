@@ -10,7 +10,8 @@ import zipfile
 from pathlib import Path
 
 
-from model.sampling import GenerationParams, Generator
+from model.generation.params import GenerationParams
+from model.generation.sampling import Generator
 from worker.engine import plain_result
 from worker.formats import cached
 from worker.generation import write_melodies

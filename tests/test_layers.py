@@ -17,8 +17,10 @@ FORBIDDEN = {"model": ("worker", "service"), "worker": ("service",), "service": 
 # the service reaches the job runtime through its public interface (worker/__init__.py) and mounts
 # `tunesmith worker` (worker/cli.py); never the tasks, nor the jobs that load the model
 SERVICE_MAY_USE = ("worker", "worker.cli")
-# and of the model, only the modules that import no torch (model/cli.py imports it inside its commands)
-SERVICE_MAY_USE_OF_MODEL = ("model", "model.params", "model.train_config", "model.cli")
+# and of the model, only the modules that import no torch (model/cli.py imports it inside its commands;
+# the subpackages' faces import nothing)
+SERVICE_MAY_USE_OF_MODEL = ("model", "model.generation", "model.training", "model.generation.params", "model.representation.keys", "model.training.config",
+                            "model.cli")
 
 
 def imports_of(path: Path) -> list[tuple[str, int]]:
@@ -81,7 +83,7 @@ def test_serving_a_melody_request_loads_neither_torch_nor_the_tasks(service_env)
             "job = client.post('/api/v1/melodies', json={'bars': 4, 'count': 2})\n"
             "codes += [job.status_code, client.get(job.get_json()['status_url']).status_code]\n"
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m in\n"
-            "               ('worker.tasks', 'worker.generation', 'worker.training', 'model.sampling'))\n"
+            "               ('worker.tasks', 'worker.generation', 'worker.training', 'model.generation.sampling'))\n"
             "print(json.dumps({'codes': codes, 'heavy': heavy}))\n")
     result = _python(code, service_env)
     assert result == {"codes": [200, 202, 200], "heavy": []}
@@ -95,3 +97,67 @@ def test_the_worker_process_builds_no_flask_app():
             "print(json.dumps({'tasks': tasks, 'flask': 'flask' in sys.modules, 'torch': 'torch' in sys.modules}))\n")
     assert _python(code, {}) == {"tasks": ["worker.tasks.echo", "worker.tasks.generate_melodies",
                                            "worker.tasks.train_model"], "flask": False, "torch": False}
+
+
+# model/ by role, lowest floor first: a module imports from its own floor or the floors below it
+MODEL_FLOORS = ("representation", "network", "training", "generation", "evaluation")
+
+
+def _floor(module: str) -> int | None:
+    """The floor of a model module (None for model/__init__.py); model/cli.py stands above them all."""
+    parts = module.split(".")
+    if parts[0] != "model" or len(parts) == 1:
+        return None
+    if parts[1] == "cli":
+        return len(MODEL_FLOORS)
+    return MODEL_FLOORS.index(parts[1]) if parts[1] in MODEL_FLOORS else None
+
+
+def test_model_is_laid_out_by_role():
+    loose = sorted(p.name for p in (ROOT / "model").glob("*.py") if p.name not in ("__init__.py", "cli.py"))
+    assert loose == [] and all((ROOT / "model" / floor / "__init__.py").is_file() for floor in MODEL_FLOORS)
+
+
+def test_model_floors_import_down_only():
+    wrong = []
+    for path in modules("model"):
+        here = _floor(".".join(path.relative_to(ROOT).with_suffix("").parts))
+        for name, line in imports_of(path):
+            there = _floor(name)
+            if here is not None and there is not None and there > here:
+                wrong.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
+            if here is None and there is not None and path.name == "__init__.py":
+                wrong.append(f"{path.relative_to(ROOT)}:{line} imports {name} (a package's face stays light)")
+    assert wrong == []
+
+
+def _defined(module: str) -> set[str] | None:
+    """Top-level names a module defines itself (functions, classes, assignments); None if not a module."""
+    path = ROOT / Path(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    if not path.is_file():
+        return None
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+def test_every_model_name_has_one_address():
+    """A name is imported from the module that defines it, never through another that re-exports it."""
+    wrong = []
+    for layer in LAYERS + ("tests", "bench"):
+        for path in sorted((ROOT / layer).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not (isinstance(node, ast.ImportFrom) and not node.level and node.module
+                        and node.module.split(".")[0] == "model"):
+                    continue
+                defined = _defined(node.module)
+                for alias in node.names:
+                    if _defined(f"{node.module}.{alias.name}") is None and alias.name not in (defined or ()):
+                        wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} takes {alias.name} from {node.module}")
+    assert wrong == []

@@ -4,10 +4,10 @@ import math
 import numpy as np
 import pytest
 
-from model.metrics import (bits_per_note, compare_melodies, corpus_bits_per_note, count_notes, degenerate_reason,
-                           estimate_key, histogram_overlap, in_scale_ratio, interval_histogram,
-                           length_histogram, note_ids, pitch_bits, pitch_class_histogram, scale_pitch_classes)
-from model.tokens import MelodyTokenizer, Note
+from model.evaluation.metrics import (bits_per_note, compare_melodies, corpus_bits_per_note, count_notes, histogram_overlap, in_scale_ratio, interval_histogram, length_histogram, note_ids, pitch_bits, pitch_class_histogram)
+from model.generation.quality import degenerate_reason
+from model.representation.keys import estimate_key, scale_pitch_classes
+from model.representation.tokens import MelodyTokenizer, Note
 
 TOK = MelodyTokenizer()
 BAR = 16  # 4/4 at 4 steps per quarter
@@ -36,7 +36,7 @@ def test_a_scale_is_entirely_in_scale_and_its_key_is_found():
 
 def test_estimate_key_is_krumhansl_schmuckler_by_correlation():
     """The one-product form against the textbook one: np.corrcoef with each of the 24 rotated profiles."""
-    from model.metrics import KK_MAJOR, KK_MINOR
+    from model.representation.keys import KK_MAJOR, KK_MINOR
 
     def reference(notes):
         """{(tonic, mode): r} of every key by np.corrcoef."""

@@ -1,4 +1,4 @@
-"""The one MIDI checker (model/midi_check.py): every kind of broken file gets a message a user can act
+"""The one MIDI checker (model/representation/midi_check.py): every kind of broken file gets a message a user can act
 on, and the API (at submit), the worker and `tunesmith generate --primer` accept and reject the same
 files with the same words; a file it accepts, the model reads."""
 import base64
@@ -8,8 +8,9 @@ import struct
 import mido
 import pytest
 
-from model.midi_check import MidiInvalid, check_midi
-from model.params import MAX_PRIMER_BYTES
+from model.representation.midi_check import MidiInvalid, check_midi
+from model.generation.params import MAX_PRIMER_BYTES
+from model.representation.parsing import encode_midi
 from worker.uploads import UploadInvalid, check_midi as worker_check
 
 
@@ -88,13 +89,13 @@ def test_every_kind_of_broken_midi_gets_a_message_to_act_on(what, data, words):
 
 
 def test_a_good_file_passes_with_its_notes_and_meters_and_the_model_reads_it():
-    from model.tokens import MelodyTokenizer
+    from model.representation.tokens import MelodyTokenizer
     summary = check_midi(GOOD)
     assert summary.notes == 4 and summary.meters == ["3/4"] and summary.ticks_per_beat == 480
     mixed = midi_file(notes(3) + notes(2, channel=9) + [mido.Message("note_on", note=70, velocity=9)])
     assert check_midi(mixed).notes == 3                # usable notes count; drums and a stuck note do not
     for data in (GOOD, mixed):
-        assert MelodyTokenizer().encode_midi(data)
+        assert encode_midi(MelodyTokenizer(), data)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from model.network import MelodyNetwork, NetworkConfig
+from model.network.melody import MelodyNetwork, NetworkConfig
 
 CELLS = ["lstm", "gru", "rnn"]
 

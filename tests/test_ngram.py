@@ -5,7 +5,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from model.ngram import KneserNeyModel, mean_nats, select_order
+from model.evaluation.ngram import KneserNeyModel, mean_nats, select_order
 
 V = 12
 BOS, EOS, PAD = 1, 2, 0

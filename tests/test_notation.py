@@ -1,8 +1,9 @@
-"""model/notation.py: the torch-free writers and the score read back from a melody's JSON."""
+"""model/representation/notation.py: the torch-free writers and the score read back from a melody's JSON."""
 import pytest
 
-from model.notation import Score, midi_bytes, musicxml_bytes
-from model.sampling import GenerationParams, Generator
+from model.representation.notation import Score, midi_bytes, musicxml_bytes
+from model.generation.params import GenerationParams
+from model.generation.sampling import Generator
 
 PRIMER = [[62, 0, 1], [64, 1, 0.5], [66, 1.5, 1.5], [67, 3, 1]]
 
@@ -31,7 +32,7 @@ def _pretty_midi_bytes(score: Score) -> bytes:
     """What pretty_midi writes for the score (the writer midi_bytes replaced on the hot path)."""
     import io
 
-    from model.notation import midi
+    from model.representation.notation import midi
     buf = io.BytesIO()
     midi(score).write(buf)
     return buf.getvalue()

@@ -1,5 +1,5 @@
 """One source for each rule: the API's request models, the command line and the pages take their
-limits and defaults from the layer that owns them (model/params.py, model/train_config.py), and
+limits and defaults from the layer that owns them (model/generation/params.py, model/training/config.py), and
 upload checks accept the MIDI files corpus reading reads."""
 import base64
 import dataclasses
@@ -9,10 +9,11 @@ import zipfile
 
 import pytest
 
-from model import MIDI_EXTENSIONS, params
-from model.data import EXTENSIONS
-from model.params import GenerationParams, ParameterError
-from model.train_config import TrainConfig
+from model import MIDI_EXTENSIONS
+from model.generation import params
+from model.representation.corpora import EXTENSIONS
+from model.generation.params import GenerationParams, ParameterError
+from model.training.config import TrainConfig
 from service.schemas import MelodyRequest, RequestInvalid, TrainingRequest, validate_request
 from worker import MAX_TRAIN_MINUTES
 from worker.uploads import UploadInvalid, extract_midi_zip

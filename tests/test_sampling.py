@@ -1,14 +1,16 @@
-"""Tests for model/sampling.py on a tiny untrained model: validity, constraints, determinism, primer, beams."""
+"""Tests for model/generation/sampling.py on a tiny untrained model: validity, constraints, determinism, primer, beams."""
 import io
 
 import mido
 import pytest
 import torch
 
-from model.checkpoint import save_checkpoint
-from model.network import MelodyNetwork, NetworkConfig
-from model.sampling import SCALES, GenerationParams, Generator, ParameterError, generate_melody
-from model.tokens import MelodyTokenizer, Note
+from model.network.checkpoint import save_checkpoint
+from model.network.melody import MelodyNetwork, NetworkConfig
+from model.representation.keys import SCALES
+from model.generation.params import GenerationParams, ParameterError
+from model.generation.sampling import Generator, generate_melody
+from model.representation.tokens import MelodyTokenizer, Note
 from support import biased_checkpoint
 
 TOK = MelodyTokenizer()

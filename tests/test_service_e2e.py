@@ -99,7 +99,7 @@ def test_same_seed_twice_gives_identical_bytes(server):
 
 
 def test_a_bad_primer_is_refused_at_submit_with_a_message_and_a_good_one_runs(server):
-    """Checked in the API now (model/midi_check.py, the worker's own check): a bad primer never
+    """Checked in the API now (model/representation/midi_check.py, the worker's own check): a bad primer never
     becomes a job. tests/test_worker.py shows the worker failing such a job that got past the API."""
     garbage = base64.b64encode(b"MThd\x00\x00\x00\x06garbage").decode()
     response = requests.post(f"{server}/api/v1/melodies", json={"primer": garbage}, timeout=10)

@@ -1,4 +1,4 @@
-"""Tests for model/shortterm.py: match lengths against brute force, batching, the mixture's algebra,
+"""Tests for model/network/shortterm.py: match lengths against brute force, batching, the mixture's algebra,
 the fit, and its use by generation, training, evaluation and the CLI."""
 import json
 
@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from model import shortterm
-from model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from model.evaluation import evaluate_model, fit_short_term
-from model.network import MelodyNetwork, NetworkConfig
-from model.sampling import GenerationParams, Generator
-from model.shortterm import BUCKET_EDGES, CopyModel, CopyState
-from model.tokens import MelodyTokenizer
+from model.network import shortterm
+from model.network.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from model.evaluation.report import evaluate_model
+from model.network.scoring import fit_short_term
+from model.network.melody import MelodyNetwork, NetworkConfig
+from model.generation.params import GenerationParams
+from model.generation.sampling import Generator
+from model.network.shortterm import BUCKET_EDGES, CopyModel, CopyState
+from model.representation.tokens import MelodyTokenizer
 
 TOK = MelodyTokenizer()
 
@@ -228,8 +230,9 @@ def test_copy_model_checks_and_round_trips():
 
 
 def test_train_stores_a_fitted_short_term_model(tmp_path):
-    from model.data import Corpus, Tune
-    from model.training import TrainConfig, train
+    from model.representation.corpora import Corpus, Tune
+    from model.training.config import TrainConfig
+    from model.training.trainer import train
     rng = np.random.default_rng(7)
     tunes = []
     for i in range(40):

@@ -1,4 +1,4 @@
-"""Tests for model/tokens.py and model/parsing.py: grammar, round trips, MIDI melody extraction, errors."""
+"""Tests for model/representation/tokens.py and model/representation/parsing.py: grammar, round trips, MIDI melody extraction, errors."""
 import io
 from pathlib import Path
 
@@ -6,9 +6,9 @@ import pretty_midi
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from model.parsing import extract_melody
-from model.grammar import GrammarState
-from model.tokens import MelodyTokenizer, Note, TokenizerConfig
+from model.representation.parsing import encode_midi, encode_stream, extract_melody
+from model.representation.grammar import GrammarState
+from model.representation.tokens import MelodyTokenizer, Note, TokenizerConfig
 
 TOK = MelodyTokenizer()
 TOK12 = MelodyTokenizer(TokenizerConfig(steps_per_quarter=12))
@@ -50,13 +50,13 @@ def test_notes_round_trip(ids):
 @given(valid_sequences(), st.sampled_from([120.0, 61.7, 200.0]))
 def test_midi_round_trip(ids, qpm):
     midi = TOK.decode_midi_bytes(ids, qpm=qpm)
-    assert TOK.encode_midi(midi) == ids
+    assert encode_midi(TOK, midi) == ids
 
 
 @settings(max_examples=25, deadline=None)
 @given(valid_sequences(tok=TOK12, max_bars=3))
 def test_midi_round_trip_triplet_grid(ids):
-    assert TOK12.encode_midi(TOK12.decode_midi_bytes(ids)) == ids
+    assert encode_midi(TOK12, TOK12.decode_midi_bytes(ids)) == ids
 
 
 @settings(max_examples=40, deadline=None)
@@ -86,7 +86,7 @@ def test_midi_decode_of_encode_keeps_grid_pitches_and_onsets(gaps_lengths_pitche
     pm = _pm((0, False, [(n.pitch, n.start * step, n.end * step) for n in notes]), ts=[(num, den, 0.0)], qpm=qpm)
     buf = io.BytesIO()
     pm.write(buf)
-    ids = TOK.encode_midi(buf.getvalue())
+    ids = encode_midi(TOK, buf.getvalue())
     got, meters = TOK.decode_notes(ids)
     assert got == notes and meters == [(0, meter)]
 
@@ -195,7 +195,7 @@ def test_extract_melody_from_polyphony_with_drums():
     pm = _pm((0, False, chords), (40, False, melody + [(60, 0, 2 * q)]), (0, True, drums), (33, False, bass))
     got = [(n.pitch, n.start, n.end) for n in extract_melody(pm)]
     assert got == melody                                                  # the inner 60 lies under 72/74
-    notes, meters = TOK.decode_notes(TOK.encode_midi(pm))
+    notes, meters = TOK.decode_notes(encode_midi(TOK, pm))
     assert notes == [Note(72, 0, 4), Note(74, 4, 8), Note(76, 8, 16)] and meters == [(0, "4/4")]
 
 
@@ -203,7 +203,7 @@ def test_quantization_and_meter_change_from_midi():
     q = 0.5
     pm = _pm((0, False, [(60, 0.02, q - 0.03), (62, 3 * q + 0.04, 4 * q), (64, 5 * q, 5 * q + 0.3)]),
              ts=[(3, 4, 0.0), (2, 4, 2.5 * q)])      # 3/4, then 2/4 announced mid-bar: from the next barline
-    ids = TOK.encode_midi(pm)
+    ids = encode_midi(TOK, pm)
     notes, meters = TOK.decode_notes(ids)
     assert notes == [Note(60, 0, 4), Note(62, 12, 16), Note(64, 20, 22)]
     assert meters == [(0, "3/4"), (1, "2/4")]
@@ -213,9 +213,9 @@ def test_quantization_and_meter_change_from_midi():
 def test_triplets_at_twelve_steps_per_quarter():
     third = 0.5 / 3
     pm = _pm((0, False, [(60 + i, i * third, (i + 1) * third) for i in range(3)] + [(67, 0.5, 1.0)]))
-    notes, _ = TOK12.decode_notes(TOK12.encode_midi(pm))
+    notes, _ = TOK12.decode_notes(encode_midi(TOK12, pm))
     assert notes == [Note(60, 0, 4), Note(61, 4, 8), Note(62, 8, 12), Note(67, 12, 24)]
-    back = TOK12.decode_midi(TOK12.encode_midi(pm))
+    back = TOK12.decode_midi(encode_midi(TOK12, pm))
     assert [round(n.start, 6) for n in back.instruments[0].notes] == [0, round(third, 6), round(2 * third, 6), 0.5]
 
 
@@ -231,24 +231,24 @@ def test_garbled_and_empty_midi_raise_value_error(tmp_path):
     good = TOK.decode_midi_bytes(TOK.encode_notes([Note(60, 0, 4)]))
     for bad in [b"", b"MThd garbage that is not midi", good[: len(good) // 2], bytes(range(256))]:
         with pytest.raises(ValueError, match="MIDI"):
-            TOK.encode_midi(bad)
+            encode_midi(TOK, bad)
     with pytest.raises(ValueError, match="no pitched notes"):
-        TOK.encode_midi(_pm((0, True, [(40, 0, 1)])))
+        encode_midi(TOK, _pm((0, True, [(40, 0, 1)])))
     with pytest.raises(ValueError, match="does not exist"):
-        TOK.encode_midi(tmp_path / "missing.mid")
+        encode_midi(TOK, tmp_path / "missing.mid")
 
 
 # --- music21 streams and MusicXML ------------------------------------------------------------------
 
 def _abc(index):
     from music21 import converter
-    from model.data import split_abc
+    from model.representation.corpora import split_abc
     text = (Path(__file__).parent / "data" / "tunes.abc").read_text()
     return converter.parseData(split_abc(text)[index], format="abc")
 
 
 def test_stream_pickup_is_padded_with_leading_rests():
-    ids = TOK.encode_stream(_abc(0))                                     # 6/8 with an eighth-note pickup
+    ids = encode_stream(TOK, _abc(0))                                     # 6/8 with an eighth-note pickup
     notes, meters = TOK.decode_notes(ids)
     assert meters == [(0, "6/8")]
     assert notes[0] == Note(62, 10, 12) and notes[1] == Note(67, 12, 16)  # D on the last eighth of bar 0
@@ -257,13 +257,13 @@ def test_stream_pickup_is_padded_with_leading_rests():
 
 
 def test_stream_ties_merge_across_the_barline():
-    notes, _ = TOK.decode_notes(TOK.encode_stream(_abc(3)))
+    notes, _ = TOK.decode_notes(encode_stream(TOK, _abc(3)))
     assert notes[2] == Note(72, 8, 20)                                   # c4- | c2: one note, HOLD after BAR
 
 
 def test_stream_free_meter_raises():
     with pytest.raises(ValueError, match="no time signature"):
-        TOK.encode_stream(_abc(2))
+        encode_stream(TOK, _abc(2))
 
 
 def test_stream_chords_grace_notes_and_top_part():
@@ -276,7 +276,7 @@ def test_stream_chords_grace_notes_and_top_part():
     low.append(meter.TimeSignature("2/4"))
     low.append(note.Note("C3", quarterLength=2))
     score = stream.Score([top.makeMeasures(), low.makeMeasures()])
-    notes, meters = TOK.decode_notes(TOK.encode_stream(score))
+    notes, meters = TOK.decode_notes(encode_stream(TOK, score))
     assert notes == [Note(67, 0, 4), Note(69, 6, 8)] and meters == [(0, "2/4")]
 
 
@@ -286,7 +286,7 @@ def test_musicxml_round_trip(ids):
     from music21 import converter
     xml = TOK.decode_musicxml(ids, qpm=100)
     assert xml.startswith(b"<?xml")
-    assert TOK.encode_stream(converter.parseData(xml, format="musicxml")) == ids
+    assert encode_stream(TOK, converter.parseData(xml, format="musicxml")) == ids
 
 
 def test_musicxml_meter_change_and_triplets():
@@ -295,7 +295,7 @@ def test_musicxml_meter_change_and_triplets():
                              [(0, "2/4"), (1, "3/4")], bars=2)
     xml = TOK12.decode_musicxml(ids, qpm=72)
     assert b"<beats>3</beats>" in xml and b"<per-minute>72" in xml
-    assert TOK12.encode_stream(converter.parseData(xml, format="musicxml")) == ids
+    assert encode_stream(TOK12, converter.parseData(xml, format="musicxml")) == ids
 
 
 def test_bars_remaining_counts_down_to_zero_at_eos_across_meter_changes():

@@ -1,4 +1,4 @@
-"""Tests for model/training.py and model/checkpoint.py on tiny models and tiny synthetic corpora."""
+"""Tests for model/training/trainer.py and model/network/checkpoint.py on tiny models and tiny synthetic corpora."""
 import os
 import signal
 
@@ -9,12 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.checkpoint import load_checkpoint, read_checkpoint
-from model.data import Corpus, Tune, split_of
-from model.evaluation import evaluate_model, tune_batch, tune_positions
-from model.network import MelodyNetwork, NetworkConfig
-from model.tokens import MelodyTokenizer, Note, TokenizerConfig
-from model.training import Trainer, TrainConfig, bptt_loss, clip_gradients, repackage_state, train
+from model.network.checkpoint import load_checkpoint, read_checkpoint
+from model.representation.corpora import Corpus, Tune, split_of
+from model.evaluation.report import evaluate_model
+from model.network.scoring import tune_batch
+from model.network.conditions import tune_positions
+from model.network.melody import MelodyNetwork, NetworkConfig
+from model.representation.tokens import MelodyTokenizer, Note, TokenizerConfig
+from model.training.trainer import Trainer, train
+from model.training.config import TrainConfig
+from model.training.bptt import bptt_loss, clip_gradients, repackage_state
 
 TOK = MelodyTokenizer()
 
@@ -325,7 +329,7 @@ def test_auto_backend_trains_each_cell_on_its_faster_implementation():
 # ---- the end weight and fine-tuning -----------------------------------------------------------------
 
 def test_end_weights_mark_the_last_bar_and_eos_only():
-    from model.training import end_weights
+    from model.training.trainer import end_weights
     ids = melody(0)
     w = end_weights(ids, TOK.bar_id, 3.0)
     last_bar = max(i for i, t in enumerate(ids) if t == TOK.bar_id)
@@ -381,7 +385,7 @@ def test_init_starts_from_a_checkpoints_weights_and_refuses_another_network(tmp_
 
 
 def test_the_key_input_reads_each_tunes_key_drops_it_and_moves_it_with_transposition(tmp_path):
-    from model.conditions import tune_key
+    from model.network.conditions import tune_key
     corpus = corpus_of(12)
     cfg = tiny(tmp_path, key_inputs=True, key_dropout=0.5, transpose=(0, 0), bptt="full")
     trainer = Trainer(cfg, corpus, show_progress=False)

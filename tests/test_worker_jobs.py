@@ -13,7 +13,8 @@ import pytest
 from service import create_app
 from worker.jobs import claim
 from worker.registry import ModelRegistry
-from worker.storage import atomic_write, sweep_expired
+from model.representation.files import atomic_write
+from worker.storage import sweep_expired
 from worker.training import ProgressWriter
 
 

@@ -18,7 +18,7 @@ What the API (service/) uses, all importable from this package:
     checkpoint_vocabulary                           a model's pitch range and meters (for checks at submit)
     artifact_name, atomic_write, job_dir            job files (worker/storage.py)
     die_with_parent, preexec                        children that die with their parent (worker/lifetime.py)
-    check_midi, MidiInvalid                         the one MIDI checker (model/midi_check.py): API, worker, CLI
+    check_midi, MidiInvalid                         the one MIDI checker (model/representation/midi_check.py): API, worker, CLI
     metrics_snapshot                                the counters /metrics shows (worker/metrics.py)
     melody_file, job_zip, cached_file               files rendered on first download (worker/formats.py)
     maybe_sweep(runtime, ttl)                       delete expired job folders, at most hourly per folder
@@ -31,13 +31,14 @@ from worker.formats import cached as cached_file, job_zip, melody_file
 from worker.jobs import maybe_sweep
 from worker.metrics import metrics_snapshot
 from worker.records import FINISHED, STATES, new_job_id, public_record, without_paths
-from model.midi_check import MidiInvalid, check_midi  # re-exported: the API checks a primer at submit
+from model.representation.midi_check import MidiInvalid, check_midi
 from worker.lifetime import die_with_parent, preexec
 from worker.registry import NAME_PATTERN, SHIPPED_NAME, checkpoint_problem, checkpoint_vocabulary
 from worker.runtime import Runtime, make_celery, persistence_warning, queues_served
 from worker.settings import (ECHO_TASK, MAX_TRAIN_MINUTES, celery_config, env_number, load_settings,
                              open_without_token)
-from worker.storage import artifact_name, atomic_write, job_dir
+from model.representation.files import atomic_write
+from worker.storage import artifact_name, job_dir
 
 __all__ = ["maybe_sweep", "FINISHED", "STATES", "new_job_id", "public_record", "without_paths", "NAME_PATTERN", "SHIPPED_NAME",
            "checkpoint_problem", "checkpoint_vocabulary", "Runtime", "make_celery", "persistence_warning", "queues_served", "ECHO_TASK",

@@ -5,11 +5,11 @@ thread and wait on the returned handle; the batcher's own thread advances the ro
 it holds together, one network step per token for the whole batch. A new request joins at the next
 step (its prefix or primer is run first, for its rows alone), a finished one leaves at once, and
 each request keeps its own parameters, masks, short-term model state and random stream in its
-``model.rows.MelodyRows``. A request's draws come from ``Generator.plan``, the same generator of
+``model.generation.rows.MelodyRows``. A request's draws come from ``Generator.plan``, the same generator of
 draws ``Generator.generate`` runs alone, so the quality gate's redraws join the batch like new rows.
 
 Bytes do not depend on the batch: with ``MelodyNetwork.step(batch_stable=True)`` the logits of a row
-are the same whatever the batch size (from ``model.rows.min_rows`` rows on, 2) and the row's place in
+are the same whatever the batch size (from ``model.generation.rows.min_rows`` rows on, 2) and the row's place in
 it, so every step is padded to at least that many rows, an idle worker's included. ``Generator.generate`` alone runs at the request's own batch
 size (the fastest for one melody), whose last float digits can differ; a sampled token flips only
 when two candidates' perturbed logits tie to ~1e-6, so in practice the CLI and the service agree.
@@ -25,8 +25,8 @@ from concurrent.futures import CancelledError, Future
 
 import torch
 
-from model.params import MAX_COUNT
-from model.rows import MelodyRows, min_rows
+from model.generation.params import MAX_COUNT
+from model.generation.rows import MelodyRows, min_rows
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class Request:
         self.plan, self.on_bar = plan, on_bar
         self.future: Future = Future()
         self.rows: MelodyRows | None = None
-        self.draw = None          # the model.rows.Draw of the rows in flight
+        self.draw = None          # the model.generation.rows.Draw of the rows in flight
         self.draws = 0            # draws started (1 + the gate's redraws)
         self.bars_sent = 0
         self.cancelled = False

@@ -16,7 +16,7 @@ again to a new one).
 
 A request whose pool process dies or gives up (cancelled, time limit) leaves the batch: the engine
 sees its connection close and cancels it. The result is plain data (no torch): the seed, the model
-name and per melody its JSON (``Melody.to_json``) and its ``model.notation.Score``, from which any
+name and per melody its JSON (``Melody.to_json``) and its ``model.representation.notation.Score``, from which any
 process writes the files. ``batching=False`` runs one request at a time (the baseline).
 
     python -m worker.engine --address PATH --watch-pid PID [--no-batching] [--max-rows N]
@@ -68,7 +68,7 @@ class EngineClient:
         self.process: subprocess.Popen | None = None
 
     def generate(self, path, params, on_bar=None, should_stop=None) -> dict:
-        """Generate `params` (model.params.GenerationParams) with the checkpoint at `path`.
+        """Generate `params` (model.generation.params.GenerationParams) with the checkpoint at `path`.
         `on_bar(event)` gets each finished bar: the first as soon as it is done, the later ones
         together at most every BARS_EVERY_S seconds (then `on_bar.flush()`, where it has one, is
         called after each group, so it can write them in one go); `should_stop()` is asked every POLL_S seconds and
@@ -153,7 +153,7 @@ class Engine:
         self.lock = threading.Lock()
 
     def batcher_for(self, path: str):
-        from model.sampling import Generator
+        from model.generation.sampling import Generator
         from worker.batcher import Batcher
         p = Path(path).resolve()
         key = (str(p), p.stat().st_mtime_ns)

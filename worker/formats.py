@@ -23,7 +23,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from model.files import atomic_write
+from model.representation.files import atomic_write
 from worker.storage import artifact_name
 
 RENDERED = ("musicxml",)       # per melody; the zip is per job
@@ -67,7 +67,7 @@ def melody_file(folder: Path, index: int, ext: str, fetch=None) -> Path | None:
 
 
 def render_musicxml(melody_json: bytes) -> bytes:
-    from model import notation
+    from model.representation import notation
     return notation.musicxml_bytes(notation.Score.from_melody_json(json.loads(melody_json)))
 
 

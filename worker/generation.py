@@ -6,7 +6,7 @@ engine (worker/engine.py), where the melodies of every job the worker holds adva
 one step loop per model (worker/batcher.py). The engine keeps one `Generator` per checkpoint path
 and modification time: a new default model (another path) or a retrained file (new mtime) is
 loaded on the next request. Each finished bar moves the job's progress on; the files are written
-here from the engine's plain result (model/notation.py), so a pool process never imports torch.
+here from the engine's plain result (model/representation/notation.py), so a pool process never imports torch.
 """
 import base64
 import json
@@ -15,15 +15,16 @@ import os
 import shutil
 import time
 
-from model import notation
-from model.params import MAX_PRIMER_BYTES, GenerationParams
+from model.representation import notation
+from model.generation.params import MAX_PRIMER_BYTES, GenerationParams
 from worker.engine import Cancelled, EngineClient
 from worker.jobs import claim, fail
 from worker.leases import LeaseKeeper
 from worker.metrics import count_state, observe_latency
 from worker.records import FINISHED, now_iso
 from worker.settings import BARS_EVERY_S
-from worker.storage import artifact_name, atomic_write, job_dir
+from model.representation.files import atomic_write
+from worker.storage import artifact_name, job_dir
 from worker.uploads import UploadInvalid, check_midi
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def generate(path, request: GenerationParams, on_bar=None, should_stop=None, set
 
 
 def generation_params(params: dict) -> GenerationParams:
-    """The API's stored parameters -> model.params.GenerationParams (primer checked first)."""
+    """The API's stored parameters -> model.generation.params.GenerationParams (primer checked first)."""
     fields = {k: v for k, v in params.items() if k != "model"}
     primer = fields.get("primer")
     if isinstance(primer, str):

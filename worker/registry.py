@@ -37,7 +37,7 @@ from pathlib import Path
 
 import model                                  # the package root only: no torch here
 from model import DEFAULT_MODEL_PATH
-from model.files import atomic_copy, atomic_write
+from model.representation.files import atomic_copy, atomic_write
 
 SHIPPED_NAME = "default"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -202,7 +202,7 @@ _checked: dict = {}          # (path, mtime) -> (None | error text, vocabulary |
 _LOAD_CHECKPOINT = """import json, sys
 import torch
 torch.set_num_threads(1)
-from model.checkpoint import load_checkpoint
+from model.network.checkpoint import load_checkpoint
 try:
     _, tokenizer, _ = load_checkpoint(sys.argv[1])
 except Exception as exc:

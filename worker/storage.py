@@ -1,5 +1,5 @@
 """Files on disk under TUNESMITH_HOME: one folder per job (`jobs/<id>/`), written atomically
-(model/files.py), and removed on the expiry schedule.
+(model/representation/files.py), and removed on the expiry schedule.
 
 A reader (the API serving a download, or a re-delivered task writing the same file again) sees
 either no file or the whole file, never half of one, and never two copies.
@@ -8,7 +8,6 @@ import shutil
 import time
 from pathlib import Path
 
-from model.files import atomic_write  # noqa: F401  (the one atomic-write helper, re-exported)
 
 
 def job_dir(home, job_id: str) -> Path:

@@ -1,7 +1,7 @@
 """A training job: unpack the data, train with progress in the job record, register the model.
 
 `run_training_job` is the whole job as a plain function; worker/tasks.py only calls it.
-`model.training.train` writes `jobs/<id>/model.pt` and a resume file after every epoch; a
+`model.training.trainer.train` writes `jobs/<id>/model.pt` and a resume file after every epoch; a
 re-delivered job (its worker died) resumes from there. Cancelling the job makes
 `should_stop()` true, and the job stops in whatever phase it is: unpacking the upload (between
 files), parsing the corpus (in a child process, `load_corpus_or_stop`, killed at once), training
@@ -28,7 +28,7 @@ WRITE_EVERY_S = 0.5         # progress writes to Redis at most this often (epoch
 
 
 def train_config(params: dict, data_spec: str, out):
-    from model.train_config import TrainConfig
+    from model.training.config import TrainConfig
     return TrainConfig(data=data_spec, out=str(out), cell=params["cell"], hidden_size=params["hidden_size"],
                        layers=params["layers"], embedding_dim=params["embedding_dim"], dropout=params["dropout"],
                        bptt=params["bptt"], batch_size=params["batch_size"], lr=params["lr"], clip=params["clip"],
@@ -98,10 +98,10 @@ class ProgressWriter:
         return self.cancelled
 
 
-# argv: corpus spec, steps per quarter. Parses the corpus into model/data.py's cache, then exits.
+# argv: corpus spec, steps per quarter. Parses the corpus into model/representation/corpora.py's cache, then exits.
 _LOAD_CORPUS = """import sys
-from model.data import load_corpus
-from model.tokens import TokenizerConfig
+from model.representation.corpora import load_corpus
+from model.representation.tokens import TokenizerConfig
 load_corpus(sys.argv[1], TokenizerConfig(steps_per_quarter=int(sys.argv[2])), workers=1, progress=False)
 """
 
@@ -110,8 +110,8 @@ def load_corpus_or_stop(spec: str, steps_per_quarter: int, should_stop):
     """The corpus, parsed in a child process that a cancel ends at once (parsing with music21 is
     minutes of pure Python that checks nothing), then read back from the cache the child wrote.
     None when `should_stop()` came true first."""
-    from model.data import load_corpus
-    from model.tokens import TokenizerConfig
+    from model.representation.corpora import load_corpus
+    from model.representation.tokens import TokenizerConfig
     child = subprocess.Popen([sys.executable, "-c", _LOAD_CORPUS, spec, str(steps_per_quarter)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=preexec(),
                              cwd=Path(model.__file__).resolve().parent.parent)
@@ -142,7 +142,7 @@ def _run(runtime, job_id: str, record: dict, owner: str) -> str:
     store, params = runtime.jobs, record["params"]
     folder = job_dir(runtime.home, job_id)
     try:
-        from model.training import train
+        from model.training.trainer import train
         writer = ProgressWriter(store, job_id)
         config = train_config(params, prepare_data(runtime.home, job_id, params, writer.should_stop),
                               folder / "model.pt")

@@ -2,7 +2,7 @@
 
 Workers run these before anything else touches the bytes, so a broken, huge or hostile file
 becomes a failed job with a message, never a crashed worker or a hung job: sizes are checked
-before reading, and each MIDI file goes through model/midi_check.py (the checker the API and the
+before reading, and each MIDI file goes through model/representation/midi_check.py (the checker the API and the
 CLI use too), whose messages say what is wrong with the file; note counts and lengths are capped
 before pretty_midi or music21 allocate anything by length.
 """
@@ -10,11 +10,12 @@ import re
 import zipfile
 from pathlib import Path
 
-from model import MIDI_EXTENSIONS, midi_check
-from model.files import atomic_write
-from model.midi_check import MAX_NOTES, MAX_SECONDS, MAX_TICKS  # noqa: F401  (bounds, patched in tests)
+from model import MIDI_EXTENSIONS
+from model.representation import midi_check
+from model.representation.files import atomic_write
+from model.representation.midi_check import MAX_NOTES, MAX_SECONDS, MAX_TICKS  # noqa: F401  (bounds, patched in tests)
 
-MAX_MIDI_BYTES = 2 * 1024 * 1024        # one file of a training zip (a primer: model.params.MAX_PRIMER_BYTES)
+MAX_MIDI_BYTES = 2 * 1024 * 1024        # one file of a training zip (a primer: model.generation.params.MAX_PRIMER_BYTES)
 MAX_ZIP_FILES = 5000
 MAX_ZIP_TOTAL = 256 * 1024 * 1024
 
@@ -24,7 +25,7 @@ class UploadInvalid(ValueError):
 
 
 def check_midi(data: bytes, what: str = "MIDI file", max_bytes: int | None = None) -> int:
-    """model/midi_check.py's check within this module's bounds (at most `max_bytes`, default
+    """model/representation/midi_check.py's check within this module's bounds (at most `max_bytes`, default
     MAX_MIDI_BYTES); return the note count or raise UploadInvalid."""
     try:
         summary = midi_check.check_midi(data, what, MAX_MIDI_BYTES if max_bytes is None else max_bytes,

@@ -1,7 +1,7 @@
 """Interpolated modified Kneser-Ney n-gram model on melody token ids: the reference the LSTM must beat.
 
 The model predicts token i of a tune from the (order - 1) tokens before it, exactly the task of the
-network, so the same bits-per-note and pitch-bits computations (`model.metrics`) apply to both.
+network, so the same bits-per-note and pitch-bits computations (`model.evaluation.metrics`) apply to both.
 Every tune starts with BOS, so a context that begins with BOS can only mean "start of the tune": near
 the start the model simply uses the shorter history that exists (no padding).
 

@@ -2,13 +2,13 @@
 the tune's key.
 
 ``condition_ids`` packs them into one id per token (``NetworkConfig.condition_id``), for training,
-scoring (``model.evaluation``) and generation (``model.rows``) alike, so the three read the same
+scoring (``model.evaluation.report``) and generation (``model.generation.rows``) alike, so the three read the same
 numbers. No torch here: it works on token ids and the tokenizer's grammar.
 
 The **key** is what an ABC tune states in its header: a tonic and a mode. For a training tune it is
 the Krumhansl-Schmuckler estimate of its notes (``tune_key``), as id tonic + 12 for minor (0..23;
 24: unknown). Generation sets it from the requested key and scale, else from the primer's key
-signature, else draws one from the training tunes' keys (``model.sampling``), so the melody is
+signature, else draws one from the training tunes' keys (``model.generation.sampling``), so the melody is
 written in a key from its first note, as a folk tune is, and ends in it.
 """
 from __future__ import annotations
@@ -25,7 +25,8 @@ def key_id(tonic_pc: int, scale: str | None = None) -> int:
 
 def tune_key(tokenizer, ids) -> int | None:
     """The key id of a tune's notes (Krumhansl-Schmuckler), or None when it has no notes."""
-    from model.metrics import estimate_key, melody_notes
+    from model.representation.keys import estimate_key
+    from model.representation.tokens import melody_notes
     notes, _, _ = melody_notes([int(t) for t in ids], tokenizer)
     if not notes:
         return None

@@ -1,7 +1,7 @@
 """Generating melodies from a trained network, one token at a time.
 
 The recurrent state is carried from step to step (a primer is fed once through the network; the
-prefix is never run again); the per-request loop lives in ``model.rows`` so that a worker can run
+prefix is never run again); the per-request loop lives in ``model.generation.rows`` so that a worker can run
 many requests in one batch. **Length.** ``bars`` fixes the shape ``BOS TS (BAR step*S)*bars EOS``:
 the structural tokens are forced and only the S grid steps of each bar are chosen, and the network's
 bars-remaining input counts down to the end. A range (``min_bars``..``max_bars``) instead samples
@@ -13,13 +13,13 @@ through temperature, top-k and top-p, and a seeded ``torch.Generator`` draws all
 one batched pass (Gumbel-max). Beam search (``beam_width`` > 1) keeps the w most likely masked
 sequences instead and returns the best ``count``.
 
-**Cadence** (``cadence="tonic"``, ``model.endings``): masks in the last bar make the last note the
+**Cadence** (``cadence="tonic"``, ``model.generation.endings``): masks in the last bar make the last note the
 tonic, on a strong beat, held to the barline (at least a beat); in a range EOS is allowed only
 after a bar whose last note is the tonic on a strong beat, at least a beat long. Without it the
 **tonic pull** (``tonic_pull`` nats, on by default) leans the same way softly: the tonic gets more
 at the last bar's cadence points, and in a range EOS gets more after a bar that cadences.
 **Quality gate** (``redraw_degenerate``): a melody whose generated part is degenerate by
-``model.metrics``' rule is drawn again with a seed derived from the request's (``derived_seed``), at
+``model.evaluation.metrics``' rule is drawn again with a seed derived from the request's (``derived_seed``), at
 most ``MAX_REDRAWS`` times; the result says how many were redrawn. A primer's tempo and key
 signature are kept unless the request sets tempo and key.
 
@@ -45,17 +45,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.checkpoint import DEFAULT_MODEL_PATH, load_checkpoint
-from model.endings import pitch_class_columns
-from model.metrics import degenerate_reason
-from model.rows import HOLD, NO_TIME, REST, Draw, MelodyRows
-from model.params import (DEFAULT_TEMPO, MAX_REDRAWS, MAX_SEED, PITCH_CLASSES, SCALES, GenerationParams,
-                          ParameterError, primer_notes)  # re-exported (__all__): callers look for them here
-from model.shortterm import CopyModel
-from model.tokens import MelodyTokenizer, Note
+from model import DEFAULT_MODEL_PATH
+from model.network.checkpoint import load_checkpoint
+from model.generation.endings import pitch_class_columns
+from model.generation.quality import degenerate_reason
+from model.generation.rows import HOLD, NO_TIME, REST, Draw, MelodyRows
+from model.generation.params import (DEFAULT_TEMPO, MAX_REDRAWS, MAX_SEED, GenerationParams, ParameterError, primer_notes)
+from model.representation.keys import PITCH_CLASSES
+from model.network.shortterm import CopyModel
+from model.representation.tokens import MelodyTokenizer, Note
 
-__all__ = ["Generation", "GenerationFailed", "GenerationParams", "Generator", "MAX_SEED", "Melody", "PITCH_CLASSES", "ParameterError",
-           "REPETITION_PENALTY", "SCALES", "generate_melody", "primer_notes"]
+__all__ = ["Generation", "GenerationFailed", "Generator", "Melody", "REPETITION_PENALTY", "generate_melody"]
 
 REPETITION_PENALTY = 2.0  # nats taken off a repeated pattern's logits (probability x ~0.14)
 
@@ -137,7 +137,7 @@ class Generator:
         self.sounding = torch.tensor([int(tok.pitch_of(i) is not None or i == tok.hold_id) for i in range(V)])
         self._start_states = {}  # (prefix ids, batch, parameter versions) -> state after them; see _prefix_state
         self.tonic_columns = pitch_class_columns(tok)  # (12, V) for the tonic pull
-        # (V,) per token: a NOTE's pitch class, or REST, HOLD, NO_TIME (model.rows' codes; for the key so far)
+        # (V,) per token: a NOTE's pitch class, or REST, HOLD, NO_TIME (model.generation.rows' codes; for the key so far)
         self.step_codes = np.array([tok.pitch_of(i) % 12 if tok.pitch_of(i) is not None else REST if i == tok.rest_id
                                     else HOLD if i == tok.hold_id else NO_TIME for i in range(V)])
         self._finished_row = torch.full((V,), float("-inf"))  # an ended row's only choice: REST
@@ -154,9 +154,9 @@ class Generator:
         key_minor = False
         try:
             if isinstance(primer, bytes):
-                from model.parsing import load_midi
+                from model.representation.parsing import encode_midi, load_midi
                 pm = load_midi(primer)
-                ids = tok.encode_midi(pm)
+                ids = encode_midi(tok, pm)
                 tempo = round(float(pm.get_tempo_changes()[1][0]), 2)  # the first tempo (120 when none is set)
                 if pm.key_signature_changes:  # pretty_midi: 0..11 major, 12..23 minor keys, tonic first
                     key_pc = pm.key_signature_changes[-1].key_number % 12
@@ -214,7 +214,7 @@ class Generator:
             return done.value
 
     def plan(self, params: GenerationParams):
-        """A request as a generator of draws: it yields a ``model.rows.Draw``, is sent back that
+        """A request as a generator of draws: it yields a ``model.generation.rows.Draw``, is sent back that
         draw's [(ids, score)], and returns the Generation. The first draw is the request's;
         the quality gate's redraws follow. Whoever runs the draws (``generate`` one after another,
         the batcher inside its shared step loop) gets the same melodies."""
@@ -242,7 +242,7 @@ class Generator:
 
     def _gate(self, params, prefix: Prefix, key_pc, seed: int, drawn: list | None = None):
         """The quality gate (a generator of draws, see ``plan``): a melody whose generated part is
-        degenerate (``model.metrics``' rule) is drawn again with a seed derived from (seed, index,
+        degenerate (``model.evaluation.metrics``' rule) is drawn again with a seed derived from (seed, index,
         attempt), at most MAX_REDRAWS times, so the same request still gives the same bytes. Beam
         search takes the next best beam instead, and a sampled melody when no beam is left;
         ``redrawn`` then counts the beams passed over as well. Returns (drawn, redrawn per melody)."""
@@ -282,8 +282,8 @@ class Generator:
 
     def _draw(self, draw: Draw) -> list:
         """A draw's ``count`` melodies (beam search: the best ``count`` beams) as [(ids, score or None)]:
-        the rows' loop of ``model.rows`` for this request alone, at its own batch size (the fastest; a
-        worker's batcher pads shared batches instead, see ``model.rows.min_rows``)."""
+        the rows' loop of ``model.generation.rows`` for this request alone, at its own batch size (the fastest; a
+        worker's batcher pads shared batches instead, see ``model.generation.rows.min_rows``)."""
         rows = MelodyRows(self, *draw)
         state = rows.start_state()
         while not rows.done:

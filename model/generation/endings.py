@@ -3,7 +3,7 @@ ending statistics for evaluation.
 
 A **cadence** (``cadence="tonic"``) means the last note of the melody
 - is the tonic (any octave) of the requested key, else of the primer's key signature, else of the
-  key the melody has taken so far (Krumhansl-Schmuckler, ``model.metrics.estimate_key``),
+  key the melody has taken so far (Krumhansl-Schmuckler, ``model.evaluation.metrics.estimate_key``),
 - starts on a strong beat of the last bar (``strong_positions``), and
 - lasts at least one beat (``beat_steps``); only HOLD and REST follow it.
 
@@ -33,8 +33,9 @@ from typing import Sequence
 
 import numpy as np
 
-from model.metrics import estimate_key, melody_notes
-from model.tokens import parse_meter
+from model.representation.keys import estimate_key
+from model.representation.tokens import melody_notes
+from model.representation.notation import parse_meter
 
 CADENCES = ("none", "tonic")
 

@@ -1,6 +1,6 @@
 """What a training run is: ``TrainConfig``, one field per setting with its default, checked on
 construction. ``tunesmith train``'s flags are generated from its fields (model/cli.py) and the
-service's training request takes its defaults from them (service/schemas.py); model/training.py
+service's training request takes its defaults from them (service/schemas.py); model/training/trainer.py
 runs it. Nothing here imports torch, so the API process can read the defaults.
 """
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from model.network import NetworkConfig
-    from model.tokens import MelodyTokenizer
+    from model.network.melody import NetworkConfig
+    from model.representation.tokens import MelodyTokenizer
 
 POSITION_DIM = 16  # size of the position-in-bar embedding when position_inputs is on
 REMAINING_DIM = 8  # size of the bars-remaining embedding when remaining_inputs is on
@@ -39,7 +39,7 @@ class TrainConfig:
     init: str | None = None              # start from this checkpoint's network weights (same network settings)
     sampled_inputs: float = 0.0          # parallel scheduled sampling: share of step inputs replaced by the
                                          # network's own draw there (a first, gradient-free pass); 0 = off
-    short_term: bool = True              # fit the short-term model (model/shortterm.py) on valid at the end
+    short_term: bool = True              # fit the short-term model (model/network/shortterm.py) on valid at the end
     bptt: int | str = 128                # "full" (whole tunes) or k: truncate gradients every k steps
     window: int = 128                    # tokens per lane per optimizer step (truncated BPTT only)
     batch_size: int = 64
@@ -53,7 +53,7 @@ class TrainConfig:
     # semitone range drawn per tune and epoch, e.g. (-5, 6); off by default: on Essen it slowed learning and
     # spread the model over all keys (docs/model-card.md, ablations)
     transpose: tuple[int, int] = (0, 0)
-    backend: str = "cells"               # cells (model.cells, our own equations: the shipped recipe) | fused
+    backend: str = "cells"               # cells (model.network.cells, our own equations: the shipped recipe) | fused
                                          # (torch.nn.*) | auto: fused for the LSTM, cells for GRU and RNN
     threads: int = 2
     steps_per_quarter: int = 4           # tokenizer grid (when the corpus is loaded from `data`)
@@ -92,7 +92,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
 
     def network_config(self, tokenizer: MelodyTokenizer) -> NetworkConfig:
-        from model.network import NetworkConfig  # torch: only where a network is built
+        from model.network.melody import NetworkConfig  # torch: only where a network is built
         return NetworkConfig(
             vocab_size=tokenizer.vocab_size, cell=self.cell, embedding_dim=self.embedding_dim,
             hidden_size=self.hidden_size, num_layers=self.layers, dropout=self.dropout,

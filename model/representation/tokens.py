@@ -12,9 +12,9 @@ Trailing all-rest bars survive MIDI: ``decode_midi`` writes a text event ``tunes
 the final barline and ``encode_midi`` reads it back (without it, the tune ends with the bar
 holding the last note).
 
-Input is turned into tokens by ``encode_notes`` (grid notes), ``encode_midi`` (any MIDI file:
-the melody is extracted first) and ``encode_stream`` (music21); the last two are in
-``model.parsing``, which reads files and scores.
+Input is turned into tokens by ``encode_notes`` (grid notes) here, and by ``encode_midi`` (any MIDI
+file: the melody is extracted first) and ``encode_stream`` (music21) in ``model.representation.parsing``,
+which reads files and scores.
 """
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from model import notation
-from model.notation import END_MARKER, parse_meter  # noqa: F401  (defined torch-free in model/notation.py)
+from model.representation import notation
+from model.representation.grammar import GrammarState
+from model.representation.notation import parse_meter
 
 # Bumped whenever the token format or the parsing rules change: it keys corpus caches.
 CODE_VERSION = 1
@@ -276,21 +277,9 @@ class MelodyTokenizer:
         """The ids that open a tune in ``meter``: BOS TS."""
         return [self.bos_id, self.meter_id(meter)]
 
-    # --- reading music21 and MIDI (model/parsing.py) ----------------------------------------
-    def encode_stream(self, stream) -> list[int]:
-        """A music21 stream (its top part, with its bars) -> ids; see ``model.parsing.encode_stream``."""
-        from model.parsing import encode_stream
-        return encode_stream(self, stream)
-
-    def encode_midi(self, midi) -> list[int]:
-        """A MIDI file (pretty_midi.PrettyMIDI, path or bytes) -> ids, its melody extracted first;
-        see ``model.parsing.encode_midi``."""
-        from model.parsing import encode_midi
-        return encode_midi(self, midi)
-
     # --- writing MIDI and MusicXML ----------------------------------------------------------
     def score(self, ids, qpm: float = 120.0) -> notation.Score:
-        """ids -> the plain values the MIDI and MusicXML writers need (model/notation.py). Validates first."""
+        """ids -> the plain values the MIDI and MusicXML writers need (model/representation/notation.py). Validates first."""
         notes, meters = self.decode_notes(ids)
         return notation.Score(tuple((n.pitch, n.start, n.end) for n in notes), tuple(meters),
                               tuple(self._bar_starts(ids)), self.config.steps_per_quarter, float(qpm))
@@ -337,5 +326,18 @@ class MelodyTokenizer:
         return tok
 
 
-# The grammar walker is in its own module, which needs MelodyTokenizer: imported last, once that exists.
-from model.grammar import GrammarState  # noqa: E402
+# ---- inputs ------------------------------------------------------------------------------------
+def melody_notes(melody, tokenizer=None) -> tuple[list[Note], int, int | None]:
+    """(notes, total grid steps, steps per bar of the first meter) of token ids or a note list.
+
+    For a note list the total is the last note's end and the bar length is unknown (None)."""
+    items = list(melody)
+    if items and isinstance(items[0], Note) or not items:
+        notes = sorted(items, key=lambda n: n.start)
+        return notes, (notes[-1].end if notes else 0), None
+    if tokenizer is None:
+        raise ValueError("tokenizer is required when the melody is given as token ids")
+    notes, meters = tokenizer.decode_notes(items)
+    total = sum(1 for t in items if tokenizer.is_step(int(t)))
+    return notes, total, tokenizer.bar_steps(meters[0][1]) if meters else None
+

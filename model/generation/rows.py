@@ -5,7 +5,7 @@ columns (forced tokens, grid steps to choose, barlines that may end a length ran
 far, the masks' state (grammar, key/scale/range, repetition guard, cadence), the short-term model's
 state and the request's own random stream. The caller owns the network and its recurrent state:
 
-    rows = MelodyRows(generator, *draw)                # a Draw (model.sampling.Generator.plan yields them)
+    rows = MelodyRows(generator, *draw)                # a Draw (model.generation.sampling.Generator.plan yields them)
     state = rows.start_state()                        # the prefix (or primer) run through the network
     while not rows.done:
         logits, state = net.step(*rows.inputs(), state)
@@ -22,17 +22,17 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from model.endings import Cadence, TonicPull, ends_in_cadence
-from model.conditions import condition_ids, key_id
-from model.metrics import key_of_weights
-from model.params import PITCH_CLASSES
-from model.shortterm import CopyState
-from model.stable_kernels import MIN_ROWS
+from model.generation.endings import Cadence, TonicPull, ends_in_cadence
+from model.network.conditions import condition_ids, key_id
+from model.representation.keys import key_of_weights
+from model.representation.keys import PITCH_CLASSES
+from model.network.shortterm import CopyState
+from model.network.stable_kernels import MIN_ROWS
 
 CHOOSE, DECIDE = -1, -2  # template columns: a grid step to sample; a barline that may be EOS (a length range)
 REST, HOLD, NO_TIME = -1, -2, -3  # step codes (Generator.step_codes) of tokens that are not a NOTE
 # A shared batch steps with MelodyNetwork.step(batch_stable=True), with the kernel set measured
-# row-stable on this machine (model/stable_kernels.py): from 2 rows on, a row's logits are then the
+# row-stable on this machine (model/network/stable_kernels.py): from 2 rows on, a row's logits are then the
 # same whatever the batch size and the row's place in it (tests/test_batcher.py); a single row takes
 # another code path, so a shared batch is padded to at least min_rows(model) rows. (It was once 8
 # rows, past the switches of the fast kernels; docs/benchmarks.md.)
@@ -44,10 +44,10 @@ def min_rows(model) -> int:
 
 
 class Draw(NamedTuple):
-    """One draw a request's plan asks for (``model.sampling.Generator.plan``): ``count`` melodies (or
+    """One draw a request's plan asks for (``model.generation.sampling.Generator.plan``): ``count`` melodies (or
     beams) with these settings and seed; a quality-gate redraw also names the melody it replaces."""
-    params: object          # model.params.GenerationParams
-    prefix: object          # model.sampling.Prefix
+    params: object          # model.generation.params.GenerationParams
+    prefix: object          # model.generation.sampling.Prefix
     key_pc: int | None
     seed: int
     count: int
@@ -58,7 +58,7 @@ KEY_STREAM = 0x6B6579  # mixed into the seed for the key draw, so it draws from 
 
 
 def melody_key(generator, params, prefix, seed: int) -> int | None:
-    """The key id a request's melody is written in (``model.conditions``): the requested key and
+    """The key id a request's melody is written in (``model.network.conditions``): the requested key and
     scale; else the primer's key signature; else, without a primer, one drawn from the training
     tunes' keys with the request's seed (the same request, the same key); a primer without a key
     signature leaves it unknown, and the network reads the key from the primer's notes."""

@@ -4,7 +4,7 @@ Every tune is scored whole, from BOS with a zero state (the way generation start
 forced: the loss is the mean negative log-likelihood of each next token, in nats per token,
 over every predicted token of every tune (BOS itself is never predicted; EOS is).
 From the same next-token distributions come bits per note and pitch bits per note
-(`model.metrics`), for the network and for the Kneser-Ney model alike (`prediction_figures`).
+(`model.evaluation.metrics`), for the network and for the Kneser-Ney model alike (`prediction_figures`).
 `sample_statistics` generates melodies and compares their histograms, in-scale ratio and
 degenerate share with the reference split; `evaluate_report` is everything `tunesmith evaluate` prints.
 """
@@ -13,71 +13,24 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from model import metrics, ngram, shortterm
-from model.conditions import condition_ids, tune_positions  # noqa: F401 (re-exported: callers import them here)
-
-
-def token_arrays(tunes) -> list[np.ndarray]:
-    """Tune objects (with ``.tokens``) or id sequences -> int64 arrays."""
-    return [np.asarray(getattr(t, "tokens", t), dtype=np.int64) for t in tunes]
+from model.evaluation import metrics, ngram
+from model.network import shortterm
+from model.network.scoring import fit_short_term, token_arrays, tune_distributions
 
 
-def tune_batch(tokens: list[np.ndarray], positions: list[np.ndarray] | None, pad_id: int):
-    """Whole tunes padded to one length -> (inputs (B,T), positions (B,T) or None, targets (B,T)).
-
-    Targets are the inputs shifted by one; padding targets are ``pad_id`` (ignored by the loss).
-    """
-    T = max(len(t) for t in tokens)
-    ids = torch.full((len(tokens), T), pad_id, dtype=torch.long)
-    pos = torch.zeros((len(tokens), T), dtype=torch.long) if positions is not None else None
-    for i, t in enumerate(tokens):
-        ids[i, :len(t)] = torch.from_numpy(np.asarray(t, dtype=np.int64))
-        if pos is not None:
-            pos[i, :len(t)] = torch.from_numpy(np.asarray(positions[i], dtype=np.int64))
-    return ids[:, :-1], None if pos is None else pos[:, :-1], ids[:, 1:]
 
 
-def _whole_tune_batches(model, tokenizer, tokens: list[np.ndarray], positions: list[np.ndarray] | None,
-                        batch_size: int, known_end: bool = True, known_key: bool = False):
-    """Teacher-forced logits over whole tunes, batched by similar length (little padding), in eval mode:
-    yields (tune indices, logits (B, T, V), targets (B, T)); row j of a tune's logits predicts token j + 1."""
-    use_positions = model.config.conditioned
-    if use_positions and positions is None:
-        positions = tune_positions(tokenizer, tokens, model.config, known_end, known_key)
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))
-    try:
-        for b in range(0, len(order), batch_size):
-            idx = order[b:b + batch_size]
-            inputs, pos, targets = tune_batch([tokens[i] for i in idx],
-                                              [positions[i] for i in idx] if use_positions else None,
-                                              tokenizer.pad_id)
-            logits, _ = model(inputs, pos)  # (B, T, V)
-            yield idx, logits, targets
-    finally:
-        model.train(was_training)
 
 
-@torch.no_grad()
-def tune_nll(model, tokenizer, tokens: list[np.ndarray], positions: list[np.ndarray] | None = None,
-             batch_size: int = 32) -> tuple[float, int]:
-    """(summed NLL in nats, number of predicted tokens) over whole tunes."""
-    total, count = 0.0, 0
-    for _, logits, targets in _whole_tune_batches(model, tokenizer, tokens, positions, batch_size):
-        total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=tokenizer.pad_id,
-                                 reduction="sum").item()
-        count += int((targets != tokenizer.pad_id).sum())
-    return total, count
+
+
 
 
 def evaluate_model(model, tokenizer, tunes, batch_size: int = 32, copy_model=None, known_end: bool = True,
                    known_key: bool = False) -> dict:
     """Nats and bits per token, bits per note and pitch bits per note of ``model`` on ``tunes``
-    (Tune objects or id sequences); with ``copy_model`` (a ``model.shortterm.CopyModel``), of the
+    (Tune objects or id sequences); with ``copy_model`` (a ``model.network.shortterm.CopyModel``), of the
     network mixed with that short-term model. A network with a key input reads "unknown" unless
     ``known_key`` (then each tune's own key, estimated from all its notes: a figure of the model
     given the key, not comparable with models that read no key)."""
@@ -89,21 +42,12 @@ def evaluate_model(model, tokenizer, tunes, batch_size: int = 32, copy_model=Non
     return prediction_figures(logprobs, bits, tokens, tokenizer)
 
 
-@torch.no_grad()
-def tune_distributions(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32, known_end: bool = True,
-                       known_key: bool = False):
-    """Yields (index, natural-log next-token distributions (len - 1, V)) for every tune, row j
-    predicting token j + 1, in an order of similar lengths."""
-    for idx, logits, _ in _whole_tune_batches(model, tokenizer, tokens, None, batch_size, known_end, known_key):
-        log_p = torch.log_softmax(logits.double(), dim=-1)  # (B, T, V)
-        for row, i in enumerate(idx):
-            yield i, log_p[row, :len(tokens[i]) - 1].numpy()
 
 
 def tune_scores(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32, copy_model=None,
                 known_end: bool = True, known_key: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per tune: the natural-log probability of each predicted token (len - 1,) and the pitch bits of
-    each note onset (see ``model.metrics.pitch_bits``), in the order of ``tokens``; with
+    each note onset (see ``model.evaluation.metrics.pitch_bits``), in the order of ``tokens``; with
     ``copy_model``, of the mixture with the short-term model."""
     logprobs, bits = [None] * len(tokens), [None] * len(tokens)
     for i, dist in tune_distributions(model, tokenizer, tokens, batch_size, known_end, known_key):
@@ -114,26 +58,8 @@ def tune_scores(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32
     return logprobs, bits
 
 
-def target_logprobs(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32,
-                    known_key: bool = True) -> list[np.ndarray]:
-    """Per tune (in the order of ``tokens``): the network's natural-log probability of each true next
-    token (a network with a key input told each tune's key, as generation tells it one)."""
-    out = [None] * len(tokens)
-    for i, dist in tune_distributions(model, tokenizer, tokens, batch_size, known_key=known_key):
-        out[i] = dist[np.arange(len(dist)), tokens[i][1:]]
-    return out
 
 
-def fit_short_term(model, tokenizer, tunes, batch_size: int = 32) -> tuple[shortterm.CopyModel, dict]:
-    """The short-term model that best complements ``model`` on ``tunes`` (the valid split), and
-    {"network_nats_per_token", "mixture_nats_per_token"} there."""
-    tokens = token_arrays(tunes)
-    if not tokens:
-        raise ValueError("tunes must hold at least one tune, got none")
-    stats = shortterm.collect(target_logprobs(model, tokenizer, tokens, batch_size), tokens,
-                              last_bars=[shortterm.last_barline(t, tokenizer.bar_id) for t in tokens])
-    copy_model, nats = shortterm.fit(stats)
-    return copy_model, {"network_nats_per_token": float(-stats["net"].mean()), "mixture_nats_per_token": nats}
 
 
 def prediction_figures(logprobs: list[np.ndarray], pitch_bits: list[np.ndarray], tokens: list[np.ndarray],
@@ -162,7 +88,7 @@ def fit_ngram(train, valid, tokenizer, orders=NGRAM_ORDERS):
 
 
 def evaluate_ngram(model, tokenizer, tunes) -> dict:
-    """The same figures as ``evaluate_model`` for a ``model.ngram.KneserNeyModel``."""
+    """The same figures as ``evaluate_model`` for a ``model.evaluation.ngram.KneserNeyModel``."""
     tokens = token_arrays(tunes)
     if not tokens:
         raise ValueError("tunes must hold at least one tune, got none")
@@ -175,18 +101,18 @@ def evaluate_ngram(model, tokenizer, tunes) -> dict:
 
 def sample_statistics(generator, tokenizer, reference, count: int = 100, seed: int = 0, max_bars: int = 32,
                       **params) -> dict:
-    """Generate ``count`` melodies with ``generator`` (a ``model.sampling.Generator``) at the default
+    """Generate ``count`` melodies with ``generator`` (a ``model.generation.sampling.Generator``) at the default
     sampling settings (``params`` override them) and compare them with the ``reference`` tunes.
 
     Melody i takes the meter and the number of bars (at most ``max_bars``) of a reference tune drawn
     with ``seed``, and seed ``seed + i``, so the two sets have the same mix of meters and lengths."""
-    from model.sampling import GenerationParams
+    from model.generation.params import GenerationParams
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
     ref = token_arrays(reference)
     if not ref:
         raise ValueError("reference must hold at least one tune, got none")
-    from model.endings import ending_statistics
+    from model.generation.endings import ending_statistics
     rng = np.random.default_rng(seed)
     generated, matched, redrawn = [], [], 0
     for i, r in enumerate(rng.integers(0, len(ref), size=count)):
@@ -212,8 +138,8 @@ def sample_statistics(generator, tokenizer, reference, count: int = 100, seed: i
 def checkpoint_splits(checkpoint, data: str | None = None, corpus=None, progress: bool = False):
     """(network, tokenizer, checkpoint dict, data spec, {train, valid, test} tunes) of a checkpoint:
     its corpus is ``corpus``, else ``data`` loaded, else the data it was trained on, split as in training."""
-    from model.checkpoint import load_checkpoint
-    from model.data import load_corpus, split_corpus
+    from model.network.checkpoint import load_checkpoint
+    from model.representation.corpora import load_corpus, split_corpus
     model, tokenizer, ckpt = load_checkpoint(checkpoint)
     trained = ckpt.get("train_config") or {}
     data = data or trained.get("data")
@@ -230,7 +156,7 @@ def add_short_term(checkpoint, data: str | None = None, corpus=None, progress: b
     """Fit the short-term model to a checkpoint's network on the valid split of its corpus (``data``
     or the one it was trained on) and store it in the checkpoint (what ``tunesmith train`` does at
     the end of a run); returns the fitted parameters and the valid figures."""
-    from model.checkpoint import update_checkpoint
+    from model.network.checkpoint import update_checkpoint
     model, tokenizer, _, data, splits = checkpoint_splits(checkpoint, data, corpus, progress)
     if not splits["valid"]:
         raise ValueError(f"the valid split of {data!r} holds no tunes")
@@ -250,8 +176,8 @@ def evaluate_report(checkpoint=None, data: str | None = None, split: str = "test
     melodies and compare them with the split. ``corpus`` replaces loading ``data``. With the
     checkpoint's short-term model (and ``short_term``), the figures and samples are the mixture's and
     ``network_only`` holds the network's own figures; ``short_term=False`` leaves it out everywhere."""
-    from model.checkpoint import DEFAULT_MODEL_PATH
-    from model.sampling import Generator
+    from model import DEFAULT_MODEL_PATH
+    from model.generation.sampling import Generator
     if split not in ("train", "valid", "test"):
         raise ValueError(f"split must be train, valid or test, got {split!r}")
     path = checkpoint if checkpoint is not None else DEFAULT_MODEL_PATH

@@ -3,9 +3,9 @@
 They take torch's constructor arguments, hold torch's parameter names and shapes (gate order i, f,
 g, o for the LSTM and r, z, n for the GRU) and are called like ``torch.nn.*Cell``, so state_dicts
 move between ours and torch's in both directions. One step at a time, they read like the
-equations; ``Recurrent`` (model/recurrent.py) unrolls the same equations over whole sequences with
-a hand-written BPTT, fast, and is re-exported here with the kernels it uses (model/kernels.py),
-where model/network.py and the tests import them from.
+equations; ``Recurrent`` (model/network/recurrent.py) unrolls the same equations over whole sequences with
+a hand-written BPTT, fast, and is re-exported here with the kernels it uses (model/network/kernels.py),
+where model/network/melody.py and the tests import them from.
 """
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.kernels import ONEDNN_MIN_ROWS, StepMatmul, tanh, tanh_  # noqa: F401  (re-exported)
-from model.recurrent import NUM_GATES, Recurrent, init_uniform  # noqa: F401  (re-exported)
+from model.network.recurrent import init_uniform
 
 
 class _Cell(nn.Module):

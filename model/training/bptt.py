@@ -1,7 +1,7 @@
 """The mechanics of backpropagation through time: the loss over a window with the truncation every
 k steps (``repackage_state`` is the truncation, named), and gradient clipping by total norm.
 
-``model/training.py`` runs these once per optimizer step; full BPTT is ``k`` = the window length.
+``model/training/trainer.py`` runs these once per optimizer step; full BPTT is ``k`` = the window length.
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ worker stores it with the melody (``to_dict``) so that any process, the API's in
 the files later without the tokenizer or the network (worker/formats.py).
 
 Trailing all-rest bars survive MIDI: the MIDI file carries a text event ``tunesmith:end`` at the
-final barline, which ``model.parsing.encode_midi`` reads back.
+final barline, which ``model.representation.parsing.encode_midi`` reads back.
 """
 from __future__ import annotations
 

@@ -16,17 +16,11 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from model.tokens import MelodyTokenizer
+from model.representation.keys import PITCH_CLASSES, SCALES
 
-PITCH_CLASSES = {"C": 0, "C#": 1, "Db": 1, "D": 2, "D#": 3, "Eb": 3, "E": 4, "F": 5, "F#": 6, "Gb": 6,
-                 "G": 7, "G#": 8, "Ab": 8, "A": 9, "A#": 10, "Bb": 10, "B": 11}
-SCALES = {
-    "major": (0, 2, 4, 5, 7, 9, 11), "minor": (0, 2, 3, 5, 7, 8, 10), "harmonic_minor": (0, 2, 3, 5, 7, 8, 11),
-    "dorian": (0, 2, 3, 5, 7, 9, 10), "mixolydian": (0, 2, 4, 5, 7, 9, 10), "lydian": (0, 2, 4, 6, 7, 9, 11),
-    "phrygian": (0, 1, 3, 5, 7, 8, 10), "pentatonic_major": (0, 2, 4, 7, 9), "pentatonic_minor": (0, 3, 5, 7, 10),
-    "blues": (0, 3, 5, 6, 7, 10), "chromatic": tuple(range(12)),
-}
+if TYPE_CHECKING:
+    from model.representation.tokens import MelodyTokenizer
+
 MAX_BARS = 256                       # bars generated after the primer
 MAX_TEMPERATURE = 5.0                # temperature in (0, MAX_TEMPERATURE]
 MAX_TOP_K = 128                      # at least the vocabulary of the shipped tokenizer
@@ -80,9 +74,9 @@ class GenerationParams:
     short_term: bool = True          # mix in the model's short-term copy model, when it has one
     min_bars: int | None = None      # a length range: the tune may end at any barline from min_bars (default 1)
     max_bars: int | None = None      # ... up to max_bars, where the model chooses (EOS forced at max_bars); replaces bars
-    cadence: str = "none"            # "tonic": the last note is the tonic, on a strong beat, at least a beat long (model/endings.py)
+    cadence: str = "none"            # "tonic": the last note is the tonic, on a strong beat, at least a beat long (model/generation/endings.py)
     redraw_degenerate: bool = True   # the quality gate: redraw a degenerate melody (up to MAX_REDRAWS times)
-    tonic_pull: float = DEFAULT_TONIC_PULL  # nats added to the tonic at the last bar's strong beats when sampling (model/endings.py); 0: off
+    tonic_pull: float = DEFAULT_TONIC_PULL  # nats added to the tonic at the last bar's strong beats when sampling (model/generation/endings.py); 0: off
 
     def validate(self, tokenizer: MelodyTokenizer | None = None) -> None:
         """Raise ParameterError (a ValueError) for the first bad parameter."""
@@ -191,7 +185,7 @@ def primer_notes(primer, steps_per_quarter: int):
         if not path.is_file():
             raise ParameterError("primer", "MIDI bytes, a MIDI file path or a note list", str(primer))
         return primer_notes(path.read_bytes(), steps_per_quarter)
-    from model.tokens import Note
+    from model.representation.tokens import Note
     note = (f"[pitch 0..{MAX_PITCH}, start_beats in [0, {MAX_PRIMER_START_BEATS}], "
             f"duration_beats in (0, {MAX_PRIMER_DURATION_BEATS}]]")
     if not isinstance(primer, (list, tuple)) or not 0 < len(primer) <= MAX_PRIMER_NOTES:

@@ -1,4 +1,4 @@
-"""The CPU kernels the recurrent layers' time loops run on (model/recurrent.py, and
+"""The CPU kernels the recurrent layers' time loops run on (model/network/recurrent.py, and
 MelodyNetwork.step): a matmul that picks the faster library for the batch size, and a tanh that is
 faster than torch's on large tensors here. Each choice was measured (bench/bench_core.py).
 """
@@ -49,7 +49,7 @@ def tanh_(t: torch.Tensor) -> torch.Tensor:
 
 def tanh_stable(t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """tanh in its sigmoid form at every size: what a row gets does not depend on how many rows
-    the tensor has (the batcher's steps with oneDNN's products, model/stable_kernels.py)."""
+    the tensor has (the batcher's steps with oneDNN's products, model/network/stable_kernels.py)."""
     return torch.mul(t, 2, out=out).sigmoid_().mul_(2).sub_(1)
 
 
@@ -65,7 +65,7 @@ class StepMatmul:
     def __init__(self, w: torch.Tensor, rows: int, kernel: str = "auto", transposed: torch.Tensor | None = None):
         """``kernel``: "auto" picks by the row count; "onednn" (where it is available) or "mkl" use
         that library whatever the rows, for steps whose rows must not depend on the batch (which of
-        the two keeps that promise depends on the machine: model/stable_kernels.py measures it).
+        the two keeps that promise depends on the machine: model/network/stable_kernels.py measures it).
         ``transposed``: w^T, contiguous, made once by a caller that builds many of these (MKL's layout)."""
         if kernel not in ("auto", "onednn", "mkl"):
             raise ValueError(f"kernel must be auto, onednn or mkl, got {kernel!r}")

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model import DEFAULT_MODEL_PATH  # defined torch-free in model/__init__.py; callers import it from here
-from model.files import atomic_output
-from model.network import MelodyNetwork, NetworkConfig
-from model.tokens import MelodyTokenizer
+from model import DEFAULT_MODEL_PATH
+from model.representation.files import atomic_output
+from model.network.melody import MelodyNetwork, NetworkConfig
+from model.representation.tokens import MelodyTokenizer
 
 FORMAT = "tunesmith-melody-1"
 

@@ -1,6 +1,6 @@
 """Melody statistics: how well a model predicts notes, and how its melodies compare with real ones.
 
-Pure functions on token ids (with a `MelodyTokenizer`) or on grid notes (`model.tokens.Note`).
+Pure functions on token ids (with a `MelodyTokenizer`) or on grid notes (`model.representation.tokens.Note`).
 
 Prediction (the same for the network and the n-gram model, given per-token log-probabilities):
 - bits per note: a tune's total negative log-likelihood in bits over its number of notes, so models
@@ -33,32 +33,15 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from model.params import PITCH_CLASSES, SCALES  # the key and scale names generation accepts
-from model.tokens import Note
+from model.generation.quality import degenerate_notes
+from model.representation.keys import estimate_key, scale_pitch_classes 
+from model.representation.tokens import Note, melody_notes
 
 LN2 = math.log(2)
 INTERVAL_CLIP = 12
 MAX_LENGTH = 32
-MIN_LOOP_NOTES = 8  # a loop is a pattern repeated: one pitch 8 times, or two pitches alternating 4 times
-# Krumhansl & Kessler (1982) key profiles, tonic first
-KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
-# ---- inputs ------------------------------------------------------------------------------------
-def melody_notes(melody, tokenizer=None) -> tuple[list[Note], int, int | None]:
-    """(notes, total grid steps, steps per bar of the first meter) of token ids or a note list.
-
-    For a note list the total is the last note's end and the bar length is unknown (None)."""
-    items = list(melody)
-    if items and isinstance(items[0], Note) or not items:
-        notes = sorted(items, key=lambda n: n.start)
-        return notes, (notes[-1].end if notes else 0), None
-    if tokenizer is None:
-        raise ValueError("tokenizer is required when the melody is given as token ids")
-    notes, meters = tokenizer.decode_notes(items)
-    total = sum(1 for t in items if tokenizer.is_step(int(t)))
-    return notes, total, tokenizer.bar_steps(meters[0][1]) if meters else None
 
 
 def count_notes(tokens: Sequence[int], tokenizer) -> int:
@@ -142,52 +125,14 @@ def histogram_overlap(a: Sequence[float], b: Sequence[float]) -> float:
     return float(np.minimum(a / a.sum(), b / b.sum()).sum())
 
 
-# ---- keys and scales -------------------------------------------------------------------------------
-def parse_key(key: str | int) -> int:
-    """'C', 'F#', 'Bb' (or a pitch class 0..11) -> pitch class."""
-    if isinstance(key, (int, np.integer)):
-        if not 0 <= key < 12:
-            raise ValueError(f"key must be a pitch class in [0, 11] or a name like C, F#, Bb, got {key}")
-        return int(key)
-    if key not in PITCH_CLASSES:
-        raise ValueError(f"key must be one of {', '.join(PITCH_CLASSES)}, got {key!r}")
-    return PITCH_CLASSES[key]
 
 
-def scale_pitch_classes(key: str | int, scale: str) -> frozenset[int]:
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
-    tonic = parse_key(key)
-    return frozenset((tonic + s) % 12 for s in SCALES[scale])
 
 
-# the 24 key profiles (major tonics 0..11, then minor), centred and scaled to unit length, so that one
-# matrix product gives every key's Pearson correlation with a histogram
-_KEY_PROFILES = np.array([np.roll(p, t) for p in (KK_MAJOR, KK_MINOR) for t in range(12)])  # (24, 12)
-_KEY_PROFILES = _KEY_PROFILES - _KEY_PROFILES.mean(1, keepdims=True)
-_KEY_PROFILES /= np.sqrt((_KEY_PROFILES ** 2).sum(1, keepdims=True))
 
 
-def estimate_key(notes: Sequence[Note]) -> tuple[int, str, float]:
-    """Krumhansl-Schmuckler: (tonic pitch class, 'major' | 'minor', correlation) of the best of 24 keys
-    (the first of them on a tie, majors before minors, tonics upwards from C)."""
-    if not notes:
-        raise ValueError("notes must not be empty to estimate a key")
-    weights = np.zeros(12)
-    for n in notes:
-        weights[n.pitch % 12] += n.end - n.start            # duration-weighted pitch classes
-    return key_of_weights(weights)
 
 
-def key_of_weights(weights: np.ndarray) -> tuple[int, str, float]:
-    """``estimate_key`` from the duration-weighted pitch-class histogram (12,) itself."""
-    centred = weights - weights.mean()
-    norm = math.sqrt(float(centred @ centred))
-    if norm == 0.0:
-        return 0, "major", -1.0                             # a flat histogram fits no key
-    r = _KEY_PROFILES @ centred / norm                      # (24,) Pearson correlations
-    best = int(np.argmax(r))
-    return best % 12, "major" if best < 12 else "minor", float(r[best])
 
 
 def in_scale_ratio(melody, tokenizer=None, key: str | int | None = None, scale: str | None = None) -> float:
@@ -205,42 +150,8 @@ def in_scale_ratio(melody, tokenizer=None, key: str | int | None = None, scale: 
     return sum(1 for n in notes if n.pitch % 12 in allowed) / len(notes)
 
 
-# ---- degenerate melodies -----------------------------------------------------------------------
-def degenerate_reason(melody, tokenizer=None, bar_steps: int | None = None) -> str | None:
-    """Why a melody is degenerate by the rule in the module docstring, or None when it is not.
-
-    `bar_steps` overrides the bar length (needed for a note list: it has no meter)."""
-    notes, total, first_bar = melody_notes(melody, tokenizer)
-    return _degenerate(notes, total, bar_steps or first_bar)
 
 
-def _degenerate(notes: list[Note], total: int, bar_steps: int | None) -> str | None:
-    if bar_steps is None or bar_steps < 1:
-        raise ValueError(f"bar_steps must be a positive number of grid steps, got {bar_steps}")
-    limit = 2 * bar_steps
-    if not notes:
-        return "silence: no notes"
-    sounding_until = 0
-    for n in notes:                                       # gaps with no note sounding
-        if n.start - sounding_until > limit:
-            return f"silence: {n.start - sounding_until} steps without a note"
-        sounding_until = max(sounding_until, n.end)
-    if total - sounding_until > limit:
-        return f"silence: {total - sounding_until} steps without a note at the end"
-    for n in notes:
-        if n.end - n.start > limit:
-            return f"one note: pitch {n.pitch} held for {n.end - n.start} steps"
-    pitches = [n.pitch for n in notes]
-    for period, name in ((1, "one note"), (2, "two-note loop")):
-        run = 0                                           # first note of the current periodic run
-        for i in range(len(notes)):
-            if i >= period and pitches[i] != pitches[i - period]:
-                run = i - period + 1
-            span = notes[i].end - notes[run].start
-            if i - run + 1 >= MIN_LOOP_NOTES and span > limit:
-                pattern = "/".join(str(p) for p in pitches[run:run + period])
-                return f"{name}: {pattern} repeated over {i - run + 1} notes, {span} steps"
-    return None
 
 
 # ---- a set of melodies against a reference set --------------------------------------------------
@@ -256,7 +167,7 @@ def melody_statistics(melodies: Iterable, tokenizer=None, max_length: int = MAX_
         ln += length_histogram(notes, max_length)
         if notes:
             ratios.append(in_scale_ratio(notes, key=key, scale=scale))
-        degenerate += _degenerate(notes, total, bar_steps or first_bar) is not None
+        degenerate += degenerate_notes(notes, total, bar_steps or first_bar) is not None
         count += 1
     if count == 0:
         raise ValueError("melodies must not be empty")

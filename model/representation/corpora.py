@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 
 from model import MIDI_EXTENSIONS
-from model.files import atomic_output
-from model.tokens import CODE_VERSION, MelodyTokenizer, TokenizerConfig
+from model.representation.files import atomic_output
+from model.representation.tokens import CODE_VERSION, MelodyTokenizer, TokenizerConfig
+from model.representation.parsing import encode_midi, encode_stream
 
 EXTENSIONS = (*MIDI_EXTENSIONS, ".abc", ".xml", ".mxl", ".musicxml", ".krn")
 
@@ -138,16 +139,16 @@ def parse_item(item: tuple[str, str, str]) -> list[tuple]:
     tok = _TOKENIZER
     try:
         if kind == "midi":
-            return [_ok(f"{item_id}#0", tok.encode_midi(payload), tok)]
+            return [_ok(f"{item_id}#0", encode_midi(tok, payload), tok)]
         from music21 import converter, stream
         parsed = (converter.parseData(payload, format="abc") if kind == "abc"
                   else converter.parse(payload))
         if isinstance(parsed, stream.Opus):
             out = []
             for i, score in enumerate(parsed.scores):
-                out.append(_guarded(f"{item_id}#{i}", lambda s=score: tok.encode_stream(s), tok))
+                out.append(_guarded(f"{item_id}#{i}", lambda s=score: encode_stream(tok, s), tok))
             return out or [("fail", item_id, "ValueError: no works in the file")]
-        return [_guarded(item_id if kind == "abc" else f"{item_id}#0", lambda: tok.encode_stream(parsed), tok)]
+        return [_guarded(item_id if kind == "abc" else f"{item_id}#0", lambda: encode_stream(tok, parsed), tok)]
     except Exception as e:                   # noqa: BLE001 - any parser failure is a counted failure
         return [("fail", item_id, _reason(e))]
 

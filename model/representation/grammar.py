@@ -1,17 +1,12 @@
-"""The token grammar of ``model.tokens``, one token at a time: what may come next, and why not.
+"""The token grammar of ``model.representation.tokens``, one token at a time: what may come next, and why not.
 
-``GrammarState`` walks ``BOS TS (BAR [TS] step*)+ EOS`` (see ``model/tokens.py``); the tokenizer's
+``GrammarState`` walks ``BOS TS (BAR [TS] step*)+ EOS`` (see ``model/representation/tokens.py``); the tokenizer's
 ``validate`` uses it to say where a sequence breaks the grammar, and ``allowed()`` gives the mask of
 legal next tokens.
 """
 from __future__ import annotations
 
 import torch
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # model.tokens imports this module at its end
-    from model.tokens import MelodyTokenizer
 
 
 class GrammarState:
@@ -22,9 +17,9 @@ class GrammarState:
     After a full bar only BAR or EOS may follow; PAD and BOS are never allowed.
     """
 
-    def __init__(self, tokenizer: MelodyTokenizer, meter: str | None = None, *,
+    def __init__(self, tokenizer, meter: str | None = None, *,
                  bars: int | None = None, allow_meter_changes: bool = True):
-        self.tok = tokenizer
+        self.tok = tokenizer            # a model.representation.tokens.MelodyTokenizer (which imports this module)
         if meter is not None:
             tokenizer.meter_id(meter)
         if bars is not None and bars < 1:

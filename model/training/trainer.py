@@ -23,7 +23,7 @@ state (last weights, optimizer, scheduler, RNG, carried lane state, position in 
 derives from ``seed + epoch``, so a resumed run sees the same batches and ends with the same weights.
 
 When the run ends (``short_term``, on by default; not when ``should_stop()`` ended it), the short-term
-copy model (``model/shortterm.py``) is fitted to the best weights' predictions on the validation tunes and stored in ``out`` beside
+copy model (``model/network/shortterm.py``) is fitted to the best weights' predictions on the validation tunes and stored in ``out`` beside
 them; generation and ``tunesmith evaluate`` then use the mixture. Early stopping and the reported
 ``valid_loss`` are the network's own.
 """
@@ -41,14 +41,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.bptt import bptt_loss, clip_gradients, repackage_state  # noqa: F401 (re-exported: callers import them here)
-from model.checkpoint import read_checkpoint, save_checkpoint
-from model.data import load_corpus, split_corpus, transpose_tokens
-from model.evaluation import fit_short_term, token_arrays, tune_batch, tune_nll, tune_positions
-from model.network import UNKNOWN_KEY, MelodyNetwork
-from model.shortterm import last_barline
-from model.tokens import MelodyTokenizer, TokenizerConfig
-from model.train_config import TrainConfig  # the dataclass lives torch-free there (the API reads its defaults)
+from model.training.bptt import bptt_loss, clip_gradients, repackage_state
+from model.network.checkpoint import read_checkpoint, save_checkpoint
+from model.representation.corpora import load_corpus, split_corpus, transpose_tokens
+from model.network.scoring import fit_short_term, token_arrays, tune_batch, tune_nll
+from model.network.conditions import tune_positions
+from model.network.melody import UNKNOWN_KEY, MelodyNetwork
+from model.network.shortterm import last_barline
+from model.representation.tokens import MelodyTokenizer, TokenizerConfig
+from model.training.config import TrainConfig  # the dataclass lives torch-free there (the API reads its defaults)
 
 # Settings a resumed run may change; any other difference from the saved run is an error.
 RESUMABLE_CHANGES = ("epochs", "max_minutes", "patience", "threads", "out", "short_term")
@@ -109,7 +110,7 @@ class Trainer:
         one's, or this one's without the key input: then the key's input weights start at zero, so
         the network starts out computing exactly what the checkpoint's did."""
         from dataclasses import replace
-        from model.checkpoint import load_checkpoint
+        from model.network.checkpoint import load_checkpoint
         model, tokenizer, _ = load_checkpoint(path)
         mine = self.model.config
         grows = model.config.key_dim == 0 and mine.key_dim > 0
@@ -429,7 +430,7 @@ def train(config: TrainConfig, progress=None, should_stop=None, resume: bool = F
 
     ``progress(event_dict)`` is called after every step and epoch and once at the end;
     ``should_stop()`` returning True ends the run cleanly after saving (resumable). ``corpus``
-    (a ``model.data.Corpus``) skips loading ``config.data``. ``resume=True`` continues from
+    (a ``model.representation.corpora.Corpus``) skips loading ``config.data``. ``resume=True`` continues from
     ``config.resume_path()`` when it exists (else starts fresh). The first Ctrl-C finishes the
     current step, saves and returns (``stopped="interrupted"``); a second one aborts at once.
     """

@@ -5,7 +5,7 @@ that a request's bytes do not depend on what else is in the batch. That holds on
 logits and state after ``MelodyNetwork.step`` are bit for bit the same at every batch size and
 place, and whether a kernel set does that depends on the CPU and on the code path the library picks
 for each shape. Two sets are known to have done it, from 2 rows on (a single row takes a matrix-
-vector path of its own, so shared batches are padded to 2 rows: ``model.rows.MIN_ROWS``):
+vector path of its own, so shared batches are padded to 2 rows: ``model.generation.rows.MIN_ROWS``):
 - "mkl": torch's default products (MKL) and torch's tanh. On the Intel Xeon VM of 2026-12-02 it
   was row-stable and 1.3 to 1.9x faster per step than "onednn" from 2 to 64 rows;
 - "onednn": oneDNN's products and tanh in its sigmoid form. On the AMD EPYC VMs of earlier

@@ -3,7 +3,7 @@
 Two measurements on a small probe network (embedding -> one recurrent layer -> projection):
 
 1. Gradient through time. For a window of T tokens, L_T is the loss at the last step. Unrolling our
-   cell (`model.cells.RNNCell/GRUCell/LSTMCell`) step by step and keeping every hidden state
+   cell (`model.network.cells.RNNCell/GRUCell/LSTMCell`) step by step and keeping every hidden state
    (`retain_grad`), one backward pass gives ||dL_T / dh_{T-k}|| for every distance k = 0..T-1.
    The curve is averaged over several windows, for the vanilla RNN, the GRU and the LSTM, at
    initialisation and after a short training. A norm that falls by orders of magnitude within a few
@@ -11,10 +11,10 @@ Two measurements on a small probe network (embedding -> one recurrent layer -> p
 2. Gradient norms during training, with and without clipping: the total norm of the gradient before
    clipping (what `clip_grad_norm_` returns) at every step of two otherwise identical runs.
 
-Training uses the fast `model.cells.Recurrent` layer; its weights load into the single cell by name
+Training uses the fast `model.network.cells.Recurrent` layer; its weights load into the single cell by name
 (weight_ih_l0 -> weight_ih ...), so both see the same network.
 
-    python -m model.diagnostics --out docs/img        # plots + diagnostics.json, ~4 minutes on 1 thread
+    python -m model.training.diagnostics --out docs/img        # plots + diagnostics.json, ~4 minutes on 1 thread
 """
 from __future__ import annotations
 
@@ -30,9 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.cells import GRUCell, LSTMCell, Recurrent, RNNCell
-from model.data import cached_corpus, split_corpus
-from model.tokens import MelodyTokenizer
+from model.network.cells import GRUCell, LSTMCell, RNNCell
+from model.network.recurrent import Recurrent
+from model.representation.corpora import cached_corpus, split_corpus
+from model.representation.tokens import MelodyTokenizer
+from model.representation.parsing import encode_stream
 
 CELLS = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
 NAMES = {"rnn": "vanilla RNN (tanh)", "gru": "GRU", "lstm": "LSTM"}
@@ -184,7 +186,7 @@ def load_tunes(spec: str, tokenizer: MelodyTokenizer, min_tokens: int = 150_000
         opus = converter.parse(path)
         for score in getattr(opus, "scores", [opus]):
             try:
-                tunes.append(np.asarray(tokenizer.encode_stream(score), dtype=np.int64))
+                tunes.append(np.asarray(encode_stream(tokenizer, score), dtype=np.int64))
             except ValueError:
                 continue
         used.append(os.path.basename(str(path)))
@@ -307,7 +309,7 @@ def plot(results: dict, out_dir: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.diagnostics", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m model.training.diagnostics", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="docs/img", help="folder for the plots and diagnostics.json")
     defaults = DiagnoseConfig()
     for name, value in asdict(defaults).items():

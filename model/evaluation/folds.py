@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from model.data import Corpus
+from model.representation.corpora import Corpus
 
 
 def fold_assignment(tune_ids: list[str], folds: int, seed: int = 0) -> dict[str, int]:
@@ -44,10 +44,11 @@ def cross_validate(corpus: Corpus, folds: int, config, valid: float = 0.1, out_d
     """Train and score ``folds`` models (``config``: a TrainConfig; its data, out, valid and test are
     set per fold). Returns pooled and per-fold bits per note and pitch bits per note, for the network
     with its short-term model (``config.short_term``) and alone."""
-    from model import shortterm
-    from model.checkpoint import load_checkpoint
-    from model.evaluation import prediction_figures, token_arrays, tune_scores
-    from model.training import train
+    from model.network import shortterm
+    from model.network.checkpoint import load_checkpoint
+    from model.evaluation.report import prediction_figures, tune_scores
+    from model.network.scoring import token_arrays
+    from model.training.trainer import train
     results, pooled = [], {"mixture": ([], [], []), "network_only": ([], [], [])}
     with tempfile.TemporaryDirectory(prefix="tunesmith-folds-") as tmp:
         folder = Path(out_dir or tmp)

@@ -2,14 +2,14 @@
 
 Two interchangeable backends run the recurrent stack with one state_dict layout:
 ``"fused"`` uses torch.nn.LSTM/GRU/RNN (the default: the faster for the LSTM, ~1.4x ours in training
-here) and ``"cells"`` uses our own ``model.cells.Recurrent`` written from the equations (the faster
+here) and ``"cells"`` uses our own ``model.network.cells.Recurrent`` written from the equations (the faster
 for the GRU and RNN; see docs/benchmarks.md). A model trained on one runs on the other (``set_backend``).
 
 ``step`` is the generation hot path. It never calls the recurrent module: stepping torch.nn.LSTM
 one token at a time costs about 1 ms per token here (oneDNN setup per call), so ``step`` runs the
 cell equations directly on the same parameters, with layer 0's input projection precomputed as a
 lookup table (token embedding @ W_ih0^T + biases), the gates computed in per-batch-size scratch
-buffers and the matmul kernel chosen by batch size (see ``model.cells.StepMatmul``). The tables are
+buffers and the matmul kernel chosen by batch size (see ``model.network.cells.StepMatmul``). The tables are
 rebuilt whenever a parameter changes (keyed on the parameters' in-place version counters), so
 training between generations is safe.
 """
@@ -22,8 +22,9 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from model.cells import NUM_GATES, Recurrent, StepMatmul
-from model.kernels import tanh as tanh_fast, tanh_ as tanh_fast_, tanh_stable, tanh_stable_
+from model.network.recurrent import NUM_GATES, Recurrent
+from model.network.kernels import StepMatmul
+from model.network.kernels import tanh as tanh_fast, tanh_ as tanh_fast_, tanh_stable, tanh_stable_
 
 # tanh per kernel set (MelodyNetwork._step): by size (the fastest), the sigmoid form at every size
 # (with oneDNN's products), or torch's own at every size (with MKL's)
@@ -31,7 +32,7 @@ TANH = {"fast": (tanh_fast, tanh_fast_), "onednn": (tanh_stable, tanh_stable_), 
 MATMUL = {"fast": "auto", "onednn": "onednn", "mkl": "mkl"}  # StepMatmul's kernel per kernel set
 
 CELLS = ("lstm", "gru", "rnn")
-KEYS = 25  # key ids: tonic pitch class 0..11 (major), 12..23 (minor), 24 unknown (model.conditions.key_id)
+KEYS = 25  # key ids: tonic pitch class 0..11 (major), 12..23 (minor), 24 unknown (model.network.conditions.key_id)
 UNKNOWN_KEY = KEYS - 1
 BACKENDS = ("fused", "cells")
 
@@ -49,7 +50,7 @@ class NetworkConfig:
     remaining_dim: int = 0  # > 0: embed the bars remaining to the end (capped) and concatenate it too
     max_remaining: int = 8  # remaining ids: 0..max_remaining (that many bars or more), max_remaining + 1 unknown
     key_dim: int = 0  # > 0: embed the tune's key (KEYS ids: 12 major, 12 minor tonics, then unknown) and concatenate it
-    backend: str = "fused"  # fused (torch.nn.LSTM/GRU/RNN) | cells (model.cells.Recurrent)
+    backend: str = "fused"  # fused (torch.nn.LSTM/GRU/RNN) | cells (model.network.cells.Recurrent)
 
     def __post_init__(self):
         if self.vocab_size < 1:
@@ -86,7 +87,7 @@ class NetworkConfig:
 
     def condition_id(self, position: int, remaining: int | None, key: int | None = None) -> int:
         """One step's condition id: the position in the bar, the bars remaining after the current
-        one (capped at max_remaining; None: unknown) and the tune's key id (``model.conditions``;
+        one (capped at max_remaining; None: unknown) and the tune's key id (``model.network.conditions``;
         None: unknown), packed as position + max_positions * remaining_id + key_stride * key_id."""
         base = position
         if self.remaining_dim:
@@ -221,12 +222,12 @@ class MelodyNetwork(nn.Module):
 
     def stable_kernels(self, max_rows: int | None = None) -> str:
         """The kernel set ("mkl" or "onednn") that keeps a row's step result independent of its batch
-        on this machine, for batches up to ``max_rows`` (None: model.stable_kernels.MAX_ROWS or what
-        was already measured), measured once per network (model/stable_kernels.py)."""
+        on this machine, for batches up to ``max_rows`` (None: model.network.stable_kernels.MAX_ROWS or what
+        was already measured), measured once per network (model/network/stable_kernels.py)."""
         known = self._stable_kernels
         if known is not None and (max_rows is None or max_rows <= known[1]):
             return known[0]
-        from model.stable_kernels import MAX_ROWS, choose
+        from model.network.stable_kernels import MAX_ROWS, choose
         rows = max(max_rows or MAX_ROWS, MAX_ROWS)
         self._stable_kernels = (choose(self, rows), rows)
         self.prepare_for_inference().forget_thread(threading.get_ident())  # the measurement's buffers

@@ -1,17 +1,17 @@
 """Reading melodies: music21 streams and MIDI files turned into token ids.
 
-The input side of ``model.tokens``: ``encode_stream`` takes the melody line of a music21 score
+The input side of ``model.representation.tokens``: ``encode_stream`` takes the melody line of a music21 score
 with its bars; ``encode_midi`` reads a MIDI file (``load_midi``), picks its melody among the
 instruments (``extract_melody``) and quantizes it to the grid. Both end in
-``MelodyTokenizer.encode_notes``. The tokenizer's ``encode_stream``/``encode_midi`` methods call
-these functions; writing MIDI and MusicXML stays in ``model.tokens``.
+``MelodyTokenizer.encode_notes``; writing MIDI and MusicXML stays in ``model.representation.tokens``.
 """
 from __future__ import annotations
 
 import io
 import os
 
-from model.tokens import END_MARKER, MelodyTokenizer, Note, monophonic, parse_meter
+from model.representation.notation import END_MARKER, parse_meter
+from model.representation.tokens import MelodyTokenizer, Note, monophonic
 
 
 # --- music21 -------------------------------------------------------------------------------------

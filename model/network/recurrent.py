@@ -1,7 +1,7 @@
 """A stack of recurrent layers that unrolls the cells' equations over time, fast, with
 ``torch.nn.LSTM/GRU/RNN(batch_first=True)``'s parameter names (``weight_ih_l0`` ...).
 
-Each layer is one autograd Function with the same equations as model/cells.py and a hand-written
+Each layer is one autograd Function with the same equations as model/network/cells.py and a hand-written
 backpropagation through time, because that is what makes it fast:
 
 - the input projection x @ W_ih^T + b of all T steps is one matmul before the time loop;
@@ -12,7 +12,7 @@ backpropagation through time, because that is what makes it fast:
   derivative factors that do not depend on the incoming gradient are computed for all steps at once.
 
 Everything runs time-major (T, B, .) inside, so every per-step slice is contiguous. The matmul and
-tanh kernels are in model/kernels.py.
+tanh kernels are in model/network/kernels.py.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.kernels import StepMatmul, _linear, tanh, tanh_
+from model.network.kernels import StepMatmul, _linear, tanh, tanh_
 
 NUM_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 
