@@ -111,6 +111,17 @@ def _primer(text: str | None):
     return data
 
 
+def _span(text: str | None) -> dict | None:
+    """--regenerate FIRST-LAST (bars of the primer, 1-based, inclusive; one bar: N) -> the API's span."""
+    if text is None:
+        return None
+    first, _, last = text.partition("-")
+    try:
+        return {"from_bar": int(first), "to_bar": int(last or first)}
+    except ValueError:
+        raise ValueError(f"regenerate must be bars like 5-8 (or one bar, 5), got {text!r}") from None
+
+
 def cmd_generate(args) -> int:
     from model.generation.params import GenerationParams
     out = Path(args.out)
@@ -123,7 +134,7 @@ def cmd_generate(args) -> int:
         include_primer=args.include_primer, count=args.count, beam_width=args.beam_width,
         min_pitch=args.min_pitch, max_pitch=args.max_pitch, avoid_repetition=args.avoid_repetition,
         short_term=args.short_term, min_bars=args.min_bars, max_bars=args.max_bars, cadence=args.cadence,
-        redraw_degenerate=args.redraw_degenerate, tonic_pull=args.tonic_pull)
+        redraw_degenerate=args.redraw_degenerate, tonic_pull=args.tonic_pull, regenerate=_span(args.regenerate))
     params.validate()  # before loading the model: a bad flag fails fast
     import torch
     torch.set_num_threads(1)  # one melody batch is too small to gain from more threads
@@ -256,6 +267,9 @@ def _add_generate_flags(p: argparse.ArgumentParser) -> None:
                    "primer's key or the melody's estimated key) at the strong beats of the last bar, and to ending "
                    f"after a bar that cadences in a --min-bars/--max-bars range: a soft ending, 0..{params.MAX_TONIC_PULL:g}; "
                    f"0 leaves the ending to the model (default {d.tonic_pull:g})")
+    p.add_argument("--regenerate", default=None, metavar="FIRST-LAST", help="with --primer: regenerate bars "
+                   "FIRST..LAST of the primer in place (1-based, inclusive, e.g. 5-8), keeping every note outside "
+                   "them; --count gives alternatives, --bars is ignored")
     p.add_argument("--redraw-degenerate", action=argparse.BooleanOptionalAction, default=d.redraw_degenerate,
                    help=f"the quality gate: redraw a degenerate melody, at most {params.MAX_REDRAWS} times, with "
                    "seeds derived from --seed (default: yes)")

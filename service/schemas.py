@@ -41,6 +41,12 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+class BarSpan(StrictModel):
+    """Bars of the primer, 1-based and inclusive."""
+    from_bar: int = Field(ge=1, le=params.MAX_BARS, description="the first bar regenerated")
+    to_bar: int = Field(ge=1, le=params.MAX_BARS, description="the last bar regenerated")
+
+
 class MelodyRequest(StrictModel):
     """POST /api/v1/melodies. Every field is optional."""
     bars: int = Field(GENERATION_DEFAULTS["bars"], ge=1, le=params.MAX_BARS,
@@ -87,9 +93,22 @@ class MelodyRequest(StrictModel):
                                     f"redraw a degenerate melody (at most {params.MAX_REDRAWS} times, seeds derived "
                                     "from the request's seed)")
 
+    regenerate: BarSpan | None = Field(None, description="with a primer: regenerate these bars of the primer in "
+                                       "place, keeping every note outside them (count gives alternatives; bars is "
+                                       "ignored)")
+
     @model_validator(mode="after")
     def _check_together(self):
         problems = []
+        if self.regenerate is not None and self.primer is None:
+            problems.append(("regenerate", "regenerate needs a primer: the melody whose bars are regenerated",
+                             "a primer (base64 MIDI or notes) with regenerate"))
+        if self.regenerate is not None and self.max_bars is not None:
+            problems.append(("max_bars", "max_bars cannot be given with regenerate: the span's bars fix the length",
+                             "null"))
+        if self.regenerate is not None and self.regenerate.from_bar > self.regenerate.to_bar:
+            problems.append(("regenerate", f"regenerate.to_bar must be >= from_bar ({self.regenerate.from_bar}), got "
+                             f"{self.regenerate.to_bar}", f"integer from {self.regenerate.from_bar} to {params.MAX_BARS}"))
         if self.min_pitch is not None and self.max_pitch is not None and self.min_pitch > self.max_pitch:
             problems.append(("max_pitch", f"max_pitch must be >= min_pitch ({self.min_pitch}), got {self.max_pitch}",
                              f"integer from {self.min_pitch} to 127"))

@@ -448,3 +448,26 @@ def test_training_job_carries_the_bars_remaining_input(client):
     default = client.get(client.post("/api/v1/training-jobs", headers=TOKEN, json={"data": "bach"})
                          .headers["Location"]).get_json()
     assert train_config(default["params"], "music21:bach", "out.pt").remaining_inputs is True
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"regenerate": {"from_bar": 2, "to_bar": 3}}, "regenerate"),                          # no primer
+    ({"primer": [[60, 0, 1]], "regenerate": {"from_bar": 3, "to_bar": 2}}, "regenerate"),  # backwards
+    ({"primer": [[60, 0, 1]], "regenerate": {"from_bar": 0, "to_bar": 2}}, "regenerate"),
+    ({"primer": [[60, 0, 1]], "regenerate": {"from_bar": 1}}, "regenerate"),
+    ({"primer": [[60, 0, 1]], "regenerate": [1, 2]}, "regenerate"),
+    ({"primer": [[60, 0, 1]], "regenerate": {"from_bar": 1, "to_bar": 2}, "max_bars": 4}, "max_bars"),
+])
+def test_a_bad_regenerate_span_is_400_naming_the_field(client, body, field):
+    problems = fields_of(client.post("/api/v1/melodies", json=body))
+    assert field in problems
+    if isinstance(body.get("regenerate"), dict) and len(body["regenerate"]) == 1:
+        assert "to_bar" in problems[field]["message"]
+
+
+def test_a_regenerate_request_is_accepted_with_its_span(client):
+    response = client.post("/api/v1/melodies", json={"primer": [[60, 0, 1], [62, 4, 1]],
+                                                     "regenerate": {"from_bar": 1, "to_bar": 1}})
+    assert response.status_code == 202
+    job = client.get(response.get_json()["status_url"]).get_json()
+    assert job["params"]["regenerate"] == {"from_bar": 1, "to_bar": 1}

@@ -77,6 +77,7 @@ class GenerationParams:
     cadence: str = "none"            # "tonic": the last note is the tonic, on a strong beat, at least a beat long (model/generation/endings.py)
     redraw_degenerate: bool = True   # the quality gate: redraw a degenerate melody (up to MAX_REDRAWS times)
     tonic_pull: float = DEFAULT_TONIC_PULL  # nats added to the tonic at the last bar's strong beats when sampling (model/generation/endings.py); 0: off
+    regenerate: dict | None = None   # {"from_bar", "to_bar"} (1-based, inclusive): bars of the primer regenerated in place (model/generation/infill.py)
 
     def validate(self, tokenizer: MelodyTokenizer | None = None) -> None:
         """Raise ParameterError (a ValueError) for the first bad parameter."""
@@ -123,6 +124,7 @@ class GenerationParams:
         for name, allowed, ok in checks:
             if not ok:
                 raise ParameterError(name, allowed, getattr(self, name))
+        self._check_regenerate()
         if self.max_bars is not None and (self.min_bars or 1) > self.max_bars:
             raise ParameterError("max_bars", f">= min_bars ({self.min_bars})", self.max_bars)
         if self.min_pitch is not None and self.max_pitch is not None and self.min_pitch > self.max_pitch:
@@ -149,6 +151,26 @@ class GenerationParams:
             elif not isinstance(self.meter, str):
                 raise ParameterError("meter", "null or a meter like '3/4'", self.meter)
         primer_notes(self.primer, tokenizer.steps_per_quarter if tokenizer else 4)  # raises on a bad primer
+
+    def _check_regenerate(self) -> None:
+        """The span's shape; that it lies inside the primer is checked once the primer is read."""
+        if self.regenerate is None:
+            return
+        span = self.regenerate
+        shape = ('{"from_bar": first, "to_bar": last}: bars of the primer, 1-based and inclusive, '
+                 f"from_bar <= to_bar <= {MAX_BARS}")
+        if not (isinstance(span, dict) and set(span) == {"from_bar", "to_bar"}
+                and all(_number(span[k], True) for k in span) and 1 <= span["from_bar"] <= span["to_bar"] <= MAX_BARS):
+            raise ParameterError("regenerate", shape, span)
+        if self.primer is None:
+            raise ParameterError("regenerate", "given with a primer (the melody whose bars are regenerated)", span)
+        if self.ranged:
+            raise ParameterError("max_bars", "null with regenerate (the span's bars fix the length)", self.max_bars)
+
+    @property
+    def span(self) -> tuple[int, int] | None:
+        """(from_bar, to_bar) of ``regenerate``, or None."""
+        return None if self.regenerate is None else (self.regenerate["from_bar"], self.regenerate["to_bar"])
 
     @property
     def ranged(self) -> bool:

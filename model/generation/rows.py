@@ -89,8 +89,12 @@ class MelodyRows:
         self.where = [None] * len(prefix.ids) + where  # per column: (bar, position) of a grid step to choose
         # the key the network is told (a network with a key input; None: unknown)
         self.key = melody_key(generator, params, prefix, seed) if model.config.key_dim else None
-        # (N,) condition ids: position in the bar, bars remaining (known when the template fixes the end), key
-        self.positions = condition_ids(tok, placeholder, model.config, known_end=not params.ranged, key=self.key) \
+        # (N,) condition ids: position in the bar, bars remaining (known when the template fixes the end:
+        # infilling counts the kept bars after the span too), key
+        self.tail = len(prefix.after) > 1  # infilling inside the tune: kept bars follow the generated ones
+        ahead = placeholder[:-1] + [tok.rest_id if t == tok.hold_id else t for t in prefix.after] if self.tail \
+            else placeholder  # (a step is a step to the conditions: the placeholders are rests)
+        self.positions = condition_ids(tok, ahead, model.config, known_end=not params.ranged, key=self.key)[:len(full)] \
             if model.config.conditioned else None
         if params.ranged and self.positions is not None and model.config.remaining_dim:
             # a range's last possible bar is its last for certain (EOS is forced after it): from its
@@ -121,11 +125,12 @@ class MelodyRows:
         self.finished = torch.zeros(B, dtype=torch.bool)  # rows that chose EOS inside a length range
         self.any_finished = False
         allowed = params.allowed_pitches(tok.config.min_pitch, tok.config.max_pitch)
-        self.cadence = Cadence(tok, self.meter, allowed, B) if params.cadence == "tonic" else None
+        # the ending's rules belong to the tune's last bar: not to a span that kept bars follow
+        self.cadence = Cadence(tok, self.meter, allowed, B) if params.cadence == "tonic" and not self.tail else None
         # the soft ending, where no cadence is required, when sampling (beam search keeps its scores
         # the sequences' masked log-probabilities, and already seeks the likeliest ending)
         self.pull = TonicPull(tok, self.meter, params.tonic_pull, generator.tonic_columns) \
-            if self.cadence is None and params.tonic_pull > 0 and params.beam_width == 1 else None
+            if self.cadence is None and params.tonic_pull > 0 and params.beam_width == 1 and not self.tail else None
         self.copy = None  # the short-term model's state over each melody so far
         if generator.copy_model is not None and params.short_term:
             self.copy = CopyState(generator.copy_model, tok.vocab_size, batch=B, capacity=N)
@@ -186,7 +191,7 @@ class MelodyRows:
         if self.copy is not None:  # the short-term model reads x; at a grid step it is mixed into the logits
             if nxt == CHOOSE:  # in place: log((1 - g) p_network + g p_copy) + a constant; the last bar's own gate
                 # (a range's last possible bar is the last for certain)
-                self.copy.push_and_mix(self.x, logits, final=self.where[i + 1][0] == self.bars - 1)
+                self.copy.push_and_mix(self.x, logits, final=self.where[i + 1][0] == self.bars - 1 and not self.tail)
             else:
                 self.copy.push(self.x)
         if nxt in (tok.bar_id, DECIDE) and params.avoid_repetition and self.done_steps >= self.bar_steps:

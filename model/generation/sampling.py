@@ -48,6 +48,7 @@ import torch
 from model import DEFAULT_MODEL_PATH
 from model.network.checkpoint import load_checkpoint
 from model.generation.endings import pitch_class_columns
+from model.generation.infill import infill_draws
 from model.generation.quality import degenerate_reason
 from model.generation.rows import HOLD, NO_TIME, REST, Draw, MelodyRows
 from model.generation.params import (DEFAULT_TEMPO, MAX_REDRAWS, MAX_SEED, GenerationParams, ParameterError, primer_notes)
@@ -104,6 +105,8 @@ class Prefix:
     tempo: float | None = None   # the primer's tempo (quarter notes per minute)
     key_pc: int | None = None    # the tonic of the primer's last key signature
     key_minor: bool = False      # ... and whether it is a minor key
+    after: list[int] = field(default_factory=list)  # infilling: the kept tokens after the generated bars
+                                                    # (from the BAR that follows them to EOS); empty otherwise
 
 
 @dataclass
@@ -227,7 +230,10 @@ class Generator:
         params = replace(params, tempo=float(params.tempo if params.tempo is not None
                                              else prefix.tempo or DEFAULT_TEMPO))
         key_pc = PITCH_CLASSES[params.key] if params.key else prefix.key_pc
-        if params.redraw_degenerate:
+        if params.regenerate is not None:
+            drawn = yield from infill_draws(self, params, prefix, key_pc, seed)
+            redrawn = [0] * len(drawn)
+        elif params.redraw_degenerate:
             drawn, redrawn = yield from self._gate(params, prefix, key_pc, seed)
         else:
             drawn = yield Draw(params, prefix, key_pc, seed, params.count)
