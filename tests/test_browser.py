@@ -337,3 +337,32 @@ def test_compose_draws_streamed_bars_before_the_melody_is_finished(service, page
     assert page.evaluate("window.tunesmith.player.notes.map(n => n.pitch)") == [62, 63]
     page.click("#stop")
     assert page.problems == []
+
+
+def test_bars_selected_on_the_piano_roll_are_regenerated_in_place(service, page):
+    page.goto(service["base"] + "/")
+    page.fill("#bars", "4")
+    page.fill("#seed", "5")
+    page.click("#generate")
+    page.wait_for_function("document.body.dataset.melody", timeout=90_000)
+    first_id = page.get_attribute("body", "data-melody")
+    before = page.evaluate("window.tunesmith.current.parsed.notes.map(n => [n.pitch, n.startBeat, n.endBeat])")
+    # click inside bar 2, shift-click inside bar 3: bars 2..3 are chosen and shaded
+    box = page.locator("#pianoroll svg").bounding_box()
+    geometry = page.evaluate("window.tunesmith.roll.geometry")
+    scale = box["width"] / page.evaluate("window.tunesmith.roll.svg.viewBox.baseVal.width")
+    for bar, modifiers in ((2, []), (3, ["Shift"])):
+        x = box["x"] + (geometry["left"] + (bar - 0.5) * geometry["barW"]) * scale
+        page.mouse.move(x, box["y"] + 10)
+        page.click("#pianoroll svg", position={"x": x - box["x"], "y": 10}, modifiers=modifiers)
+    assert (page.input_value("#regen-from"), page.input_value("#regen-to")) == ("2", "3")
+    assert page.get_attribute("#pianoroll .bar-selection", "visibility") == "visible"
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/api/v1/melodies")) as sent:
+        page.click("#regenerate")
+    body = sent.value.post_data_json
+    assert body["regenerate"] == {"from_bar": 2, "to_bar": 3} and body["primer"] and "bars" not in body
+    page.wait_for_function(f"document.body.dataset.melody !== '{first_id}'", timeout=90_000)
+    assert page.get_attribute("body", "data-job") == "succeeded"
+    after = page.evaluate("window.tunesmith.current.parsed.notes.map(n => [n.pitch, n.startBeat, n.endBeat])")
+    kept = lambda notes: [n for n in notes if n[2] <= 4 or n[1] >= 12]   # outside beats 4..12 (bars 2-3 of 4/4)
+    assert kept(after) == kept(before)

@@ -101,12 +101,43 @@ $("continue").addEventListener("click", () => {
   generate();
 });
 
+// Bars to regenerate: typed, or clicked on the piano roll (shift-click extends the selection).
+function showSelection() {
+  const first = Number($("regen-from").value), last = Number($("regen-to").value);
+  const ok = first >= 1 && last >= first;
+  roll.selectBars(ok ? first : null, ok ? last : null);
+}
+roll.onBarClick = (bar, extend) => {
+  const first = Number($("regen-from").value);
+  if (extend && first >= 1) {
+    $("regen-from").value = Math.min(first, bar);
+    $("regen-to").value = Math.max(Number($("regen-to").value) || first, bar);
+  } else {
+    $("regen-from").value = bar;
+    $("regen-to").value = bar;
+  }
+  showSelection();
+};
+$("regen-from").addEventListener("input", showSelection);
+$("regen-to").addEventListener("input", showSelection);
+$("regenerate").addEventListener("click", () => {
+  if (!current) return;
+  const first = Number($("regen-from").value), last = Number($("regen-to").value || $("regen-from").value);
+  // the melody shown becomes the primer; its bars outside the span come back unchanged
+  generate({ primer: bytesToBase64(current.midiBytes), include_primer: true,
+             regenerate: { from_bar: first, to_bar: last } });
+});
+
 let busy = false;
-async function generate() {
+async function generate(overrides = null) {
   if (busy) return;
   clearErrors(form);
   $("form-error").textContent = "";
   const { body, bad } = readForm();
+  if (overrides) {
+    for (const name of ["bars", "min_bars", "max_bars"]) delete body[name];
+    Object.assign(body, overrides);
+  }
   if (bad.length) {
     showErrors(form, new ApiError(400, { error: "validation failed", fields: bad }), $("form-error"));
     return;
@@ -171,6 +202,7 @@ function setBusy(value) {
   $("generate").disabled = value;
   $("again").disabled = value;
   $("continue").disabled = value;
+  $("regenerate").disabled = value;
   $("result").setAttribute("aria-busy", String(value));
   $("generate").textContent = value ? "Generating…" : "Generate";
 }

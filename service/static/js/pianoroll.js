@@ -1,6 +1,7 @@
 // The piano roll: one SVG <rect class="note"> per note (x = time in beats, y = pitch),
 // bar and beat lines from the meter, black-key rows shaded. The <svg> carries
-// data-note-count, and highlight(index) marks the note that is playing.
+// data-note-count, and highlight(index) marks the note that is playing. A click on a bar calls
+// onBarClick(bar, extend) (1-based); selectBars(first, last) shades the chosen bars.
 
 const SVG = "http://www.w3.org/2000/svg";
 const NAMES = ["C", "C♯", "D", "E♭", "E", "F", "F♯", "G", "A♭", "A", "B♭", "B"];
@@ -68,9 +69,29 @@ export class PianoRoll {
       el("title", {}, rect).textContent = `${pitchName(n.pitch)}, beat ${+(n.startBeat + 1).toFixed(2)}`;
       return rect;
     });
+    this.selection = el("rect", { x: 0, y: 0, width: 0, height, class: "bar-selection", visibility: "hidden" }, svg);
+    svg.addEventListener("click", (event) => {
+      const point = svg.createSVGPoint();
+      point.x = event.clientX;
+      point.y = event.clientY;
+      const x = point.matrixTransform(svg.getScreenCTM().inverse()).x;
+      if (x < left || !this.onBarClick) return;
+      this.onBarClick(Math.floor((x - left) / (beatsPerBar * beatW)) + 1, event.shiftKey);
+    });
+    this.geometry = { left, barW: beatsPerBar * beatW, bars: Math.round(totalBeats / beatsPerBar) };
     this.container.appendChild(svg);
     this.svg = svg;
     this.current = -1;
+  }
+
+  // Shade bars first..last (1-based, inclusive); null hides the shading.
+  selectBars(first, last) {
+    if (!this.svg) return;
+    const { left, barW } = this.geometry;
+    if (first === null) { this.selection.setAttribute("visibility", "hidden"); return; }
+    this.selection.setAttribute("x", left + (first - 1) * barW);
+    this.selection.setAttribute("width", (last - first + 1) * barW);
+    this.selection.setAttribute("visibility", "visible");
   }
 
   highlight(index) {
