@@ -244,3 +244,27 @@ def test_the_event_stream_delivers_every_bar_in_order_and_ends_with_the_result(s
         assert all(s["end_beats"] <= n["end_beats"] for s, n in zip(streamed, notes))
     progress = [b["progress"] for b in bars]
     assert progress == sorted(progress) and 0 < progress[0] < 1
+
+
+def test_bars_regenerated_through_the_service_keep_the_rest_of_the_primer(server):
+    """A MIDI primer (32 eighth notes: 4 bars of 4/4), bar 2
+    regenerated: the notes of bars 1, 3 and 4 come back unchanged (read with mido); a span past the
+    primer's end fails the job with a message naming the field."""
+    primer = tiny_midi(3)
+    body = {"primer": base64.b64encode(primer).decode(), "regenerate": {"from_bar": 2, "to_bar": 2}, "seed": 4,
+            "count": 2}
+    job, _ = run_job(server, "/api/v1/melodies", body)
+    assert job["state"] == "succeeded", job["error"]
+
+    def notes(data):
+        out, now, ticks = [], 0, mido.MidiFile(file=io.BytesIO(data)).ticks_per_beat
+        for msg in mido.merge_tracks(mido.MidiFile(file=io.BytesIO(data)).tracks):
+            now += msg.time
+            if msg.type == "note_on" and msg.velocity > 0:
+                out.append((msg.note, now / ticks))
+        return out
+    outside = lambda data: [n for n in notes(data) if not 4 <= n[1] < 8]   # beats 4..8 are bar 2
+    for melody in job["result"]["melodies"]:
+        assert outside(download(server, melody["midi"]).content) == outside(primer)
+    job, _ = run_job(server, "/api/v1/melodies", {**body, "regenerate": {"from_bar": 3, "to_bar": 9}})
+    assert job["state"] == "failed" and "regenerate" in job["error"] and "1..4" in job["error"]
