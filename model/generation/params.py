@@ -16,6 +16,7 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from model.representation.chords import parse_progression
 from model.representation.keys import PITCH_CLASSES, SCALES
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ MAX_REDRAWS = 8                      # the quality gate's bound on redraws per m
 MAX_TONIC_PULL = 10.0                # nats; e^10 ~ 22,000 times the tonic's probability
 DEFAULT_TONIC_PULL = 3.0             # chosen on the valid split (docs/model-card.md, "Endings")
 CADENCES = ("none", "tonic")
+CHORD_TONES = ("soft", "strict", "none")   # what given chords do on strong beats (model/generation/chord_tones.py)
 
 
 class ParameterError(ValueError):
@@ -78,6 +80,8 @@ class GenerationParams:
     redraw_degenerate: bool = True   # the quality gate: redraw a degenerate melody (up to MAX_REDRAWS times)
     tonic_pull: float = DEFAULT_TONIC_PULL  # nats added to the tonic at the last bar's strong beats when sampling (model/generation/endings.py); 0: off
     regenerate: dict | None = None   # {"from_bar", "to_bar"} (1-based, inclusive): bars of the primer regenerated in place (model/generation/infill.py)
+    chords: str | list | None = None  # a progression over the generated bars, "G C | D7 G" or a list of bars (repeats)
+    chord_tones: str = "soft"        # with chords: "strict" masks strong beats to chord tones, "soft" leans to them
 
     def validate(self, tokenizer: MelodyTokenizer | None = None) -> None:
         """Raise ParameterError (a ValueError) for the first bad parameter."""
@@ -121,10 +125,12 @@ class GenerationParams:
             ("tonic_pull", f"a number in [0, {MAX_TONIC_PULL:g}]",
              _number(self.tonic_pull) and 0 <= self.tonic_pull <= MAX_TONIC_PULL),
         ]
+        checks.append(("chord_tones", "one of " + ", ".join(CHORD_TONES), self.chord_tones in CHORD_TONES))
         for name, allowed, ok in checks:
             if not ok:
                 raise ParameterError(name, allowed, getattr(self, name))
         self._check_regenerate()
+        self.progression()                                                  # raises on unknown chords
         if self.max_bars is not None and (self.min_bars or 1) > self.max_bars:
             raise ParameterError("max_bars", f">= min_bars ({self.min_bars})", self.max_bars)
         if self.min_pitch is not None and self.max_pitch is not None and self.min_pitch > self.max_pitch:
@@ -176,6 +182,15 @@ class GenerationParams:
     def ranged(self) -> bool:
         """Whether the length is a range (min_bars..max_bars, the model chooses) rather than exactly ``bars``."""
         return self.max_bars is not None
+
+    def progression(self):
+        """The chords as bars of ``Chord`` (None without chords); ParameterError names a bad one."""
+        if self.chords is None:
+            return None
+        try:
+            return parse_progression(self.chords)
+        except ValueError as e:
+            raise ParameterError("chords", f"a progression of known chords ({e})", self.chords) from None
 
     def allowed_pitches(self, lo: int, hi: int) -> list[int]:
         """MIDI pitches the key/scale and range constraints allow, within [lo, hi]."""

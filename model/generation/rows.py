@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from model.generation.chord_tones import ChordTones
 from model.generation.endings import Cadence, TonicPull, ends_in_cadence
 from model.network.conditions import condition_ids, key_id
 from model.representation.keys import key_of_weights
@@ -131,6 +132,10 @@ class MelodyRows:
         # the sequences' masked log-probabilities, and already seeks the likeliest ending)
         self.pull = TonicPull(tok, self.meter, params.tonic_pull, generator.tonic_columns) \
             if self.cadence is None and params.tonic_pull > 0 and params.beam_width == 1 and not self.tail else None
+        progression = params.progression()  # given chords: chord tones on strong beats (chord_tones.py)
+        self.chords = ChordTones(tok, self.meter, progression, params.chord_tones, generator.tonic_columns,
+                                 cadence_bar=self.bars - 1 if self.cadence is not None else None) \
+            if progression and params.chord_tones != "none" else None
         self.copy = None  # the short-term model's state over each melody so far
         if generator.copy_model is not None and params.short_term:
             self.copy = CopyState(generator.copy_model, tok.vocab_size, batch=B, capacity=N)
@@ -226,6 +231,8 @@ class MelodyRows:
                     logits += self.cadence.mask(pos)
                 elif (pull := self.pull.bias(pos)) is not None:
                     logits += pull
+            if self.chords is not None and (chord_bias := self.chords.bias(bar, pos)) is not None:
+                logits += chord_bias  # (V,) over the B rows
             if self.any_finished:  # ended rows only mark time (one choice: REST, log-probability 0)
                 logits[self.finished] = self.g._finished_row
         parent = None
