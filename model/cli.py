@@ -155,6 +155,39 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_harmonize(args) -> int:
+    out = Path(args.out)
+    kind = OUTPUT_SUFFIXES.get(out.suffix.lower())
+    if kind is None:
+        raise ValueError(f"out must end in one of {', '.join(OUTPUT_SUFFIXES)}, got {args.out!r}")
+    from model.generation.params import MAX_PRIMER_BYTES
+    from model.representation.midi_check import check_midi
+    from model.representation.parsing import encode_midi, load_midi
+    from model.representation.tokens import MelodyTokenizer
+    from model.generation import accompaniment
+    from model.representation.notation import musicxml_bytes
+    path = Path(args.melody)
+    if not path.is_file():
+        raise ValueError(f"melody must be a MIDI file, got {args.melody!r} (no such file)")
+    data = path.read_bytes()
+    check_midi(data, "melody", max_bytes=MAX_PRIMER_BYTES)   # the bounds a primer has
+    tok = MelodyTokenizer()
+    score = tok.score(encode_midi(tok, data), qpm=round(float(load_midi(data).get_tempo_changes()[1][0]), 2))
+    spans = accompaniment.score_chords(score)
+    chords = accompaniment.chords_json(score, spans)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "midi":
+        out.write_bytes(accompaniment.accompanied_midi(score, spans))
+    elif kind == "musicxml":
+        out.write_bytes(musicxml_bytes(score, accompaniment.chord_symbols(score, spans)))
+    else:
+        spq = score.steps_per_quarter
+        out.write_text(json.dumps({"tempo": score.tempo, "meters": score.meters, "chords": chords,
+                                   "notes": [[p, s / spq, e / spq] for p, s, e in score.notes]}, indent=1))
+    print(json.dumps({"file": str(out), "chords": " ".join(c["chord"] for c in chords)}))
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     if args.folds is not None:
         return cmd_cross_validate(args)
@@ -285,6 +318,14 @@ def add_commands(sub) -> None:
                        description="Generate melodies with a trained model.")
     _add_generate_flags(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("harmonize", help="chords and an accompaniment under a melody",
+                       description="Estimate the chords under a MIDI melody (one per bar or half bar, an HMM "
+                       "fitted on Bach's chorales: model/representation/harmony.py) and write them: MIDI with "
+                       "an accompaniment on a second track, MusicXML with chord symbols, or JSON.")
+    p.add_argument("melody", help="a MIDI file (the bounds of a primer)")
+    p.add_argument("--out", required=True, help="output file: .mid/.midi, .musicxml/.xml or .json")
+    p.set_defaults(func=cmd_harmonize)
 
     p = sub.add_parser("evaluate", help="score a model on a corpus split (JSON)",
                        description="Print, as JSON, a model's nats per token, bits per note and pitch bits per note on a "

@@ -139,11 +139,12 @@ def midi_bytes(score: Score, program: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def musicxml_bytes(score: Score) -> bytes:
-    """The score as MusicXML (through music21), with meters, tempo and tied notes across barlines."""
+def musicxml_bytes(score: Score, chord_symbols=()) -> bytes:
+    """The score as MusicXML (through music21), with meters, tempo and tied notes across barlines;
+    ``chord_symbols``: (grid step, symbol like 'Bb' or 'F#m7') pairs, written as ``<harmony>`` elements."""
     from fractions import Fraction
 
-    from music21 import meter as m21meter, note as m21note, stream as m21stream, tempo
+    from music21 import harmony, meter as m21meter, note as m21note, stream as m21stream, tempo
     from music21.musicxml.m21ToXml import GeneralObjectExporter
     _check_tempo(score.tempo)
     starts, spq = score.bar_starts, score.steps_per_quarter
@@ -159,5 +160,8 @@ def musicxml_bytes(score: Score) -> bytes:
         if start < starts[-1]:
             part.insert(q(start), m21note.Note(pitch, quarterLength=q(end - start)))
         step = end
+    for step, symbol in chord_symbols:                      # music21 writes a flat as '-': Bb -> B-
+        part.insert(q(step), harmony.ChordSymbol(symbol[0] + symbol[1:].replace("b", "-", 1)
+                                                 if symbol[1:2] == "b" else symbol))
     score21 = m21stream.Score([part.makeNotation()])
     return GeneralObjectExporter(score21).parse()
