@@ -134,7 +134,8 @@ def cmd_generate(args) -> int:
         include_primer=args.include_primer, count=args.count, beam_width=args.beam_width,
         min_pitch=args.min_pitch, max_pitch=args.max_pitch, avoid_repetition=args.avoid_repetition,
         short_term=args.short_term, min_bars=args.min_bars, max_bars=args.max_bars, cadence=args.cadence,
-        redraw_degenerate=args.redraw_degenerate, tonic_pull=args.tonic_pull, regenerate=_span(args.regenerate))
+        redraw_degenerate=args.redraw_degenerate, tonic_pull=args.tonic_pull, regenerate=_span(args.regenerate),
+        chords=args.chords, chord_tones=args.chord_tones)
     params.validate()  # before loading the model: a bad flag fails fast
     import torch
     torch.set_num_threads(1)  # one melody batch is too small to gain from more threads
@@ -144,7 +145,11 @@ def cmd_generate(args) -> int:
     for m in generation.melodies:
         path = out if len(generation.melodies) == 1 else out.with_name(f"{out.stem}-{m.index + 1}{out.suffix}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        if kind == "midi":
+        if params.chords is not None or args.harmonize:   # the given chords, else estimated ones
+            from model.generation.accompaniment import harmonized_bytes, melody_chords
+            score = m.tokenizer.score(m.tokens, qpm=m.tempo)
+            path.write_bytes(harmonized_bytes(kind, score, melody_chords(score, params), m.to_json()))
+        elif kind == "midi":
             path.write_bytes(m.midi_bytes())
         elif kind == "musicxml":
             path.write_bytes(m.musicxml_bytes())
@@ -165,7 +170,6 @@ def cmd_harmonize(args) -> int:
     from model.representation.parsing import encode_midi, load_midi
     from model.representation.tokens import MelodyTokenizer
     from model.generation import accompaniment
-    from model.representation.notation import musicxml_bytes
     path = Path(args.melody)
     if not path.is_file():
         raise ValueError(f"melody must be a MIDI file, got {args.melody!r} (no such file)")
@@ -174,16 +178,9 @@ def cmd_harmonize(args) -> int:
     tok = MelodyTokenizer()
     score = tok.score(encode_midi(tok, data), qpm=round(float(load_midi(data).get_tempo_changes()[1][0]), 2))
     spans = accompaniment.score_chords(score)
-    chords = accompaniment.chords_json(score, spans)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if kind == "midi":
-        out.write_bytes(accompaniment.accompanied_midi(score, spans))
-    elif kind == "musicxml":
-        out.write_bytes(musicxml_bytes(score, accompaniment.chord_symbols(score, spans)))
-    else:
-        spq = score.steps_per_quarter
-        out.write_text(json.dumps({"tempo": score.tempo, "meters": score.meters, "chords": chords,
-                                   "notes": [[p, s / spq, e / spq] for p, s, e in score.notes]}, indent=1))
+    out.write_bytes(accompaniment.harmonized_bytes(kind, score, spans))
+    chords = accompaniment.chords_json(score, spans)
     print(json.dumps({"file": str(out), "chords": " ".join(c["chord"] for c in chords)}))
     return 0
 
@@ -293,6 +290,14 @@ def _add_generate_flags(p: argparse.ArgumentParser) -> None:
                    "barline from this bar on, where the model chooses (default 1)")
     p.add_argument("--max-bars", type=int, default=d.max_bars, help=f"a length range instead of --bars "
                    f"(at most {params.MAX_BARS}): the tune ends where the model ends it, at the latest here")
+    p.add_argument("--chords", default=None, help="a progression over the generated bars, e.g. 'G C | D7 G' "
+                   "(bars separated by |, chords inside a bar split it evenly; repeats): strong beats lean to "
+                   "its chord tones, and the files carry it (chord symbols, a MIDI accompaniment track)")
+    p.add_argument("--chord-tones", choices=params.CHORD_TONES, default=d.chord_tones, help="with --chords: "
+                   "strict = notes starting on strong beats are chord tones; soft = they lean to them by "
+                   "a few nats; none = the chords only go into the files (default soft)")
+    p.add_argument("--harmonize", action="store_true", help="write estimated chords (or --chords) into the "
+                   "files: MusicXML chord symbols, a MIDI accompaniment track, JSON chords")
     p.add_argument("--cadence", choices=params.CADENCES, default=d.cadence, help="tonic: the last note is the "
                    "tonic of --key (or the primer's key, or the melody's estimated key), on a strong beat, at "
                    "least a beat long, held to the end of the last bar (default none)")

@@ -92,10 +92,10 @@ def test_harmonize_writes_musicxml_midi_and_json(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["chords"] == "D G A D"
     parsed = converter.parse(str(tmp_path / "tune.musicxml"))
     assert [c.figure for c in parsed.recurse().getElementsByClass(harmony.ChordSymbol)] == ["D", "G", "A", "D"]
-    assert main(["harmonize", str(tune), "--out", str(tmp_path / "tune.mid")]) == 0
-    written = (tmp_path / "tune.mid").read_bytes()
+    assert main(["harmonize", str(tune), "--out", str(tmp_path / "harmonized.mid")]) == 0
+    written = (tmp_path / "harmonized.mid").read_bytes()
     assert track_chunks(written)[:2] == track_chunks(tune.read_bytes())
-    assert len(mido.MidiFile(str(tmp_path / "tune.mid")).tracks) == 3
+    assert len(mido.MidiFile(str(tmp_path / "harmonized.mid")).tracks) == 3
     assert main(["harmonize", str(tune), "--out", str(tmp_path / "tune.json")]) == 0
     doc = json.loads((tmp_path / "tune.json").read_text())
     assert [c["chord"] for c in doc["chords"]] == ["D", "G", "A", "D"] and doc["chords"][1]["start_beats"] == 4.0

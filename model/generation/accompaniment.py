@@ -16,12 +16,13 @@ track appended after them, on MIDI channel 2.
 from __future__ import annotations
 
 import io
+import json
 from typing import NamedTuple, Sequence
 
 from model.generation.endings import beat_steps
 from model.representation.chords import Chord, spell_flats
 from model.representation.harmony import Bar, HarmonyModel, TimedNote, melody_key
-from model.representation.notation import Score, midi_bytes
+from model.representation.notation import Score, midi_bytes, musicxml_bytes
 
 BASS_LOW, CHORD_LOW = 36, 53       # C2: the bass octave's bottom; F3: the chord's lowest tone
 VELOCITY_BASS, VELOCITY_CHORD = 70, 55
@@ -65,6 +66,17 @@ def progression_chords(score: Score, progression: Sequence[Sequence[Chord]], fir
     return _merged(out)
 
 
+def melody_chords(score: Score, params) -> list[ChordSpan]:
+    """A generated melody's chords: the request's progression from its first generated bar (after an
+    included primer), else the estimated ones."""
+    progression = params.progression()
+    if progression is None:
+        return score_chords(score)
+    bars = len(score.bar_starts) - 1
+    first = 0 if params.primer is None or not params.include_primer else max(0, bars - params.bars)
+    return progression_chords(score, progression, first)
+
+
 def _merged(spans: list[ChordSpan]) -> list[ChordSpan]:
     """Consecutive spans of one chord as one span (a chord symbol where the chord changes only)."""
     out: list[ChordSpan] = []
@@ -89,6 +101,20 @@ def chords_json(score: Score, spans: Sequence[ChordSpan]) -> list[dict]:
     spq, symbols = score.steps_per_quarter, dict(chord_symbols(score, spans))
     return [{"chord": symbols[s.start], "start_beats": s.start / spq, "end_beats": s.end / spq}
             for s in _merged(list(spans))]
+
+
+def harmonized_bytes(kind: str, score: Score, spans: Sequence[ChordSpan], melody_json: dict | None = None) -> bytes:
+    """The melody with its chords as a file: ``midi`` (the accompaniment track), ``musicxml`` (chord
+    symbols) or ``json`` (``melody_json``, else the notes, with ``chords`` added)."""
+    if kind == "midi":
+        return accompanied_midi(score, spans)
+    if kind == "musicxml":
+        return musicxml_bytes(score, chord_symbols(score, spans))
+    spq = score.steps_per_quarter
+    doc = dict(melody_json) if melody_json is not None else {
+        "tempo": score.tempo, "meters": score.meters, "notes": [[p, s / spq, e / spq] for p, s, e in score.notes]}
+    doc["chords"] = chords_json(score, spans)
+    return json.dumps(doc, indent=1).encode()
 
 
 def accompaniment_notes(score: Score, spans: Sequence[ChordSpan]) -> list[tuple[int, int, int, int]]:
