@@ -15,7 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-OUTPUT_SUFFIXES = {".mid": "midi", ".midi": "midi", ".musicxml": "musicxml", ".xml": "musicxml", ".json": "json"}
+OUTPUT_SUFFIXES = {".mid": "midi", ".midi": "midi", ".musicxml": "musicxml", ".xml": "musicxml", ".json": "json",
+                   ".abc": "abc"}
 
 
 def _transpose(text: str) -> tuple[int, int]:
@@ -153,11 +154,20 @@ def cmd_generate(args) -> int:
             path.write_bytes(m.midi_bytes())
         elif kind == "musicxml":
             path.write_bytes(m.musicxml_bytes())
+        elif kind == "abc":
+            from model.generation.accompaniment import key_flats
+            from model.representation.abc import abc_text
+            score = m.tokenizer.score(m.tokens, qpm=m.tempo)
+            path.write_text(abc_text(score, flats=key_flats(score)))
         else:
             path.write_text(json.dumps(m.to_json(), indent=1))
         written.append({"path": str(path), "notes": len(m.notes)})
     print(json.dumps({"model": generation.model, "seed": generation.seed, "files": written}))
     return 0
+
+
+SCORE_SUFFIXES = (".musicxml", ".xml", ".mxl", ".abc")
+MAX_SCORE_BYTES = 512 * 1024        # a MusicXML or ABC melody to harmonize
 
 
 def cmd_harmonize(args) -> int:
@@ -172,12 +182,25 @@ def cmd_harmonize(args) -> int:
     from model.generation import accompaniment
     path = Path(args.melody)
     if not path.is_file():
-        raise ValueError(f"melody must be a MIDI file, got {args.melody!r} (no such file)")
+        raise ValueError(f"melody must be a MIDI, MusicXML or ABC file, got {args.melody!r} (no such file)")
     data = path.read_bytes()
-    check_midi(data, "melody", max_bytes=MAX_PRIMER_BYTES)   # the bounds a primer has
     tok = MelodyTokenizer()
-    score = tok.score(encode_midi(tok, data), qpm=round(float(load_midi(data).get_tempo_changes()[1][0]), 2))
-    spans = accompaniment.score_chords(score)
+    if path.suffix.lower() in SCORE_SUFFIXES:                # a score keeps the chord symbols it carries
+        from music21 import converter, tempo
+        from model.representation.parsing import encode_stream
+        from model.representation.written_chords import written_chords
+        if len(data) > MAX_SCORE_BYTES:
+            raise ValueError(f"melody must be a score of at most {MAX_SCORE_BYTES} bytes, got {len(data)}")
+        stream = converter.parse(str(path))
+        marks = list(stream.recurse().getElementsByClass(tempo.MetronomeMark))
+        qpm = float(marks[0].getQuarterBPM()) if marks and marks[0].getQuarterBPM() else 120.0
+        score = tok.score(encode_stream(tok, stream), qpm=qpm)
+        written = written_chords(stream, tok.steps_per_quarter)
+    else:
+        check_midi(data, "melody", max_bytes=MAX_PRIMER_BYTES)   # the bounds a primer has
+        score = tok.score(encode_midi(tok, data), qpm=round(float(load_midi(data).get_tempo_changes()[1][0]), 2))
+        written = []
+    spans = accompaniment.written_spans(score, written) if written else accompaniment.score_chords(score)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(accompaniment.harmonized_bytes(kind, score, spans))
     chords = accompaniment.chords_json(score, spans)
@@ -255,7 +278,7 @@ def _add_generate_flags(p: argparse.ArgumentParser) -> None:
     from model.generation import params
     d = params.GenerationParams()
     p.add_argument("--model", default=None, help=f"checkpoint (default: the shipped model {DEFAULT_MODEL_PATH})")
-    p.add_argument("--out", default="melody.mid", help="output file: .mid/.midi, .musicxml/.xml or .json; "
+    p.add_argument("--out", default="melody.mid", help="output file: .mid/.midi, .musicxml/.xml, .abc or .json; "
                    "with --count > 1, name-1.mid, name-2.mid, ... (default: melody.mid)")
     p.add_argument("--bars", type=int, default=d.bars,
                    help=f"bars to generate after the primer (1..{params.MAX_BARS}, default {d.bars})")
@@ -327,9 +350,10 @@ def add_commands(sub) -> None:
     p = sub.add_parser("harmonize", help="chords and an accompaniment under a melody",
                        description="Estimate the chords under a MIDI melody (one per bar or half bar, an HMM "
                        "fitted on Bach's chorales: model/representation/harmony.py) and write them: MIDI with "
-                       "an accompaniment on a second track, MusicXML with chord symbols, or JSON.")
-    p.add_argument("melody", help="a MIDI file (the bounds of a primer)")
-    p.add_argument("--out", required=True, help="output file: .mid/.midi, .musicxml/.xml or .json")
+                       "an accompaniment on a second track, MusicXML or ABC with chord symbols, or JSON.")
+    p.add_argument("melody", help="a MIDI file (the bounds of a primer), or a MusicXML or ABC score: the chord "
+                   "symbols a score carries are kept, not estimated")
+    p.add_argument("--out", required=True, help="output file: .mid/.midi, .musicxml/.xml, .abc or .json")
     p.set_defaults(func=cmd_harmonize)
 
     p = sub.add_parser("evaluate", help="score a model on a corpus split (JSON)",

@@ -107,3 +107,32 @@ def test_harmonize_refuses_what_it_cannot_read(tmp_path, capsys):
     (tmp_path / "bad.mid").write_bytes(b"not midi")
     assert main(["harmonize", str(tmp_path / "bad.mid"), "--out", str(tmp_path / "x.wav")]) == 2
     assert "out must end in one of" in capsys.readouterr().err
+
+
+def test_a_score_keeps_the_chord_symbols_it_carries(tmp_path, capsys):
+    from model.representation.abc import abc_text
+    score = arpeggio_score("4/4", tonic=0)                                # C F G C, but written as Am Dm7 G7 C
+    (tmp_path / "tune.abc").write_text(abc_text(score, [(0, "Am"), (16, "Dm7"), (32, "G7"), (48, "C")]))
+    assert main(["harmonize", str(tmp_path / "tune.abc"), "--out", str(tmp_path / "kept.musicxml")]) == 0
+    assert json.loads(capsys.readouterr().out)["chords"] == "Am Dm G7 C"   # Dm7 in the vocabulary: Dm
+    parsed = converter.parse(str(tmp_path / "kept.musicxml"))
+    assert [(float(c.getOffsetInHierarchy(parsed)), c.figure)
+            for c in parsed.recurse().getElementsByClass(harmony.ChordSymbol)] == \
+        [(0.0, "Am"), (4.0, "Dm"), (8.0, "G7"), (12.0, "C")]
+    notes = [n.pitch.midi for n in parsed.recurse().notes if not isinstance(n, harmony.ChordSymbol)]
+    assert notes == [p for p, _, _ in score.notes]
+
+
+def test_abc_carries_notes_and_chord_symbols_music21_reads_back(tmp_path):
+    from model.representation.abc import abc_text
+    notes = ((60, 0, 4), (64, 4, 8), (66, 8, 20), (70, 20, 24), (72, 24, 32), (61, 32, 36), (60, 36, 40))
+    score = Score(notes, ((0, "4/4"),), (0, 16, 32, 48), 4, 100.0)
+    text = abc_text(score, [(0, "C"), (8, "D7"), (16, "Bb"), (24, "F#m"), (32, "Bdim")])
+    parsed = converter.parseData(text, format="abc")
+    sounding = [(float(n.getOffsetInHierarchy(parsed)), n.pitch.midi, float(n.quarterLength))
+                for n in parsed.stripTies().recurse().notes if not isinstance(n, harmony.ChordSymbol)]
+    assert sounding == [(s / 4, p, (e - s) / 4) for p, s, e in notes]   # ties across the barline; =C after ^C
+    assert [(float(c.getOffsetInHierarchy(parsed)), c.root().name, c.chordKind)
+            for c in parsed.recurse().getElementsByClass(harmony.ChordSymbol)] == \
+        [(0.0, "C", "major"), (2.0, "D", "dominant-seventh"), (4.0, "B-", "major"), (6.0, "F#", "minor"),
+         (8.0, "B", "diminished")]

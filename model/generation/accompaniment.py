@@ -3,8 +3,9 @@
 ``score_chords`` estimates the chords under a ``Score`` (``model.representation.harmony``'s HMM, one
 chord per harmonic segment); ``progression_chords`` lays a given progression over its bars instead
 (a melody written over given chords keeps them). Either gives ``ChordSpan``s in grid steps, which
-become MusicXML chord symbols (``chord_symbols``, for ``notation.musicxml_bytes``) and a second MIDI
-track (``accompanied_midi``):
+become MusicXML chord symbols (``chord_symbols``, for ``notation.musicxml_bytes``), ABC annotations
+(``model.representation.abc``) and a second MIDI track (``accompanied_midi``); ``harmonized_bytes``
+writes any of them:
 
 the accompaniment plays, for each chord, its root as a bass note (C2..B2) on the chord's first beat,
 held that beat, and the chord (its tones between F3 and E4) on each of the chord's other beats, held
@@ -20,6 +21,7 @@ import json
 from typing import NamedTuple, Sequence
 
 from model.generation.endings import beat_steps
+from model.representation.abc import abc_text
 from model.representation.chords import Chord, spell_flats
 from model.representation.harmony import Bar, HarmonyModel, TimedNote, melody_key
 from model.representation.notation import Score, midi_bytes, musicxml_bytes
@@ -66,6 +68,13 @@ def progression_chords(score: Score, progression: Sequence[Sequence[Chord]], fir
     return _merged(out)
 
 
+def written_spans(score: Score, written: Sequence[tuple[int, Chord]]) -> list[ChordSpan]:
+    """Chords a score carried (``written_chords.written_chords``), each until the next or the end."""
+    end = score.bar_starts[-1]
+    steps = [s for s, _ in written] + [end]
+    return _merged([ChordSpan(s, max(s + 1, min(nxt, end)), c) for (s, c), nxt in zip(written, steps[1:]) if s < end])
+
+
 def melody_chords(score: Score, params) -> list[ChordSpan]:
     """A generated melody's chords: the request's progression from its first generated bar (after an
     included primer), else the estimated ones."""
@@ -88,11 +97,16 @@ def _merged(spans: list[ChordSpan]) -> list[ChordSpan]:
     return out
 
 
-def chord_symbols(score: Score, spans: Sequence[ChordSpan]) -> list[tuple[int, str]]:
-    """(grid step, symbol) where the chord changes, roots spelled in the melody's key."""
+def key_flats(score: Score) -> bool:
+    """Whether the melody's own key is written with flats."""
     spq = score.steps_per_quarter
     notes = [TimedNote(p, s / spq, e / spq) for p, s, e in score.notes]
-    flats = spell_flats(*melody_key(notes)) if notes else False
+    return spell_flats(*melody_key(notes)) if notes else False
+
+
+def chord_symbols(score: Score, spans: Sequence[ChordSpan]) -> list[tuple[int, str]]:
+    """(grid step, symbol) where the chord changes, roots spelled in the melody's key."""
+    flats = key_flats(score)
     return [(span.start, span.chord.name(flats)) for span in _merged(list(spans))]
 
 
@@ -105,11 +119,13 @@ def chords_json(score: Score, spans: Sequence[ChordSpan]) -> list[dict]:
 
 def harmonized_bytes(kind: str, score: Score, spans: Sequence[ChordSpan], melody_json: dict | None = None) -> bytes:
     """The melody with its chords as a file: ``midi`` (the accompaniment track), ``musicxml`` (chord
-    symbols) or ``json`` (``melody_json``, else the notes, with ``chords`` added)."""
+    symbols), ``abc`` (quoted chord symbols) or ``json`` (``melody_json``, else the notes, with ``chords`` added)."""
     if kind == "midi":
         return accompanied_midi(score, spans)
     if kind == "musicxml":
         return musicxml_bytes(score, chord_symbols(score, spans))
+    if kind == "abc":
+        return abc_text(score, chord_symbols(score, spans), flats=key_flats(score)).encode()
     spq = score.steps_per_quarter
     doc = dict(melody_json) if melody_json is not None else {
         "tempo": score.tempo, "meters": score.meters, "notes": [[p, s / spq, e / spq] for p, s, e in score.notes]}
