@@ -92,6 +92,20 @@ class MelodyRequest(StrictModel):
     redraw_degenerate: bool = Field(GENERATION_DEFAULTS["redraw_degenerate"], description="the quality gate: "
                                     f"redraw a degenerate melody (at most {params.MAX_REDRAWS} times, seeds derived "
                                     "from the request's seed)")
+    chords: Annotated[str, Field(min_length=1, max_length=params.MAX_CHORDS_TEXT)] \
+        | Annotated[list[Annotated[str, Field(min_length=1, max_length=params.MAX_CHORDS_TEXT)]],
+                    Field(min_length=1, max_length=params.MAX_CHORD_BARS)] | None = Field(
+        None, description="a chord progression over the generated bars: 'G C | D7 G' (bars separated by |, the "
+        "chords inside a bar split it evenly) or a list of bars ['G', 'C', 'D7 G']; it repeats when the melody is "
+        "longer. Chords: a root (C, C#, Db ... B) and nothing (major), m, dim or 7. The melody's strong beats lean "
+        "to the chord tones (chord_tones), and its files carry the chords")
+    chord_tones: Literal[params.CHORD_TONES] = Field(GENERATION_DEFAULTS["chord_tones"], description="with chords: "
+                                                     "strict = every note starting on a strong beat is a chord "
+                                                     "tone; soft = such notes lean to chord tones; none = the "
+                                                     "chords only go into the files")
+    harmonize: bool = Field(False, description="chords under each melody (the given chords, else estimated ones): "
+                            "in the result, as chord symbols in the MusicXML and JSON, and as an accompaniment "
+                            "track in the MIDI and WAV")
 
     regenerate: BarSpan | None = Field(None, description="with a primer: regenerate these bars of the primer in "
                                        "place, keeping every note outside them (count gives alternatives; bars is "
@@ -120,6 +134,12 @@ class MelodyRequest(StrictModel):
         if self.min_bars is not None and self.max_bars is not None and self.min_bars > self.max_bars:
             problems.append(("max_bars", f"max_bars must be >= min_bars ({self.min_bars}), got {self.max_bars}",
                              f"integer from {self.min_bars} to {params.MAX_BARS}"))
+        if self.chords is not None:
+            try:
+                GenerationParams(chords=self.chords).progression()
+            except params.ParameterError as e:
+                problems.append(("chords", str(e), "bars of chords separated by |, e.g. 'G C | D7 G', or a list "
+                                 "of bars; a chord is a root (C, C#, Db ... B) and nothing (major), m, dim or 7"))
         if self.beam_width > 1 and self.count > self.beam_width:
             problems.append(("count", f"count must be at most beam_width ({self.beam_width}) with beam search, "
                              f"got {self.count}", f"integer from 1 to {self.beam_width}"))

@@ -268,3 +268,18 @@ def test_bars_regenerated_through_the_service_keep_the_rest_of_the_primer(server
         assert outside(download(server, melody["midi"]).content) == outside(primer)
     job, _ = run_job(server, "/api/v1/melodies", {**body, "regenerate": {"from_bar": 3, "to_bar": 9}})
     assert job["state"] == "failed" and "regenerate" in job["error"] and "1..4" in job["error"]
+
+
+def test_a_melody_over_given_chords_comes_back_with_them_and_an_accompaniment(server):
+    job, _ = run_job(server, "/api/v1/melodies", {"bars": 4, "seed": 3, "chords": "C Am | F G7",
+                                                  "chord_tones": "strict", "harmonize": True})
+    assert job["state"] == "succeeded", job["error"]
+    melody = job["result"]["melodies"][0]
+    assert melody["chords"] == ["C", "Am", "F", "G7", "C", "Am", "F", "G7"]
+    midi = mido.MidiFile(file=io.BytesIO(download(server, melody["midi"]).content))
+    assert [t.name for t in midi.tracks[1:]] == ["melody", "accompaniment"]
+    tones = {0: {0, 4, 7}, 8: {9, 0, 4}, 16: {5, 9, 0}, 24: {7, 11, 2, 5}}       # 16th steps in the 2-bar cycle
+    notes = download(server, melody["json"]).json()["notes"]
+    strong = [n for n in notes if (n["start_beats"] * 4) % 8 == 0]
+    assert strong and all(n["pitch"] % 12 in tones[int(n["start_beats"] * 4) % 32] for n in strong)
+    assert b"<harmony" in download(server, melody["musicxml"]).content

@@ -67,8 +67,12 @@ def melody_file(folder: Path, index: int, ext: str, fetch=None) -> Path | None:
 
 
 def render_musicxml(melody_json: bytes) -> bytes:
+    """The melody's MusicXML, with its chord symbols when its JSON carries chords."""
     from model.representation import notation
-    return notation.musicxml_bytes(notation.Score.from_melody_json(json.loads(melody_json)))
+    melody = json.loads(melody_json)
+    score = notation.Score.from_melody_json(melody)
+    symbols = [(round(c["start_beats"] * score.steps_per_quarter), c["chord"]) for c in melody.get("chords", ())]
+    return notation.musicxml_bytes(score, symbols)
 
 
 def job_zip(folder: Path, job_id: str, count: int, fetch=None) -> Path:

@@ -51,7 +51,7 @@ def generate(path, request: GenerationParams, on_bar=None, should_stop=None, set
 
 def generation_params(params: dict) -> GenerationParams:
     """The API's stored parameters -> model.generation.params.GenerationParams (primer checked first)."""
-    fields = {k: v for k, v in params.items() if k != "model"}
+    fields = {k: v for k, v in params.items() if k not in ("model", "harmonize")}
     primer = fields.get("primer")
     if isinstance(primer, str):
         data = base64.b64decode(primer)
@@ -92,7 +92,9 @@ def _run(runtime, job_id: str, record: dict, owner: str) -> str:
                               should_stop=lambda: store.is_cancelled(job_id), settings=runtime.settings)
         if store.is_cancelled(job_id):
             return "cancelled"
-        result = write_melodies(runtime.home, job_id, generation, params["model"], keep=runtime.files.keep)
+        harmonized = generation_request if params.get("harmonize") or params.get("chords") is not None else None
+        result = write_melodies(runtime.home, job_id, generation, params["model"], keep=runtime.files.keep,
+                                harmonized=harmonized)
     except Cancelled:
         return "cancelled"
     except ValueError as exc:        # bad parameters or primer (UploadInvalid): the user's to fix
@@ -156,21 +158,32 @@ class BarProgress:
             self.runtime.events.publish_many(self.job_id, events, also=also)
 
 
-def write_melodies(home, job_id: str, generation: dict, model_name: str, keep=None) -> dict:
+def write_melodies(home, job_id: str, generation: dict, model_name: str, keep=None, harmonized=None) -> dict:
     """Write each melody's MIDI and JSON (what the job answers with); return the result links.
     `keep(job_id, {name: bytes})` keeps them where API processes on other machines read them
     (Redis: worker/formats.py, which also renders MusicXML, WAV and the zip on first download).
-    `generation` is the engine's plain result (worker/engine.py)."""
+    `generation` is the engine's plain result (worker/engine.py). `harmonized`: the request's
+    GenerationParams when its melodies carry chords (its own, else estimated; model/generation/
+    accompaniment.py): in the JSON and the result, and as the MIDI's accompaniment track."""
     folder = job_dir(home, job_id)
     base = f"/api/v1/melodies/{job_id}"
     melodies, files = [], {}
     for index, melody in enumerate(generation["melodies"]):
         score = notation.Score.from_dict(melody["score"])
-        files[artifact_name(index, "mid")] = notation.midi_bytes(score)
-        files[artifact_name(index, "json")] = json.dumps(melody["json"]).encode()
-        melodies.append({"index": index, "midi": f"{base}/{index}.mid", "musicxml": f"{base}/{index}.musicxml",
-                         "json": f"{base}/{index}.json", "wav": f"{base}/{index}.wav",
-                         "notes": len(score.notes)})
+        entry = {"index": index, "midi": f"{base}/{index}.mid", "musicxml": f"{base}/{index}.musicxml",
+                 "json": f"{base}/{index}.json", "wav": f"{base}/{index}.wav", "notes": len(score.notes)}
+        melody_json = melody["json"]
+        if harmonized is not None:
+            # imported here: it imports torch, which a worker's parent process must not before the fork
+            from model.generation import accompaniment
+            spans = accompaniment.melody_chords(score, harmonized)
+            melody_json = {**melody_json, "chords": accompaniment.chords_json(score, spans)}
+            entry["chords"] = [c["chord"] for c in melody_json["chords"]]
+            files[artifact_name(index, "mid")] = accompaniment.accompanied_midi(score, spans)
+        else:
+            files[artifact_name(index, "mid")] = notation.midi_bytes(score)
+        files[artifact_name(index, "json")] = json.dumps(melody_json).encode()
+        melodies.append(entry)
     if keep is not None:
         keep(job_id, files)
     for name, data in files.items():

@@ -41,6 +41,8 @@ MAX_TONIC_PULL = 10.0                # nats; e^10 ~ 22,000 times the tonic's pro
 DEFAULT_TONIC_PULL = 3.0             # chosen on the valid split (docs/model-card.md, "Endings")
 CADENCES = ("none", "tonic")
 CHORD_TONES = ("soft", "strict", "none")   # what given chords do on strong beats (model/generation/chord_tones.py)
+MAX_CHORDS_TEXT = 2048               # characters of a request's chords ("G C | D7 G"), or of one bar of a list
+MAX_CHORD_BARS = 256                 # bars of a request's chords given as a list
 
 
 class ParameterError(ValueError):
