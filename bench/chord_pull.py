@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def main() -> int:
         hits, total = hits + h, total + t
         if len(score.meters) == 1 and len(picked) < args.tunes:
             picked.append((score, spans))
-    report = {"model": str(gen.path), "data": data, "split": "valid",
+    report = {"model": os.path.relpath(gen.path), "data": data, "split": "valid",
               "real": {"tunes": len(splits["valid"]), "strong_notes": total, "chord_tone_share": hits / total},
               "generated": {}, "command": " ".join(["nice -n 15 python", "bench/chord_pull.py", *sys.argv[1:]])}
     print("real", report["real"], flush=True)

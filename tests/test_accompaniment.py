@@ -136,3 +136,26 @@ def test_abc_carries_notes_and_chord_symbols_music21_reads_back(tmp_path):
             for c in parsed.recurse().getElementsByClass(harmony.ChordSymbol)] == \
         [(0.0, "C", "major"), (2.0, "D", "dominant-seventh"), (4.0, "B-", "major"), (6.0, "F#", "minor"),
          (8.0, "B", "diminished")]
+
+
+def test_generate_over_chords_writes_them_into_musicxml_abc_and_midi(tmp_path, capsys):
+    import torch
+    from model.network.checkpoint import save_checkpoint
+    from model.network.melody import MelodyNetwork, NetworkConfig
+    from model.representation.tokens import MelodyTokenizer
+    tok = MelodyTokenizer()
+    torch.manual_seed(0)
+    net = MelodyNetwork(NetworkConfig(vocab_size=tok.vocab_size, hidden_size=16, embedding_dim=8, num_layers=1))
+    model = save_checkpoint(tmp_path / "tiny.pt", net, tok)
+    common = ["generate", "--model", str(model), "--bars", "4", "--seed", "3"]
+    assert main([*common, "--chords", "G C | D7 G", "--chord-tones", "strict", "--out", str(tmp_path / "a.musicxml")]) == 0
+    parsed = converter.parse(str(tmp_path / "a.musicxml"))
+    assert [c.figure for c in parsed.recurse().getElementsByClass(harmony.ChordSymbol)] == \
+        ["G", "C", "D7", "G", "C", "D7", "G"]
+    assert main([*common, "--chords", "Am", "--out", str(tmp_path / "a.mid")]) == 0
+    assert len(mido.MidiFile(str(tmp_path / "a.mid")).tracks) == 3
+    assert main([*common, "--harmonize", "--out", str(tmp_path / "a.abc")]) == 0
+    abc = converter.parse(str(tmp_path / "a.abc"))
+    assert 1 <= len(list(abc.recurse().getElementsByClass(harmony.ChordSymbol))) <= 8   # at most one a half bar
+    assert main([*common, "--chords", "G Q", "--out", str(tmp_path / "b.mid")]) == 2
+    assert "'Q'" in capsys.readouterr().err
