@@ -120,3 +120,17 @@ def stop_worker(worker):
     except subprocess.TimeoutExpired:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
+
+
+def alone_and_batched(generator, requests) -> tuple[list, list]:
+    """Each request's MIDI bytes generated alone, and the same requests submitted at once to one
+    batcher (worker/batcher.py): a request's bytes must not depend on what shares its batch."""
+    from worker.batcher import Batcher
+    alone = [[m.midi_bytes() for m in generator.generate(p).melodies] for p in requests]
+    batcher = Batcher(generator)
+    try:
+        handles = [batcher.submit(p) for p in requests]
+        together = [[m.midi_bytes() for m in h.result(timeout=60).melodies] for h in handles]
+    finally:
+        batcher.close()
+    return alone, together

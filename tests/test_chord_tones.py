@@ -10,7 +10,7 @@ from model.network.checkpoint import save_checkpoint
 from model.network.melody import MelodyNetwork, NetworkConfig
 from model.representation.chords import chord_at, parse_progression
 from model.representation.tokens import MelodyTokenizer
-from worker.batcher import Batcher
+from support import alone_and_batched
 
 TOK = MelodyTokenizer()
 
@@ -74,13 +74,7 @@ def test_strict_and_soft_give_the_same_bytes_alone_and_in_a_batch(gen):
     requests = [GenerationParams(bars=4, seed=s, **kw) for s, kw in enumerate([
         {"chords": "G C | D7 G", "chord_tones": "strict"}, {"chords": ["Am", "E7"], "count": 2},
         {}, {"chords": "F C", "chord_tones": "strict", "beam_width": 2}])]
-    alone = [[m.midi_bytes() for m in gen.generate(p).melodies] for p in requests]
-    batcher = Batcher(gen)
-    try:
-        handles = [batcher.submit(p) for p in requests]
-        together = [[m.midi_bytes() for m in h.result(timeout=60).melodies] for h in handles]
-    finally:
-        batcher.close()
+    alone, together = alone_and_batched(gen, requests)
     assert together == alone
 
 

@@ -14,7 +14,7 @@ from model.network.melody import MelodyNetwork, NetworkConfig
 from model.generation.params import GenerationParams, ParameterError
 from model.generation.sampling import Generator, derived_seed
 from model.representation.tokens import MelodyTokenizer, Note
-from support import biased_checkpoint
+from support import alone_and_batched, biased_checkpoint
 
 TOK = MelodyTokenizer()
 
@@ -246,16 +246,9 @@ def test_the_network_is_told_the_requested_the_primers_or_a_drawn_key(keyed):
 
 
 def test_a_keyed_network_gives_the_same_bytes_alone_and_in_a_batch(keyed):
-    from worker.batcher import Batcher
     requests = [GenerationParams(bars=4, seed=s, **kw) for s, kw in
                 enumerate([{}, {"key": "D"}, {"count": 3}, {"primer": primer_midi(100, key=3)}, {"min_bars": 2, "max_bars": 5}])]
-    alone = [[m.midi_bytes() for m in keyed.generate(p).melodies] for p in requests]
-    batcher = Batcher(keyed)
-    try:
-        handles = [batcher.submit(p) for p in requests]
-        together = [[m.midi_bytes() for m in h.result(timeout=60).melodies] for h in handles]
-    finally:
-        batcher.close()
+    alone, together = alone_and_batched(keyed, requests)
     assert together == alone
 
 
