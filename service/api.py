@@ -19,8 +19,8 @@ from pathlib import PurePosixPath
 from flask import Blueprint, abort, current_app, jsonify, request, url_for
 
 from model import MIDI_EXTENSIONS
-from service.schemas import (MelodyRequest, RequestInvalid, TrainingRequest, check_fits_model, check_primer_midi,
-                             validate_request)
+from service.schemas import (HarmonizationRequest, MelodyRequest, RequestInvalid, TrainingRequest, check_fits_model,
+                             check_primer_midi, validate_request)
 from worker import FINISHED, atomic_write, checkpoint_vocabulary, new_job_id, public_record
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -147,6 +147,15 @@ def create_melodies():
             check_fits_model(req, name, vocabulary, primer_meters)
     params = {**req.model_dump(), "model": name}
     return submit("melody", params)
+
+
+@bp.post("/harmonizations")
+def create_harmonization():
+    """A user's MIDI melody, its chords estimated: a melody job that is given its melody, so its result
+    and downloads are a melody job's (the MIDI with an accompaniment track, the chords in the JSON)."""
+    req = validate_request(HarmonizationRequest, json_body())
+    check_primer_midi(_decode_base64(req.melody, "melody"), "melody")
+    return submit("melody", {"melody": req.melody, "harmonize": True, "model": None})
 
 
 @bp.post("/training-jobs")

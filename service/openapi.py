@@ -12,7 +12,7 @@ from flask import Blueprint, jsonify, render_template_string, url_for
 from pydantic import BaseModel, Field
 
 from service.downloads import MEDIA_TYPES
-from service.schemas import MelodyRequest, TrainingRequest
+from service.schemas import HarmonizationRequest, MelodyRequest, TrainingRequest
 from worker import STATES
 
 SWAGGER_DIR = os.path.join(os.path.dirname(flask_openapi3_swagger.__file__), "templates", "swagger")
@@ -149,7 +149,7 @@ EVENTS_OPERATION = {
 
 
 def build_spec() -> dict:
-    models = [MelodyRequest, TrainingRequest, JobAccepted, JobRecord, ValidationFailed, Error,
+    models = [MelodyRequest, HarmonizationRequest, TrainingRequest, JobAccepted, JobRecord, ValidationFailed, Error,
               ModelList, Readiness]
     schemas = {}
     for model in models:
@@ -169,6 +169,10 @@ def build_spec() -> dict:
         "/api/v1/melodies": {"post": {"summary": "Generate melodies (asynchronous)",
                                       "requestBody": _body(MelodyRequest),
                                       "responses": _responses(202, JobAccepted, 400, 503)}},
+        "/api/v1/harmonizations": {"post": {"summary": "Chords and an accompaniment under your MIDI melody "
+                                            "(asynchronous; a melody job: its files download as a melody's)",
+                                            "requestBody": _body(HarmonizationRequest),
+                                            "responses": _responses(202, JobAccepted, 400, 503)}},
         "/api/v1/jobs/{job_id}": {
             "get": {"summary": "A job's state, progress, parameters and results", "parameters": job_id,
                     "responses": _responses(200, JobRecord, 404, 503)},

@@ -148,6 +148,12 @@ class MelodyRequest(StrictModel):
         return self
 
 
+class HarmonizationRequest(StrictModel):
+    """POST /api/v1/harmonizations: chords and an accompaniment under a user's melody."""
+    melody: Annotated[str, Field(min_length=4, max_length=params.MAX_PRIMER_BASE64)] = Field(
+        description="a MIDI file (base64), within a primer's bounds; its top line is harmonized")
+
+
 class TrainingRequest(StrictModel):
     """POST /api/v1/training-jobs. `data` names a music21 collection; or upload a zip of MIDI
     files, as multipart field `file` or as `data_base64` in JSON."""
@@ -316,13 +322,14 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def check_primer_midi(data: bytes):
-    """The primer file through the one MIDI checker (model/representation/midi_check.py, which the worker and the CLI
-    use too); returns its summary or raises RequestInvalid with the checker's reason."""
+def check_primer_midi(data: bytes, field: str = "primer"):
+    """The primer file (or a melody to harmonize: `field`) through the one MIDI checker
+    (model/representation/midi_check.py, which the worker and the CLI use too); returns its summary or
+    raises RequestInvalid with the checker's reason."""
     try:
-        return check_midi(data, "primer", max_bytes=params.MAX_PRIMER_BYTES)
+        return check_midi(data, field, max_bytes=params.MAX_PRIMER_BYTES)
     except MidiInvalid as exc:
-        raise RequestInvalid([{"field": "primer", "message": str(exc),
+        raise RequestInvalid([{"field": field, "message": str(exc),
                                "allowed": "a type 0 or 1 MIDI file with pitched notes (base64)"}]) from None
 
 

@@ -82,3 +82,12 @@ def test_harmonize_without_chords_estimates_them(app, tiny_checkpoint):
     assert 1 <= len(chords) <= 3 and all(parse_chord(c) for c in chords)   # one a bar at most, in the vocabulary
     melody = json.loads(app.test_client().get(f"/api/v1/melodies/{job_id}/0.json").data)
     assert [c["chord"] for c in melody["chords"]] == chords
+
+
+def test_a_harmonization_request_checks_its_midi_at_the_edge(client):
+    import base64
+    assert "melody" in problems(client.post("/api/v1/harmonizations", json={}))
+    assert "melody" in problems(client.post("/api/v1/harmonizations", json={"melody": "not base64!"}))
+    bad = problems(client.post("/api/v1/harmonizations", json={"melody": base64.b64encode(b"MThd nonsense").decode()}))
+    assert "MIDI" in bad["melody"]["message"] or "midi" in bad["melody"]["message"]
+    assert "bars" in problems(client.post("/api/v1/harmonizations", json={"melody": "AAAA", "bars": 4}))  # unknown

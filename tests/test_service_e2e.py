@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from conftest import forget_keys, service_environment
+from model.representation.notation import Score, midi_bytes
 from support import serving, wait_until
 
 pytestmark = pytest.mark.slow
@@ -283,3 +284,23 @@ def test_a_melody_over_given_chords_comes_back_with_them_and_an_accompaniment(se
     strong = [n for n in notes if (n["start_beats"] * 4) % 8 == 0]
     assert strong and all(n["pitch"] % 12 in tones[int(n["start_beats"] * 4) % 32] for n in strong)
     assert b"<harmony" in download(server, melody["musicxml"]).content
+
+
+def test_a_users_midi_melody_is_harmonized_through_the_service(server):
+    """POST /harmonizations with a MIDI melody: the job's MIDI keeps the melody's notes and adds an
+    accompaniment track; its JSON and MusicXML carry the estimated chords."""
+    score = Score(tuple((60 + t, 4 * i, 4 * i + 4) for i, t in enumerate([0, 4, 7, 12, 5, 9, 12, 17, 7, 11, 14, 19,
+                                                                          0, 4, 7, 12])),
+                  ((0, "4/4"),), (0, 16, 32, 48, 64), 4, 100.0)
+    melody = midi_bytes(score)
+    job, _ = run_job(server, "/api/v1/harmonizations", {"melody": base64.b64encode(melody).decode()})
+    assert job["state"] == "succeeded", job["error"]
+    result = job["result"]["melodies"][0]
+    assert result["chords"] == ["C", "F", "G", "C"]
+    midi = mido.MidiFile(file=io.BytesIO(download(server, result["midi"]).content))
+    assert [t.name for t in midi.tracks[1:]] == ["melody", "accompaniment"]
+    assert [m.note for m in midi.tracks[1] if m.type == "note_on" and m.velocity] == [p for p, _, _ in score.notes]
+    assert [c["chord"] for c in download(server, result["json"]).json()["chords"]] == ["C", "F", "G", "C"]
+    assert download(server, result["musicxml"]).content.count(b"<harmony") == 4
+    bad = requests.post(f"{server}/api/v1/harmonizations", json={"melody": "AAAA"}, timeout=10)
+    assert bad.status_code == 400 and bad.json()["fields"][0]["field"] == "melody"

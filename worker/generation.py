@@ -62,6 +62,23 @@ def generation_params(params: dict) -> GenerationParams:
     return GenerationParams(**fields)         # Generator.generate validates against the model
 
 
+def harmonization(melody_base64: str) -> dict:
+    """A user's MIDI melody (base64, a primer's bounds) as the plain result of a one-melody generation
+    (worker/engine.py's shape), for write_melodies to harmonize."""
+    from model.generation.sampling import Melody
+    from model.representation.parsing import encode_midi, load_midi
+    from model.representation.tokens import MelodyTokenizer
+    data = base64.b64decode(melody_base64)
+    check_midi(data, "melody", max_bytes=MAX_PRIMER_BYTES)
+    tok = MelodyTokenizer()
+    ids = encode_midi(tok, data)
+    tempo = round(float(load_midi(data).get_tempo_changes()[1][0]), 2)
+    notes, meters = tok.decode_notes(ids)
+    melody = Melody(0, ids, notes, meters[0][1], tempo, tok)
+    return {"seed": None, "model": None, "seconds": 0.0,
+            "melodies": [{"index": 0, "json": melody.to_json(), "score": tok.score(ids, tempo).to_dict()}]}
+
+
 def run_generation_job(runtime, job_id: str, max_attempts: int = 3) -> str:
     """Run one melody job to its end state, under a lease renewed while it runs (worker/leases.py);
     returns that state (or 'skipped'). Its events (worker/events.py) follow: running, each finished
@@ -84,12 +101,15 @@ def _run(runtime, job_id: str, record: dict, owner: str) -> str:
         params = {**record["params"]}
         if params.get("seed") is None:
             params["seed"] = int(job_id[:8], 16)
-        path = runtime.models.path(params["model"])
-        if path is None:
-            raise UploadInvalid(f"model {params['model']!r} is no longer registered")
-        generation_request = generation_params(params)
-        generation = generate(path, generation_request, on_bar=BarProgress(runtime, job_id),
-                              should_stop=lambda: store.is_cancelled(job_id), settings=runtime.settings)
+        if params.get("melody") is not None:         # a harmonization (POST /harmonizations): no model
+            generation, generation_request = harmonization(params["melody"]), GenerationParams()
+        else:
+            path = runtime.models.path(params["model"])
+            if path is None:
+                raise UploadInvalid(f"model {params['model']!r} is no longer registered")
+            generation_request = generation_params(params)
+            generation = generate(path, generation_request, on_bar=BarProgress(runtime, job_id),
+                                  should_stop=lambda: store.is_cancelled(job_id), settings=runtime.settings)
         if store.is_cancelled(job_id):
             return "cancelled"
         harmonized = generation_request if params.get("harmonize") or params.get("chords") is not None else None
