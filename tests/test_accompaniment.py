@@ -159,3 +159,13 @@ def test_generate_over_chords_writes_them_into_musicxml_abc_and_midi(tmp_path, c
     assert 1 <= len(list(abc.recurse().getElementsByClass(harmony.ChordSymbol))) <= 8   # at most one a half bar
     assert main([*common, "--chords", "G Q", "--out", str(tmp_path / "b.mid")]) == 2
     assert "'Q'" in capsys.readouterr().err
+
+
+def test_an_accompanied_midi_reads_back_as_its_melody():
+    """A harmonized file as a primer or a harmonize input: the melody, not the accompaniment, is read."""
+    from model.representation.parsing import encode_midi
+    from model.representation.tokens import MelodyTokenizer
+    tok = MelodyTokenizer()
+    score = arpeggio_score("3/4", tonic=9)
+    spans = progression_chords(score, parse_progression("A | D | E7 | A"))
+    assert encode_midi(tok, accompanied_midi(score, spans)) == encode_midi(tok, midi_bytes(score))

@@ -77,7 +77,8 @@ def written_spans(score: Score, written: Sequence[tuple[int, Chord]]) -> list[Ch
 
 def melody_chords(score: Score, params) -> list[ChordSpan]:
     """A generated melody's chords: the request's progression from its first generated bar (after an
-    included primer), else the estimated ones."""
+    included primer, counted as the bars beyond ``params.bars``: with a primer and a length range the
+    progression starts at bar 0 of what the range left), else the estimated ones."""
     progression = params.progression()
     if progression is None:
         return score_chords(score)
