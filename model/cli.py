@@ -166,40 +166,24 @@ def cmd_generate(args) -> int:
     return 0
 
 
-SCORE_SUFFIXES = (".musicxml", ".xml", ".mxl", ".abc")
-MAX_SCORE_BYTES = 512 * 1024        # a MusicXML or ABC melody to harmonize
-
-
 def cmd_harmonize(args) -> int:
     out = Path(args.out)
     kind = OUTPUT_SUFFIXES.get(out.suffix.lower())
     if kind is None:
         raise ValueError(f"out must end in one of {', '.join(OUTPUT_SUFFIXES)}, got {args.out!r}")
-    from model.generation.params import MAX_PRIMER_BYTES
-    from model.representation.midi_check import check_midi
-    from model.representation.parsing import encode_midi, load_midi
-    from model.representation.tokens import MelodyTokenizer
     from model.generation import accompaniment
+    from model.representation.tokens import MelodyTokenizer
+    from model.representation.written_chords import SCORE_SUFFIXES, read_midi_melody, read_score_melody
     path = Path(args.melody)
     if not path.is_file():
         raise ValueError(f"melody must be a MIDI, MusicXML or ABC file, got {args.melody!r} (no such file)")
-    data = path.read_bytes()
     tok = MelodyTokenizer()
     if path.suffix.lower() in SCORE_SUFFIXES:                # a score keeps the chord symbols it carries
-        from music21 import converter, tempo
-        from model.representation.parsing import encode_stream
-        from model.representation.written_chords import written_chords
-        if len(data) > MAX_SCORE_BYTES:
-            raise ValueError(f"melody must be a score of at most {MAX_SCORE_BYTES} bytes, got {len(data)}")
-        stream = converter.parse(str(path))
-        marks = list(stream.recurse().getElementsByClass(tempo.MetronomeMark))
-        qpm = float(marks[0].getQuarterBPM()) if marks and marks[0].getQuarterBPM() else 120.0
-        score = tok.score(encode_stream(tok, stream), qpm=qpm)
-        written = written_chords(stream, tok.steps_per_quarter)
+        ids, qpm, written = read_score_melody(path, tok)
     else:
-        check_midi(data, "melody", max_bytes=MAX_PRIMER_BYTES)   # the bounds a primer has
-        score = tok.score(encode_midi(tok, data), qpm=round(float(load_midi(data).get_tempo_changes()[1][0]), 2))
-        written = []
+        from model.generation.params import MAX_PRIMER_BYTES   # the bounds a primer has
+        (ids, qpm), written = read_midi_melody(path.read_bytes(), tok, MAX_PRIMER_BYTES), []
+    score = tok.score(ids, qpm=qpm)
     spans = accompaniment.written_spans(score, written) if written else accompaniment.score_chords(score)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(accompaniment.harmonized_bytes(kind, score, spans))

@@ -66,13 +66,10 @@ def harmonization(melody_base64: str) -> dict:
     """A user's MIDI melody (base64, a primer's bounds) as the plain result of a one-melody generation
     (worker/engine.py's shape), for write_melodies to harmonize."""
     from model.generation.sampling import Melody
-    from model.representation.parsing import encode_midi, load_midi
     from model.representation.tokens import MelodyTokenizer
-    data = base64.b64decode(melody_base64)
-    check_midi(data, "melody", max_bytes=MAX_PRIMER_BYTES)
+    from model.representation.written_chords import read_midi_melody
     tok = MelodyTokenizer()
-    ids = encode_midi(tok, data)
-    tempo = round(float(load_midi(data).get_tempo_changes()[1][0]), 2)
+    ids, tempo = read_midi_melody(base64.b64decode(melody_base64), tok, MAX_PRIMER_BYTES)
     notes, meters = tok.decode_notes(ids)
     melody = Melody(0, ids, notes, meters[0][1], tempo, tok)
     return {"seed": None, "model": None, "seconds": 0.0,
