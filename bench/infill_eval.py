@@ -92,8 +92,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     gen = Generator(args.model)
     tok = gen.tokenizer
-    checkpoint = torch.load(args.model, map_location="cpu", weights_only=False)
-    tunes = [t for t in checkpoint_splits(checkpoint)[args.split]
+    tunes = [t for t in checkpoint_splits(args.model, progress=False)[4][args.split]
              if tok.bar_count(t.tokens) >= 8 and sum(1 for x in t.tokens if tok.meter_of(x) is not None) == 1]
     random.Random(args.seed).shuffle(tunes)
     tunes = tunes[:args.tunes]

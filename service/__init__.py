@@ -55,6 +55,9 @@ def create_app(test_config=None) -> Flask:
     return app
 
 
+BROKER_RETRY_AFTER_S = 5   # what a client is told to wait when the broker does not answer
+
+
 def _register_error_handlers(app):
     @app.errorhandler(RequestInvalid)
     def invalid(exc):
@@ -66,7 +69,7 @@ def _register_error_handlers(app):
     def broker_down(exc):
         # the broker's address stays in the log: it is no business of the client's
         app.logger.warning("broker unavailable: %s", exc)
-        return jsonify(error="broker unavailable, try again later"), 503
+        return jsonify(error="broker unavailable, try again later"), 503, {"Retry-After": str(BROKER_RETRY_AFTER_S)}
 
     @app.errorhandler(HTTPException)
     def http_error(exc):

@@ -21,7 +21,7 @@ from flask import Blueprint, abort, current_app, jsonify, request, url_for
 from model import MIDI_EXTENSIONS
 from service.schemas import (HarmonizationRequest, MelodyRequest, RequestInvalid, TrainingRequest, check_fits_model,
                              check_primer_midi, validate_request)
-from worker import FINISHED, atomic_write, checkpoint_vocabulary, new_job_id, public_record
+from worker import FINISHED, checkpoint_vocabulary, new_job_id, public_record
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -181,7 +181,8 @@ def create_training_job():
     job_id = new_job_id()
     params = req.model_dump(exclude={"data_base64"})
     if upload is not None:
-        atomic_write(runtime().job_dir(job_id) / "upload.zip", upload)
+        # kept in Redis, the one store every host shares: the train worker may run on another machine
+        runtime().files.keep(job_id, {"upload.zip": upload})
         params["data"] = f"upload.zip ({len(upload)} bytes)"
     elif not params["data"].startswith("music21:"):
         params["data"] = "music21:" + params["data"]

@@ -261,8 +261,8 @@ def test_training_job_with_an_uploaded_zip_multipart_and_base64(client, app):
     assert response.status_code == 202, response.get_json()
     job = client.get(response.headers["Location"]).get_json()
     assert job["params"]["data"].startswith("upload.zip") and job["params"]["epochs"] == 1
-    saved = app.extensions["tunesmith"].home + f"/jobs/{job['id']}/upload.zip"
-    assert open(saved, "rb").read() == archive
+    # kept in Redis, where a train worker on any host fetches it (worker/training.py: prepare_data)
+    assert app.extensions["tunesmith"].files.fetcher(job["id"])("upload.zip") == archive
     encoded = client.post("/api/v1/training-jobs", headers=TOKEN,
                           json={"data_base64": base64.b64encode(archive).decode(), "epochs": 1})
     assert encoded.status_code == 202

@@ -16,7 +16,7 @@ What the API (service/) uses, all importable from this package:
     without_paths                                   text fit for a client: server paths cut to their last part
     NAME_PATTERN, SHIPPED_NAME, checkpoint_problem  the model registry (worker/registry.py)
     checkpoint_vocabulary                           a model's pitch range and meters (for checks at submit)
-    artifact_name, atomic_write, job_dir            job files (worker/storage.py)
+    artifact_name, job_dir                          job files (worker/storage.py)
     die_with_parent, preexec                        children that die with their parent (worker/lifetime.py)
     check_midi, MidiInvalid                         the one MIDI checker (model/representation/midi_check.py): API, worker, CLI
     metrics_snapshot                                the counters /metrics shows (worker/metrics.py)
@@ -37,11 +37,10 @@ from worker.registry import NAME_PATTERN, SHIPPED_NAME, checkpoint_problem, chec
 from worker.runtime import Runtime, make_celery, persistence_warning, queues_served
 from worker.settings import (ECHO_TASK, MAX_TRAIN_MINUTES, celery_config, env_number, load_settings,
                              open_without_token)
-from model.representation.files import atomic_write
 from worker.storage import artifact_name, job_dir
 
 __all__ = ["maybe_sweep", "FINISHED", "STATES", "new_job_id", "public_record", "without_paths", "NAME_PATTERN", "SHIPPED_NAME",
            "checkpoint_problem", "checkpoint_vocabulary", "Runtime", "make_celery", "persistence_warning", "queues_served", "ECHO_TASK",
            "MAX_TRAIN_MINUTES", "celery_config", "env_number", "load_settings", "open_without_token",
-           "artifact_name", "atomic_write", "job_dir", "die_with_parent", "preexec", "MidiInvalid", "check_midi",
+           "artifact_name", "job_dir", "die_with_parent", "preexec", "MidiInvalid", "check_midi",
            "metrics_snapshot", "cached_file", "job_zip", "melody_file"]

@@ -21,7 +21,8 @@ from worker.leases import LeaseKeeper
 from worker.lifetime import preexec
 from worker.records import now_iso
 from worker.storage import job_dir
-from worker.uploads import Stopped, extract_midi_zip
+from model.representation.files import atomic_write
+from worker.uploads import Stopped, UploadInvalid, extract_midi_zip
 
 log = logging.getLogger(__name__)
 WRITE_EVERY_S = 0.5         # progress writes to Redis at most this often (epochs always)
@@ -41,14 +42,21 @@ def train_config(params: dict, data_spec: str, out):
                        key_inputs=params.get("key_inputs", TrainConfig.key_inputs))
 
 
-def prepare_data(home, job_id: str, params: dict, should_stop=None) -> str:
+def prepare_data(home, job_id: str, params: dict, should_stop=None, fetch=None) -> str:
     """The corpus spec to train on: a music21 collection, or the folder of the uploaded MIDI
     (unpacked beside it and moved into place whole, so a job killed half-way unpacks again;
-    `should_stop` is asked between files: worker.uploads.Stopped)."""
+    `should_stop` is asked between files: worker.uploads.Stopped). The upload comes from where the
+    API kept it, `fetch("upload.zip")` (Redis: worker.formats.KeptFiles), when it is not on this
+    host's disk yet."""
     if params["data"].startswith("music21:"):
         return params["data"]
     folder = job_dir(home, job_id)
     data_dir = folder / "data"
+    if not data_dir.is_dir() and not (folder / "upload.zip").is_file():
+        upload = fetch("upload.zip") if fetch is not None else None
+        if upload is None:
+            raise UploadInvalid("the uploaded zip is gone (it expired, or the broker lost it); upload it again")
+        atomic_write(folder / "upload.zip", upload)
     if not data_dir.is_dir():
         partial = folder / "data.partial"
         shutil.rmtree(partial, ignore_errors=True)
@@ -144,7 +152,8 @@ def _run(runtime, job_id: str, record: dict, owner: str) -> str:
     try:
         from model.training.trainer import train
         writer = ProgressWriter(store, job_id)
-        config = train_config(params, prepare_data(runtime.home, job_id, params, writer.should_stop),
+        config = train_config(params, prepare_data(runtime.home, job_id, params, writer.should_stop,
+                                                  runtime.files.fetcher(job_id)),
                               folder / "model.pt")
         corpus = load_corpus_or_stop(config.data, config.steps_per_quarter, writer.should_stop)
         if corpus is None:
