@@ -27,7 +27,7 @@ from pathlib import Path
 from model import cli as model_cli
 from service.config import load_config
 from worker import cli as worker_cli
-from worker import open_without_token, persistence_warning, preexec
+from worker import DEFAULT_SENTINEL_MASTER, open_without_token, persistence_warning, preexec, redis_client
 from worker.cli import default_concurrency, executable, worker_command
 
 STOP_GRACE_S = 15
@@ -148,7 +148,8 @@ def _warn_without_persistence(redis_url: str) -> None:
     """With REDIS_URL: say so at start when that Redis would lose accepted jobs on a restart."""
     import redis
     try:
-        warning = persistence_warning(redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2))
+        master = os.environ.get("TUNESMITH_SENTINEL_MASTER", DEFAULT_SENTINEL_MASTER)
+        warning = persistence_warning(redis_client(redis_url, master, socket_connect_timeout=2, socket_timeout=2))
     except redis.RedisError as exc:
         warning = f"could not ask Redis about persistence ({type(exc).__name__})"
     if warning:

@@ -55,14 +55,16 @@ def namespaces_work() -> str | None:
 
 
 class Cluster:
+    hosts = HOSTS
+
     def __init__(self, tmp: Path, checkpoint: Path):
         self.tag = uuid.uuid4().hex[:4]
         self.tmp, self.checkpoint = tmp, checkpoint
         self.bridge = f"tsbr{self.tag}"
         self.processes = {}
         self.prefix = f"tscluster-{self.tag}:"
-        self.redis_url = f"redis://{NET}{HOSTS['redis']}:{REDIS_PORT}/0"
-        self.base = f"http://{NET}{HOSTS['api']}:8000"
+        self.redis_url = f"redis://{NET}{self.hosts['redis']}:{REDIS_PORT}/0" if "redis" in self.hosts else None
+        self.base = f"http://{NET}{self.hosts['api']}:8000"
 
     def ns(self, host):
         return f"ts{host}{self.tag}"
@@ -74,7 +76,7 @@ class Cluster:
         sh("ip", "link", "add", self.bridge, "type", "bridge")
         sh("ip", "addr", "add", f"{NET}1/24", "dev", self.bridge)
         sh("ip", "link", "set", self.bridge, "up")
-        for host, last in HOSTS.items():
+        for host, last in self.hosts.items():
             ns, link = self.ns(host), self.link(host)
             sh("ip", "netns", "add", ns)
             sh("ip", "link", "add", link, "type", "veth", "peer", "name", f"p{host}{self.tag}"[:15])
@@ -94,7 +96,7 @@ class Cluster:
         return {**os.environ, "REDIS_URL": self.redis_url, "TUNESMITH_HOME": str(home),
                 "TUNESMITH_KEY_PREFIX": self.prefix, "TUNESMITH_DEFAULT_MODEL": str(model),
                 "TUNESMITH_TOKEN": "test-token", "TUNESMITH_CACHE": str(home / "cache"),
-                "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+                "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TUNESMITH_SENTINEL_MASTER": "tunesmith"}
 
     def start(self, host, argv, env=None):
         """argv run in host's namespace under its own hostname, in a process group of its own."""
@@ -105,17 +107,28 @@ class Cluster:
                                                 stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
 
     def start_all(self):
-        data = self.tmp / "redis-data"
+        self.start_redis("redis")
+        self.start_services()
+
+    def start_redis(self, host, *extra):
+        data = self.tmp / f"{host}-data"
         data.mkdir()
-        self.start("redis", ["redis-server", "--bind", f"{NET}{HOSTS['redis']}", "--port", str(REDIS_PORT),
-                             "--save", "", "--appendonly", "yes", "--dir", str(data), "--protected-mode", "no"])
-        wait_until(lambda: sh("redis-cli", "-h", f"{NET}{HOSTS['redis']}", "-p", str(REDIS_PORT), "ping",
-                              check=False).stdout.strip() == "PONG", 30, "the redis host")
-        self.start("api", [sys.executable, "-m", "gunicorn", "--bind", f"{NET}{HOSTS['api']}:8000", "--workers", "1",
-                           "--threads", "16", "--timeout", "60", "service:create_app()"])
+        self.start(host, ["redis-server", "--bind", f"{NET}{self.hosts[host]}", "--port", str(REDIS_PORT),
+                          "--save", "", "--appendonly", "yes", "--dir", str(data), "--protected-mode", "no", *extra])
+        wait_until(lambda: self.redis_cli(host, "ping") == "PONG", 30, f"the {host} host's Redis")
+
+    def redis_cli(self, host, *command, port=REDIS_PORT) -> str:
+        return sh("redis-cli", "-h", f"{NET}{self.hosts[host]}", "-p", str(port), *command, check=False).stdout.strip()
+
+    def start_services(self):
+        self.start("api", [sys.executable, "-m", "gunicorn", "--bind", f"{NET}{self.hosts['api']}:8000", "--workers", "1",
+                           "--threads", "16", "--timeout", "60", "--no-control-socket", "service:create_app()"])
         for host in ("gen1", "gen2"):
+            if host not in self.hosts:
+                continue
             self.start(host, [sys.executable, "-m", "service.cli", "worker", "--queues", "generate", "--concurrency", "2"])
-        self.start("train", [sys.executable, "-m", "service.cli", "worker", "--queues", "train"])
+        if "train" in self.hosts:
+            self.start("train", [sys.executable, "-m", "service.cli", "worker", "--queues", "train"])
 
         def ready():
             try:
@@ -142,8 +155,7 @@ class Cluster:
             except ProcessLookupError:
                 pass
             process.wait(10)
-        for host in HOSTS:
-            sh("ip", "netns", "pids", self.ns(host), check=False)
+        for host in self.hosts:
             for pid in sh("ip", "netns", "pids", self.ns(host), check=False).stdout.split():
                 try:
                     os.kill(int(pid), signal.SIGKILL)
@@ -175,13 +187,14 @@ def submit(c, body) -> str:
 
 
 def record(c, job_id) -> dict:
-    return requests.get(f"{c.base}/api/v1/jobs/{job_id}", timeout=10).json()
+    return requests.get(f"{c.base}/api/v1/jobs/{job_id}", timeout=30).json()
 
 
 def wait_done(c, ids, timeout):
     def done():
         records = [record(c, i) for i in ids]
-        return records if all(r["state"] in ("succeeded", "failed", "cancelled") for r in records) else None
+        # (a 503 while the broker fails over has no state: not done yet)
+        return records if all(r.get("state") in ("succeeded", "failed", "cancelled") for r in records) else None
     return wait_until(done, timeout, "the cluster's jobs")
 
 

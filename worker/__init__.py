@@ -12,6 +12,7 @@ What the API (service/) uses, all importable from this package:
         .submit(kind, params, job_id=None, **fields)    store a queued record, publish the job by name
         .jobs (JobStore) .models (ModelRegistry) .job_dir(id) .revoke(id) .queues_served()
     persistence_warning(redis)                      None, or why that Redis may lose accepted jobs
+    redis_client, DEFAULT_SENTINEL_MASTER           a Redis client from REDIS_URL, Sentinel too (worker/broker.py)
     FINISHED, STATES, new_job_id, public_record     job records (worker/records.py)
     without_paths                                   text fit for a client: server paths cut to their last part
     NAME_PATTERN, SHIPPED_NAME, checkpoint_problem  the model registry (worker/registry.py)
@@ -34,13 +35,14 @@ from worker.records import FINISHED, STATES, new_job_id, public_record, without_
 from model.representation.midi_check import MidiInvalid, check_midi
 from worker.lifetime import die_with_parent, preexec
 from worker.registry import NAME_PATTERN, SHIPPED_NAME, checkpoint_problem, checkpoint_vocabulary
+from worker.broker import DEFAULT_SENTINEL_MASTER, redis_client
 from worker.runtime import Runtime, make_celery, persistence_warning, queues_served
 from worker.settings import (ECHO_TASK, MAX_TRAIN_MINUTES, celery_config, env_number, load_settings,
                              open_without_token)
 from worker.storage import artifact_name, job_dir
 
 __all__ = ["maybe_sweep", "FINISHED", "STATES", "new_job_id", "public_record", "without_paths", "NAME_PATTERN", "SHIPPED_NAME",
-           "checkpoint_problem", "checkpoint_vocabulary", "Runtime", "make_celery", "persistence_warning", "queues_served", "ECHO_TASK",
+           "checkpoint_problem", "checkpoint_vocabulary", "Runtime", "make_celery", "persistence_warning", "queues_served", "redis_client", "DEFAULT_SENTINEL_MASTER", "ECHO_TASK",
            "MAX_TRAIN_MINUTES", "celery_config", "env_number", "load_settings", "open_without_token",
            "artifact_name", "job_dir", "die_with_parent", "preexec", "MidiInvalid", "check_midi",
            "metrics_snapshot", "cached_file", "job_zip", "melody_file"]

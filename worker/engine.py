@@ -261,11 +261,12 @@ def _exit_with(pid: int, address: str) -> None:
 
 def _meter():
     """The engine's metrics, to the Redis and key prefix of the worker that started it."""
-    import redis
+    from worker.broker import redis_client
     from worker.metrics import EngineMeter
     from worker.settings import DEFAULT_REDIS_URL, load_settings
     settings = load_settings()
-    client = redis.Redis.from_url(settings["REDIS_URL"] or DEFAULT_REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
+    client = redis_client(settings["REDIS_URL"] or DEFAULT_REDIS_URL, settings["TUNESMITH_SENTINEL_MASTER"],
+                          socket_connect_timeout=1, socket_timeout=2)
     return EngineMeter(client, settings["TUNESMITH_KEY_PREFIX"])
 
 

@@ -15,6 +15,8 @@ import os
 import shutil
 import time
 
+import redis
+
 from model.representation import notation
 from model.generation.params import MAX_PRIMER_BYTES, GenerationParams
 from worker.engine import Cancelled, EngineClient
@@ -117,6 +119,11 @@ def _run(runtime, job_id: str, record: dict, owner: str) -> str:
     except ValueError as exc:        # bad parameters or primer (UploadInvalid): the user's to fix
         fail(runtime, job_id, str(exc), owner)
         return "failed"
+    except (redis.ConnectionError, redis.TimeoutError):
+        # the broker went away mid-job (a failover, a network cut): nothing is wrong with the job, and
+        # its record cannot be written now anyway; its lease lapses and the reaper queues it again
+        log.warning("melody job %s: the broker went away; the job runs again once its lease lapses", job_id)
+        raise
     except Exception as exc:                          # anything else: report it, keep the worker alive
         log.exception("melody job %s failed", job_id)
         fail(runtime, job_id, f"{type(exc).__name__}: {exc}", owner)

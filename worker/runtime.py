@@ -11,6 +11,7 @@ from pathlib import Path
 import redis
 from celery import Celery
 
+from worker.broker import DEFAULT_SENTINEL_MASTER, redis_client
 from worker.events import JobEvents
 from worker.formats import KeptFiles
 from worker.metrics import count_state
@@ -36,8 +37,9 @@ class Runtime:
     def __init__(self, settings: dict, celery_app: Celery | None = None):
         self.settings = settings
         self.home = settings["TUNESMITH_HOME"]
-        self.redis = redis.Redis.from_url(settings["REDIS_URL"] or DEFAULT_REDIS_URL,
-                                          socket_connect_timeout=1, socket_timeout=2)
+        self.redis = redis_client(settings["REDIS_URL"] or DEFAULT_REDIS_URL,
+                                  settings.get("TUNESMITH_SENTINEL_MASTER", DEFAULT_SENTINEL_MASTER),
+                                  socket_connect_timeout=1, socket_timeout=2)
         self.jobs = JobStore(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
         self.events = JobEvents(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
         self.files = KeptFiles(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])

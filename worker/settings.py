@@ -27,6 +27,8 @@ Generation throughput (worker/engine.py, worker/batcher.py):
 import os
 from pathlib import Path
 
+from worker.broker import DEFAULT_SENTINEL_MASTER, is_sentinel
+
 ENV_PREFIX = "TUNESMITH_"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"     # without REDIS_URL (`tunesmith serve` sets it)
 MAX_TRAIN_MINUTES = 240          # the longest training budget a job may ask for (its hard limit: + 10 min)
@@ -77,10 +79,11 @@ def load_settings(environ=None) -> dict:
         "TUNESMITH_MAX_ATTEMPTS": env_number(env, "MAX_ATTEMPTS", 3),
         "TUNESMITH_GENERATE_TIME_LIMIT": generate_limit,
         "TUNESMITH_LEASE_S": env_number(env, "LEASE_S", 20.0, float),
+        "TUNESMITH_SENTINEL_MASTER": env.get(ENV_PREFIX + "SENTINEL_MASTER", DEFAULT_SENTINEL_MASTER),
     }
     settings.update(generation_throughput(env))
     visibility = env_number(env, "VISIBILITY_TIMEOUT", longest_task + 3600)
-    settings["CELERY"] = celery_config(redis_url, prefix, visibility)
+    settings["CELERY"] = celery_config(redis_url, prefix, visibility, settings["TUNESMITH_SENTINEL_MASTER"])
     return settings
 
 
@@ -92,7 +95,7 @@ def generation_throughput(env) -> dict:
             "TUNESMITH_BARS_EVERY_S": env_number(env, "BARS_EVERY_S", BARS_EVERY_S, float)}
 
 
-def celery_config(redis_url, prefix, visibility_timeout) -> dict:
+def celery_config(redis_url, prefix, visibility_timeout, sentinel_master=DEFAULT_SENTINEL_MASTER) -> dict:
     """Celery settings (lower-case names) for `make_celery`.
 
     Reliability: a task is acknowledged only after it finishes (`acks_late`) and is put back
@@ -108,6 +111,8 @@ def celery_config(redis_url, prefix, visibility_timeout) -> dict:
         "socket_timeout": 5,
         "max_retries": 1,
     }
+    if is_sentinel(redis_url):          # kombu asks these sentinels for the primary (worker/broker.py)
+        transport["master_name"] = sentinel_master
     return {
         "broker_url": broker_url(redis_url or DEFAULT_REDIS_URL),
         "broker_transport_options": transport,
