@@ -41,6 +41,8 @@ REQUESTS = [
     GenerationParams(bars=8, seed=7, count=4, meter="6/8", cadence="tonic", avoid_repetition=False),
     GenerationParams(min_bars=2, max_bars=6, seed=8, count=3, tonic_pull=9.5, meter="3/4"),
     GenerationParams(bars=5, seed=10, count=2, tonic_pull=0.0, key="A", beam_width=2),
+    GenerationParams(bars=8, seed=11, count=3, form="AA'BA", pickup=True, key="E", scale="minor"),
+    GenerationParams(bars=6, seed=12, count=2, form="ABA", form_strict=True, pickup=False, beam_width=2),
 ]
 
 

@@ -11,6 +11,7 @@ checks a primer: a note list becomes grid notes, MIDI comes back as bytes.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from numbers import Integral, Real
 from pathlib import Path
@@ -43,6 +44,10 @@ CADENCES = ("none", "tonic")
 CHORD_TONES = ("soft", "strict", "none")   # what given chords do on strong beats (model/generation/chord_tones.py)
 MAX_CHORDS_TEXT = 2048               # characters of a request's chords ("G C | D7 G"), or of one bar of a list
 MAX_CHORD_BARS = 256                 # bars of a request's chords given as a list
+FORM_OFF = "none"                    # form: no form at all (null: a form sampled from the training tunes')
+FORM_LETTERS = "ABCDEFGH"
+FORM_PATTERN = r"^(none|([A-H]'*){1,64})$"   # "AABB", "ABAC", "AA'BA" (model/generation/form_plan.py)
+FORM_ALLOWED = "null, 'none', or 1 to 64 section letters A-H, each with optional prime marks, e.g. AABB, ABAC, AA'BA"
 
 
 class ParameterError(ValueError):
@@ -84,6 +89,10 @@ class GenerationParams:
     regenerate: dict | None = None   # {"from_bar", "to_bar"} (1-based, inclusive): bars of the primer regenerated in place (model/generation/infill.py)
     chords: str | list | None = None  # a progression over the generated bars, "G C | D7 G" or a list of bars (repeats)
     chord_tones: str = "soft"        # with chords: "strict" masks strong beats to chord tones, "soft" leans to them
+    form: str | None = None          # sections, e.g. "AABB"; None: sampled from the training tunes' forms; "none": off
+    phrase_bars: int | None = None   # bars a section; None: bars / sections
+    form_strict: bool = False        # repeated sections copied note for note (primed ones and second endings too)
+    pickup: bool | None = None       # True: the first bar is a pickup; False: the first note on beat one; None: free
 
     def validate(self, tokenizer: MelodyTokenizer | None = None) -> None:
         """Raise ParameterError (a ValueError) for the first bad parameter."""
@@ -128,11 +137,21 @@ class GenerationParams:
              _number(self.tonic_pull) and 0 <= self.tonic_pull <= MAX_TONIC_PULL),
         ]
         checks.append(("chord_tones", "one of " + ", ".join(CHORD_TONES), self.chord_tones in CHORD_TONES))
+        checks += [
+            ("form", FORM_ALLOWED, self.form is None or isinstance(self.form, str) and re.match(FORM_PATTERN, self.form)),
+            ("phrase_bars", f"null or an integer in [1, {MAX_BARS}]",
+             self.phrase_bars is None or _number(self.phrase_bars, True) and 1 <= self.phrase_bars <= MAX_BARS),
+            ("form_strict", "true or false", isinstance(self.form_strict, bool)),
+            ("pickup", "null, true or false", self.pickup is None or isinstance(self.pickup, bool)),
+        ]
         for name, allowed, ok in checks:
             if not ok:
                 raise ParameterError(name, allowed, getattr(self, name))
         self._check_regenerate()
         self.progression()                                                  # raises on unknown chords
+        problem = form_problem(self.form, self.bars, self.phrase_bars, self.ranged, self.pickup, self.primer is not None)
+        if problem is not None:
+            raise problem
         if self.max_bars is not None and (self.min_bars or 1) > self.max_bars:
             raise ParameterError("max_bars", f">= min_bars ({self.min_bars})", self.max_bars)
         if self.min_pitch is not None and self.max_pitch is not None and self.min_pitch > self.max_pitch:
@@ -209,6 +228,33 @@ class GenerationParams:
         if isinstance(self.primer, (bytes, bytearray)):
             d["primer"] = f"<MIDI, {len(self.primer)} bytes>"
         return d
+
+
+def form_sections(form: str) -> list[tuple[str, int]]:
+    """A form's sections as (letter, prime marks): "AA'BA" -> [("A", 0), ("A", 1), ("B", 0), ("A", 0)]."""
+    return [(m.group(1), len(m.group(2))) for m in re.finditer(r"([A-H])('*)", form)]
+
+
+def form_problem(form, bars, phrase_bars, ranged: bool, pickup, primer: bool) -> ParameterError | None:
+    """What is wrong with a request's form, phrase_bars and pickup together (well-typed fields), or None.
+    The service's schema asks the same question (service/schemas.py)."""
+    if pickup is not None and primer:
+        return ParameterError("pickup", "null with a primer (a pickup opens a tune; the primer opens this one)", pickup)
+    if form in (None, FORM_OFF):
+        if phrase_bars is not None:
+            return ParameterError("phrase_bars", "null unless form names sections (e.g. AABB)", phrase_bars)
+        return None
+    if ranged:
+        return ParameterError("form", "null or 'none' with min_bars/max_bars (a form needs a fixed number of bars)",
+                              form)
+    sections = len(form_sections(form))
+    if phrase_bars is None and bars % sections:
+        return ParameterError("phrase_bars", f"given when bars ({bars}) is not a multiple of the form's "
+                              f"{sections} sections", phrase_bars)
+    if phrase_bars is not None and phrase_bars * sections != bars:
+        return ParameterError("phrase_bars", f"bars / sections = {bars} / {sections} (sections x phrase_bars must "
+                              "be bars)", phrase_bars)
+    return None
 
 
 def primer_notes(primer, steps_per_quarter: int):

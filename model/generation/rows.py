@@ -24,6 +24,7 @@ import torch
 
 from model.generation.chord_tones import ChordTones
 from model.generation.endings import Cadence, TonicPull, ends_in_cadence
+from model.generation.form_plan import form_masks
 from model.network.conditions import condition_ids, key_id
 from model.representation.keys import key_of_weights
 from model.representation.keys import PITCH_CLASSES
@@ -136,6 +137,8 @@ class MelodyRows:
         self.chords = ChordTones(tok, self.meter, progression, params.chord_tones, generator.tonic_columns,
                                  cadence_bar=self.bars - 1 if self.cadence is not None else None) \
             if progression and params.chord_tones != "none" else None
+        # the form's copy and rhythm masks, and the first bar's (model.generation.form_plan)
+        self.form = form_masks(generator, params, self.where, seed, B, self.bar_steps, self.meter)
         self.copy = None  # the short-term model's state over each melody so far
         if generator.copy_model is not None and params.short_term:
             self.copy = CopyState(generator.copy_model, tok.vocab_size, batch=B, capacity=N)
@@ -233,6 +236,10 @@ class MelodyRows:
                     logits += pull
             if self.chords is not None and (chord_bias := self.chords.bias(bar, pos)) is not None:
                 logits += chord_bias  # (V,) over the B rows
+            if self.form is not None and self.form.acts(bar, pos):  # after the masks it must respect
+                if self.form.reads_out(bar, pos):
+                    self._write_pending()
+                self.form.apply(logits, bar, pos, self.out)
             if self.any_finished:  # ended rows only mark time (one choice: REST, log-probability 0)
                 logits[self.finished] = self.g._finished_row
         parent = None

@@ -49,6 +49,7 @@ from model import DEFAULT_MODEL_PATH
 from model.network.checkpoint import load_checkpoint
 from model.generation.endings import pitch_class_columns
 from model.generation.infill import infill_draws
+from model.generation.form_plan import FORM_TABLE, load_form_table
 from model.generation.quality import degenerate_reason
 from model.generation.rows import HOLD, NO_TIME, REST, Draw, MelodyRows
 from model.generation.params import (DEFAULT_TEMPO, MAX_REDRAWS, MAX_SEED, GenerationParams, ParameterError, primer_notes)
@@ -130,6 +131,7 @@ class Generator:
         self.path = Path(checkpoint_path) if checkpoint_path is not None else DEFAULT_MODEL_PATH
         self.model, self.tokenizer, ckpt = load_checkpoint(self.path)
         self.copy_model = CopyModel.from_checkpoint(ckpt)  # the short-term model, or None
+        self.form_table = load_form_table(self.path.with_name(FORM_TABLE))  # default forms (model.generation.form_plan)
         self.key_prior = ckpt.get("key_prior")  # the training tunes' share of each key (a network with a key input)
         self.name = self.path.stem
         self.model.prepare_for_inference()

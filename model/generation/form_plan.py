@@ -1,0 +1,206 @@
+"""A form as masks during sampling: bars that copy earlier bars or their rhythm, and the first bar.
+
+A **plan** says how each generated bar is drawn: ``FREE`` (the network's, under the usual masks),
+``COPY`` of an earlier bar r (at each step the only token allowed is bar r's token at that step) or
+``RHYTHM`` of bar r (at each step only a token of the same kind as bar r's: a NOTE of any pitch the
+key and range allow, HOLD, or REST). Notes are never edited afterwards.
+
+**A requested form** (``form="AABB"``, ``phrase_bars``, ``form_strict``): sections of ``phrase_bars``
+bars; a section whose letter came before refers, bar by bar, to that letter's first section:
+- ``form_strict``: every bar is a COPY (primed letters too: note for note);
+- a plain repeated letter: COPY, except the section's last bar, which keeps only the rhythm (a second
+  ending: it may cadence where the first did not); a one-bar section is a COPY;
+- a primed letter (A'): RHYTHM, and its last bar FREE (it may end differently); a one-bar section: RHYTHM.
+The first section of each letter is FREE.
+
+**The default** (``form`` null, a fixed number of bars, no primer): the plan of a training tune of the
+same meter and number of bars, from the table shipped beside the model (``forms.json``, written by
+``python -m model.representation.form``); a tune of another meter with that many bars where the
+meter has none; no plan where none has it. Each melody draws its own from its seed and row
+(beams share row 0's). Its labels become masks: exact -> COPY, variant and rhythm -> RHYTHM, new ->
+FREE; with ``pickup`` null it also brings the tune's start: its first note at the same place in the
+bar (beat one, or a pickup's position). ``form: "none"`` turns all of this off.
+
+**The first bar** (without a primer) is never all rests: at its last step a row that has not played
+yet must play. ``pickup=True``: its first step is a REST (and a note comes before the barline);
+``pickup=False``: its first step is a NOTE.
+
+**Precedence.** These masks come after the grammar, key/scale/range masks, the repetition guard and
+the cadence: where a row's form mask and those leave nothing (a copied pitch outside the range, a
+HOLD after a rest, the cadence's tonic), the row takes that step without the form mask.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.generation.params import FORM_OFF, form_sections
+from model.representation.form import EXACT, NEW, decode_labels
+
+FREE, COPY, RHYTHM = 0, 1, 2
+FORM_TABLE = "forms.json"  # the table's name beside a checkpoint (the shipped one: model/weights/forms.json)
+FORM_STREAM = 0x666F726D  # mixed into the seed for the plan draw, so it draws from its own stream
+_KINDS = {EXACT: COPY, NEW: FREE}  # variant and rhythm bars: RHYTHM
+
+
+@dataclass(frozen=True)
+class FormPlan:
+    kinds: tuple[int, ...]            # per generated bar: FREE, COPY or RHYTHM
+    refs: tuple[int, ...]             # per bar: the bar it copies (its own index for a FREE bar)
+    first_onset: int | None = None    # a default plan's start: the first note's step in bar 0 (0: beat one)
+
+
+def letters_plan(form: str, bars: int, phrase_bars: int | None, strict: bool) -> FormPlan:
+    """The plan of a requested form (validated by ``GenerationParams``); the rule in the module docstring."""
+    sections = form_sections(form)
+    phrase = phrase_bars or bars // len(sections)
+    first: dict[str, int] = {}
+    kinds, refs = [], []
+    for k, (letter, primes) in enumerate(sections):
+        source = first.setdefault(letter, k)
+        for o in range(phrase):
+            last = o == phrase - 1 and phrase > 1
+            if source == k:
+                kind = FREE
+            elif strict:
+                kind = COPY
+            elif primes:
+                kind = FREE if last else RHYTHM
+            else:
+                kind = RHYTHM if last else COPY
+            kinds.append(kind)
+            refs.append(source * phrase + o if kind != FREE else k * phrase + o)
+    return FormPlan(tuple(kinds), tuple(refs))
+
+
+def load_form_table(path) -> dict | None:
+    """The plans of a ``forms.json`` table, or None when there is no such file."""
+    path = Path(path)
+    return json.loads(path.read_text())["plans"] if path.is_file() else None
+
+
+def table_plan(table: dict, meter: str, bars: int, bar_steps: int, seed: int, row: int) -> FormPlan | None:
+    """A training tune's plan for a melody of ``bars`` bars in ``meter``, drawn with (seed, row)."""
+    plans = table.get(meter, {}).get(str(bars))
+    if not plans:  # another meter's tunes of this length (the labels do not depend on the meter)
+        plans = [p for group in table.values() for p in group.get(str(bars), [])]
+    if not plans:
+        return None
+    pickup, source_steps, text = plans[int(np.random.default_rng([int(seed), FORM_STREAM, row]).integers(len(plans)))]
+    labels = decode_labels(text)
+    first = min(bar_steps - 1, round(pickup * bar_steps / source_steps))
+    return FormPlan(tuple(_KINDS.get(lab.kind, RHYTHM) for lab in labels),
+                    tuple(lab.ref if lab.ref is not None else b for b, lab in enumerate(labels)), first)
+
+
+def request_plans(params, table, meter: str, bar_steps: int, seed: int, rows: int, beam: bool) -> list | None:
+    """Each row's plan for a request (None: no form), by the rules in the module docstring."""
+    if params.form == FORM_OFF or params.ranged:
+        return None
+    if params.form is not None:
+        return [letters_plan(params.form, params.bars, params.phrase_bars, params.form_strict)] * rows
+    if table is None or params.primer is not None:
+        return None
+    plans = [table_plan(table, meter, params.bars, bar_steps, seed, 0 if beam else r) for r in range(rows)]
+    return plans if all(p is not None for p in plans) else None
+
+
+class FormMasks:
+    """The (B, V) form masks of one request's rows at each grid step (see the module docstring).
+
+    ``acts(bar, pos)`` says whether a step has a form mask; ``reads_out(bar, pos)`` whether it reads
+    the melody so far (the caller writes its pending tokens first); ``apply(logits, bar, pos, out)``
+    adds the mask in place, row by row where it leaves a choice."""
+
+    def __init__(self, tokenizer, plans: list[FormPlan] | None, where: list, rows: int, bar_steps: int,
+                 first_bar: bool, pickup: bool | None):
+        tok, V, self.S, self.B = tokenizer, tokenizer.vocab_size, bar_steps, rows
+        self.kind_of = torch.full((V,), 3)  # per token: 0 REST, 1 HOLD, 2 NOTE, 3 structural
+        self.kind_of[tok.rest_id], self.kind_of[tok.hold_id] = 0, 1
+        notes = torch.tensor([i for i in range(V) if tok.pitch_of(i) is not None])
+        self.kind_of[notes] = 2
+        self.kind_rows = torch.full((4, V), float("-inf"))  # (4, V): the tokens of each kind allowed
+        self.kind_rows[0, tok.rest_id], self.kind_rows[1, tok.hold_id] = 0.0, 0.0
+        self.kind_rows[2, notes], self.kind_rows[3] = 0.0, 0.0
+        self.note_id = notes
+        self.rows = torch.arange(rows)
+        cols = {w: i for i, w in enumerate(where) if w is not None}  # (bar, pos) -> column of `out`
+        self.kinds = self.refcols = None
+        self.form_bars = set()
+        if plans is not None:
+            bars = len(plans[0].kinds)
+            self.kinds = torch.tensor([p.kinds for p in plans])  # (B, bars)
+            self.refcols = torch.tensor([[[cols[(r, q)] for q in range(bar_steps)] for r in p.refs]
+                                         for p in plans])  # (B, bars, S) the copied bar's columns
+            self.form_bars = {b for b in range(bars) if bool(self.kinds[:, b].any())}
+        # the first bar: rows rest before rest_until, play at note_at (-1: nowhere), and never stay silent
+        rest_until, note_at = [0] * rows, [-1] * rows
+        for r in range(rows):
+            start = plans[r].first_onset if plans is not None and pickup is None else None
+            if pickup is True:
+                rest_until[r] = 1
+            elif pickup is False:
+                note_at[r] = 0
+            elif start is not None:
+                rest_until[r], note_at[r] = start, start
+        self.first_bar = first_bar
+        self.rest_until, self.note_at = torch.tensor(rest_until), torch.tensor(note_at)
+        self.first_cols = [cols[(0, q)] for q in range(bar_steps)] if first_bar else []
+
+    def acts(self, bar: int, pos: int) -> bool:
+        return bar in self.form_bars or (bar == 0 and self.first_bar)
+
+    def reads_out(self, bar: int, pos: int) -> bool:
+        return (pos == 0 and bar in self.form_bars) or (bar == 0 and self.first_bar and pos == self.S - 1)
+
+    def apply(self, logits: torch.Tensor, bar: int, pos: int, out: torch.Tensor) -> None:
+        """Add the step's form mask to logits (B, V) in place; ``out`` (B, N) holds the melody so far."""
+        mask = self._first_bar(pos, out) if bar == 0 and self.first_bar else None
+        if bar in self.form_bars:
+            copied = self._copy(bar, pos, out)
+            mask = copied if mask is None else mask + copied
+        if mask is None:
+            return
+        ok = torch.isfinite(logits + mask).any(-1)  # (B,) rows left a choice with the mask
+        if bool(ok.all()):
+            logits += mask
+        elif bool(ok.any()):
+            logits[ok] += mask[ok]
+
+    def _copy(self, bar: int, pos: int, out: torch.Tensor) -> torch.Tensor:
+        kinds = self.kinds[:, bar]                                   # (B,)
+        ref = out[self.rows, self.refcols[:, bar, pos]]              # (B,) the copied bar's token here
+        mask = self.kind_rows[self.kind_of[ref]]                     # (B, V) RHYTHM: a token of its kind
+        mask[kinds == FREE] = 0.0
+        copy = (kinds == COPY).nonzero().flatten()
+        if len(copy):
+            mask[copy] = float("-inf")
+            mask[copy, ref[copy]] = 0.0                              # COPY: that token alone
+        return mask
+
+    def _first_bar(self, pos: int, out: torch.Tensor) -> torch.Tensor | None:
+        rest = pos < self.rest_until                                 # (B,) rows that must rest here
+        play = pos == self.note_at                                   # (B,) rows that must play here
+        if pos == self.S - 1:  # the last chance: a row with no note yet in the bar must play
+            so_far = out[:, self.first_cols[:-1]]                    # (B, S - 1)
+            play |= ~(self.kind_of[so_far] == 2).any(1)
+        if not bool(rest.any() or play.any()):
+            return None
+        mask = torch.zeros(self.B, len(self.kind_of))
+        mask[rest] = self.kind_rows[0]
+        mask[play] = self.kind_rows[2]
+        return mask
+
+
+def form_masks(generator, params, where: list, seed: int, rows: int, bar_steps: int,
+               meter: str) -> FormMasks | None:
+    """A request's FormMasks, or None when neither a form nor the first bar's rules apply."""
+    plans = request_plans(params, generator.form_table, meter, bar_steps, seed, rows, params.beam_width > 1)
+    first_bar = params.primer is None
+    if plans is None and not first_bar:
+        return None
+    return FormMasks(generator.tokenizer, plans, where, rows, bar_steps, first_bar, params.pickup)
