@@ -136,7 +136,8 @@ def cmd_generate(args) -> int:
         min_pitch=args.min_pitch, max_pitch=args.max_pitch, avoid_repetition=args.avoid_repetition,
         short_term=args.short_term, min_bars=args.min_bars, max_bars=args.max_bars, cadence=args.cadence,
         redraw_degenerate=args.redraw_degenerate, tonic_pull=args.tonic_pull, regenerate=_span(args.regenerate),
-        chords=args.chords, chord_tones=args.chord_tones)
+        chords=args.chords, chord_tones=args.chord_tones,
+        form=args.form, phrase_bars=args.phrase_bars, form_strict=args.form_strict, pickup=args.pickup)
     params.validate()  # before loading the model: a bad flag fails fast
     import torch
     torch.set_num_threads(1)  # one melody batch is too small to gain from more threads
@@ -315,6 +316,16 @@ def _add_generate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--regenerate", default=None, metavar="FIRST-LAST", help="with --primer: regenerate bars "
                    "FIRST..LAST of the primer in place (1-based, inclusive, e.g. 5-8), keeping every note outside "
                    "them; --count gives alternatives, --bars is ignored")
+    p.add_argument("--form", default=d.form, help="sections such as AABB, ABAC or AA'BA (letters A-H, ' for a "
+                   "varied repeat): a repeated section copies the first one (its last bar only the rhythm; "
+                   "primed: only the rhythm, the last bar free); 'none' = no form (default: the form of a "
+                   "training tune of the same meter and length, drawn with --seed)")
+    p.add_argument("--phrase-bars", type=int, default=d.phrase_bars, help="bars a section (default: bars / sections)")
+    p.add_argument("--form-strict", action=argparse.BooleanOptionalAction, default=d.form_strict,
+                   help="repeated sections copied note for note, primed ones and last bars too (default: no)")
+    p.add_argument("--pickup", action=argparse.BooleanOptionalAction, default=d.pickup, help="--pickup: begin "
+                   "with a partial bar (an anacrusis); --no-pickup: the first note on beat one (default: free, "
+                   "or the sampled form's; never a whole bar of rests)")
     p.add_argument("--redraw-degenerate", action=argparse.BooleanOptionalAction, default=d.redraw_degenerate,
                    help=f"the quality gate: redraw a degenerate melody, at most {params.MAX_REDRAWS} times, with "
                    "seeds derived from --seed (default: yes)")

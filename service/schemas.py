@@ -106,6 +106,18 @@ class MelodyRequest(StrictModel):
     harmonize: bool = Field(False, description="chords under each melody (the given chords, else estimated ones): "
                             "in the result, as chord symbols in the MusicXML and JSON, and as an accompaniment "
                             "track in the MIDI and WAV")
+    form: str | None = Field(GENERATION_DEFAULTS["form"], pattern=params.FORM_PATTERN, description="sections, e.g. "
+                             "AABB, ABAC, AA'BA (letters A-H; ' marks a varied repeat): a repeated section copies the "
+                             "letter's first section, its last bar keeping only the rhythm; a primed one keeps only the "
+                             "rhythm, its last bar free; 'none': no form; null: the form of a training tune of the "
+                             "same meter and length, drawn with the seed (fixed bars, no primer)")
+    phrase_bars: int | None = Field(GENERATION_DEFAULTS["phrase_bars"], ge=1, le=params.MAX_BARS,
+                                    description="bars a section (sections x phrase_bars = bars); null: bars / sections")
+    form_strict: bool = Field(GENERATION_DEFAULTS["form_strict"], description="copy repeated sections note for note "
+                              "(primed ones and last bars too)")
+    pickup: bool | None = Field(GENERATION_DEFAULTS["pickup"], description="true: begin with a partial bar (an "
+                                "anacrusis); false: the first note on beat one; null: free (the sampled form's start); "
+                                "never a whole bar of rests")
 
     regenerate: BarSpan | None = Field(None, description="with a primer: regenerate these bars of the primer in "
                                        "place, keeping every note outside them (count gives alternatives; bars is "
@@ -140,6 +152,10 @@ class MelodyRequest(StrictModel):
             except params.ParameterError as e:
                 problems.append(("chords", str(e), "bars of chords separated by |, e.g. 'G C | D7 G', or a list "
                                  "of bars; a chord is a root (C, C#, Db ... B) and nothing (major), m, dim or 7"))
+        form = params.form_problem(self.form, self.bars, self.phrase_bars, self.max_bars is not None, self.pickup,
+                                   self.primer is not None)
+        if form is not None:
+            problems.append((form.field, str(form), form.allowed))
         if self.beam_width > 1 and self.count > self.beam_width:
             problems.append(("count", f"count must be at most beam_width ({self.beam_width}) with beam search, "
                              f"got {self.count}", f"integer from 1 to {self.beam_width}"))

@@ -66,6 +66,8 @@ def test_empty_body_takes_every_default(client):
     ("beam_width", 0, ">= 1"), ("beam_width", 17, "<= 16"),
     ("min_pitch", -1, ">= 0"), ("max_pitch", 128, "<= 127"),
     ("avoid_repetition", 1, "boolean"), ("short_term", "no", "boolean"),
+    ("form", "AXB", "matching"), ("form", "aabb", "matching"), ("phrase_bars", 0, ">= 1"),
+    ("form_strict", "yes", "boolean"), ("pickup", 1, "boolean"),
 ])
 def test_each_bad_melody_field_is_named_with_its_allowed_range(client, field, bad, allowed_part):
     problems = fields_of(client.post("/api/v1/melodies", json={field: bad}))
@@ -88,6 +90,10 @@ def test_every_bad_field_is_reported_at_once(client):
     ({"beam_width": 2, "count": 3}, "count"),
     ({"model": "nosuchmodel"}, "model"),
     ({"primer": "not base64!"}, "primer"),
+    ({"form": "AABB", "bars": 6}, "phrase_bars"),
+    ({"form": "AB", "bars": 8, "phrase_bars": 3}, "phrase_bars"),
+    ({"form": "AB", "min_bars": 4, "max_bars": 8}, "form"),
+    ({"pickup": True, "primer": [[60, 0, 1]]}, "pickup"),
 ])
 def test_rules_across_fields(client, body, field):
     assert field in fields_of(client.post("/api/v1/melodies", json=body))

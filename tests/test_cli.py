@@ -89,6 +89,20 @@ def test_short_term_fits_into_the_checkpoint_and_generate_can_leave_it_out(capsy
     assert midi_pitches(files[0]) != midi_pitches(files[1])
 
 
+def test_generate_a_form_with_a_pickup(capsys, tmp_path, checkpoint):
+    code, _, _ = run(capsys, "generate", "--model", checkpoint, "--seed", 2, "--bars", 8, "--form", "AB",
+                     "--phrase-bars", 4, "--form-strict", "--pickup", "--out", tmp_path / "f.json")
+    assert code == 0
+    tokens = [TOK.ids[t] for t in json.loads((tmp_path / "f.json").read_text())["tokens"]]
+    from model.representation.form import has_pickup, tune_bars
+    bars = tune_bars(tokens, TOK)
+    assert has_pickup(bars, TOK) and bars[4:] != bars[:4]
+    code, _, _ = run(capsys, "generate", "--model", checkpoint, "--seed", 2, "--bars", 8, "--form", "AA",
+                     "--form-strict", "--no-pickup", "--out", tmp_path / "g.json")
+    bars = tune_bars([TOK.ids[t] for t in json.loads((tmp_path / "g.json").read_text())["tokens"]], TOK)
+    assert code == 0 and bars[4:] == bars[:4] and TOK.pitch_of(bars[0][0]) is not None
+
+
 def test_same_seed_same_file(capsys, tmp_path, checkpoint):
     for name in ("x.mid", "y.mid"):
         assert run(capsys, "generate", "--model", checkpoint, "--seed", 9, "--out", tmp_path / name)[0] == 0
@@ -102,6 +116,8 @@ def test_same_seed_same_file(capsys, tmp_path, checkpoint):
     (["--out", "x.wav"], "out must end in one of .mid"),
     (["--primer", "missing.mid"], "primer must be a MIDI file or a JSON note list"),
     (["--primer", "[[60, 0]]"], "primer[0] must be [pitch 0..127"),
+    (["--form", "ABZ"], "form must be null, 'none', or 1 to 64 section letters A-H"),
+    (["--form", "AABB", "--bars", "6"], "phrase_bars must be given when bars (6) is not a multiple"),
 ])
 def test_bad_generate_flags_exit_2_with_the_reason(capsys, tmp_path, checkpoint, flags, message):
     code, _, err = run(capsys, "generate", "--model", checkpoint, "--out", tmp_path / "z.mid", *flags)
