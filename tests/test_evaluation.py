@@ -70,6 +70,8 @@ def test_sample_statistics_compare_generated_with_reference(checkpoint):
         assert 0.0 <= out[key] <= 1.0
     assert out["reference_in_scale_ratio"] > 0.95          # C major tunes (a key estimate may say G or F)
     assert out["reference_degenerate_share"] == 0.0
+    assert out["form"]["tunes"] == 4 and out["reference_form"]["tunes"] == 8
+    assert out["form"]["empty_first_bars"] == 0 and 0 <= out["form"]["exact_repeat_share"] <= 1
     again = sample_statistics(Generator(checkpoint), TOK, reference, count=4, seed=3)
     assert again == out                                    # seeded: the same melodies, the same figures
     in_d = sample_statistics(Generator(checkpoint), TOK, reference, count=3, seed=3, key="D", scale="dorian")

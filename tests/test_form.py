@@ -103,3 +103,16 @@ def test_the_table_command_writes_json(tmp_path, monkeypatch):
     table = json.loads(out.read_text())
     assert table["format"] == 1 and table["plans"]["2/4"]["8"][0][2] == "n n e2 e2 r2 r2 e2 e2"
     assert 24 < table["tunes"] <= 40 and len(table["plans"]["2/4"]["8"]) == 24   # the train split, sampled
+
+
+def test_form_statistics_of_a_set_of_tunes():
+    from model.evaluation.form_figures import form_statistics
+    pickup = tune([(None, 6), (67, 2)], A1, A2, A1)
+    empty = tune([(None, 8)], A1)
+    figures = form_statistics([AABB, pickup, empty], TOK)
+    assert figures["tunes"] == 3 and figures["bars"] == 14
+    assert figures["exact_repeat_share"] == 5 / 14          # AABB: 4 exact bars; the pickup tune: bar 3
+    assert figures["rhythm_repeat_share"] == 7 / 14         # ... and AABB's B bars repeat A's rhythm
+    assert figures["pickup_share"] == 1 / 3 and figures["empty_first_bars"] == 1
+    assert figures["first_note_position"] == (0 + 6 / 8 + 0) / 3
+    assert figures["forms"] == {"AB": 1 / 3, "AA": 1 / 3, "A": 1 / 3}   # the pickup bar is left out

@@ -113,6 +113,7 @@ def sample_statistics(generator, tokenizer, reference, count: int = 100, seed: i
     if not ref:
         raise ValueError("reference must hold at least one tune, got none")
     from model.generation.endings import ending_statistics
+    from model.evaluation.form_figures import form_statistics
     rng = np.random.default_rng(seed)
     generated, matched, redrawn = [], [], 0
     for i, r in enumerate(rng.integers(0, len(ref), size=count)):
@@ -131,6 +132,10 @@ def sample_statistics(generator, tokenizer, reference, count: int = 100, seed: i
             "endings": ending_statistics(generated, tokenizer),
             "reference_endings": ending_statistics(ref, tokenizer),
             "reference_endings_matched": ending_statistics(matched, tokenizer),
+            # their form: bars that come back (exactly, by rhythm), pickups, empty first bars, section forms
+            "form": form_statistics(generated, tokenizer),
+            "reference_form": form_statistics(ref, tokenizer),
+            "reference_form_matched": form_statistics(matched, tokenizer),
             "seed": seed, "max_bars": max_bars,
             "params": {k: v for k, v in params.items()}}
 
