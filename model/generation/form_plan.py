@@ -127,9 +127,9 @@ class FormMasks:
         self.kind_rows[0, tok.rest_id], self.kind_rows[1, tok.hold_id] = 0.0, 0.0
         self.kind_rows[2, notes], self.kind_rows[3] = 0.0, 0.0
         self.note_id = notes
-        self.rows = torch.arange(rows)
+        self.same_kind = self.kind_rows[self.kind_of]  # (V, V): per token, the tokens of its kind allowed
         cols = {w: i for i, w in enumerate(where) if w is not None}  # (bar, pos) -> column of `out`
-        self.kinds = self.refcols = None
+        self.kinds = self.refcols = self.shared = None
         self.form_bars = set()
         if plans is not None:
             bars = len(plans[0].kinds)
@@ -137,6 +137,12 @@ class FormMasks:
             self.refcols = torch.tensor([[[cols[(r, q)] for q in range(bar_steps)] for r in p.refs]
                                          for p in plans])  # (B, bars, S) the copied bar's columns
             self.form_bars = {b for b in range(bars) if bool(self.kinds[:, b].any())}
+            # one plan for every row (a requested form, beams, one melody): its copied columns as ints
+            self.shared = [[cols[(r, q)] for q in range(bar_steps)] for r in plans[0].refs] \
+                if all(p == plans[0] for p in plans) else None
+            # per bar: the kind every row draws it as, or None where rows differ
+            self.uniform = [int(self.kinds[0, b]) if bool((self.kinds[:, b] == self.kinds[0, b]).all()) else None
+                            for b in range(bars)]
         # the first bar: rows rest before rest_until, play at note_at (-1: nowhere), and never stay silent
         rest_until, note_at = [0] * rows, [-1] * rows
         for r in range(rows):
@@ -161,7 +167,12 @@ class FormMasks:
         """Add the step's form mask to logits (B, V) in place; ``out`` (B, N) holds the melody so far."""
         mask = self._first_bar(pos, out) if bar == 0 and self.first_bar else None
         if bar in self.form_bars:
-            copied = self._copy(bar, pos, out)
+            col = self.shared[bar][pos] if self.shared is not None else None
+            # (B, 1) the copied bar's token at this step
+            ref = out[:, col:col + 1] if col is not None else out.gather(1, self.refcols[:, bar, pos:pos + 1])
+            if mask is None and self._uniform(logits, bar, ref):
+                return
+            copied = self._copy(bar, ref)
             mask = copied if mask is None else mask + copied
         if mask is None:
             return
@@ -171,10 +182,24 @@ class FormMasks:
         elif bool(ok.any()):
             logits[ok] += mask[ok]
 
-    def _copy(self, bar: int, pos: int, out: torch.Tensor) -> torch.Tensor:
-        kinds = self.kinds[:, bar]                                   # (B,)
-        ref = out[self.rows, self.refcols[:, bar, pos]]              # (B,) the copied bar's token here
-        mask = self.kind_rows[self.kind_of[ref]]                     # (B, V) RHYTHM: a token of its kind
+    def _uniform(self, logits: torch.Tensor, bar: int, ref: torch.Tensor) -> bool:
+        """The fast path of a bar all rows draw alike (one plan, or one row): done when every row keeps a choice."""
+        kind = self.uniform[bar]
+        if kind == COPY:
+            keep = logits.gather(1, ref)                             # (B, 1) the copied token's logit
+            if keep.min().item() > float("-inf"):
+                logits.fill_(float("-inf")).scatter_(1, ref, keep)
+                return True
+        elif kind == RHYTHM:
+            masked = logits + self.same_kind[ref[:, 0]]             # (B, V)
+            if masked.max(-1).values.min().item() > float("-inf"):
+                logits.copy_(masked)
+                return True
+        return False
+
+    def _copy(self, bar: int, ref: torch.Tensor) -> torch.Tensor:
+        kinds, ref = self.kinds[:, bar], ref[:, 0]                   # (B,), (B,)
+        mask = self.same_kind[ref]                                   # (B, V) RHYTHM: a token of its kind
         mask[kinds == FREE] = 0.0
         copy = (kinds == COPY).nonzero().flatten()
         if len(copy):
