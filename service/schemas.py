@@ -153,7 +153,7 @@ class MelodyRequest(StrictModel):
                 problems.append(("chords", str(e), "bars of chords separated by |, e.g. 'G C | D7 G', or a list "
                                  "of bars; a chord is a root (C, C#, Db ... B) and nothing (major), m, dim or 7"))
         form = params.form_problem(self.form, self.bars, self.phrase_bars, self.max_bars is not None, self.pickup,
-                                   self.primer is not None)
+                                   self.primer is not None, self.regenerate is not None)
         if form is not None:
             problems.append((form.field, str(form), form.allowed))
         if self.beam_width > 1 and self.count > self.beam_width:

@@ -123,6 +123,7 @@ def test_the_default_form_is_drawn_from_the_table_beside_the_model(tmp_path):
     ({"phrase_bars": 4}, "phrase_bars"), ({"form": "AB", "min_bars": 2, "max_bars": 8}, "form"),
     ({"pickup": True, "primer": [[60, 0, 1]]}, "pickup"), ({"pickup": "yes"}, "pickup"),
     ({"form_strict": 1}, "form_strict"),
+    ({"form": "AB", "primer": [[60, 0, 1]], "regenerate": {"from_bar": 1, "to_bar": 1}}, "form"),
 ])
 def test_a_bad_form_names_its_field(fields, field):
     with pytest.raises(ParameterError) as e:

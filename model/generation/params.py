@@ -149,7 +149,8 @@ class GenerationParams:
                 raise ParameterError(name, allowed, getattr(self, name))
         self._check_regenerate()
         self.progression()                                                  # raises on unknown chords
-        problem = form_problem(self.form, self.bars, self.phrase_bars, self.ranged, self.pickup, self.primer is not None)
+        problem = form_problem(self.form, self.bars, self.phrase_bars, self.ranged, self.pickup, self.primer is not None,
+                               self.regenerate is not None)
         if problem is not None:
             raise problem
         if self.max_bars is not None and (self.min_bars or 1) > self.max_bars:
@@ -235,7 +236,8 @@ def form_sections(form: str) -> list[tuple[str, int]]:
     return [(m.group(1), len(m.group(2))) for m in re.finditer(r"([A-H])('*)", form)]
 
 
-def form_problem(form, bars, phrase_bars, ranged: bool, pickup, primer: bool) -> ParameterError | None:
+def form_problem(form, bars, phrase_bars, ranged: bool, pickup, primer: bool,
+                 regenerate: bool = False) -> ParameterError | None:
     """What is wrong with a request's form, phrase_bars and pickup together (well-typed fields), or None.
     The service's schema asks the same question (service/schemas.py)."""
     if pickup is not None and primer:
@@ -247,6 +249,8 @@ def form_problem(form, bars, phrase_bars, ranged: bool, pickup, primer: bool) ->
     if ranged:
         return ParameterError("form", "null or 'none' with min_bars/max_bars (a form needs a fixed number of bars)",
                               form)
+    if regenerate:
+        return ParameterError("form", "null or 'none' with regenerate (the kept bars have their own form)", form)
     sections = len(form_sections(form))
     if phrase_bars is None and bars % sections:
         return ParameterError("phrase_bars", f"given when bars ({bars}) is not a multiple of the form's "
