@@ -221,6 +221,32 @@ def test_the_ending_control_asks_for_a_cadence_or_turns_the_pull_off(service, pa
     assert sent_bodies[1]["tonic_pull"] == 0 and "cadence" not in sent_bodies[1]
 
 
+def test_the_form_controls_ask_for_a_form_and_a_pickup(service, page):
+    page.goto(service["base"] + "/")
+    page.fill("#bars", "4")
+    page.fill("#seed", "5")
+    page.fill("#form", "AA")
+    page.select_option("#pickup", "true")
+    page.click("#compose-form summary")
+    page.check("#form_strict")
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/api/v1/melodies")) as sent:
+        page.click("#generate")
+    body = sent.value.post_data_json
+    assert body["form"] == "AA" and body["form_strict"] is True and body["pickup"] is True
+    assert "phrase_bars" not in body
+    page.wait_for_function("document.body.dataset.melody", timeout=90_000)
+    assert page.get_attribute("body", "data-job") == "succeeded"
+    notes = page.evaluate("window.tunesmith.current.parsed.notes.map(n => [n.pitch, n.startBeat, n.endBeat])")
+    first = [n for n in notes if n[1] < 8]
+    assert first and first[0][1] > 0                                     # a pickup: the first beat is a rest
+    assert [n for n in notes if n[1] >= 8] == [[p, s + 8, e + 8] for p, s, e in first]  # A again, note for note
+    page.fill("#form", "AXB")                                            # a bad form: named next to its field
+    page.click("#generate")
+    error = page.locator('.field-error[data-for="form"]')
+    error.wait_for(state="visible")
+    assert "A-H" in error.inner_text()
+
+
 def test_api_field_errors_appear_next_to_their_field(service, page):
     page.goto(service["base"] + "/")
     page.fill("#temperature", "9")

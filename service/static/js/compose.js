@@ -67,7 +67,7 @@ function readForm() {
   const body = {};
   const bad = [];
   for (const name of ["bars", "tempo", "temperature", "top_p", "top_k", "seed", "min_pitch", "max_pitch",
-                      "min_bars", "max_bars"]) {
+                      "min_bars", "max_bars", "phrase_bars"]) {
     const input = form.elements[name];
     if (input.validity.badInput) bad.push({ field: name, message: "must be a number" });
     else if (input.value.trim() !== "") body[name] = Number(input.value);
@@ -79,6 +79,10 @@ function readForm() {
   if (form.elements.cadence.value === "tonic") body.cadence = "tonic";
   if (form.elements.cadence.value === "free") body.tonic_pull = 0;
   if (!$("short_term").checked) body.short_term = false;  // checked is the API's default
+  const sections = form.elements.form.value.trim();
+  if (sections) body.form = sections;               // empty: the API's default, a folk tune's form
+  if ($("form_strict").checked) body.form_strict = true;
+  if (form.elements.pickup.value) body.pickup = form.elements.pickup.value === "true";
   if (primer) {
     body.primer = primer.base64;
     body.include_primer = $("include_primer").checked;
