@@ -1,14 +1,15 @@
 """Form figures of generated melodies against the Essen test tunes, and their first bars.
 
     python bench/form_figures.py [--model PATH] [--pairs 300] [--seeds 200] [--code NAME=DIR ...]
-                                 [--variant NAME=JSON ...] [--out-dir docs/results]
+                                 [--variant NAME=JSON ...] [--split test] [--out-dir docs/results]
 
 For each code checkout (``--code``: a name and a checkout whose ``model`` package generates; default
 this one) and each parameter variant (``--variant``: JSON GenerationParams overrides; default
 ``off={"form": "none"}`` and ``sampled={}``), a child process with that checkout on its path
 generates:
 - ``--pairs`` melodies paired with test tunes as ``tunesmith evaluate``'s sample statistics pair them
-  (melody i: the meter and number of bars, at most 32, of a test tune drawn with seed 0, and seed i);
+  (melody i: the meter and number of bars, at most 32, of a tune of ``--split`` drawn with seed 0, and
+  seed i);
 - ``--seeds`` default 16-bar melodies, seeds 0..seeds-1.
 This checkout then reads their form (``model.evaluation.form_figures``) beside the test tunes' and
 their endings (``model.generation.endings.ending_statistics``), prints the figures and writes
@@ -39,7 +40,7 @@ def generate(args) -> dict:
         checkpoint_splits(__import__("model").DEFAULT_MODEL_PATH, progress=False)
     gen = Generator(args.model)
     variant = json.loads(args.generate)
-    test = [t.tokens for t in splits["test"]]
+    test = [t.tokens for t in splits[args.split]]
     pairs, melodies = [], []
     for i, r in enumerate(np.random.default_rng(0).integers(0, len(test), size=args.pairs)):
         _, meters = tok.decode_notes(test[r])
@@ -51,7 +52,7 @@ def generate(args) -> dict:
     return {"pairs": pairs, "sixteen_bars": melodies}
 
 
-def figures(drawn: dict, model) -> dict:
+def figures(drawn: dict, model, split: str) -> dict:
     """This checkout's reading of a child's melodies."""
     from model.evaluation.form_figures import form_statistics
     from model.evaluation.report import checkpoint_splits
@@ -59,7 +60,7 @@ def figures(drawn: dict, model) -> dict:
     from model.representation.form import tune_bars, empty_first_bar
     import model as package
     _, tok, _, _, splits = checkpoint_splits(model or package.DEFAULT_MODEL_PATH, progress=False)
-    test = [t.tokens for t in splits["test"]]
+    test = [t.tokens for t in splits[split]]
     generated = [p["tokens"] for p in drawn["pairs"]]
     matched = [test[p["reference"]] for p in drawn["pairs"] if tok.bar_count(test[p["reference"]]) <= MAX_BARS]
     sixteen = drawn["sixteen_bars"]
@@ -79,6 +80,7 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=200)
     p.add_argument("--code", action="append", default=None, help="NAME=DIR: a checkout that generates")
     p.add_argument("--variant", action="append", default=None, help="NAME=JSON GenerationParams overrides")
+    p.add_argument("--split", default="test", help="the tunes paired with (valid: for choosing; test: once)")
     p.add_argument("--out-dir", default=str(ROOT / "docs" / "results"))
     p.add_argument("--generate", default=None, help=argparse.SUPPRESS)  # the child: a variant's JSON
     args = p.parse_args()
@@ -91,13 +93,13 @@ def main() -> int:
     command = " ".join(["python", "bench/form_figures.py", *sys.argv[1:]])
     for code, folder in codes.items():
         for name, variant in variants.items():
-            child = [sys.executable, __file__, "--generate", variant, "--pairs", str(args.pairs),
+            child = [sys.executable, __file__, "--generate", variant, "--pairs", str(args.pairs), "--split", args.split,
                      "--seeds", str(args.seeds)] + (["--model", args.model] if args.model else [])
             out = subprocess.run(child, env={**os.environ, "PYTHONPATH": folder}, check=True,
                                  capture_output=True, text=True).stdout
             report = {"code": code, "variant": json.loads(variant), "command": command,
-                      **figures(json.loads(out), args.model)}
-            path = Path(args.out_dir) / f"form-{code}-{name}.json"
+                      "split": args.split, **figures(json.loads(out), args.model, args.split)}
+            path = Path(args.out_dir) / f"form-{code}-{name}{'' if args.split == 'test' else '-' + args.split}.json"
             path.write_text(json.dumps(report, indent=1) + "\n")
             f, ref, s = report["form"], report["reference_form_matched"], report["sixteen_bars"]
             print(f"{code} {name}: exact repeats {f['exact_repeat_share']:.3f} (tunes {ref['exact_repeat_share']:.3f}), "

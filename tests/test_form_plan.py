@@ -100,21 +100,39 @@ def test_a_copy_gives_way_to_the_cadence(tmp_path):
 
 
 def test_the_default_form_is_drawn_from_the_table_beside_the_model(tmp_path):
-    # every 4-bar 3/4 tune in the table repeats bar 0 at bar 2 and bar 1's rhythm at bar 3, with a pickup at step 8
-    table = {"3/4": {"4": [[8, 12, "n n e2 r2"]]}}
+    # every 5-bar 3/4 tune in the table repeats bar 0 at bar 2, varies bar 1 at bar 3 and has a pickup at step 8
+    table = {"3/4": {"5": [[8, 12, "n n e2 v2 e4"]]}}
     gen = tiny(tmp_path, table=table)
-    assert table_plan(table, "3/4", 4, 12, 0, 0) == FormPlan((FREE, FREE, COPY, RHYTHM), (0, 1, 0, 1), 8)
-    assert table_plan(table, "6/8", 4, 12, 0, 0) is not None and table_plan(table, "3/4", 5, 12, 0, 0) is None
-    for m in gen.generate(GenerationParams(bars=4, meter="3/4", seed=1, count=3)).melodies:
+    # a rhythm-only or new bar is free, and so is the last bar (the ending's)
+    assert table_plan(table, "3/4", 5, 12, 0, 0) == FormPlan((FREE, FREE, COPY, RHYTHM, FREE), (0, 1, 0, 1, 4), 8,
+                                                             (True, True, False, True, False))
+    assert table_plan(table, "6/8", 5, 12, 0, 0) is not None and table_plan(table, "3/4", 4, 12, 0, 0) is None
+    for m in gen.generate(GenerationParams(bars=5, meter="3/4", seed=1, count=3)).melodies:
         bars = bars_of(m)
         assert bars[2] == bars[0] and rhythm_of(bars[3], TOK) == rhythm_of(bars[1], TOK)
         assert all(t == TOK.rest_id for t in bars[0][:8]) and TOK.pitch_of(bars[0][8]) is not None
-    off = gen.generate(GenerationParams(bars=4, meter="3/4", seed=1, count=3, form="none")).melodies
+        assert bars[1] != bars[0] and bars[3] not in bars[:3]   # bars not labelled exact are no copies
+    off = gen.generate(GenerationParams(bars=5, meter="3/4", seed=1, count=3, form="none")).melodies
     assert any(bars_of(m)[2] != bars_of(m)[0] for m in off)
     # a pickup asked for wins over the table's start; the same request gives the same bytes
-    again = GenerationParams(bars=4, meter="3/4", seed=1, count=3, pickup=False)
+    again = GenerationParams(bars=5, meter="3/4", seed=1, count=3, pickup=False)
     assert [m.midi_bytes() for m in gen.generate(again).melodies] == [m.midi_bytes() for m in gen.generate(again).melodies]
     assert all(TOK.pitch_of(bars_of(m)[0][0]) is not None for m in gen.generate(again).melodies)
+
+
+def test_a_bar_not_labelled_exact_never_ends_up_a_copy(tmp_path):
+    # a network that repeats itself: the table's new bars must still differ from every earlier bar
+    table = {"2/4": {"6": [[0, 8, "n n n n n n"]]}}
+    gen = tiny(tmp_path, rest_bias=8.0, table=table)
+    for seed in range(4):
+        for m in gen.generate(GenerationParams(bars=6, meter="2/4", seed=seed, count=8, avoid_repetition=False,
+                                               redraw_degenerate=False)).melodies:
+            bars = bars_of(m)
+            assert all(bars[b] not in bars[:b] for b in range(1, 6))
+    # without the table's plan the same network repeats whole bars
+    free = [bars_of(m) for m in gen.generate(GenerationParams(bars=6, meter="2/4", seed=0, count=8, form="none",
+                                                              avoid_repetition=False, redraw_degenerate=False)).melodies]
+    assert sum(bars[b] in bars[:b] for bars in free for b in range(1, 6)) >= 4
 
 
 @pytest.mark.parametrize("fields,field", [

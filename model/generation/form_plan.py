@@ -17,8 +17,10 @@ The first section of each letter is FREE.
 same meter and number of bars, from the table shipped beside the model (``forms.json``, written by
 ``python -m model.representation.form``); a tune of another meter with that many bars where the
 meter has none; no plan where none has it. Each melody draws its own from its seed and row
-(beams share row 0's). Its labels become masks: exact -> COPY, variant and rhythm -> RHYTHM, new ->
-FREE; with ``pickup`` null it also brings the tune's start: its first note at the same place in the
+(beams share row 0's). Its labels become masks: exact -> COPY, variant -> RHYTHM, rhythm and new
+-> FREE, the last bar FREE (the ending's); a bar not labelled exact may not end up an exact copy of an
+earlier bar (at its last step the tokens that would complete one are masked), since the network,
+reading the copies, repeats whole bars more often than the tunes do; with ``pickup`` null it also brings the tune's start: its first note at the same place in the
 bar (beat one, or a pickup's position). ``form: "none"`` turns all of this off.
 
 **The first bar** (without a primer) is never all rests: at its last step a row that has not played
@@ -39,12 +41,12 @@ import numpy as np
 import torch
 
 from model.generation.params import FORM_OFF, form_sections
-from model.representation.form import EXACT, NEW, decode_labels
+from model.representation.form import EXACT, VARIANT, decode_labels
 
 FREE, COPY, RHYTHM = 0, 1, 2
 FORM_TABLE = "forms.json"  # the table's name beside a checkpoint (the shipped one: model/weights/forms.json)
 FORM_STREAM = 0x666F726D  # mixed into the seed for the plan draw, so it draws from its own stream
-_KINDS = {EXACT: COPY, NEW: FREE}  # variant and rhythm bars: RHYTHM
+_KINDS = {EXACT: COPY, VARIANT: RHYTHM}  # rhythm and new bars: FREE (docs/model-card.md, "Form")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class FormPlan:
     kinds: tuple[int, ...]            # per generated bar: FREE, COPY or RHYTHM
     refs: tuple[int, ...]             # per bar: the bar it copies (its own index for a FREE bar)
     first_onset: int | None = None    # a default plan's start: the first note's step in bar 0 (0: beat one)
+    distinct: tuple[bool, ...] = ()   # per bar: it may not end up an exact copy of an earlier bar
 
 
 def letters_plan(form: str, bars: int, phrase_bars: int | None, strict: bool) -> FormPlan:
@@ -93,8 +96,11 @@ def table_plan(table: dict, meter: str, bars: int, bar_steps: int, seed: int, ro
     pickup, source_steps, text = plans[int(np.random.default_rng([int(seed), FORM_STREAM, row]).integers(len(plans)))]
     labels = decode_labels(text)
     first = min(bar_steps - 1, round(pickup * bar_steps / source_steps))
-    return FormPlan(tuple(_KINDS.get(lab.kind, RHYTHM) for lab in labels),
-                    tuple(lab.ref if lab.ref is not None else b for b, lab in enumerate(labels)), first)
+    kinds = [_KINDS.get(lab.kind, FREE) for lab in labels]
+    kinds[-1] = FREE  # the last bar is the ending's (the cadence, the tonic pull)
+    return FormPlan(tuple(kinds),
+                    tuple(lab.ref if k != FREE else b for b, (k, lab) in enumerate(zip(kinds, labels))), first,
+                    tuple(lab.kind != EXACT for lab in labels))
 
 
 def request_plans(params, table, meter: str, bar_steps: int, seed: int, rows: int, beam: bool) -> list | None:
@@ -129,14 +135,19 @@ class FormMasks:
         self.note_id = notes
         self.same_kind = self.kind_rows[self.kind_of]  # (V, V): per token, the tokens of its kind allowed
         cols = {w: i for i, w in enumerate(where) if w is not None}  # (bar, pos) -> column of `out`
-        self.kinds = self.refcols = self.shared = None
-        self.form_bars = set()
+        self.kinds = self.refcols = self.shared = self.distinct = None
+        self.form_bars, self.distinct_bars = set(), set()
+        self.bar_cols = torch.tensor([[cols[(b, q)] for q in range(bar_steps)]
+                                      for b in range(max(b for b, _ in cols) + 1)])  # (bars, S)
         if plans is not None:
             bars = len(plans[0].kinds)
             self.kinds = torch.tensor([p.kinds for p in plans])  # (B, bars)
             self.refcols = torch.tensor([[[cols[(r, q)] for q in range(bar_steps)] for r in p.refs]
                                          for p in plans])  # (B, bars, S) the copied bar's columns
             self.form_bars = {b for b in range(bars) if bool(self.kinds[:, b].any())}
+            if all(p.distinct for p in plans):
+                self.distinct = torch.tensor([p.distinct for p in plans])  # (B, bars)
+                self.distinct_bars = {b for b in range(1, bars) if bool(self.distinct[:, b].any())}
             # one plan for every row (a requested form, beams, one melody): its copied columns as ints
             self.shared = [[cols[(r, q)] for q in range(bar_steps)] for r in plans[0].refs] \
                 if all(p == plans[0] for p in plans) else None
@@ -158,14 +169,20 @@ class FormMasks:
         self.first_cols = [cols[(0, q)] for q in range(bar_steps)] if first_bar else []
 
     def acts(self, bar: int, pos: int) -> bool:
-        return bar in self.form_bars or (bar == 0 and self.first_bar)
+        return bar in self.form_bars or (bar == 0 and self.first_bar) or self.reads_out(bar, pos)
 
     def reads_out(self, bar: int, pos: int) -> bool:
-        return (pos == 0 and bar in self.form_bars) or (bar == 0 and self.first_bar and pos == self.S - 1)
+        last = pos == self.S - 1
+        return (pos == 0 and bar in self.form_bars) or (bar == 0 and self.first_bar and last) \
+            or (last and bar in self.distinct_bars)
 
     def apply(self, logits: torch.Tensor, bar: int, pos: int, out: torch.Tensor) -> None:
         """Add the step's form mask to logits (B, V) in place; ``out`` (B, N) holds the melody so far."""
         mask = self._first_bar(pos, out) if bar == 0 and self.first_bar else None
+        if pos == self.S - 1 and bar in self.distinct_bars:
+            ban = self._no_repeat(bar, out)
+            if ban is not None:
+                mask = ban if mask is None else mask + ban
         if bar in self.form_bars:
             col = self.shared[bar][pos] if self.shared is not None else None
             # (B, 1) the copied bar's token at this step
@@ -205,6 +222,18 @@ class FormMasks:
         if len(copy):
             mask[copy] = float("-inf")
             mask[copy, ref[copy]] = 0.0                              # COPY: that token alone
+        return mask
+
+    def _no_repeat(self, bar: int, out: torch.Tensor) -> torch.Tensor | None:
+        """(B, V): at a distinct bar's last step, -inf on the tokens that would make it an earlier bar's copy."""
+        now = out[:, self.bar_cols[bar, :-1]]                        # (B, S - 1) the bar so far
+        before = out[:, self.bar_cols[:bar]]                         # (B, bar, S) the earlier bars
+        same = (before[:, :, :-1] == now[:, None, :]).all(-1) & self.distinct[:, bar, None]  # (B, bar)
+        if not bool(same.any()):
+            return None
+        rows, bars = same.nonzero(as_tuple=True)
+        mask = torch.zeros(self.B, len(self.kind_of))
+        mask[rows, before[rows, bars, -1]] = float("-inf")
         return mask
 
     def _first_bar(self, pos: int, out: torch.Tensor) -> torch.Tensor | None:
