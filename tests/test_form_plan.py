@@ -128,7 +128,7 @@ def test_a_bar_not_labelled_exact_never_ends_up_a_copy(tmp_path):
         for m in gen.generate(GenerationParams(bars=6, meter="2/4", seed=seed, count=8, avoid_repetition=False,
                                                redraw_degenerate=False)).melodies:
             bars = bars_of(m)
-            assert all(bars[b] not in bars[:b] for b in range(1, 6))
+            assert all(bars[b] not in bars[:b] for b in range(1, 5))   # the last bar is the ending's: free
     # without the table's plan the same network repeats whole bars
     free = [bars_of(m) for m in gen.generate(GenerationParams(bars=6, meter="2/4", seed=0, count=8, form="none",
                                                               avoid_repetition=False, redraw_degenerate=False)).melodies]

@@ -18,7 +18,7 @@ same meter and number of bars, from the table shipped beside the model (``forms.
 ``python -m model.representation.form``); a tune of another meter with that many bars where the
 meter has none; no plan where none has it. Each melody draws its own from its seed and row
 (beams share row 0's). Its labels become masks: exact -> COPY, variant -> RHYTHM, rhythm and new
--> FREE, the last bar FREE (the ending's); a bar not labelled exact may not end up an exact copy of an
+-> FREE, the last bar FREE without any mask (the ending's); another bar not labelled exact may not end up an exact copy of an
 earlier bar (at its last step the tokens that would complete one are masked), since the network,
 reading the copies, repeats whole bars more often than the tunes do; with ``pickup`` null it also brings the tune's start: its first note at the same place in the
 bar (beat one, or a pickup's position). ``form: "none"`` turns all of this off.
@@ -100,7 +100,7 @@ def table_plan(table: dict, meter: str, bars: int, bar_steps: int, seed: int, ro
     kinds[-1] = FREE  # the last bar is the ending's (the cadence, the tonic pull)
     return FormPlan(tuple(kinds),
                     tuple(lab.ref if k != FREE else b for b, (k, lab) in enumerate(zip(kinds, labels))), first,
-                    tuple(lab.kind != EXACT for lab in labels))
+                    tuple(lab.kind != EXACT for lab in labels[:-1]) + (False,))
 
 
 def request_plans(params, table, meter: str, bar_steps: int, seed: int, rows: int, beam: bool) -> list | None:
