@@ -85,5 +85,4 @@ def _finished_job(job_id):
 def _send(path, download_name, ext):
     if not path.exists():
         abort(404, f"no file {download_name}")
-    return send_file(path, mimetype=MEDIA_TYPES[ext], as_attachment=True, download_name=download_name,
-                     max_age=3600)
+    return send_file(path, mimetype=MEDIA_TYPES[ext], as_attachment=True, download_name=download_name)

@@ -60,7 +60,7 @@ def job_events(job_id):
             yield sse("state", _state_of(record))
         yield from _follow(runtime, job_id, after)
     response = Response(stream(), mimetype="text/event-stream",
-                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                        headers={"X-Accel-Buffering": "no"})     # Cache-Control: service/headers.py
     response.call_on_close(slots.release)      # the server closes it at the end or when the client goes
     return response
 

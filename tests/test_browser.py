@@ -86,10 +86,19 @@ def browser():
         b.close()
 
 
+# Every violation of the Content-Security-Policy (service/headers.py) becomes a console error, so the
+# tests that assert page.problems == [] fail on any: what the page loads or runs that the policy refuses.
+# wait_for_function is given functions ("() => ..."): a bare expression is eval'd in the page, which the
+# policy refuses as it should.
+REPORT_CSP_VIOLATIONS = """document.addEventListener("securitypolicyviolation", e =>
+  console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || "inline"} at ${e.sourceFile}:${e.lineNumber}`));"""
+
+
 @pytest.fixture
 def page(browser):
-    """A fresh page; page.problems collects console errors and uncaught exceptions."""
+    """A fresh page; page.problems collects console errors (CSP violations included) and uncaught exceptions."""
     context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context.add_init_script(REPORT_CSP_VIOLATIONS)
     pg = context.new_page()
     pg.problems = []
     pg.on("console", lambda m: pg.problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
@@ -127,7 +136,7 @@ def test_compose_generate_play_and_download(service, page, tmp_path):
     assert sent.value.post_data_json["short_term"] is False  # the checkbox reached the request
     # the Ending control's default, "Leaning home", is the API's default: neither field is sent
     assert "cadence" not in sent.value.post_data_json and "tonic_pull" not in sent.value.post_data_json
-    page.wait_for_function("document.body.dataset.melody", timeout=90_000)
+    page.wait_for_function("() => document.body.dataset.melody", timeout=90_000)
     assert page.get_attribute("body", "data-job") == "succeeded"
 
     # The piano roll draws exactly the notes of the MIDI the service serves.
@@ -147,16 +156,16 @@ def test_compose_generate_play_and_download(service, page, tmp_path):
 
     # Play: the audio clock runs and the playing note is highlighted; Stop ends it.
     page.click("#play")
-    page.wait_for_function("document.body.dataset.player === 'playing'"
+    page.wait_for_function("() => document.body.dataset.player === 'playing'"
                            " && window.tunesmith.player.context.state === 'running'")
     start = page.evaluate("window.tunesmith.player.context.currentTime")
-    page.wait_for_function(f"window.tunesmith.player.context.currentTime > {start} + 0.3")
+    page.wait_for_function(f"() => window.tunesmith.player.context.currentTime > {start} + 0.3")
     page.wait_for_selector("#pianoroll rect.note.playing", state="attached")
     screenshot(page, "compose.png", tmp_path)
     page.click("#stop")
-    page.wait_for_function("document.body.dataset.player === 'stopped'")
+    page.wait_for_function("() => document.body.dataset.player === 'stopped'")
     assert page.locator("#pianoroll rect.note.playing").count() == 0
-    assert page.problems == []
+    assert page.problems == [], page.problems
 
     # The download link serves MIDI that mido reads, with the same notes.
     with page.expect_download() as info:
@@ -176,25 +185,25 @@ def test_same_seed_again_and_continue(service, page):
     page.fill("#bars", "2")
     page.fill("#seed", "77")
     page.click("#generate")
-    page.wait_for_function("document.body.dataset.melody", timeout=90_000)
+    page.wait_for_function("() => document.body.dataset.melody", timeout=90_000)
     first_id = page.get_attribute("body", "data-melody")
     first_notes = page.evaluate("window.tunesmith.current.parsed.notes.map(n => [n.pitch, n.startBeat])")
 
     page.click("#generate")                      # same seed again: the same notes
-    page.wait_for_function(f"document.body.dataset.melody && document.body.dataset.melody !== '{first_id}'",
+    page.wait_for_function(f"() => document.body.dataset.melody && document.body.dataset.melody !== '{first_id}'",
                            timeout=90_000)
     assert page.evaluate("window.tunesmith.current.parsed.notes.map(n => [n.pitch, n.startBeat])") == first_notes
 
     second_id = page.get_attribute("body", "data-melody")
     page.click("#again")                         # a new seed, shown in the seed field
-    page.wait_for_function(f"document.body.dataset.melody !== '{second_id}'", timeout=90_000)
+    page.wait_for_function(f"() => document.body.dataset.melody !== '{second_id}'", timeout=90_000)
     assert page.input_value("#seed") != "77"
 
     # Continue: this melody becomes the primer; the next one starts with its notes.
     third_id = page.get_attribute("body", "data-melody")
     primer = page.evaluate("window.tunesmith.current.parsed.notes.map(n => [n.pitch, n.startBeat, n.endBeat])")
     page.click("#continue")
-    page.wait_for_function(f"document.body.dataset.melody !== '{third_id}'", timeout=90_000)
+    page.wait_for_function(f"() => document.body.dataset.melody !== '{third_id}'", timeout=90_000)
     continued = page.evaluate("window.tunesmith.current.parsed.notes.map(n => [n.pitch, n.startBeat, n.endBeat])")
     # the primer's notes come back unchanged, except that the continuation may hold its last note on
     # (HOLD after the primer's final note is a legal first step: that note then ends later)
@@ -214,7 +223,7 @@ def test_the_ending_control_asks_for_a_cadence_or_turns_the_pull_off(service, pa
         with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/api/v1/melodies")) as sent:
             page.click("#generate")
         sent_bodies.append(sent.value.post_data_json)
-        page.wait_for_function(f"document.body.dataset.melody && document.body.dataset.melody !== '{melody}'",
+        page.wait_for_function(f"() => document.body.dataset.melody && document.body.dataset.melody !== '{melody}'",
                                timeout=90_000)
         assert page.get_attribute("body", "data-job") == "succeeded"
     assert sent_bodies[0]["cadence"] == "tonic" and "tonic_pull" not in sent_bodies[0]
@@ -269,18 +278,18 @@ def test_keyboard_and_phone_width(service, page):
     page.fill("#bars", "2")
     page.focus("#bars")
     page.keyboard.press("Enter")                 # submits the form
-    page.wait_for_function("document.body.dataset.melody", timeout=90_000)
+    page.wait_for_function("() => document.body.dataset.melody", timeout=90_000)
     page.focus("#play")
     page.keyboard.press("Enter")
-    page.wait_for_function("document.body.dataset.player === 'playing'")
+    page.wait_for_function("() => document.body.dataset.player === 'playing'")
     page.keyboard.press("Escape")
-    page.wait_for_function("document.body.dataset.player === 'stopped'")
+    page.wait_for_function("() => document.body.dataset.player === 'stopped'")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    assert page.problems == []
+    assert page.problems == [], page.problems
     page.goto(service["base"] + "/train")
     page.wait_for_selector("#models tr")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-    assert page.problems == []
+    assert page.problems == [], page.problems
 
 
 def test_training_page_asks_for_the_token(service, page):
@@ -291,6 +300,23 @@ def test_training_page_asks_for_the_token(service, page):
     error.wait_for(state="visible")
     assert "token" in error.inner_text()
     assert page.is_hidden("#training")                  # no job was started
+
+
+def test_the_pages_run_under_the_content_security_policy(service, page):
+    for path in ("/", "/train", "/api/v1/docs"):
+        response = page.goto(service["base"] + path)
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert response.headers["x-content-type-options"] == "nosniff"
+    page.wait_for_selector(".swagger-ui .info")                 # Swagger UI started from its own file
+    assert page.locator(".opblock").count() > 5
+    assert page.problems == [], page.problems
+    # the policy is enforced, and the test sees it: an inline script is refused and reported
+    page.goto(service["base"] + "/")
+    with page.expect_console_message(lambda m: "CSP violation" in m.text) as refused:
+        page.evaluate("""() => { const s = document.createElement("script");
+                                 s.textContent = "window.inlineRan = true"; document.body.append(s); }""")
+    assert "script-src" in refused.value.text
+    assert page.evaluate("window.inlineRan") is None
 
 
 # ---- the training page ------------------------------------------------------------------------
@@ -314,7 +340,7 @@ def test_training_page_shows_loss_curve_and_sets_default(service, page, tmp_path
     page.fill("#batch_size", "8")
     page.fill("#token", service["token"])
     page.click("#start")
-    page.wait_for_function("['succeeded', 'failed', 'cancelled'].includes(document.body.dataset.job)",
+    page.wait_for_function("() => ['succeeded', 'failed', 'cancelled'].includes(document.body.dataset.job)",
                            timeout=280_000)
     assert page.get_attribute("body", "data-job") == "succeeded", page.inner_text("#form-error")
 
@@ -327,10 +353,10 @@ def test_training_page_shows_loss_curve_and_sets_default(service, page, tmp_path
     screenshot(page, "train.png", tmp_path)
 
     page.click("#make-default")
-    page.wait_for_function(f"[...document.querySelectorAll('#models td')].some(td => td.textContent === '{name} (default)')")
+    page.wait_for_function(f"() => [...document.querySelectorAll('#models td')].some(td => td.textContent === '{name} (default)')")
     with urllib.request.urlopen(service["base"] + "/api/v1/models", timeout=10) as response:
         assert json.load(response)["default"] == name
-    assert page.problems == []
+    assert page.problems == [], page.problems
 
 
 def test_compose_draws_streamed_bars_before_the_melody_is_finished(service, page):
@@ -338,7 +364,7 @@ def test_compose_draws_streamed_bars_before_the_melody_is_finished(service, page
     page.fill("#bars", "32")
     page.fill("#seed", "5")
     page.click("#generate")
-    page.wait_for_function("document.body.dataset.melody", timeout=90_000)
+    page.wait_for_function("() => document.body.dataset.melody", timeout=90_000)
     log = page.evaluate("window.tunesmith.streamLog")
     assert [e["bar"] for e in log] == list(range(32))           # every bar, in order, as it came
     assert log[0]["job"] == "running"                           # drawn while the job was still at work
@@ -354,15 +380,15 @@ def test_compose_draws_streamed_bars_before_the_melody_is_finished(service, page
         status=200, headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
         body='retry: 60000\n\nevent: state\ndata: {"state":"running","progress":0.1}\n\n' + bars))
     page.click("#again")
-    page.wait_for_function("document.body.dataset.streamedBars === '2'")
+    page.wait_for_function("() => document.body.dataset.streamedBars === '2'")
     assert page.locator("#pianoroll rect.note").count() == 2
     assert page.get_attribute("body", "data-job") == "running"
     page.click("#play")
-    page.wait_for_function("document.body.dataset.player === 'playing'"
+    page.wait_for_function("() => document.body.dataset.player === 'playing'"
                            " && window.tunesmith.player.context.state === 'running'")
     assert page.evaluate("window.tunesmith.player.notes.map(n => n.pitch)") == [62, 63]
     page.click("#stop")
-    assert page.problems == []
+    assert page.problems == [], page.problems
 
 
 def test_bars_selected_on_the_piano_roll_are_regenerated_in_place(service, page):
@@ -370,7 +396,7 @@ def test_bars_selected_on_the_piano_roll_are_regenerated_in_place(service, page)
     page.fill("#bars", "4")
     page.fill("#seed", "5")
     page.click("#generate")
-    page.wait_for_function("document.body.dataset.melody", timeout=90_000)
+    page.wait_for_function("() => document.body.dataset.melody", timeout=90_000)
     first_id = page.get_attribute("body", "data-melody")
     before = page.evaluate("window.tunesmith.current.parsed.notes.map(n => [n.pitch, n.startBeat, n.endBeat])")
     # click inside bar 2, shift-click inside bar 3: bars 2..3 are chosen and shaded
@@ -387,7 +413,7 @@ def test_bars_selected_on_the_piano_roll_are_regenerated_in_place(service, page)
         page.click("#regenerate")
     body = sent.value.post_data_json
     assert body["regenerate"] == {"from_bar": 2, "to_bar": 3} and body["primer"] and "bars" not in body
-    page.wait_for_function(f"document.body.dataset.melody !== '{first_id}'", timeout=90_000)
+    page.wait_for_function(f"() => document.body.dataset.melody !== '{first_id}'", timeout=90_000)
     assert page.get_attribute("body", "data-job") == "succeeded"
     after = page.evaluate("window.tunesmith.current.parsed.notes.map(n => [n.pitch, n.startBeat, n.endBeat])")
     kept = lambda notes: [n for n in notes if n[2] <= 4 or n[1] >= 12]   # outside beats 4..12 (bars 2-3 of 4/4)
