@@ -37,7 +37,7 @@ def create_app(test_config=None) -> Flask:
     app.extensions["tunesmith"] = runtime
     app.extensions["celery"] = runtime.celery
 
-    from service import api, downloads, events, headers, health, metrics, openapi
+    from service import api, disk, downloads, events, headers, health, metrics, openapi
     app.register_blueprint(api.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(metrics.bp)
@@ -49,6 +49,7 @@ def create_app(test_config=None) -> Flask:
         app.register_blueprint(web_bp)
 
     _register_error_handlers(app)
+    disk.init_app(app)
     headers.init_app(app)
     if not app.config["TUNESMITH_TOKEN"] and not app.config.get("TUNESMITH_OPEN"):
         app.logger.warning("no TUNESMITH_TOKEN: training and admin endpoints answer 403 "

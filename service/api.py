@@ -19,6 +19,7 @@ from pathlib import PurePosixPath
 from flask import Blueprint, abort, current_app, jsonify, request, url_for
 
 from model import MIDI_EXTENSIONS
+from service.disk import check_room
 from service.schemas import (HarmonizationRequest, MelodyRequest, RequestInvalid, TrainingRequest, check_fits_model,
                              check_primer_midi, validate_request)
 from worker import FINISHED, checkpoint_vocabulary, new_job_id, public_record
@@ -80,8 +81,10 @@ def cancel_hash(secret: str) -> str:
 
 
 def submit(kind: str, params: dict, job_id=None, **fields):
-    """Queue the job (a broker error propagates: the app answers 503); answer 202 with its URL and
-    the job's cancel secret, which only this response ever shows."""
+    """Queue the job (a broker error propagates: the app answers 503; so does a full disk,
+    service/disk.py); answer 202 with its URL and the job's cancel secret, which only this
+    response ever shows."""
+    check_room()
     secret = secrets.token_urlsafe(24)
     record = runtime().submit(kind, params, job_id=job_id, cancel_hash=cancel_hash(secret), **fields)
     status_url = url_for("api.get_job", job_id=record["id"])

@@ -1,5 +1,5 @@
 """Health endpoints: `/healthz` (this process answers) and `/readyz` (the broker answers, a
-worker serves each queue, the default model loads), with the reasons when not ready, and
+worker serves each queue, the default model loads, the storage folder takes a write), with the reasons when not ready, and
 warnings that do not stop it being ready (a Redis that keeps nothing on disk).
 
 The model check is the registry's (`worker.checkpoint_problem`): it loads the checkpoint in a
@@ -7,7 +7,7 @@ child process, so the API process never imports torch (it would add hundreds of 
 gunicorn worker that answers /readyz)."""
 from flask import Blueprint, current_app, jsonify
 
-from worker import checkpoint_problem, persistence_warning, without_paths
+from worker import checkpoint_problem, persistence_warning, storage_check, without_paths
 
 bp = Blueprint("health", __name__)
 
@@ -48,5 +48,8 @@ def readyz():
     checks["default_model"] = {"name": name, "status": problem or "ok"}
     if problem:
         reasons.append(f"default model {name!r} not loadable: {problem}")
+    checks["storage"] = storage_check(runtime.home)
+    if checks["storage"]["status"] != "ok":
+        reasons.append(f"storage {checks['storage']['status']}: new jobs and files cannot be written")
     body = {"ready": not reasons, "reasons": reasons, "warnings": warnings, "checks": checks}
     return jsonify(body), 200 if not reasons else 503

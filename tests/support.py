@@ -30,11 +30,12 @@ def wait_until(check, timeout: float, what: str, interval: float = 0.1):
 
 
 @contextlib.contextmanager
-def serving(home, env: dict):
-    """`python -m service.cli serve` on a free port with `env`, logging to home/serve.log; yields its
-    base URL once /readyz answers 200, and on exit stops it as Ctrl-C does and checks it exits cleanly."""
+def serving(home, env: dict, log_folder=None):
+    """`python -m service.cli serve` on a free port with `env`, logging to serve.log in `log_folder`
+    (default: home); yields its base URL once /readyz answers 200, and on exit stops it as Ctrl-C
+    does and checks it exits cleanly."""
     port = free_port()
-    log_path = Path(home) / "serve.log"
+    log_path = Path(log_folder or home) / "serve.log"
     log = open(log_path, "wb")
     process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port),
                                 "--api-workers", "1"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -18,6 +18,7 @@ What the API (service/) uses, all importable from this package:
     NAME_PATTERN, SHIPPED_NAME, checkpoint_problem  the model registry (worker/registry.py)
     checkpoint_vocabulary                           a model's pitch range and meters (for checks at submit)
     artifact_name, job_dir                          job files (worker/storage.py)
+    storage_problem, storage_check                  a write refused by full or read-only storage; a probe of it
     die_with_parent, preexec                        children that die with their parent (worker/lifetime.py)
     check_midi, MidiInvalid                         the one MIDI checker (model/representation/midi_check.py): API, worker, CLI
     metrics_snapshot                                the counters /metrics shows (worker/metrics.py)
@@ -39,10 +40,10 @@ from worker.broker import DEFAULT_SENTINEL_MASTER, redis_client
 from worker.runtime import Runtime, make_celery, persistence_warning, queues_served
 from worker.settings import (ECHO_TASK, MAX_TRAIN_MINUTES, celery_config, env_number, load_settings,
                              open_without_token)
-from worker.storage import artifact_name, job_dir
+from worker.storage import artifact_name, job_dir, storage_check, storage_problem
 
 __all__ = ["maybe_sweep", "FINISHED", "STATES", "new_job_id", "public_record", "without_paths", "NAME_PATTERN", "SHIPPED_NAME",
            "checkpoint_problem", "checkpoint_vocabulary", "Runtime", "make_celery", "persistence_warning", "queues_served", "redis_client", "DEFAULT_SENTINEL_MASTER", "ECHO_TASK",
            "MAX_TRAIN_MINUTES", "celery_config", "env_number", "load_settings", "open_without_token",
            "artifact_name", "job_dir", "die_with_parent", "preexec", "MidiInvalid", "check_midi",
-           "metrics_snapshot", "cached_file", "job_zip", "melody_file"]
+           "metrics_snapshot", "cached_file", "job_zip", "melody_file", "storage_check", "storage_problem"]
