@@ -37,7 +37,7 @@ def create_app(test_config=None) -> Flask:
     app.extensions["tunesmith"] = runtime
     app.extensions["celery"] = runtime.celery
 
-    from service import api, disk, downloads, events, headers, health, metrics, openapi
+    from service import admission, api, disk, downloads, events, headers, health, metrics, openapi
     app.register_blueprint(api.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(metrics.bp)
@@ -50,6 +50,7 @@ def create_app(test_config=None) -> Flask:
 
     _register_error_handlers(app)
     disk.init_app(app)
+    admission.init_app(app, api.client_id)
     headers.init_app(app)
     if not app.config["TUNESMITH_TOKEN"] and not app.config.get("TUNESMITH_OPEN"):
         app.logger.warning("no TUNESMITH_TOKEN: training and admin endpoints answer 403 "
@@ -77,6 +78,8 @@ def _register_error_handlers(app):
     def http_error(exc):
         # JSON for the API; the web pages keep Flask's HTML errors
         from flask import request
+        if exc.response is not None:                # an answer of its own (a rate limit's JSON)
+            return exc.response
         if request.path.startswith("/api/") or request.path in ("/healthz", "/readyz"):
             return jsonify(error=exc.description or exc.name), exc.code
         return exc

@@ -19,10 +19,11 @@ from pathlib import PurePosixPath
 from flask import Blueprint, abort, current_app, jsonify, request, url_for
 
 from model import MIDI_EXTENSIONS
+from service.admission import admit
 from service.disk import check_room
 from service.schemas import (HarmonizationRequest, MelodyRequest, RequestInvalid, TrainingRequest, check_fits_model,
                              check_primer_midi, validate_request)
-from worker import FINISHED, checkpoint_vocabulary, new_job_id, public_record
+from worker import FINISHED, checkpoint_vocabulary, job_work, new_job_id, public_record
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -75,18 +76,36 @@ def require_token(view):
     return checked
 
 
+def client_id() -> str:
+    """Who is asking, for fair shares and rate limits (service/admission.py): the holder of the
+    service's token as such (a hash of it), anyone else by address. Only the configured token counts,
+    so a made-up token per request does not make a new client."""
+    token = current_app.config["TUNESMITH_TOKEN"]
+    if token and _same(bearer_token(), token):
+        return "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+    return "address:" + (request.remote_addr or "unknown")
+
+
 def cancel_hash(secret: str) -> str:
     """What a job record keeps of its cancel secret (the secret itself is shown once, at submit)."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def submit(kind: str, params: dict, job_id=None, **fields):
-    """Queue the job (a broker error propagates: the app answers 503; so does a full disk,
-    service/disk.py); answer 202 with its URL and the job's cancel secret, which only this
-    response ever shows."""
+    """Queue the job within the admission limits (service/admission.py: 503 or 429 beyond them; a
+    broker error propagates: the app answers 503; so does a full disk, service/disk.py); answer 202
+    with its URL and the job's cancel secret, which only this response ever shows."""
     check_room()
     secret = secrets.token_urlsafe(24)
-    record = runtime().submit(kind, params, job_id=job_id, cancel_hash=cancel_hash(secret), **fields)
+    client, job_id = client_id(), job_id or new_job_id()
+    if kind == "melody":
+        admit(job_id, job_work(params), client)
+    try:
+        record = runtime().submit(kind, params, job_id=job_id, cancel_hash=cancel_hash(secret), client=client,
+                                  **fields)
+    except Exception:
+        runtime().backlog.release(job_id)
+        raise
     status_url = url_for("api.get_job", job_id=record["id"])
     response = jsonify(id=record["id"], status_url=status_url, state="queued", cancel_token=secret)
     return response, 202, {"Location": status_url}

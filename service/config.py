@@ -10,6 +10,9 @@ The API's own variables (the runtime's are listed in worker/settings.py):
 | `TUNESMITH_OPEN` | (unset) | `1`: with no token, leave training and admin endpoints open to anyone (an explicit opt-in) |
 | `TUNESMITH_MAX_UPLOAD_MB` | `32` | request body limit (Flask `MAX_CONTENT_LENGTH`) |
 | `TUNESMITH_MAX_STREAMS` | `32` | open event streams (`/jobs/<id>/events`) per API process; more get 503 |
+| `TUNESMITH_MAX_BACKLOG_WORK` | `131072` | unfinished melody work of all clients, in bar-melodies (bars x count); beyond it new jobs get 503 |
+| `TUNESMITH_MAX_CLIENT_WORK` | `8192` | one client's unfinished melody work; beyond it 429 |
+| `TUNESMITH_RATE_LIMIT` | `60/minute` | job submissions per client (a Flask-Limiter rate; empty: none); beyond it 429 |
 | `TUNESMITH_MIN_FREE_MB` | `32` | new jobs get 503 while TUNESMITH_HOME has less free space (service/disk.py) |
 """
 import os
@@ -25,5 +28,8 @@ def load_config(environ=None) -> dict:
     config["TUNESMITH_OPEN"] = open_without_token(env)
     config["MAX_CONTENT_LENGTH"] = env_number(env, "MAX_UPLOAD_MB", 32) * 1024 * 1024
     config["TUNESMITH_MAX_STREAMS"] = env_number(env, "MAX_STREAMS", 32)
+    config["TUNESMITH_MAX_BACKLOG_WORK"] = env_number(env, "MAX_BACKLOG_WORK", 131072)
+    config["TUNESMITH_MAX_CLIENT_WORK"] = env_number(env, "MAX_CLIENT_WORK", 8192)
+    config["TUNESMITH_RATE_LIMIT"] = env.get("TUNESMITH_RATE_LIMIT", "60/minute").strip()
     config["TUNESMITH_MIN_FREE_MB"] = env_number(env, "MIN_FREE_MB", 32, float)
     return config

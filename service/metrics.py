@@ -7,6 +7,9 @@ the workers and the API count in Redis (worker/metrics.py), so every API process
     tunesmith_batch_rows                       melodies per network step of the engines (histogram)
     tunesmith_generated_tokens_total           tokens generated (counter; rate() gives tokens/s)
     tunesmith_tokens_per_second                the engines' rate over their last second (gauge)
+    tunesmith_backlog_work / _jobs / _clients  unfinished melody work (bars x count), its jobs and clients
+    tunesmith_limit{name}                      the admission limits in force (service/admission.py)
+    tunesmith_refused_total{reason}            submissions refused: backlog, client_work, rate
 
 Training jobs are counted when queued and cancelled; their other states are in their records.
 """
@@ -16,6 +19,7 @@ from flask import Blueprint, Response, current_app
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from service.admission import limits, refused_counts
 from worker import metrics_snapshot
 
 bp = Blueprint("metrics", __name__)
@@ -25,8 +29,8 @@ QUEUES = ("generate", "train")
 class RedisCollector:
     """A prometheus_client collector over one Runtime's counters."""
 
-    def __init__(self, runtime):
-        self.runtime = runtime
+    def __init__(self, runtime, limits: dict):
+        self.runtime, self.limits = runtime, limits
 
     def collect(self):
         snap = metrics_snapshot(self.runtime.redis, self.runtime.jobs.prefix, QUEUES)
@@ -45,6 +49,18 @@ class RedisCollector:
         yield CounterMetricFamily("tunesmith_generated_tokens", "Tokens generated", value=snap["tokens"])
         yield GaugeMetricFamily("tunesmith_tokens_per_second", "Tokens per second over the engines' last second",
                                 value=snap["tokens_per_s"])
+        backlog = self.runtime.backlog.totals()
+        for what, doc in (("work", "Unfinished melody work, in bar-melodies"), ("jobs", "Unfinished melody jobs"),
+                          ("clients", "Clients with unfinished melody work")):
+            yield GaugeMetricFamily(f"tunesmith_backlog_{what}", doc, value=backlog[what])
+        limit = GaugeMetricFamily("tunesmith_limit", "Admission limits in force", labels=["name"])
+        for name, value in self.limits.items():
+            limit.add_metric([name], value)
+        yield limit
+        refused = CounterMetricFamily("tunesmith_refused", "Submissions refused", labels=["reason"])
+        for reason, n in sorted(refused_counts(self.runtime).items()):
+            refused.add_metric([reason], n)
+        yield refused
 
 
 def _cumulative(buckets: list) -> list:
@@ -59,5 +75,5 @@ def _cumulative(buckets: list) -> list:
 @bp.get("/metrics")
 def metrics():
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RedisCollector(current_app.extensions["tunesmith"]))
+    registry.register(RedisCollector(current_app.extensions["tunesmith"], limits(current_app.config)))
     return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4; charset=utf-8")

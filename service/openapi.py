@@ -119,7 +119,9 @@ def _responses(ok_code, ok_model, *errors, media=("application/json",)):
                           "content": {m: {"schema": _ref(ok_model) if ok_model else {}} for m in media}}}
     texts = {400: "invalid request", 401: "missing or wrong bearer token",
              403: "disabled: the server has no token (TUNESMITH_OPEN=1 opens them)", 404: "unknown id",
-             409: "conflict with the job's or model's state", 503: "broker unavailable"}
+             409: "conflict with the job's or model's state",
+             429: "too many submissions, or too much unfinished work, from this client (see Retry-After)",
+             503: "broker unavailable, storage full, or the service's backlog full (see Retry-After)"}
     for code in errors:
         model = ValidationFailed if code == 400 else Error
         out[str(code)] = {"description": texts[code], "content": {"application/json": {"schema": _ref(model)}}}
@@ -168,11 +170,11 @@ def build_spec() -> dict:
     paths = {
         "/api/v1/melodies": {"post": {"summary": "Generate melodies (asynchronous)",
                                       "requestBody": _body(MelodyRequest),
-                                      "responses": _responses(202, JobAccepted, 400, 503)}},
+                                      "responses": _responses(202, JobAccepted, 400, 429, 503)}},
         "/api/v1/harmonizations": {"post": {"summary": "Chords and an accompaniment under your MIDI melody "
                                             "(asynchronous; a melody job: its files download as a melody's)",
                                             "requestBody": _body(HarmonizationRequest),
-                                            "responses": _responses(202, JobAccepted, 400, 503)}},
+                                            "responses": _responses(202, JobAccepted, 400, 429, 503)}},
         "/api/v1/jobs/{job_id}": {
             "get": {"summary": "A job's state, progress, parameters and results", "parameters": job_id,
                     "responses": _responses(200, JobRecord, 404, 503)},
@@ -193,7 +195,7 @@ def build_spec() -> dict:
             "responses": _responses(200, None, 404, 409, media=(MEDIA_TYPES["zip"],))}},
         "/api/v1/training-jobs": {"post": {
             "summary": "Train a model (asynchronous); registers it when done", "security": secured,
-            "requestBody": training_body, "responses": _responses(202, JobAccepted, 400, 401, 403, 409, 503)}},
+            "requestBody": training_body, "responses": _responses(202, JobAccepted, 400, 401, 403, 409, 429, 503)}},
         "/api/v1/models": {"get": {"summary": "Registered models", "responses": _responses(200, ModelList)}},
         "/api/v1/models/{name}/default": {"post": {
             "summary": "Make a model the default for new requests", "security": secured,

@@ -187,3 +187,22 @@ def test_a_draining_batcher_finishes_what_it_holds_and_takes_nothing_new(gen):
     assert midi_of(running.result(timeout=60)) == expected   # the running request still completes
     batcher.thread.join(timeout=10)
     assert not batcher.thread.is_alive()                      # and then the step loop ends
+
+
+def test_waiting_requests_join_from_their_clients_in_turn(gen):
+    """One client's backlog does not starve another's single melody: with room for one request at a
+    time, the other client's request runs second, not after all of the first client's."""
+    batcher = Batcher(gen, max_rows=1)
+    finished = []
+    try:
+        with batcher.wake:               # the step loop waits while all of them are queued
+            handles = [(f"A{i}", batcher.submit(GenerationParams(bars=4, seed=i), client="A")) for i in range(5)]
+            handles.append(("B0", batcher.submit(GenerationParams(bars=4, seed=9), client="B")))
+            handles += [(f"C{i}", batcher.submit(GenerationParams(bars=4, seed=20 + i), client="C")) for i in range(2)]
+            for name, handle in handles:
+                handle.future.add_done_callback(lambda _, name=name: finished.append(name))
+        for _, handle in handles:
+            handle.result(timeout=60)
+    finally:
+        batcher.close()
+    assert finished == ["A0", "B0", "C0", "A1", "C1", "A2", "A3", "A4"]

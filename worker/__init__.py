@@ -18,6 +18,7 @@ What the API (service/) uses, all importable from this package:
     NAME_PATTERN, SHIPPED_NAME, checkpoint_problem  the model registry (worker/registry.py)
     checkpoint_vocabulary                           a model's pitch range and meters (for checks at submit)
     artifact_name, job_dir                          job files (worker/storage.py)
+    job_work                                        a melody job's work: bars x melodies (worker/backlog.py)
     storage_problem, storage_check                  a write refused by full or read-only storage; a probe of it
     die_with_parent, preexec                        children that die with their parent (worker/lifetime.py)
     check_midi, MidiInvalid                         the one MIDI checker (model/representation/midi_check.py): API, worker, CLI
@@ -29,6 +30,7 @@ What the API (service/) uses, all importable from this package:
 The tasks (worker/tasks.py) are thin adapters over worker/generation.py and worker/training.py;
 worker/celery_worker.py is the module `celery -A` loads; worker/cli.py holds `tunesmith worker`.
 """
+from worker.backlog import job_work
 from worker.formats import cached as cached_file, job_zip, melody_file
 from worker.jobs import maybe_sweep
 from worker.metrics import metrics_snapshot
@@ -46,4 +48,4 @@ __all__ = ["maybe_sweep", "FINISHED", "STATES", "new_job_id", "public_record", "
            "checkpoint_problem", "checkpoint_vocabulary", "Runtime", "make_celery", "persistence_warning", "queues_served", "redis_client", "DEFAULT_SENTINEL_MASTER", "ECHO_TASK",
            "MAX_TRAIN_MINUTES", "celery_config", "env_number", "load_settings", "open_without_token",
            "artifact_name", "job_dir", "die_with_parent", "preexec", "MidiInvalid", "check_midi",
-           "metrics_snapshot", "cached_file", "job_zip", "melody_file", "storage_check", "storage_problem"]
+           "metrics_snapshot", "cached_file", "job_zip", "melody_file", "storage_check", "storage_problem", "job_work"]

@@ -32,10 +32,11 @@ log = logging.getLogger(__name__)
 
 
 class Request:
-    """One submitted request: its plan (a generator of draws), its current rows and its future."""
+    """One submitted request: its plan (a generator of draws), its current rows and its future;
+    `client` is who asked (the API's client id), for the fair order of waiting requests."""
 
-    def __init__(self, plan, on_bar=None):
-        self.plan, self.on_bar = plan, on_bar
+    def __init__(self, plan, on_bar=None, client=None):
+        self.plan, self.on_bar, self.client = plan, on_bar, client
         self.future: Future = Future()
         self.rows: MelodyRows | None = None
         self.draw = None          # the model.generation.rows.Draw of the rows in flight
@@ -51,13 +52,39 @@ class Request:
         return self.future.result(timeout)
 
 
+class FairQueue:
+    """The waiting requests, taken from their clients in turn: a client's requests wait behind each
+    other, not in front of another client's. Clients take turns in the order they arrived; one that
+    was served goes to the back (round robin)."""
+
+    def __init__(self):
+        self.queues: dict[str | None, deque[Request]] = {}    # a dict keeps the clients' turn order
+
+    def append(self, request: Request) -> None:
+        self.queues.setdefault(request.client, deque()).append(request)
+
+    def popleft(self) -> Request:
+        client = next(iter(self.queues))
+        waiting = self.queues.pop(client)
+        request = waiting.popleft()
+        if waiting:
+            self.queues[client] = waiting                        # to the back of the turn
+        return request
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self.queues.values())
+
+    def __iter__(self):
+        return (r for q in self.queues.values() for r in q)
+
+
 class Batcher:
     def __init__(self, generator, max_rows: int = 64, batching: bool = True):
         self.g, self.max_rows, self.batching = generator, max_rows, batching
         self.min_rows = min_rows(generator.model)  # shared batches are padded to this many rows
         # the row-stable kernels for the largest batch it may run: max_rows, and a request joining
         generator.model.stable_kernels(max_rows + MAX_COUNT)
-        self.incoming: deque[Request] = deque()
+        self.incoming = FairQueue()
         self.active: list[Request] = []
         self.state = None  # the stacked recurrent state of the active rows (padding only inside a step)
         self.wake = threading.Condition()
@@ -71,11 +98,12 @@ class Batcher:
 
     # ---- the callers' side ---------------------------------------------------------------------
 
-    def submit(self, params, on_bar=None) -> Request:
+    def submit(self, params, on_bar=None, client=None) -> Request:
         """Queue a request; ``on_bar(event)`` is called from the batcher's thread with
         {"melody", "bar", "notes", "draw", "progress"} each time a bar is done (a melody the quality
-        gate redraws starts again at bar 0 with a higher "draw")."""
-        request = Request(self.g.plan(params), on_bar)
+        gate redraws starts again at bar 0 with a higher "draw"). Waiting requests join the batch
+        from their ``client``s in turn (FairQueue)."""
+        request = Request(self.g.plan(params), on_bar, client)
         with self.wake:
             if self.closed or self.draining:
                 raise RuntimeError("the batcher is closed")

@@ -67,7 +67,7 @@ class EngineClient:
         self.address = engine_address(worker_pid)
         self.process: subprocess.Popen | None = None
 
-    def generate(self, path, params, on_bar=None, should_stop=None) -> dict:
+    def generate(self, path, params, on_bar=None, should_stop=None, client=None) -> dict:
         """Generate `params` (model.generation.params.GenerationParams) with the checkpoint at `path`.
         `on_bar(event)` gets each finished bar: the first as soon as it is done, the later ones
         together at most every BARS_EVERY_S seconds (then `on_bar.flush()`, where it has one, is
@@ -75,17 +75,18 @@ class EngineClient:
         when it answers True the request leaves the batch and Cancelled is raised. A ValueError
         (bad parameters, an unreadable primer, no acceptable melody) comes back as a ValueError.
         An engine lost mid-request (it dies with the pool process that started it) is started
-        again and the request sent again, once: its bars then stream again from bar 0."""
+        again and the request sent again, once: its bars then stream again from bar 0. `client`:
+        who asked, for the batcher's fair order (worker/batcher.py)."""
         try:
-            return self._generate(path, params, on_bar, should_stop)
+            return self._generate(path, params, on_bar, should_stop, client)
         except (EOFError, ConnectionResetError, BrokenPipeError):
             log.warning("the generation engine went away; starting it again")
-            return self._generate(path, params, on_bar, should_stop)
+            return self._generate(path, params, on_bar, should_stop, client)
 
-    def _generate(self, path, params, on_bar, should_stop) -> dict:
+    def _generate(self, path, params, on_bar, should_stop, client) -> dict:
         with self._connect() as conn:
             from worker.logs import current_job
-            conn.send({"path": str(path), "params": params, "job_id": current_job.get()})
+            conn.send({"path": str(path), "params": params, "job_id": current_job.get(), "client": client})
             last_check = time.monotonic()
             flush = getattr(on_bar, "flush", None)      # an on_bar that writes a group of bars together
             try:
@@ -196,7 +197,8 @@ class Engine:
                     request.cancel()
         try:
             message = conn.recv()
-            request = self.batcher_for(message["path"]).submit(message["params"], on_bar=on_bar)
+            request = self.batcher_for(message["path"]).submit(message["params"], on_bar=on_bar,
+                                                                client=message.get("client"))
             threading.Thread(target=_cancel_on_hangup, args=(conn, request), daemon=True).start()
             generation = request.result()
             send_bars()

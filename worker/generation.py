@@ -35,9 +35,9 @@ log = logging.getLogger(__name__)
 _ENGINE: EngineClient | None = None
 
 
-def generate(path, request: GenerationParams, on_bar=None, should_stop=None, settings=None) -> dict:
+def generate(path, request: GenerationParams, on_bar=None, should_stop=None, settings=None, client=None) -> dict:
     """Generate with the checkpoint at `path` in this worker's engine; returns its plain result
-    (worker/engine.py). `on_bar` and `should_stop` as in `EngineClient.generate`."""
+    (worker/engine.py). `on_bar`, `should_stop` and `client` as in `EngineClient.generate`."""
     global _ENGINE
     if _ENGINE is None or _ENGINE.worker_pid != os.getppid():
         settings = settings or {}
@@ -45,7 +45,7 @@ def generate(path, request: GenerationParams, on_bar=None, should_stop=None, set
                                max_rows=settings.get("TUNESMITH_BATCH_ROWS", 64),
                                bars_every=settings.get("TUNESMITH_BARS_EVERY_S", BARS_EVERY_S))
     started = time.perf_counter()
-    result = _ENGINE.generate(path, request, on_bar=on_bar, should_stop=should_stop)
+    result = _ENGINE.generate(path, request, on_bar=on_bar, should_stop=should_stop, client=client)
     log.info("%d melodies from %s in %.3f s (pid %d)", len(result["melodies"]), path,
              time.perf_counter() - started, os.getpid())
     return result
@@ -108,7 +108,8 @@ def _run(runtime, job_id: str, record: dict, owner: str) -> str:
                 raise UploadInvalid(f"model {params['model']!r} is no longer registered")
             generation_request = generation_params(params)
             generation = generate(path, generation_request, on_bar=BarProgress(runtime, job_id),
-                                  should_stop=lambda: store.is_cancelled(job_id), settings=runtime.settings)
+                                  should_stop=lambda: store.is_cancelled(job_id), settings=runtime.settings,
+                                  client=record.get("client"))
         if store.is_cancelled(job_id):
             return "cancelled"
         harmonized = generation_request if params.get("harmonize") or params.get("chords") is not None else None

@@ -56,7 +56,7 @@ def fail(runtime, job_id: str, message: str, owner: str | None = None) -> None:
 def maybe_sweep(runtime, ttl: int) -> None:
     """At most once an hour per storage folder (a Redis lock named after this host and its
     TUNESMITH_HOME, since workers and API processes on other machines each keep their own): delete
-    the folders of expired jobs."""
+    the folders of expired jobs, and release the backlog's work of jobs whose record is gone."""
     where = hashlib.sha256(f"{socket.gethostname()}:{os.path.abspath(runtime.home)}".encode()).hexdigest()[:16]
     lock = f"{runtime.jobs.prefix}sweep-lock:{where}"
     try:
@@ -64,5 +64,8 @@ def maybe_sweep(runtime, ttl: int) -> None:
             removed = sweep_expired(runtime.home, lambda jid: runtime.jobs.get(jid) is not None, ttl)
             if removed:
                 log.info("removed %d expired job folders", len(removed))
+            released = runtime.backlog.sweep(lambda jid: runtime.jobs.get(jid) is not None)
+            if released:
+                log.info("released the work of %d jobs whose record is gone", len(released))
     except Exception:                    # housekeeping must never fail a job
         log.exception("sweeping expired jobs failed")

@@ -12,13 +12,15 @@ import re
 import uuid
 from datetime import datetime, timezone
 
+from worker.backlog import RELEASE, backlog_key
 from worker.leases import note_queued
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
 
-# Compare-and-set: KEYS[1] the record; ARGV = ttl, n, n allowed (JSON) states, the lease owner the
-# record must name ('' = any: worker/leases.py), field/value pairs.
+# Compare-and-set: KEYS[1] the record, KEYS[2] the backlog (worker/backlog.py); ARGV = ttl, n, n
+# allowed (JSON) states, the lease owner the record must name ('' = any: worker/leases.py), field/value
+# pairs. A job that ends here releases its work from the backlog in the same step.
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return -1 end
@@ -30,6 +32,11 @@ local owner = ARGV[3 + n]
 if owner ~= '' and redis.call('HGET', KEYS[1], 'lease_owner') ~= owner then return 0 end
 for i = 4 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+local now = redis.call('HGET', KEYS[1], 'state')
+if now == '"succeeded"' or now == '"failed"' or now == '"cancelled"' then
+  local backlog, job_id = KEYS[2], cjson.decode(redis.call('HGET', KEYS[1], 'id'))
+""" + RELEASE + """
+end
 return 1
 """
 
@@ -95,7 +102,7 @@ class JobStore:
         for name, value in fields.items():
             pairs += [name, json.dumps(value)]
         allowed = [json.dumps(s) for s in from_states]
-        done = self._transition(keys=[self.key(job_id)],
+        done = self._transition(keys=[self.key(job_id), backlog_key(self.prefix)],
                                 args=[self.ttl, len(allowed), *allowed, json.dumps(owner) if owner else "", *pairs],
                                 client=client)
         return None if client is not None else done == 1

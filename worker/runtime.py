@@ -11,6 +11,7 @@ from pathlib import Path
 import redis
 from celery import Celery
 
+from worker.backlog import Backlog
 from worker.broker import DEFAULT_SENTINEL_MASTER, redis_client
 from worker.events import JobEvents
 from worker.formats import KeptFiles
@@ -41,6 +42,7 @@ class Runtime:
                                   settings.get("TUNESMITH_SENTINEL_MASTER", DEFAULT_SENTINEL_MASTER),
                                   socket_connect_timeout=1, socket_timeout=2)
         self.jobs = JobStore(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
+        self.backlog = Backlog(self.redis, settings["TUNESMITH_KEY_PREFIX"])
         self.events = JobEvents(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
         self.files = KeptFiles(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
         self.models = ModelRegistry(self.home, settings["TUNESMITH_DEFAULT_MODEL"], redis=self.redis,
