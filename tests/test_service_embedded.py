@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -14,7 +15,7 @@ import pytest
 import requests
 
 from service.cli import api_command
-from support import wait_until
+from support import serving, wait_until
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,3 +158,43 @@ def test_a_redis_left_running_on_the_folder_is_stopped_before_a_new_one_starts(t
         assert int((folder / "redis.pid").read_text()) == broker.server.pid
     finally:
         broker.close()
+
+
+def test_the_embedded_redis_killed_under_serve_comes_back_and_every_job_runs(tmp_path, tiny_checkpoint):
+    """SIGKILL of the embedded Redis while jobs wait: serve starts it again on the same socket and
+    append-only file, the API and the workers reconnect by themselves, the jobs accepted before the
+    crash run after it, and a job submitted after it runs too."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "TUNESMITH_KEY_PREFIX")}
+    env.update(TUNESMITH_HOME=str(tmp_path / "home"), TUNESMITH_DEFAULT_MODEL=str(tiny_checkpoint),
+               TUNESMITH_TOKEN="test-token")
+    with serving(tmp_path / "home", env, log_folder=tmp_path) as base:
+        api = base + "/api/v1"
+        before = [requests.post(f"{api}/melodies", json={"bars": 64, "count": 4, "seed": i}, timeout=30).json()["id"]
+                  for i in range(6)]
+        pidfile = tmp_path / "home" / "redis" / "redis.pid"
+        old_pid = int(pidfile.read_text())
+        time.sleep(1.5)                        # appendfsync everysec: what was accepted is on disk now
+        os.kill(old_pid, signal.SIGKILL)
+
+        def accepted():
+            try:
+                answer = requests.post(f"{api}/melodies", json={"bars": 2, "seed": 99}, timeout=10)
+            except requests.RequestException:
+                return None
+            return answer.json()["id"] if answer.status_code == 202 else None
+        after = wait_until(accepted, 60, "a job accepted after the broker came back", interval=0.5)
+        assert int(pidfile.read_text()) != old_pid
+
+        def state(job_id):
+            try:
+                return requests.get(f"{api}/jobs/{job_id}", timeout=10).json()["state"]
+            except (requests.RequestException, ValueError):
+                return None
+        wait_until(lambda: all(state(j) in ("succeeded", "failed", "cancelled") for j in before + [after]), 180,
+                   "every job to finish")
+        assert [state(j) for j in before + [after]] == ["succeeded"] * 7
+        answers = []
+        wait_until(lambda: answers.append(requests.get(f"{base}/readyz", timeout=60)) or answers[-1].status_code == 200,
+                   30, "/readyz ready again")
+        assert all(a.status_code in (200, 503) for a in answers), [a.text for a in answers]
+    assert "starting it again" in (tmp_path / "serve.log").read_text()
