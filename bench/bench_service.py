@@ -54,7 +54,9 @@ class Service:
         env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
         env.update({"TUNESMITH_HOME": self.home, "TUNESMITH_BATCHING": "1" if batching else "0",
                     "TUNESMITH_MAX_STREAMS": str(streams), "TUNESMITH_GENERATE_CONCURRENCY": str(concurrency),
-                    "OMP_NUM_THREADS": "1"})
+                    "OMP_NUM_THREADS": "1",
+                    # every bench client is 127.0.0.1: one client to admission control, so no per-client limits
+                    "TUNESMITH_RATE_LIMIT": "", "TUNESMITH_MAX_CLIENT_WORK": "100000000"})
         self.log = open(Path(self.home) / "serve.log", "wb")
         self.process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(self.port)],
                                         cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
