@@ -26,7 +26,7 @@ from worker.metrics import count_state, observe_latency
 from worker.records import FINISHED, now_iso
 from worker.settings import BARS_EVERY_S
 from model.representation.files import atomic_write
-from worker.storage import artifact_name, job_dir
+from worker.storage import artifact_name, job_dir, storage_problem
 from worker.uploads import UploadInvalid, check_midi
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,9 @@ def _run(runtime, job_id: str, record: dict, owner: str) -> str:
         raise
     except Exception as exc:                          # anything else: report it, keep the worker alive
         log.exception("melody job %s failed", job_id)
-        fail(runtime, job_id, f"{type(exc).__name__}: {exc}", owner)
+        problem = storage_problem(exc)
+        fail(runtime, job_id, f"the server's storage is {problem}: the melodies could not be written; submit "
+                              f"the job again later" if problem else f"{type(exc).__name__}: {exc}", owner)
         return "failed"
     if store.transition(job_id, ("running",), "succeeded", owner=owner, progress=1.0, result=result,
                         finished_at=now_iso()):
