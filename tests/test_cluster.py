@@ -96,7 +96,9 @@ class Cluster:
         return {**os.environ, "REDIS_URL": self.redis_url, "TUNESMITH_HOME": str(home),
                 "TUNESMITH_KEY_PREFIX": self.prefix, "TUNESMITH_DEFAULT_MODEL": str(model),
                 "TUNESMITH_TOKEN": "test-token", "TUNESMITH_CACHE": str(home / "cache"),
-                "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TUNESMITH_SENTINEL_MASTER": "tunesmith"}
+                "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TUNESMITH_SENTINEL_MASTER": "tunesmith",
+                # the test is one client standing for many: no per-client share or rate (service/admission.py)
+                "TUNESMITH_MAX_CLIENT_WORK": "100000000", "TUNESMITH_RATE_LIMIT": ""}
 
     def start(self, host, argv, env=None):
         """argv run in host's namespace under its own hostname, in a process group of its own."""
