@@ -13,6 +13,7 @@ by itself once space is freed (no state is kept about the failure). /readyz repo
 (`checks.storage`, service/health.py).
 """
 import os
+import re
 
 import redis
 from flask import Flask, abort, current_app, jsonify
@@ -52,10 +53,9 @@ def check_room() -> None:
 
 
 def broker_storage_problem(exc: redis.exceptions.ResponseError) -> str | None:
-    """Redis's refusal to write because it cannot persist (MISCONF: its disk is full or unwritable;
-    in a pipeline, after "caused error: ")."""
-    message = str(exc)
-    return "full" if message.startswith("MISCONF ") or "caused error: MISCONF " in message else None
+    """Redis's refusal to write because it cannot persist (MISCONF: its disk is full or unwritable),
+    alone, in a pipeline's error ("caused error: MISCONF ...") or a script's ("-MISCONF ...")."""
+    return "full" if re.search(r"(^|: |-)MISCONF ", str(exc)) else None
 
 
 def init_app(app: Flask) -> None:
