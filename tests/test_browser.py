@@ -243,7 +243,7 @@ def test_the_form_controls_ask_for_a_form_and_a_pickup(service, page):
     body = sent.value.post_data_json
     assert body["form"] == "AA" and body["form_strict"] is True and body["pickup"] is True
     assert "phrase_bars" not in body
-    page.wait_for_function("document.body.dataset.melody", timeout=90_000)
+    page.wait_for_function("() => document.body.dataset.melody", timeout=90_000)
     assert page.get_attribute("body", "data-job") == "succeeded"
     notes = page.evaluate("window.tunesmith.current.parsed.notes.map(n => [n.pitch, n.startBeat, n.endBeat])")
     first = [n for n in notes if n[1] < 8]
