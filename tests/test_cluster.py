@@ -233,7 +233,8 @@ def test_a_worker_host_cut_off_mid_job_has_its_jobs_finished_by_the_other(cluste
         assert r["state"] == "succeeded" and len(r["result"]["melodies"]) == 16
     before = cluster.jobs_on("gen1")
     more = [submit(cluster, {"bars": 128, "count": 4, "seed": 200 + i}) for i in range(10)]
-    assert [r["state"] for r in wait_done(cluster, more, 180)] == ["succeeded"] * len(more)
+    records = wait_done(cluster, more, 180)
+    assert [r["state"] for r in records] == ["succeeded"] * len(more), [r["error"] for r in records]
     assert cluster.jobs_on("gen1") - before
 
 
