@@ -40,7 +40,7 @@ def corpus_of(n: int, seed: int = 0, valid: float = 0.3) -> Corpus:
 
 def tiny(tmp_path, **overrides) -> TrainConfig:
     settings = dict(data="synthetic", out=str(tmp_path / "m.pt"), hidden_size=16, layers=2, embedding_dim=8,
-                    dropout=0.1, bptt=8, window=16, batch_size=3, lr=5e-3, epochs=2, patience=5, threads=1,
+                    dropout=0.1, bptt=8, window=16, batch_size=3, lr=5e-3, lr_patience=1, epochs=2, patience=5, threads=1,
                     transpose=(-2, 2), valid=0.3, test=0.0)
     settings.update(overrides)
     return TrainConfig(**settings)
@@ -378,7 +378,7 @@ def test_init_starts_from_a_checkpoints_weights_and_refuses_another_network(tmp_
         assert torch.equal(a, b)
     fresh = Trainer(tiny(tmp_path, out=str(tmp_path / "fresh.pt")), corpus, show_progress=False)
     assert any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), fresh.model.state_dict().values()))
-    with pytest.raises(ValueError, match="init .* has another network"):
+    with pytest.raises(ValueError, match="init .* cannot start this run: its network differs from this run.s: hidden_size 16 .here 24."):
         Trainer(tiny(tmp_path, out=str(tmp_path / "other.pt"), init=first.out, hidden_size=24), corpus, show_progress=False)
     with pytest.raises(ValueError, match=r"end_weight must be in \(0, 100\], got 0"):
         TrainConfig(end_weight=0)

@@ -36,26 +36,29 @@ class TrainConfig:
     key_dropout: float = 0.25            # share of training tunes (drawn per epoch) read with the key "unknown"
     end_weight: float = 1.0              # loss weight of each tune's last bar (its tokens after the last barline,
                                          # EOS included), so the few tokens that end a tune count for more
-    init: str | None = None              # start from this checkpoint's network weights (same network settings)
+    init: str | None = None              # start from this checkpoint's network weights (same network and tokenizer);
+                                         # unset: the shipped model when it fits (model/training/plan.py)
+    from_scratch: bool = False           # a fresh network, even where the shipped model would fit
     sampled_inputs: float = 0.0          # parallel scheduled sampling: share of step inputs replaced by the
                                          # network's own draw there (a first, gradient-free pass); 0 = off
     short_term: bool = True              # fit the short-term model (model/network/shortterm.py) on valid at the end
     bptt: int | str = 128                # "full" (whole tunes) or k: truncate gradients every k steps
     window: int = 128                    # tokens per lane per optimizer step (truncated BPTT only)
-    batch_size: int = 64
-    lr: float = 2e-3
-    lr_patience: int = 1                 # epochs without a better validation loss before the lr is halved
+    # None = chosen from the training split's size by model/training/recipe.py when the run starts
+    batch_size: int | None = None
+    lr: float | None = None
+    lr_patience: int | None = None       # epochs without a better validation loss before the lr is halved
     clip: float = 1.0                    # max total gradient norm
-    epochs: int = 30
+    epochs: int | None = None
     max_minutes: float | None = None     # time budget; the run stops cleanly (resumable) when spent
-    patience: int = 4                    # epochs without a better validation loss before stopping
+    patience: int | None = None          # epochs without a better validation loss before stopping
     seed: int = 0
-    # semitone range drawn per tune and epoch, e.g. (-5, 6); off by default: on Essen it slowed learning and
-    # spread the model over all keys (docs/model-card.md, ablations)
-    transpose: tuple[int, int] = (0, 0)
+    # semitone range drawn per tune and epoch, e.g. (-5, 6); (0, 0) = off. The rule turns it on for small
+    # corpora only: on Essen it slowed learning and spread the model over all keys (docs/model-card.md)
+    transpose: tuple[int, int] | None = None
     backend: str = "cells"               # cells (model.network.cells, our own equations: the shipped recipe) | fused
                                          # (torch.nn.*) | auto: fused for the LSTM, cells for GRU and RNN
-    threads: int = 2
+    threads: int | None = None           # torch threads; None: the cores not busy when the run starts
     steps_per_quarter: int = 4           # tokenizer grid (when the corpus is loaded from `data`)
     valid: float = 0.05                  # split fractions, by tune
     test: float = 0.05
@@ -66,19 +69,21 @@ class TrainConfig:
                 self.bptt = int(self.bptt)
             except ValueError:
                 raise ValueError(f"bptt must be 'full' or an integer >= 1, got {self.bptt!r}") from None
-        self.transpose = tuple(int(s) for s in self.transpose)
+        if self.transpose is not None:
+            self.transpose = tuple(int(s) for s in self.transpose)
         checks = [
             ("hidden_size", self.hidden_size >= 1, ">= 1"), ("layers", self.layers >= 1, ">= 1"),
             ("embedding_dim", self.embedding_dim >= 1, ">= 1"), ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
             ("bptt", self.bptt == "full" or self.bptt >= 1, "'full' or an integer >= 1"),
-            ("window", self.window >= 2, ">= 2"), ("batch_size", self.batch_size >= 1, ">= 1"),
-            ("lr", 0 < self.lr <= 1, "in (0, 1]"), ("lr_patience", self.lr_patience >= 0, ">= 0"),
+            ("window", self.window >= 2, ">= 2"), ("batch_size", self.batch_size is None or self.batch_size >= 1, ">= 1"),
+            ("lr", self.lr is None or 0 < self.lr <= 1, "in (0, 1]"), ("lr_patience", self.lr_patience is None or self.lr_patience >= 0, ">= 0"),
             ("clip", self.clip > 0, "> 0"),
-            ("epochs", self.epochs >= 1, ">= 1"), ("patience", self.patience >= 1, ">= 1"),
+            ("epochs", self.epochs is None or self.epochs >= 1, ">= 1"), ("patience", self.patience is None or self.patience >= 1, ">= 1"),
             ("max_minutes", self.max_minutes is None or self.max_minutes > 0, "> 0 or None"),
-            ("transpose", len(self.transpose) == 2 and -12 <= self.transpose[0] <= self.transpose[1] <= 12,
-             "(low, high) with -12 <= low <= high <= 12"),
-            ("threads", self.threads >= 1, ">= 1"),
+            ("transpose", self.transpose is None or (len(self.transpose) == 2
+             and -12 <= self.transpose[0] <= self.transpose[1] <= 12),
+             "(low, high) with -12 <= low <= high <= 12, or None"),
+            ("threads", self.threads is None or self.threads >= 1, ">= 1"),
             ("max_remaining", 1 <= self.max_remaining <= 64, "in [1, 64]"),
             ("remaining_dropout", 0 <= self.remaining_dropout < 1, "in [0, 1)"),
             ("end_weight", 0 < self.end_weight <= 100, "in (0, 100]"),
@@ -90,6 +95,8 @@ class TrainConfig:
         for name, ok, allowed in checks:
             if not ok:
                 raise ValueError(f"{name} must be {allowed}, got {getattr(self, name)!r}")
+        if self.from_scratch and self.init:
+            raise ValueError(f"from_scratch must be off when init names a model to start from, got init {self.init!r}")
 
     def network_config(self, tokenizer: MelodyTokenizer) -> NetworkConfig:
         from model.network.melody import NetworkConfig  # torch: only where a network is built

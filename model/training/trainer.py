@@ -50,9 +50,11 @@ from model.network.melody import UNKNOWN_KEY, MelodyNetwork
 from model.network.shortterm import last_barline
 from model.representation.tokens import MelodyTokenizer, TokenizerConfig
 from model.training.config import TrainConfig  # the dataclass lives torch-free there (the API reads its defaults)
+from model.training.plan import plan_training, start_problem
+from model.training.recipe import describe
 
 # Settings a resumed run may change; any other difference from the saved run is an error.
-RESUMABLE_CHANGES = ("epochs", "max_minutes", "patience", "threads", "out", "short_term")
+RESUMABLE_CHANGES = ("epochs", "max_minutes", "patience", "threads", "out", "short_term", "from_scratch")
 
 
 def end_weights(tokens, bar_id: int, weight: float) -> np.ndarray:
@@ -68,8 +70,9 @@ def end_weights(tokens, bar_id: int, weight: float) -> np.ndarray:
 class Trainer:
     """One training run; ``train()`` is the entry point. See the module docstring."""
 
-    def __init__(self, config: TrainConfig, corpus, show_progress: bool):
+    def __init__(self, config: TrainConfig, corpus, show_progress: bool, recipe: dict | None = None):
         self.config, self.show_progress = config, show_progress
+        self.recipe = recipe                # how the settings were chosen (model/training/plan.py)
         self.tokenizer = MelodyTokenizer(corpus.tokenizer_config)
         splits = split_corpus(corpus, seed=config.seed, valid=config.valid, test=config.test)
         for name in ("train", "valid"):
@@ -109,15 +112,12 @@ class Trainer:
         """Start from another checkpoint's network weights (fine-tuning). Its network must be this
         one's, or this one's without the key input: then the key's input weights start at zero, so
         the network starts out computing exactly what the checkpoint's did."""
-        from dataclasses import replace
         from model.network.checkpoint import load_checkpoint
-        model, tokenizer, _ = load_checkpoint(path)
-        mine = self.model.config
-        grows = model.config.key_dim == 0 and mine.key_dim > 0
-        if (replace(model.config, key_dim=mine.key_dim) if grows else model.config) != mine \
-                or tokenizer.config != self.tokenizer.config:
-            raise ValueError(f"init {path!r} has another network or tokenizer than this run's settings "
-                             f"({model.config} / {tokenizer.config}, here {mine} / {self.tokenizer.config})")
+        model, tokenizer, ckpt = load_checkpoint(path)
+        problem = start_problem(ckpt, self.model.config, self.tokenizer)
+        if problem:
+            raise ValueError(f"init {path!r} cannot start this run: {problem}")
+        grows = model.config.key_dim == 0 and self.model.config.key_dim > 0
         state = model.state_dict()
         if grows:
             own = self.model.state_dict()
@@ -258,7 +258,7 @@ class Trainer:
     def _fields(self) -> dict:
         cfg = asdict(self.config)
         fields = {"epoch": self.epoch, "step": self.step, "history": self.history, "train_config": cfg,
-                  "data": self.provenance, "metrics": self.metrics()}
+                  "data": self.provenance, "metrics": self.metrics(), "recipe": self.recipe}
         if self.model.config.key_dim:  # what generation draws a key from when a request names none
             fields["key_prior"] = self.key_prior
         return fields
@@ -349,7 +349,8 @@ class Trainer:
                         eta = min(eta, max(0.0, cfg.max_minutes * 60 - (time.monotonic() - started)))
                     bar.update(1)
                     bar.set_postfix(loss=f"{out['loss']:.3f}", tok_s=f"{tokens_per_s:.0f}",
-                                    gnorm=f"{out['grad_norm']:.2f}", refresh=False)
+                                    gnorm=f"{out['grad_norm']:.2f}", run_left=tqdm.format_interval(eta),
+                                    refresh=False)  # run_left: to the last epoch (early stopping may end it sooner)
                     report(self._event("step", len(batches), train_loss=out["loss"], grad_norm=out["grad_norm"],
                                        tokens_per_s=tokens_per_s, eta_s=eta))
                     if self.step < len(batches):
@@ -371,7 +372,7 @@ class Trainer:
         if cfg.short_term and self.best["model"] is not None and reason != "should_stop":
             self.fit_short_term()           # (not for a run told to stop: a cancelled job frees its core now)
         result = {"checkpoint": str(cfg.out), "resume_checkpoint": str(cfg.resume_path()),
-                  "stopped": reason, "metrics": self.metrics(), "history": self.history}
+                  "recipe": self.recipe, "stopped": reason, "metrics": self.metrics(), "history": self.history}
         report(self._event("done", None, stopped=reason))
         return result
 
@@ -415,7 +416,8 @@ class Trainer:
     def _event(self, kind: str, steps_per_epoch, **extra) -> dict:
         event = {"event": kind, "epoch": self.epoch + (kind == "step"), "epochs": self.config.epochs,
                  "step": self.step, "steps_per_epoch": steps_per_epoch, "train_loss": None, "valid_loss": None,
-                 "tokens_per_s": None, "grad_norm": None, "eta_s": None, "history": self.history}
+                 "tokens_per_s": None, "grad_norm": None, "eta_s": None, "history": self.history,
+                 "recipe": self.recipe}
         event.update(extra)
         return event
 
@@ -434,11 +436,14 @@ def train(config: TrainConfig, progress=None, should_stop=None, resume: bool = F
     ``config.resume_path()`` when it exists (else starts fresh). The first Ctrl-C finishes the
     current step, saves and returns (``stopped="interrupted"``); a second one aborts at once.
     """
-    torch.set_num_threads(config.threads)
     if corpus is None:
         corpus = load_corpus(config.data, TokenizerConfig(steps_per_quarter=config.steps_per_quarter),
                              progress=show_progress)
-    trainer = Trainer(config, corpus, show_progress)
+    config, recipe = plan_training(config, corpus)  # the start model and the settings left unset
+    if show_progress:
+        tqdm.write(describe(recipe))
+    torch.set_num_threads(config.threads)
+    trainer = Trainer(config, corpus, show_progress, recipe)
     if resume and config.resume_path().exists():
         trainer.restore(read_checkpoint(config.resume_path()))
         if show_progress:

@@ -1,0 +1,73 @@
+"""Before a run trains: where it starts and with which recipe.
+
+A run starts from a model that knows music when one fits: ``init`` when the user names one (it
+must fit, or the run is refused), else the shipped model (``DEFAULT_MODEL_PATH``) when its
+vocabulary (the tokenizer config) and network are the ones this run asks for; ``from_scratch``, or
+a shipped model that does not fit, gives a fresh network, and the plan says why. Then
+model/training/recipe.py fills the settings the user left unset from the training split's size.
+
+``plan_training(config, corpus) -> (config, recipe)``: the config ``Trainer`` runs (nothing unset)
+and the recipe that is printed, stored in the checkpoint and in a training job's record.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from model import DEFAULT_MODEL_PATH
+from model.network.checkpoint import read_checkpoint
+from model.network.melody import NetworkConfig
+from model.representation.corpora import split_corpus
+from model.representation.tokens import MelodyTokenizer
+from model.training.config import TrainConfig
+from model.training.recipe import fill_recipe
+
+
+def start_problem(ckpt: dict, network: NetworkConfig, tokenizer: MelodyTokenizer) -> str | None:
+    """Why a checkpoint cannot start this run (None: it can). Its network must be this run's (the
+    backend aside: both have one state_dict layout), or this run's without the key input (the key's
+    weights then start at zero: model/training/trainer.py)."""
+    saved_tokens = MelodyTokenizer.from_dict(ckpt["tokenizer_config"])
+    if saved_tokens.config != tokenizer.config:
+        return (f"its token vocabulary does not fit this corpus's: {saved_tokens.vocab_size} tokens "
+                f"({_tokenizer_text(saved_tokens)}), this run's {tokenizer.vocab_size} "
+                f"({_tokenizer_text(tokenizer)})")
+    saved = NetworkConfig.from_dict(ckpt["network_config"])
+    saved = replace(saved, backend=network.backend, key_dim=network.key_dim if saved.key_dim == 0 else saved.key_dim)
+    if saved != network:
+        differs = ", ".join(f"{k} {getattr(saved, k)} (here {getattr(network, k)})"
+                            for k in vars(network) if getattr(saved, k) != getattr(network, k))
+        return f"its network differs from this run's: {differs}"
+    return None
+
+
+def _tokenizer_text(tokenizer: MelodyTokenizer) -> str:
+    c = tokenizer.config
+    return f"{c.steps_per_quarter} steps a quarter, pitches {c.min_pitch}..{c.max_pitch}, {len(c.meters)} meters"
+
+
+def choose_start(config: TrainConfig, tokenizer: MelodyTokenizer) -> tuple[str | None, str]:
+    """(checkpoint to fine-tune or None, why). Raises ValueError when a named ``init`` does not fit."""
+    if config.from_scratch:
+        return None, "from_scratch was asked for"
+    network = config.network_config(tokenizer)
+    if config.init:
+        problem = start_problem(read_checkpoint(config.init), network, tokenizer)
+        if problem:
+            raise ValueError(f"init {config.init!r} cannot start this run: {problem}; name a model trained "
+                             "with the same tokenizer and network settings, or train from scratch (from_scratch)")
+        return config.init, "init was named"
+    if not Path(DEFAULT_MODEL_PATH).is_file():
+        return None, f"the shipped model {DEFAULT_MODEL_PATH} is missing"
+    problem = start_problem(read_checkpoint(DEFAULT_MODEL_PATH), network, tokenizer)
+    if problem:
+        return None, f"the shipped model does not fit: {problem}"
+    return str(DEFAULT_MODEL_PATH), "the shipped model fits this corpus's vocabulary and these network settings"
+
+
+def plan_training(config: TrainConfig, corpus) -> tuple[TrainConfig, dict]:
+    """The config to train (start and recipe filled in) and the recipe (model/training/recipe.py)."""
+    tokenizer = MelodyTokenizer(corpus.tokenizer_config)
+    train = split_corpus(corpus, seed=config.seed, valid=config.valid, test=config.test)["train"]
+    start, reason = choose_start(config, tokenizer)
+    return fill_recipe(config, len(train), int(sum(len(t.tokens) for t in train)), start, reason)
