@@ -31,10 +31,15 @@ def _bptt(text: str):
     return text if text == "full" else int(text)
 
 
+UNSET_TYPES = {"max_minutes": float, "init": str, "batch_size": int, "epochs": int, "lr": float, "lr_patience": int,
+               "patience": int, "threads": int}  # the types of TrainConfig's fields whose default is None
+
+
 def _add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """One flag per TrainConfig field (--hidden-size for hidden_size), with its default; ``skip``: fields
     left out (a command that trains per fold sets them itself), and then no --resume/--quiet either."""
     from model.training.config import TrainConfig
+    from model.training.recipe import RECIPE_FIELDS
     helps = {"data": "corpus: music21:<collection> or a folder of MIDI/ABC/MusicXML/kern files",
              "out": "model checkpoint to write (the resume state goes beside it as <stem>.resume.ckpt, which git ignores)",
              "bptt": "'full' (whole tunes) or k: truncated BPTT, gradients flow back at most k steps",
@@ -48,29 +53,30 @@ def _add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
              "key_inputs": "feed the tune's key (estimated from its notes) to the network; generation tells it the requested key or draws one",
              "key_dropout": "share of training tunes read with their key unknown",
              "end_weight": "loss weight of each tune's last bar, its tokens after the last barline (1 = none)",
-             "init": "start from this checkpoint's network weights (fine-tuning; the network settings must match)",
+             "init": "start from this checkpoint's network weights (fine-tuning; its tokenizer and network settings "
+                     "must be this run's; default: the shipped model where it fits)",
+             "from_scratch": "train a fresh network instead of fine-tuning the shipped model",
              "sampled_inputs": "parallel scheduled sampling: share of note/rest/hold inputs replaced by the network's "
                                "own draw at that step, from a first pass without gradients (0 = off)",
              "patience": "epochs without a better validation loss before stopping early",
              "lr_patience": "epochs without a better validation loss before the learning rate is halved",
              "cell": "recurrent cell: lstm, gru or rnn", "backend": "cells (model.network.cells, our own), fused (torch.nn.LSTM/GRU/RNN) or auto (a fixed rule: "
              "fused LSTM, our GRU and RNN)",
-             "threads": "torch threads", "valid": "validation fraction of the tunes", "test": "test fraction"}
+             "threads": "torch threads (default: the cores not busy when training starts)", "valid": "validation fraction of the tunes", "test": "test fraction"}
     for f in dataclasses.fields(TrainConfig):
         if f.name in skip:
             continue
         flag, default = "--" + f.name.replace("_", "-"), f.default
-        kwargs = {"default": default, "help": helps.get(f.name, f.name.replace("_", " ")) + f" (default: {default})"}
+        shown = "chosen from the corpus's size" if f.name in RECIPE_FIELDS else default
+        kwargs = {"default": default, "help": helps.get(f.name, f.name.replace("_", " ")) + f" (default: {shown})"}
         if f.name == "transpose":
             kwargs["type"] = _transpose
         elif f.name == "bptt":
             kwargs["type"] = _bptt
         elif isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif f.name == "max_minutes":
-            kwargs["type"] = float
-        elif f.name == "init":
-            kwargs["type"] = str
+        elif f.name in UNSET_TYPES:
+            kwargs["type"] = UNSET_TYPES[f.name]
         else:
             kwargs["type"] = type(default)
         parser.add_argument(flag, **kwargs)
@@ -86,7 +92,7 @@ def cmd_train(args) -> int:
     fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(**fields)
     result = train(config, resume=args.resume, show_progress=not args.quiet)
-    print(json.dumps({k: result[k] for k in ("checkpoint", "stopped", "metrics")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("checkpoint", "stopped", "recipe", "metrics")}, indent=2))
     if result["stopped"] == "interrupted":
         print(f"interrupted: continue with the same command and --resume ({config.resume_path()})", file=sys.stderr)
         return 130
@@ -369,10 +375,11 @@ def add_commands(sub) -> None:
     p.add_argument("--short-term", action=argparse.BooleanOptionalAction, default=True,
                    help="score and sample the network with its short-term model, when it has one (default: yes); "
                    "--no-short-term: the network alone")
-    p.add_argument("--folds", type=int, default=None, help="K-fold cross-validation by tune instead: train a fresh "
-                   "model per fold on the other folds (the training flags below apply), score each held-out fold "
-                   "and print pooled and per-fold bits per note; --data may be one file, e.g. "
-                   "music21:essenFolksong/kinder0.abc")
+    p.add_argument("--folds", type=int, default=None, help="K-fold cross-validation by tune instead: per fold, "
+                   "fine-tune --init (default: the shipped model) on the other folds, refused if it saw any evaluated "
+                   "tune (transfer), or with --from-scratch train a fresh model on them (equal data); the training "
+                   "flags below apply; score each held-out fold and print pooled and per-fold bits per note; --data "
+                   "may be one file, e.g. music21:essenFolksong/kinder0.abc")
     p.add_argument("--fold-valid", type=float, default=0.1, help="with --folds: share of the training folds' tunes "
                    "used for validation and early stopping (default 0.1)")
     p.add_argument("--folds-dir", default=None, help="with --folds: keep the fold checkpoints in this folder")
