@@ -19,10 +19,11 @@ from pathlib import PurePosixPath
 from flask import Blueprint, abort, current_app, jsonify, request, url_for
 
 from model import MIDI_EXTENSIONS
+from model.training.recipe import MAX_RECIPE_TUNES, TOKENS_PER_TUNE, size_recipe
 from service.admission import admit
 from service.disk import check_room
-from service.schemas import (HarmonizationRequest, MelodyRequest, RequestInvalid, TrainingRequest, check_fits_model,
-                             check_primer_midi, validate_request)
+from service.schemas import (TRAINING_DEFAULTS, HarmonizationRequest, MelodyRequest, RequestInvalid, TrainingRequest,
+                             check_fits_model, check_primer_midi, validate_request)
 from worker import FINISHED, checkpoint_vocabulary, job_work, new_job_id, public_record
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -246,6 +247,30 @@ def cancel_job(job_id):
     except Exception:                    # the record already says cancelled; workers check it
         current_app.logger.warning("could not broadcast revoke for %s", job_id)
     return jsonify(public_record(store.get(job_id)))
+
+
+@bp.get("/training-recipe")
+def training_recipe():
+    """The recipes a training job would use on a corpus of about ``tunes`` tunes (``tokens``: default
+    that many of Essen's mean length), fine-tuning the shipped model and from scratch, before it starts
+    (model/training/recipe.py; the job's record holds the one it used, from the corpus it parsed)."""
+    tunes = _count_arg("tunes", MAX_RECIPE_TUNES)
+    tokens = _count_arg("tokens", MAX_RECIPE_TUNES * TOKENS_PER_TUNE, default=tunes * TOKENS_PER_TUNE)
+    share = 1 - TRAINING_DEFAULTS["valid"] - TRAINING_DEFAULTS["test"]  # the training split's share
+    tunes, tokens = max(1, round(tunes * share)), max(1, round(tokens * share))
+    return jsonify(tunes=tunes, tokens=tokens, fine_tune=size_recipe(tunes, tokens, fine_tune=True),
+                   from_scratch=size_recipe(tunes, tokens, fine_tune=False))
+
+
+def _count_arg(name: str, highest: int, default: int | None = None) -> int:
+    """A whole-number query argument from 1 to ``highest`` (required unless it has a default)."""
+    text = request.args.get(name)
+    if text is None and default is not None:
+        return default
+    if text is None or not text.isdigit() or not 1 <= int(text) <= highest:
+        raise RequestInvalid([{"field": name, "message": f"{name} must be a whole number from 1 to {highest}, "
+                               f"got {text!r}", "allowed": f"1 to {highest}"}])
+    return int(text)
 
 
 @bp.get("/models")

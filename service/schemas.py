@@ -176,27 +176,28 @@ class TrainingRequest(StrictModel):
     data: str | None = Field(None, pattern=r"^(music21:)?[A-Za-z0-9_.-]{1,64}$",
                              description="music21 collection, e.g. essenFolksong or music21:bach")
     data_base64: str | None = Field(None, description="a zip of .mid files, base64")
-    epochs: int = Field(TRAINING_DEFAULTS["epochs"], ge=1, le=500)
+    # None (absent): chosen from the corpus's size when the job starts (model/training/recipe.py)
+    epochs: Annotated[int, Field(ge=1, le=500)] | None = TRAINING_DEFAULTS["epochs"]
     cell: Literal["lstm", "gru", "rnn"] = TRAINING_DEFAULTS["cell"]
     hidden_size: int = Field(TRAINING_DEFAULTS["hidden_size"], ge=4, le=1024)
     layers: int = Field(TRAINING_DEFAULTS["layers"], ge=1, le=4)
     embedding_dim: int = Field(TRAINING_DEFAULTS["embedding_dim"], ge=4, le=512)
     dropout: float = Field(TRAINING_DEFAULTS["dropout"], ge=0, lt=1)
-    batch_size: int = Field(TRAINING_DEFAULTS["batch_size"], ge=1, le=512)
+    batch_size: Annotated[int, Field(ge=1, le=512)] | None = TRAINING_DEFAULTS["batch_size"]
     bptt: Annotated[int, Field(ge=4, le=2048)] | Literal["full"] = Field(
         TRAINING_DEFAULTS["bptt"], description="truncated BPTT length in tokens, or 'full'")
     clip: float = Field(TRAINING_DEFAULTS["clip"], gt=0, le=100, description="gradient norm clip")
-    lr: float = Field(TRAINING_DEFAULTS["lr"], gt=0, le=1, description="learning rate")
+    lr: Annotated[float, Field(gt=0, le=1)] | None = Field(TRAINING_DEFAULTS["lr"], description="learning rate")
     valid: float = Field(TRAINING_DEFAULTS["valid"], ge=0.01, le=0.5,
                          description="fraction of tunes held out for validation")
     max_minutes: float = Field(30.0, gt=0, le=MAX_TRAIN_MINUTES,
                                description="wall-clock budget (the service always sets one)")
-    patience: int = Field(TRAINING_DEFAULTS["patience"], ge=1, le=500,
-                          description="epochs without a better validation loss before stopping early")
-    transpose: list[Annotated[int, Field(ge=-12, le=12)]] = Field(
-        default_factory=lambda: list(TRAINING_DEFAULTS["transpose"]), min_length=2, max_length=2,
+    patience: Annotated[int, Field(ge=1, le=500)] | None = Field(
+        TRAINING_DEFAULTS["patience"], description="epochs without a better validation loss before stopping early")
+    transpose: Annotated[list[Annotated[int, Field(ge=-12, le=12)]], Field(min_length=2, max_length=2)] | None = Field(
+        TRAINING_DEFAULTS["transpose"],
         description="[low, high] semitones: each training tune is transposed by a random shift in this range "
-                    "every epoch; [0, 0] = off")
+                    "every epoch; [0, 0] = off; absent: chosen from the corpus's size")
     short_term: bool = Field(TRAINING_DEFAULTS["short_term"],
                              description="fit the short-term (copy) model on the validation tunes at the end")
     remaining_inputs: bool = Field(TRAINING_DEFAULTS["remaining_inputs"], description="tell the network how many "
@@ -208,6 +209,8 @@ class TrainingRequest(StrictModel):
                              "(estimated from its notes); generation then tells it the requested key or draws one")
     end_weight: float = Field(TRAINING_DEFAULTS["end_weight"], gt=0, le=100,
                               description="loss weight of each tune's last bar (1: every token counts the same)")
+    from_scratch: bool = Field(TRAINING_DEFAULTS["from_scratch"], description="train a fresh network instead of "
+                               "fine-tuning the shipped model (which a job does where the model fits)")
     name: str | None = Field(None, pattern=NAME_PATTERN, description="model name to register")
 
     @field_validator("name")
@@ -220,7 +223,7 @@ class TrainingRequest(StrictModel):
     @model_validator(mode="after")
     def _check_together(self):
         problems = []
-        if self.transpose[0] > self.transpose[1]:
+        if self.transpose is not None and self.transpose[0] > self.transpose[1]:
             problems.append(("transpose", f"transpose must be [low, high] with low <= high, got {self.transpose}",
                              "two integers from -12 to 12, low first"))
         if (self.data is None) == (self.data_base64 is None):
@@ -244,7 +247,8 @@ def field_bounds(model: type[BaseModel]) -> dict[str, dict]:
     JSON schema states them (what the pages' inputs use, so a page and the API cannot disagree)."""
     bounds = {}
     for name, prop in model.model_json_schema()["properties"].items():
-        found = {key: prop[bound] for key, bound in (("min", "minimum"), ("max", "maximum")) if bound in prop}
+        found = {key: option[bound] for option in (prop, *prop.get("anyOf", ()))  # anyOf: a field that may be null
+                 for key, bound in (("min", "minimum"), ("max", "maximum")) if bound in option}
         if found:
             bounds[name] = found
     return bounds

@@ -260,6 +260,25 @@ def test_training_job_with_a_collection_is_queued_with_its_settings(client):
     assert job["training"]["epochs"] == 2 and job["training"]["history"] == []
 
 
+def test_a_training_job_leaves_the_recipe_unset_unless_asked_and_the_api_shows_it_before(client):
+    response = client.post("/api/v1/training-jobs", headers=TOKEN, json={"data": "bach", "from_scratch": True})
+    job = client.get(response.headers["Location"]).get_json()
+    from worker.training import train_config
+    config = train_config(job["params"], job["params"]["data"], "out.pt")
+    assert config.from_scratch is True and config.epochs is None and config.batch_size is None
+    assert config.lr is None and config.patience is None and config.transpose is None
+    recipe = client.get("/api/v1/training-recipe?tunes=200").get_json()  # 180 training tunes of Essen's length
+    assert recipe["tunes"] == 180 and recipe["from_scratch"]["batch_size"] == 8
+    assert recipe["from_scratch"]["transpose"] == [-5, 6] and recipe["from_scratch"]["patience"] == 10
+    assert recipe["fine_tune"]["lr"] == 5e-4 and recipe["fine_tune"]["transpose"] == [0, 0]
+    assert client.get("/api/v1/training-recipe?tunes=8000").get_json()["from_scratch"]["batch_size"] == 64
+    for query in ("", "?tunes=0", "?tunes=many", "?tunes=200&tokens=-1"):
+        bad = client.get(f"/api/v1/training-recipe{query}")
+        name = "tokens" if "tokens" in query else "tunes"
+        assert bad.status_code == 400 and bad.get_json()["fields"][0]["field"] == name, query
+        assert "must be a whole number from 1 to" in bad.get_json()["fields"][0]["message"]
+
+
 def test_training_job_with_an_uploaded_zip_multipart_and_base64(client, app):
     archive = _zip_of({"a.mid": b"MThd-not-checked-until-the-worker"})
     response = client.post("/api/v1/training-jobs", headers=TOKEN, content_type="multipart/form-data",

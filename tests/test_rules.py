@@ -85,11 +85,15 @@ def test_the_pages_take_limits_and_defaults_from_the_same_place(service_env, mon
     assert re.search(rf'id="top_k"[^>]* max="{params.MAX_TOP_K}"', compose)
     assert re.search(rf'id="tempo"[^>]* min="{params.MIN_TEMPO}" max="{params.MAX_TEMPO}"', compose)
     train = client.get("/train").get_data(as_text=True)
-    for name in ("epochs", "hidden_size", "layers", "batch_size", "bptt", "embedding_dim"):
+    for name in ("hidden_size", "layers", "bptt", "embedding_dim"):
         assert re.search(rf'id="{name}"[^>]* value="{getattr(TrainConfig(), name)}"', train), name
+    for name in ("epochs", "batch_size", "lr"):  # unset: chosen from the corpus's size (model/training/recipe.py)
+        assert getattr(TrainConfig(), name) is None
+        assert re.search(rf'id="{name}"[^>]* value="" placeholder="auto"', train), name
     bounds = TrainingRequest.model_json_schema()["properties"]
     for name in ("epochs", "hidden_size", "layers", "batch_size", "embedding_dim"):
-        low, high = bounds[name]["minimum"], bounds[name]["maximum"]
+        schema = bounds[name]["anyOf"][0] if "anyOf" in bounds[name] else bounds[name]  # anyOf: may be null (unset)
+        low, high = schema["minimum"], schema["maximum"]
         assert re.search(rf'id="{name}"[^>]* min="{low}" max="{high}"', train), name
     assert re.search(rf'id="max_minutes"[^>]* max="{MAX_TRAIN_MINUTES}"', train)
 

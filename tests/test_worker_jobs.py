@@ -178,6 +178,10 @@ def test_a_redelivered_training_job_resumes_from_its_last_epoch(services, monkey
     assert done["attempts"] == 2 and done["result"]["model"] == "resumed"
     assert [h["epoch"] for h in done["training"]["history"]] == [1, 2]
     assert done["training"]["history"][0] == first["training"]["history"][0]   # epoch 1 was not redone
+    recipe = done["training"]["recipe"]  # the record shows what the rule chose for the settings left unset, and why
+    assert recipe["batch_size"] == 4 and recipe["epochs"] == 2 and recipe["patience"] == 10
+    assert recipe["chosen_by_rule"] == ["lr_patience", "patience", "transpose"] and recipe["start"] is None
+    assert recipe["start_reason"].startswith("the shipped model does not fit: its network differs")
 
 
 def test_the_registry_in_redis_serves_homes_that_share_no_disk(tmp_path, tiny_checkpoint, service_env):

@@ -32,10 +32,11 @@ def train_config(params: dict, data_spec: str, out):
     from model.training.config import TrainConfig
     return TrainConfig(data=data_spec, out=str(out), cell=params["cell"], hidden_size=params["hidden_size"],
                        layers=params["layers"], embedding_dim=params["embedding_dim"], dropout=params["dropout"],
-                       bptt=params["bptt"], batch_size=params["batch_size"], lr=params["lr"], clip=params["clip"],
-                       epochs=params["epochs"], max_minutes=params["max_minutes"], valid=params["valid"],
-                       patience=params.get("patience", 4), transpose=tuple(params.get("transpose", (0, 0))),
-                       short_term=params.get("short_term", True), threads=1,
+                       bptt=params["bptt"], batch_size=params.get("batch_size"), lr=params.get("lr"),
+                       clip=params["clip"], epochs=params.get("epochs"), max_minutes=params["max_minutes"],
+                       valid=params["valid"], patience=params.get("patience"), transpose=params.get("transpose"),
+                       from_scratch=params.get("from_scratch", False),  # unset: fine-tune the shipped model if it fits
+                       short_term=params.get("short_term", True), threads=None,  # the cores not busy at the start
                        remaining_inputs=params.get("remaining_inputs", TrainConfig.remaining_inputs),
                        max_remaining=params.get("max_remaining", TrainConfig.max_remaining),
                        end_weight=params.get("end_weight", TrainConfig.end_weight),
@@ -89,7 +90,8 @@ class ProgressWriter:
                    for h in event["history"]]
         training = {"epoch": event["epoch"], "epochs": epochs, "step": event["step"], "steps_per_epoch": spe or None,
                     "train_loss": event.get("train_loss"), "history": history,
-                    "tokens_per_s": event.get("tokens_per_s"), "eta_s": event.get("eta_s"), "model": None}
+                    "tokens_per_s": event.get("tokens_per_s"), "eta_s": event.get("eta_s"), "model": None,
+                    "recipe": event.get("recipe")}  # what the run chose and why (model/training/recipe.py)
         for name in ("steps_per_epoch", "train_loss", "tokens_per_s"):   # the 'done' event lacks these
             if training[name] is None:
                 training[name] = self.last.get(name)

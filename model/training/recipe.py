@@ -34,6 +34,8 @@ FINE_TUNE_STEPS = 600       # ... and a fine-tuning run
 SMALL_TOKENS = 250_000      # training tokens under which a corpus gets the small-data schedule
 MIN_BATCH, MAX_BATCH = 8, 64
 SCRATCH_LR, FINE_TUNE_LR = 2e-3, 5e-4
+TOKENS_PER_TUNE = 214       # Essen's mean (1,764,416 tokens in 8,244 tunes): a size guess before parsing
+MAX_RECIPE_TUNES = 1_000_000
 
 
 def size_recipe(tunes: int, tokens: int, fine_tune: bool, window: int = 128) -> dict:

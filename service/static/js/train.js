@@ -19,6 +19,40 @@ for (const radio of form.elements.source) {
   });
 }
 
+// The recipe a job would use for a corpus of about this many tunes (the job itself chooses it from the
+// corpus it parses; an uploaded zip's size is its count of files, read from the zip's directory).
+function recipeText(r) {
+  const [low, high] = r.transpose;
+  return `batch ${r.batch_size}, up to ${r.epochs} epochs, learning rate ${r.lr}, halved after ${r.lr_patience} ` +
+    `epoch(s) without a better validation loss, stops after ${r.patience}, transposition ` +
+    `${low === 0 && high === 0 ? "off" : `${low}..+${high}`}.`;
+}
+
+async function showRecipe() {
+  const tunes = Number($("tunes").value);
+  if (!Number.isInteger(tunes) || tunes < 1) { $("recipe-preview").textContent = "Give the number of tunes."; return; }
+  try {
+    const r = await api(`/api/v1/training-recipe?tunes=${tunes}`);
+    const scratch = $("from_scratch").checked;
+    $("recipe-preview").textContent = `${scratch ? "From scratch" : "Fine-tunes the shipped model (where it fits)"}: ` +
+      `${recipeText(scratch ? r.from_scratch : r.fine_tune)} Fields you fill in win.`;
+  } catch (err) { $("recipe-preview").textContent = err.message; }
+}
+
+async function zipEntries(file) {  // the entry count in the zip's end-of-central-directory record
+  const tail = new DataView(await file.slice(Math.max(0, file.size - 22)).arrayBuffer());
+  return tail.byteLength === 22 && tail.getUint32(0, true) === 0x06054b50 ? tail.getUint16(10, true) : null;
+}
+
+$("from_scratch").addEventListener("change", showRecipe);
+$("tunes").addEventListener("input", showRecipe);
+$("file").addEventListener("change", async () => {
+  const file = $("file").files[0];
+  const count = file ? await zipEntries(file) : null;
+  if (count) { $("tunes").value = count; showRecipe(); }
+});
+showRecipe();
+
 const INTEGERS = ["epochs", "hidden_size", "layers", "embedding_dim", "batch_size"];
 const NUMBERS = ["max_minutes", "lr", "clip", "dropout"];
 
@@ -34,6 +68,7 @@ function readForm() {
   if (bptt) body.bptt = bptt === "full" ? "full" : Number(bptt);
   if (Number.isNaN(body.bptt)) bad.push({ field: "bptt", message: 'must be a whole number or "full"' });
   if (form.elements.name.value.trim()) body.name = form.elements.name.value.trim();
+  if ($("from_scratch").checked) body.from_scratch = true;
   if (form.elements.source.value === "upload") {
     const file = $("file").files[0];
     if (!file) bad.push({ field: "file", message: "choose a zip of MIDI files" });
@@ -98,12 +133,15 @@ function showProgress(job) {
   const words = { queued: "Waiting for the training worker…", running: "Training…", succeeded: "Done.",
     failed: "Failed.", cancelled: "Cancelled." };
   $("train-status").textContent = `${words[job.state] || job.state} ${Math.round((job.progress || 0) * 100)}%`;
-  const eta = Number.isFinite(t.eta_s) ? `${Math.round(t.eta_s)} s` : "–";
+  const eta = Number.isFinite(t.eta_s) ? `${Math.floor(t.eta_s / 60)} min ${Math.round(t.eta_s % 60)} s (at most)` : "–";
+  const r = t.recipe;
   figures($("live-figures"), [
     ["Epoch", t.epoch != null ? `${t.epoch} / ${t.epochs ?? "?"}` : "–"],
     ["Step", t.step ?? "–"],
     ["Tokens/s", t.tokens_per_s != null ? Math.round(t.tokens_per_s) : "–"],
     ["ETA", job.state === "running" ? eta : "–"],
+    ["Start", r ? (r.start ? `fine-tuning ${r.start.split("/").pop()}` : "from scratch") + ` (${r.start_reason})` : "–"],
+    ["Recipe", r ? recipeText(r) + ` Chosen by the rule: ${r.chosen_by_rule.join(", ") || "none"}.` : "–"],
   ]);
   // Step-level losses (when the record has them) make the curve move within an epoch.
   if (Number.isFinite(t.train_loss) && t.steps_per_epoch && t.epoch != null) {
