@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tunesmith=.venv/bin/tunesmith
 mkdir -p runs
-$tunesmith train --data music21:essenFolksong --out runs/stage1.pt --threads 2 --epochs 17 "$@"
+$tunesmith train --data music21:essenFolksong --from-scratch --out runs/stage1.pt --threads 2 --epochs 17 "$@"
 $tunesmith train --data music21:essenFolksong --init runs/stage1.pt --lr 5e-4 --epochs 2 --threads 1 \
     --out model/weights/default.pt "$@"
