@@ -31,7 +31,8 @@ DEFAULT_RUNS = [[200, "rule"], [200, "previous"], [100, "rule"], [100, "previous
 
 
 def subset(corpus, tunes: int, seed: int):
-    order = sorted(corpus.tunes, key=lambda t: hashlib.sha256(f"subset:{seed}:{t.id}".encode()).digest())  # not split_of's hash
+    # a hash of its own: ordered by split_of's hash, the first tunes would all fall in the valid split
+    order = sorted(corpus.tunes, key=lambda t: hashlib.sha256(f"subset:{seed}:{t.id}".encode()).digest())
     return replace(corpus, tunes=order[:tunes], provenance={**corpus.provenance, "subset": tunes, "subset_seed": seed})
 
 

@@ -329,6 +329,12 @@ def test_training_page_shows_loss_curve_and_sets_default(service, page, tmp_path
     page.goto(service["base"] + "/train")
     page.check("input[name=source][value=upload]")
     page.set_input_files("#file", str(corpus))
+    page.wait_for_function("document.getElementById('tunes').value === '100'")  # the zip's 100 entries
+    page.wait_for_function("document.getElementById('recipe-preview').textContent.includes('batch 8')")
+    assert page.inner_text("#recipe-preview").startswith("Fine-tunes the shipped model")
+    page.check("#from_scratch")
+    page.wait_for_function("document.getElementById('recipe-preview').textContent.startsWith('From scratch')")
+    assert "transposition -5..+6" in page.inner_text("#recipe-preview")
     page.fill("#name", name)
     page.fill("#epochs", "2")
     page.fill("#max_minutes", "3")
@@ -349,6 +355,8 @@ def test_training_page_shows_loss_curve_and_sets_default(service, page, tmp_path
     assert int(chart.get_attribute("data-valid-points")) >= 1
     assert page.locator("#loss-chart polyline.train").count() == 1
     assert page.inner_text("#finished-name") == name
+    live = page.inner_text("#live-figures")  # the record's recipe: the rule's choices beside the fields set
+    assert "from scratch (from_scratch was asked for)" in live and "Chosen by the rule: lr, lr_patience" in live
     assert page.locator("#final-figures dd").count() > 0
     screenshot(page, "train.png", tmp_path)
 
