@@ -54,14 +54,18 @@ def test_explicit_settings_win_over_the_rule_and_the_recipe_says_which_the_rule_
 
 
 def test_a_run_fine_tunes_the_shipped_model_where_it_fits_and_says_so(tmp_path):
-    config, recipe = plan_training(TrainConfig(data="synthetic", out=str(tmp_path / "m.pt"), valid=0.3, test=0.0),
-                                   corpus_of(12))
+    config, recipe = plan_training(TrainConfig(data="synthetic", out=str(tmp_path / "m.pt"), valid=0.3, test=0.0,
+                                               epochs=1, short_term=False), corpus_of(12))
     assert config.init == str(DEFAULT_MODEL_PATH) and recipe["start"] == str(DEFAULT_MODEL_PATH)
-    assert config.lr == 5e-4 and "shipped model fits" in recipe["start_reason"]
+    assert config.lr == 5e-4 and config.epochs == 1 and "shipped model fits" in recipe["start_reason"]
     trainer = Trainer(config, corpus_of(12), show_progress=False, recipe=recipe)
     shipped, _, _ = load_checkpoint(DEFAULT_MODEL_PATH)
     for name, value in shipped.state_dict().items():
         assert torch.equal(trainer.model.state_dict()[name], value), name
+    before = trainer.validate()  # the shipped model on this run's valid tunes
+    result = trainer.run()  # one epoch (set), the rest of the recipe the rule's
+    assert result["metrics"]["start_valid_loss"] == before  # stored beside what fine-tuning reached
+    assert result["metrics"]["valid_loss"] is not None
     scratch, recipe = plan_training(TrainConfig(data="synthetic", out="m.pt", from_scratch=True), corpus_of(12))
     assert scratch.init is None and recipe["start_reason"] == "from_scratch was asked for"
     small, recipe = plan_training(TrainConfig(data="synthetic", out="m.pt", hidden_size=16), corpus_of(12))
@@ -91,3 +95,4 @@ def test_the_recipe_is_stored_in_the_checkpoint_and_sent_with_progress(tmp_path)
     assert stored["chosen_by_rule"] == ["batch_size", "lr", "lr_patience", "patience", "transpose"]
     assert read_checkpoint(config.out)["train_config"]["batch_size"] == 8  # the config that trained, filled in
     assert all(e["recipe"] == stored for e in events) and events
+    assert result["metrics"]["start_valid_loss"] is None  # from scratch: no starting model to compare with

@@ -107,6 +107,7 @@ class Trainer:
         self.sums = self._zero_sums()       # running sums of the current epoch
         self.stop_requested = False
         self.short_term = None              # the fitted short-term model and its valid figures, at the end
+        self.start_valid_loss = None        # the starting model's own valid loss, when fine-tuning
 
     def _load_init(self, path: str) -> None:
         """Start from another checkpoint's network weights (fine-tuning). Its network must be this
@@ -269,6 +270,7 @@ class Trainer:
                 "best_epoch": self.best["epoch"], "epochs_done": self.epoch,
                 "train_loss": last.get("train_loss"), "tokens_per_s": last.get("tokens_per_s"),
                 "wall_minutes": sum(h.get("wall_seconds", 0.0) for h in self.history) / 60,
+                "start_valid_loss": self.start_valid_loss,  # what fine-tuning started from, on the same tunes
                 "short_term": self.short_term,  # parameters and valid figures, or None
                 "short_term_valid_loss": self.short_term["valid"]["mixture_nats_per_token"] if self.short_term else None}
 
@@ -311,6 +313,7 @@ class Trainer:
         self.epoch, self.step, self.history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
         self.best = dict(ckpt["best"])
         self.bad_epochs, self.sums = ckpt["bad_epochs"], dict(ckpt["sums"])
+        self.start_valid_loss = ckpt["metrics"].get("start_valid_loss")
         state = ckpt["lane_state"]
         self.lane_state = tuple(state) if isinstance(state, (list, tuple)) else state
 
@@ -321,6 +324,8 @@ class Trainer:
         report = progress or (lambda event: None)
         steps_done_here, seconds_here = 0, 0.0
         reason = "early_stopping" if self.bad_epochs >= cfg.patience else None  # a finished run, resumed
+        if cfg.init and self.epoch == self.step == 0:
+            self.start_valid_loss = self.validate()  # the weights are still the starting model's
         while self.epoch < cfg.epochs and reason is None:
             self.epoch_wall_started = time.monotonic()  # wall clock: steps, data, validation and saving
             batches = self.epoch_batches(self.epoch)
