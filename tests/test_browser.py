@@ -329,11 +329,11 @@ def test_training_page_shows_loss_curve_and_sets_default(service, page, tmp_path
     page.goto(service["base"] + "/train")
     page.check("input[name=source][value=upload]")
     page.set_input_files("#file", str(corpus))
-    page.wait_for_function("document.getElementById('tunes').value === '100'")  # the zip's 100 entries
-    page.wait_for_function("document.getElementById('recipe-preview').textContent.includes('batch 8')")
+    page.wait_for_function("() => document.getElementById('tunes').value === '100'")  # the zip's 100 entries
+    page.wait_for_function("() => document.getElementById('recipe-preview').textContent.includes('batch 8')")
     assert page.inner_text("#recipe-preview").startswith("Fine-tunes the shipped model")
     page.check("#from_scratch")
-    page.wait_for_function("document.getElementById('recipe-preview').textContent.startsWith('From scratch')")
+    page.wait_for_function("() => document.getElementById('recipe-preview').textContent.startsWith('From scratch')")
     assert "transposition -5..+6" in page.inner_text("#recipe-preview")
     page.fill("#name", name)
     page.fill("#epochs", "2")
