@@ -165,7 +165,7 @@ class Engine:
                 started = time.perf_counter()
                 batcher = self.batchers[key] = Batcher(Generator(p), self.max_rows, self.batching)
                 if self.meter is not None:
-                    batcher.on_step = self.meter.step
+                    batcher.loop.on_step = self.meter.step
                 log.info("engine %d loaded %s in %.2f s", os.getpid(), p, time.perf_counter() - started)
             return batcher
 
