@@ -14,8 +14,9 @@ draws come from ``Generator.plan``, so the quality gate's redraws join the batch
         loop.step()
     generation = request.future.result()
 
-Whoever drives the loop decides where it runs: a generate worker runs it on a thread of its own
-(worker/batcher.py).
+Whoever drives the loop decides where it runs: ``Generator.generate`` (the CLI, evaluation) runs
+one request through it in the caller's thread, a generate worker runs it on a thread of its own
+(worker/batcher.py); so one request and one seed give the same bytes from both.
 
 Bytes do not depend on the batch: with ``MelodyNetwork.step(batch_stable=True)`` the logits of a row
 are the same whatever the batch size (from ``model.generation.rows.min_rows`` rows on, 2) and the

@@ -11,8 +11,9 @@ state and the request's own random stream. The caller owns the network and its r
         logits, state = net.step(*rows.inputs(), state)
         parent = rows.advance(logits)                 # beam search: reorder the state rows by parent
 
-``Generator`` runs this loop for one request; ``model.generation.batcher`` runs it for many at once by
-concatenating their inputs and slicing the logits, so a request's bytes do not depend on what else
+``model.generation.batcher.StepLoop`` runs this loop for many requests at once (one alone, for
+``Generator.generate``) by concatenating their inputs and slicing the logits (beam search runs it
+alone, in ``Generator.run_draw``), so a request's bytes do not depend on what else
 is in the batch (see ``MIN_ROWS``). Sampling draws from each request's own ``torch.Generator``.
 """
 from __future__ import annotations

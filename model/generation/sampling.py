@@ -47,6 +47,7 @@ import torch
 
 from model import DEFAULT_MODEL_PATH
 from model.network.checkpoint import load_checkpoint
+from model.generation.batcher import Request, StepLoop
 from model.generation.endings import pitch_class_columns
 from model.generation.infill import infill_draws
 from model.generation.quality import degenerate_reason
@@ -207,16 +208,16 @@ class Generator:
 
     # ---- generation ------------------------------------------------------------------------------
 
-    @torch.inference_mode()
-    def generate(self, params: GenerationParams) -> Generation:
-        """Generate for one request, alone (a worker's batcher runs ``plan`` for many at once)."""
-        plan = self.plan(params)
-        try:
-            draw = next(plan)
-            while True:
-                draw = plan.send(self.run_draw(draw))
-        except StopIteration as done:
-            return done.value
+    def generate(self, params: GenerationParams, on_bar=None) -> Generation:
+        """Generate for one request through the step loop a generate worker's batcher runs
+        (model/generation/batcher.py), with the same kernels, so one request and one seed give the
+        same bytes here (the CLI, evaluation) as from the service, idle or busy. ``on_bar`` as in
+        ``model.generation.batcher.Request``."""
+        loop = StepLoop(self)
+        request = Request(self.plan(params), on_bar)
+        loop.waiting.append(request)
+        loop.run()
+        return request.result()
 
     def plan(self, params: GenerationParams):
         """A request as a generator of draws: it yields a ``model.generation.rows.Draw``, is sent back that
@@ -290,8 +291,9 @@ class Generator:
 
     def run_draw(self, draw: Draw) -> list:
         """A draw's ``count`` melodies (beam search: the best ``count`` beams) as [(ids, score or None)]:
-        the rows' loop of ``model.generation.rows`` for this request alone, at its own batch size (the fastest; a
-        worker's batcher pads shared batches instead, see ``model.generation.rows.min_rows``)."""
+        the rows' loop of ``model.generation.rows`` for this request alone, at its own batch size. Beam
+        search runs here (its rows reorder by parent), wherever the request runs; sampled draws
+        run in ``model.generation.batcher.StepLoop``."""
         rows = MelodyRows(self, *draw)
         state = rows.start_state()
         while not rows.done:
