@@ -177,7 +177,7 @@ def test_the_stable_kernels_are_measured_and_an_unstable_set_is_refused(monkeypa
 
 
 def test_a_draining_batcher_finishes_what_it_holds_and_takes_nothing_new(gen):
-    """A model file replaced under running jobs (worker/engine.py): its old batcher drains."""
+    """A model file replaced under running jobs (worker/model_host.py): its old batcher drains."""
     params = GenerationParams(bars=64, seed=21, count=3)
     expected = midi_of(gen.generate(params))
     batcher = Batcher(gen)

@@ -1,6 +1,6 @@
 """The service's counters in Redis, where every process can add to them and any API process can read
 them for `GET /metrics` (service/metrics.py): one hash `<prefix>metrics` of monotonic counters,
-plus a short-lived hash per generation engine for what is a rate now.
+plus a short-lived hash per generate worker for what is a rate now.
 
     jobs:<kind>:<state>            jobs that entered a state (queued at submit, running, then an end state)
     latency:<le> / latency:sum / latency:count     submit-to-done seconds of succeeded melody jobs
@@ -58,7 +58,7 @@ def observe_latency(redis, prefix: str, created_at: str) -> None:
 
 
 class EngineMeter:
-    """A generation engine's counters: `step(rows)` from the batcher's thread at every network step,
+    """A generate worker's step-loop counters: `step(rows)` from the batcher's thread at every network step,
     flushed to Redis once a second by a thread of its own (with the rate of the last second)."""
 
     def __init__(self, redis, prefix: str, every_s: float = 1.0):
@@ -104,7 +104,7 @@ class EngineMeter:
                 pipe.sadd(f"{self.prefix}metrics:engines", self.engine_key)
                 pipe.execute()
         except Exception:
-            log.warning("could not flush the engine's metrics", exc_info=True)
+            log.warning("could not flush the step loop's metrics", exc_info=True)
 
 
 def metrics_snapshot(redis, prefix: str, queues) -> dict:
