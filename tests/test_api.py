@@ -43,6 +43,18 @@ def test_post_melodies_returns_202_with_job_url_and_a_queued_record(client):
     assert job["created_at"].endswith("Z") and job["started_at"] is None and job["error"] is None
 
 
+def test_prefer_wait_for_a_job_nobody_runs_answers_202_after_the_wait(client):
+    """No worker here: the job stays queued, so a `Prefer: wait=1` answers the usual 202 once the
+    second has passed, saying it waited; without the preference nothing says so."""
+    waited = client.post("/api/v1/melodies", json={"bars": 2}, headers={"Prefer": "respond-async, wait=1"})
+    assert waited.status_code == 202 and waited.headers["Preference-Applied"] == "wait=1"
+    assert waited.get_json()["state"] == "queued" and waited.get_json()["cancel_token"]
+    plain = client.post("/api/v1/melodies", json={"bars": 2})
+    assert plain.status_code == 202 and "Preference-Applied" not in plain.headers
+    huge = client.post("/api/v1/melodies", json={"bars": 2, "seed": 1}, headers={"Prefer": "wait=0"})
+    assert huge.status_code == 202 and "Preference-Applied" not in huge.headers       # wait=0: no wait
+
+
 def test_empty_body_takes_every_default(client):
     assert client.post("/api/v1/melodies").status_code == 202
 

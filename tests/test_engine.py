@@ -110,6 +110,27 @@ def test_the_cli_gives_the_bytes_of_a_busy_service(stack, tiny_checkpoint, tmp_p
     assert midis(client, record) == [(tmp_path / f"cli-{i}.mid").read_bytes() for i in (1, 2)]
 
 
+def test_prefer_wait_answers_with_the_finished_job_or_its_midi_or_202_when_not_in_time(stack):
+    app, client = stack, stack.test_client()
+    done = client.post("/api/v1/melodies", json={"bars": 4, "seed": 3, "count": 2}, headers={"Prefer": "wait=30"})
+    assert done.status_code == 200 and done.headers["Preference-Applied"] == "wait=30"
+    job = done.get_json()
+    assert job["state"] == "succeeded" and len(job["result"]["melodies"]) == 2 and job["cancel_token"]
+    assert client.get(job["result"]["melodies"][1]["midi"]).status_code == 200
+
+    midi = client.post("/api/v1/melodies", json={"bars": 4, "seed": 3, "count": 2},
+                       headers={"Prefer": "wait=30", "Accept": "audio/midi"})
+    assert midi.status_code == 200 and midi.mimetype == "audio/midi" and midi.data.startswith(b"MThd")
+    job_id = midi.headers["Location"].rsplit("/", 1)[1]
+    assert midi.data == client.get(f"/api/v1/melodies/{job_id}.mid").data == client.get(job["result"]["melodies"][0]["midi"]).data
+
+    late = client.post("/api/v1/melodies", json={"bars": 256, "count": 16, "seed": 4, "redraw_degenerate": False},
+                       headers={"Prefer": "wait=1", "Accept": "audio/midi"})
+    assert late.status_code == 202 and late.headers["Preference-Applied"] == "wait=1"
+    assert late.get_json()["state"] == "queued"
+    assert client.delete(late.get_json()["status_url"], headers=ADMIN).status_code == 200
+
+
 def test_a_job_cancelled_mid_batch_leaves_the_others_untouched(stack, tiny_checkpoint):
     app, client = stack, stack.test_client()
     store = app.extensions["tunesmith"].jobs
