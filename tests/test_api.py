@@ -366,6 +366,29 @@ def test_healthz_answers_and_readyz_explains_without_workers(client):
     assert body["checks"]["broker"] == "ok" and body["checks"]["default_model"]["status"] == "ok"
 
 
+def test_readyz_is_not_ready_until_each_generate_worker_says_it_has_loaded_the_default_model(app, monkeypatch):
+    """A worker answering on its queue is not enough: each generate worker's heartbeat must name the
+    default model as loaded (worker/model_host.py). The workers' answer to Celery's inspect is
+    stood in for here (tests/test_engine.py reads a real worker's heartbeat)."""
+    from worker.model_host import ready_key
+    runtime = app.extensions["tunesmith"]
+    monkeypatch.setattr(runtime, "queues_served", lambda timeout=1.0: {"generate@a": {"generate"},
+                                                                       "generate@b": {"generate"}, "train@a": {"train"}})
+    client = app.test_client()
+    loading = client.get("/readyz")
+    assert loading.status_code == 503
+    assert loading.get_json()["reasons"] == [
+        "generate worker(s) generate@a, generate@b have not loaded the default model 'default' yet"]
+    runtime.redis.set(ready_key(runtime.jobs.prefix, "generate@a"), json.dumps({"default": "default"}), ex=10)
+    runtime.redis.set(ready_key(runtime.jobs.prefix, "generate@b"), json.dumps({"default": "older"}), ex=10)
+    assert client.get("/readyz").get_json()["reasons"] == [
+        "generate worker(s) generate@b have not loaded the default model 'default' yet"]
+    runtime.redis.set(ready_key(runtime.jobs.prefix, "generate@b"), json.dumps({"default": "default"}), ex=10)
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["checks"]["models_loaded"] == {
+        "generate@a": "default", "generate@b": "default"}
+
+
 def test_readyz_warns_when_the_broker_keeps_nothing_on_disk(service_env, monkeypatch, tmp_path):
     from support import OwnRedis
     for appendonly in (False, True):

@@ -215,3 +215,13 @@ def test_worker_log_lines_are_json_with_the_job_id(stack, tmp_path):
     mine = [line for line in lines if line["job_id"] == job_id]
     assert mine and all({"time", "level", "logger", "pid", "message"} <= set(line) for line in mine)
     assert any("melodies from" in line["message"] for line in mine)
+
+
+def test_readyz_sees_the_generate_worker_has_loaded_the_default_model(stack):
+    """The worker says it has loaded and warmed its default model with a heartbeat in Redis
+    (worker/model_host.py), written before it consumes its first job. (No train worker here, so
+    /readyz is 503 for that reason.)"""
+    body = stack.test_client().get("/readyz").get_json()
+    (worker,) = body["checks"]["workers"]["generate"]
+    assert body["checks"]["models_loaded"] == {worker: "default"}
+    assert body["reasons"] == ["no worker answering on queue 'train'"]

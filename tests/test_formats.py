@@ -13,7 +13,8 @@ from pathlib import Path
 from model.generation.params import GenerationParams
 from model.generation.sampling import Generator
 from worker.formats import cached
-from worker.generation import write_melodies
+from model.representation.files import atomic_write
+from worker.generation import melody_files
 
 
 def finished_job(app, checkpoint, **params) -> str:
@@ -21,7 +22,9 @@ def finished_job(app, checkpoint, **params) -> str:
     runtime = app.extensions["tunesmith"]
     job_id = runtime.jobs.create("melody", {**params, "model": "default"})["id"]
     generation = Generator(checkpoint).generate(GenerationParams(**params))
-    result = write_melodies(runtime.home, job_id, generation, "default")
+    result, files = melody_files(job_id, generation, "default")
+    for name, data in files.items():
+        atomic_write(runtime.job_dir(job_id) / name, data)
     runtime.jobs.transition(job_id, ("queued",), "succeeded", result=result, progress=1.0)
     return job_id
 

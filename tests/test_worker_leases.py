@@ -6,6 +6,7 @@ import time
 import pytest
 
 from service import create_app
+from support import wait_until
 from worker import leases
 from worker.jobs import claim
 import threading
@@ -87,7 +88,8 @@ def test_one_thread_renews_the_leases_of_every_job_held_and_releases_each_after(
         assert not store.redis.sismember(leases.running_key(store), jobs[2])
         time.sleep(0.5)
         assert all(store.redis.exists(lease_key(store, j)) for j in jobs[:2])   # still renewed
-    assert [t.name for t in threading.enumerate()].count("leases") == 1
+        assert held.thread in threading.enumerate() and held.thread.name == "leases"   # one thread for all
+    wait_until(lambda: held.thread is None, 5, "the lease thread to end with the last job")
 
 
 def test_the_lease_thread_passes_a_cancel_on_to_its_job(runtime):

@@ -159,7 +159,7 @@ class Leases:
             if job_id in self.held:
                 raise RuntimeError(f"job {job_id} is already running in this process")
             self.held[job_id] = held
-            if self.thread is None or not self.thread.is_alive():
+            if self.thread is None:
                 self.thread = threading.Thread(target=self._watch, name="leases", daemon=True)
                 self.thread.start()
         return held
@@ -178,13 +178,15 @@ class Leases:
             log.warning("could not release the lease on job %s", job_id)
 
     def _watch(self) -> None:
+        """The thread: beats while this process holds a job, and ends when it holds none."""
         renewed = time.monotonic()
         while True:
-            time.sleep(self.WATCH_S)
+            time.sleep(min(self.WATCH_S, self.lease_s / 4))
             with self.lock:
                 held = list(self.held.values())
-            if not held:
-                continue
+                if not held:
+                    self.thread = None
+                    return
             renew = time.monotonic() - renewed >= self.lease_s / 4
             try:
                 self._beat(held, renew)

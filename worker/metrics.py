@@ -46,15 +46,20 @@ def count_state(redis, prefix: str, kind: str, state: str) -> None:
 def observe_latency(redis, prefix: str, created_at: str) -> None:
     """A melody job succeeded now; it was submitted at `created_at` (the record's ISO time)."""
     try:
-        seconds = max(0.0, time.time() - datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp())
-        key = metrics_key(prefix)
         with redis.pipeline(transaction=False) as pipe:
-            pipe.hincrby(key, f"latency:{bucket(seconds, LATENCY_BUCKETS)}", 1)
-            pipe.hincrbyfloat(key, "latency:sum", seconds)
-            pipe.hincrby(key, "latency:count", 1)
+            add_latency(pipe, prefix, created_at)
             pipe.execute()
     except Exception:
         log.warning("could not record a job's latency", exc_info=True)
+
+
+def add_latency(pipe, prefix: str, created_at: str) -> None:
+    """Queue on a pipeline: a melody job submitted at `created_at` (ISO time) succeeded now."""
+    seconds = max(0.0, time.time() - datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp())
+    key = metrics_key(prefix)
+    pipe.hincrby(key, f"latency:{bucket(seconds, LATENCY_BUCKETS)}", 1)
+    pipe.hincrbyfloat(key, "latency:sum", seconds)
+    pipe.hincrby(key, "latency:count", 1)
 
 
 class EngineMeter:

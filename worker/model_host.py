@@ -34,6 +34,15 @@ def ready_key(prefix: str, worker_name: str) -> str:
     return f"{prefix}generate-ready:{worker_name}"
 
 
+def loaded_defaults(redis, prefix: str) -> dict:
+    """{generate worker name: the default model it has loaded and warmed}, from the heartbeats of
+    the workers alive now (for /readyz; torch-free)."""
+    names = [k.decode() for k in redis.scan_iter(match=ready_key(prefix, "*"), count=100)]
+    values = redis.mget(names) if names else []
+    start = len(ready_key(prefix, ""))
+    return {n[start:]: json.loads(v)["default"] for n, v in zip(names, values) if v is not None}
+
+
 class ModelHost:
     def __init__(self, settings: dict, worker_name: str, meter=None):
         self.settings, self.worker_name, self.meter = settings, worker_name, meter

@@ -178,9 +178,8 @@ def _run(runtime, job_id: str, record: dict, owner: str) -> str:
     training = {**(record.get("training") or {}), "model": name}
     result = {"model": name, "metrics": outcome["metrics"], "stopped": outcome["stopped"],
               "checkpoint": f"models/{name}/model.pt"}
-    if store.transition(job_id, ("running",), "succeeded", owner=owner, progress=1.0, result=result,
-                        training=training, finished_at=now_iso()):
-        store.count(job_id, "completions")
+    if store.transition(job_id, ("running",), "succeeded", owner=owner, count="completions", progress=1.0,
+                        result=result, training=training, finished_at=now_iso()):
         return "succeeded"
     return "cancelled" if store.is_cancelled(job_id) else "skipped"
 
