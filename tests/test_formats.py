@@ -13,8 +13,7 @@ from pathlib import Path
 from model.generation.params import GenerationParams
 from model.generation.sampling import Generator
 from worker.formats import cached
-from model.representation.files import atomic_write
-from worker.generation import melody_files
+from worker.generation import melody_files, scored, write_files
 
 
 def finished_job(app, checkpoint, **params) -> str:
@@ -22,9 +21,8 @@ def finished_job(app, checkpoint, **params) -> str:
     runtime = app.extensions["tunesmith"]
     job_id = runtime.jobs.create("melody", {**params, "model": "default"})["id"]
     generation = Generator(checkpoint).generate(GenerationParams(**params))
-    result, files = melody_files(job_id, generation, "default")
-    for name, data in files.items():
-        atomic_write(runtime.job_dir(job_id) / name, data)
+    result, files = melody_files(job_id, scored(generation), generation.seed, "default")
+    write_files(runtime.home, job_id, files)
     runtime.jobs.transition(job_id, ("queued",), "succeeded", result=result, progress=1.0)
     return job_id
 

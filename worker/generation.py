@@ -106,12 +106,10 @@ def _run(runtime, host, job_id: str, record: dict, held) -> str:
             generation_request = generation_params(params)
             generation = generate(host, path, generation_request, BarProgress(runtime, job_id),
                                   time_limit=runtime.settings["TUNESMITH_GENERATE_TIME_LIMIT"], held=held)
-            melodies, seed = [(m.to_json(), m.tokenizer.score(m.tokens, m.tempo)) for m in generation.melodies], \
-                generation.seed
+            melodies, seed = scored(generation), generation.seed
         harmonized = generation_request if params.get("harmonize") or params.get("chords") is not None else None
         result, files = melody_files(job_id, melodies, seed, params["model"], harmonized)
-        for name, data in files.items():
-            atomic_write(job_dir(runtime.home, job_id) / name, data)
+        write_files(runtime.home, job_id, files)
     except CancelledError:
         return "cancelled"
     except (ValueError, DeadlineExceeded) as exc:   # bad parameters or primer, or too long: the user's to change
@@ -219,6 +217,17 @@ class BarProgress:
             also = None if progress is None else \
                 lambda pipe: self.runtime.jobs.update(self.job_id, client=pipe, progress=progress)
             self.runtime.events.publish_many(self.job_id, events, also=also)
+
+
+def scored(generation) -> list:
+    """A model.generation.sampling.Generation's melodies as [(JSON, Score)], what melody_files writes."""
+    return [(m.to_json(), m.tokenizer.score(m.tokens, m.tempo)) for m in generation.melodies]
+
+
+def write_files(home, job_id: str, files: dict) -> None:
+    """The job's files into its folder, each written whole (a re-delivered job rewrites the same bytes)."""
+    for name, data in files.items():
+        atomic_write(job_dir(home, job_id) / name, data)
 
 
 def melody_files(job_id: str, melodies: list, seed, model_name: str, harmonized=None) -> tuple[dict, dict]:

@@ -23,7 +23,7 @@ import logging
 import torch
 
 CANDIDATES = ("mkl", "onednn")  # fastest first
-MAX_ROWS = 80   # a worker's batch: 64 rows (worker/engine.py), plus a request of up to 16 melodies joining
+MAX_ROWS = 80   # a worker's batch: 64 rows (TUNESMITH_BATCH_ROWS, worker/model_host.py), plus a request of up to 16 melodies joining
 MIN_ROWS = 2
 
 log = logging.getLogger(__name__)
