@@ -2,8 +2,13 @@
 models and choose the default.
 
 Views validate, have the job runtime store a record and publish the job id (by task name:
-`worker.Runtime.submit`), and answer 202 with the job's URL; they never wait on a worker. The
-work itself is in worker/.
+`worker.Runtime.submit`), and answer 202 with the job's URL. The work itself is in worker/.
+
+One request for one melody: `POST /melodies` with `Prefer: wait=N` (RFC 7240, N up to MAX_WAIT_S)
+answers, when the job finishes within N seconds, with the finished job (200, its result links) or,
+with `Accept: audio/midi`, the first melody's MIDI itself; otherwise with the usual 202. It waits
+on the job's event stream (service/events.py), never on Celery, and holds one of the process's
+stream slots meanwhile (none free: it answers 202 at once, as without the preference).
 """
 import base64
 import binascii
@@ -11,6 +16,7 @@ import hashlib
 import hmac
 import io
 import json
+import re
 import secrets
 import zipfile
 from functools import wraps
@@ -22,6 +28,8 @@ from model import MIDI_EXTENSIONS
 from model.training.recipe import MAX_RECIPE_TUNES, TOKENS_PER_TUNE, size_recipe
 from service.admission import admit
 from service.disk import check_room
+from service.downloads import one_melody
+from service.events import stream_slots, wait_for_end
 from service.schemas import (TRAINING_DEFAULTS, HarmonizationRequest, MelodyRequest, RequestInvalid, TrainingRequest,
                              check_fits_model, check_primer_midi, validate_request)
 from worker import FINISHED, checkpoint_vocabulary, job_work, new_job_id, public_record
@@ -169,7 +177,35 @@ def create_melodies():
         if vocabulary is not None:                               # a broken checkpoint: the job will say so
             check_fits_model(req, name, vocabulary, primer_meters)
     params = {**req.model_dump(), "model": name}
-    return submit("melody", params)
+    wait_s = preferred_wait()
+    slots = stream_slots(current_app._get_current_object()) if wait_s else None
+    if slots is None or not slots.acquire(blocking=False):
+        return submit("melody", params)
+    try:
+        response, status, headers = submit("melody", params)
+        record = wait_for_end(runtime(), response.get_json()["id"], wait_s)
+    finally:
+        slots.release()
+    headers = {**headers, "Preference-Applied": f"wait={wait_s}", "Vary": "Prefer, Accept"}
+    if record is None:                               # not finished in time: the usual answer
+        return response, status, headers
+    wants_midi = request.accept_mimetypes.best_match(["application/json", "audio/midi"]) == "audio/midi"
+    if wants_midi and record["state"] == "succeeded":
+        answer = one_melody(record["id"], 0, "mid")
+        answer.headers.update(headers)
+        return answer
+    body = {**public_record(record), "cancel_token": response.get_json()["cancel_token"]}
+    return jsonify(body), 422 if wants_midi else 200, headers
+
+
+MAX_WAIT_S = 30
+_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
+
+
+def preferred_wait() -> int | None:
+    """N of a `Prefer: wait=N` header (RFC 7240; at most MAX_WAIT_S), or None."""
+    found = _WAIT.search(", ".join(request.headers.getlist("Prefer")))
+    return min(int(found.group(1)), MAX_WAIT_S) if found and int(found.group(1)) > 0 else None
 
 
 @bp.post("/harmonizations")

@@ -89,6 +89,24 @@ def _follow(runtime, job_id: str, after: str):
         yield ": waiting\n\n"                        # a comment keeps proxies from closing the stream
 
 
+def wait_for_end(runtime, job_id: str, seconds: float) -> dict | None:
+    """The job's record once it has finished (read from its event stream as the end state arrives),
+    or None when it has not within `seconds` (`Prefer: wait`, service/api.py)."""
+    deadline, after = time.monotonic() + seconds, "0"
+    while (left := deadline - time.monotonic()) > 0:
+        events = runtime.events.read(job_id, after, block_ms=max(1, int(1000 * min(left, WAIT_MS / 1000))),
+                                     count=1000)
+        for event_id, kind, data in events:
+            after = event_id
+            if kind == "state" and data["state"] in FINISHED:
+                return runtime.jobs.get(job_id)
+        if not events:
+            record = runtime.jobs.get(job_id)      # ended without an event (cancelled while queued, expired)
+            if record is None or record["state"] in FINISHED:
+                return record
+    return None
+
+
 def _state_of(record: dict) -> dict:
     public = public_record(record)
     return {"state": public["state"], "progress": public["progress"], "result": public["result"],

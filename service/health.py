@@ -1,13 +1,14 @@
 """Health endpoints: `/healthz` (this process answers) and `/readyz` (the broker answers, a
-worker serves each queue, the default model loads, the storage folder takes a write), with the reasons when not ready, and
-warnings that do not stop it being ready (a Redis that keeps nothing on disk).
+worker serves each queue, the default model loads, every generate worker has loaded and warmed it
+(its heartbeat in Redis says so, worker/model_host.py), the storage folder takes a write), with the
+reasons when not ready, and warnings that do not stop it being ready (a Redis that keeps nothing on disk).
 
 The model check is the registry's (`worker.checkpoint_problem`): it loads the checkpoint in a
 child process, so the API process never imports torch (it would add hundreds of MB to every
 gunicorn worker that answers /readyz)."""
 from flask import Blueprint, current_app, jsonify
 
-from worker import checkpoint_problem, persistence_warning, storage_check, without_paths
+from worker import checkpoint_problem, loaded_defaults, persistence_warning, storage_check, without_paths
 
 bp = Blueprint("health", __name__)
 
@@ -51,5 +52,11 @@ def readyz():
     checks["storage"] = storage_check(runtime.home)
     if checks["storage"]["status"] != "ok":
         reasons.append(f"storage {checks['storage']['status']}: new jobs and files cannot be written")
+    if checks["broker"] == "ok" and checks["workers"]["generate"]:
+        loaded = loaded_defaults(runtime.redis, runtime.jobs.prefix)
+        checks["models_loaded"] = {w: loaded.get(w) for w in checks["workers"]["generate"]}
+        waiting = [w for w, model in checks["models_loaded"].items() if model != name]
+        if waiting:
+            reasons.append(f"generate worker(s) {', '.join(waiting)} have not loaded the default model {name!r} yet")
     body = {"ready": not reasons, "reasons": reasons, "warnings": warnings, "checks": checks}
     return jsonify(body), 200 if not reasons else 503

@@ -43,6 +43,18 @@ def test_post_melodies_returns_202_with_job_url_and_a_queued_record(client):
     assert job["created_at"].endswith("Z") and job["started_at"] is None and job["error"] is None
 
 
+def test_prefer_wait_for_a_job_nobody_runs_answers_202_after_the_wait(client):
+    """No worker here: the job stays queued, so a `Prefer: wait=1` answers the usual 202 once the
+    second has passed, saying it waited; without the preference nothing says so."""
+    waited = client.post("/api/v1/melodies", json={"bars": 2}, headers={"Prefer": "respond-async, wait=1"})
+    assert waited.status_code == 202 and waited.headers["Preference-Applied"] == "wait=1"
+    assert waited.get_json()["state"] == "queued" and waited.get_json()["cancel_token"]
+    plain = client.post("/api/v1/melodies", json={"bars": 2})
+    assert plain.status_code == 202 and "Preference-Applied" not in plain.headers
+    huge = client.post("/api/v1/melodies", json={"bars": 2, "seed": 1}, headers={"Prefer": "wait=0"})
+    assert huge.status_code == 202 and "Preference-Applied" not in huge.headers       # wait=0: no wait
+
+
 def test_empty_body_takes_every_default(client):
     assert client.post("/api/v1/melodies").status_code == 202
 
@@ -377,6 +389,29 @@ def test_healthz_answers_and_readyz_explains_without_workers(client):
     assert response.status_code == 503 and body["ready"] is False
     assert "no worker answering on queue 'generate'" in body["reasons"]
     assert body["checks"]["broker"] == "ok" and body["checks"]["default_model"]["status"] == "ok"
+
+
+def test_readyz_is_not_ready_until_each_generate_worker_says_it_has_loaded_the_default_model(app, monkeypatch):
+    """A worker answering on its queue is not enough: each generate worker's heartbeat must name the
+    default model as loaded (worker/model_host.py). The workers' answer to Celery's inspect is
+    stood in for here (tests/test_engine.py reads a real worker's heartbeat)."""
+    from worker.model_host import ready_key
+    runtime = app.extensions["tunesmith"]
+    monkeypatch.setattr(runtime, "queues_served", lambda timeout=1.0: {"generate@a": {"generate"},
+                                                                       "generate@b": {"generate"}, "train@a": {"train"}})
+    client = app.test_client()
+    loading = client.get("/readyz")
+    assert loading.status_code == 503
+    assert loading.get_json()["reasons"] == [
+        "generate worker(s) generate@a, generate@b have not loaded the default model 'default' yet"]
+    runtime.redis.set(ready_key(runtime.jobs.prefix, "generate@a"), json.dumps({"default": "default"}), ex=10)
+    runtime.redis.set(ready_key(runtime.jobs.prefix, "generate@b"), json.dumps({"default": "older"}), ex=10)
+    assert client.get("/readyz").get_json()["reasons"] == [
+        "generate worker(s) generate@b have not loaded the default model 'default' yet"]
+    runtime.redis.set(ready_key(runtime.jobs.prefix, "generate@b"), json.dumps({"default": "default"}), ex=10)
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["checks"]["models_loaded"] == {
+        "generate@a": "default", "generate@b": "default"}
 
 
 def test_readyz_warns_when_the_broker_keeps_nothing_on_disk(service_env, monkeypatch, tmp_path):

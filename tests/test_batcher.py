@@ -1,5 +1,7 @@
-"""worker/batcher.py: requests sharing one step loop give the bytes they give alone."""
+"""worker/batcher.py and model/generation/batcher.py: requests sharing one step loop give the bytes
+they give alone (and from Generator.generate); deadlines and cancellation act within a step."""
 import threading
+from concurrent.futures import CancelledError
 
 import pytest
 import torch
@@ -8,6 +10,7 @@ from model import DEFAULT_MODEL_PATH
 from model.network.checkpoint import load_checkpoint, save_checkpoint
 from model.network.melody import MelodyNetwork, NetworkConfig
 from model.network.stable_kernels import MIN_ROWS
+from model.generation.batcher import DeadlineExceeded
 from model.generation.rows import min_rows
 from model.generation.params import GenerationParams
 from model.generation.sampling import Generator
@@ -54,7 +57,7 @@ def test_requests_in_a_busy_batch_give_their_bytes_alone(gen):
     batcher = Batcher(gen)
     try:
         alone = [midi_of(batcher.submit(p).result(timeout=60)) for p in REQUESTS]  # an idle worker, one by one
-        # and Generator.generate at the request's own batch size gives the same melodies here
+        # and Generator.generate (the CLI, evaluation) runs the same step loop: the same melodies
         assert alone == [midi_of(gen.generate(p)) for p in REQUESTS]
         for mix in (REQUESTS, REQUESTS[::-1], REQUESTS[2:] + REQUESTS[:2]):
             handles = [batcher.submit(p) for p in mix]
@@ -176,7 +179,7 @@ def test_the_stable_kernels_are_measured_and_an_unstable_set_is_refused(monkeypa
 
 
 def test_a_draining_batcher_finishes_what_it_holds_and_takes_nothing_new(gen):
-    """A model file replaced under running jobs (worker/engine.py): its old batcher drains."""
+    """A model file replaced under running jobs (worker/model_host.py): its old batcher drains."""
     params = GenerationParams(bars=64, seed=21, count=3)
     expected = midi_of(gen.generate(params))
     batcher = Batcher(gen)
@@ -206,3 +209,37 @@ def test_waiting_requests_join_from_their_clients_in_turn(gen):
     finally:
         batcher.close()
     assert finished == ["A0", "B0", "C0", "A1", "C1", "A2", "A3", "A4"]
+
+
+def test_a_request_past_its_deadline_fails_with_a_message_and_the_others_run_on(gen):
+    batcher = Batcher(gen)
+    try:
+        keep = [GenerationParams(bars=8, seed=s) for s in (31, 32)]
+        handles = [batcher.submit(keep[0]),
+                   batcher.submit(GenerationParams(bars=256, seed=33, count=8), time_limit=0.05),
+                   batcher.submit(keep[1])]
+        with pytest.raises(DeadlineExceeded, match=r"longer than its time limit of 0.05 s"):
+            handles[1].result(timeout=60)
+        assert [midi_of(handles[i].result(timeout=60)) for i in (0, 2)] == [midi_of(gen.generate(p)) for p in keep]
+    finally:
+        batcher.close()
+
+
+def test_a_cancelled_request_leaves_the_batch_within_a_step(gen):
+    batcher = Batcher(gen)
+    try:
+        other = batcher.submit(GenerationParams(bars=64, seed=41, count=2))
+        started = threading.Event()
+        request = batcher.submit(GenerationParams(bars=64, seed=42, count=2), on_bar=lambda e: started.set())
+        assert started.wait(60)
+        left = []
+        request.future.add_done_callback(lambda f: left.append(batcher.loop.steps))  # on the batcher's thread
+        at_cancel = batcher.loop.steps
+        request.cancel()
+        with pytest.raises(CancelledError):
+            request.result(timeout=60)
+        assert left[0] - at_cancel <= 1                     # gone at the step after the cancel, at the latest
+        assert not other.future.done() or other.future.exception() is None
+        assert midi_of(other.result(timeout=60)) == midi_of(gen.generate(GenerationParams(bars=64, seed=41, count=2)))
+    finally:
+        batcher.close()

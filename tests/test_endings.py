@@ -236,9 +236,9 @@ def test_the_network_is_told_the_requested_the_primers_or_a_drawn_key(keyed):
     bare = Prefix(TOK.start_ids("4/4"), "4/4")
     key = lambda **kw: melody_key(keyed, GenerationParams(**kw), kw.pop("prefix", bare), kw.get("seed", 0))  # noqa: E731
     assert key(key="D") == 2 and key(key="D", scale="dorian") == 14 and key(key="Bb", scale="minor") == 22
-    signed = keyed._prefix(GenerationParams(primer=primer_midi(120, key=16)))   # pretty_midi 16: E minor
+    signed = keyed.prefix(GenerationParams(primer=primer_midi(120, key=16)))   # pretty_midi 16: E minor
     assert melody_key(keyed, GenerationParams(primer=primer_midi(120, key=16)), signed, 0) == 16
-    unsigned = keyed._prefix(GenerationParams(primer=primer_midi(120)))
+    unsigned = keyed.prefix(GenerationParams(primer=primer_midi(120)))
     assert melody_key(keyed, GenerationParams(primer=primer_midi(120)), unsigned, 0) is None  # read from the notes
     drawn = [melody_key(keyed, GenerationParams(seed=s), bare, s) for s in range(200)]
     assert set(drawn) == {7, 21} and 100 < drawn.count(7) < 190           # from the prior, by seed
@@ -308,7 +308,7 @@ def test_tonic_pull_favours_ending_a_range_after_a_bar_that_cadences(gen):
     params = GenerationParams(min_bars=1, max_bars=4, seed=0, count=2, key="D", tonic_pull=3.0)
     params.validate(TOK)
     params.scale = "major"
-    rows = MelodyRows(gen, *Draw(params, gen._prefix(params), 2, 0, 2))
+    rows = MelodyRows(gen, *Draw(params, gen.prefix(params), 2, 0, 2))
     S, d, e, hold = 16, TOK.note_id(62), TOK.note_id(64), TOK.hold_id
     cadenced = [e, hold, hold, hold] * 2 + [d] + [hold] * 7  # D on the half bar, held to the barline
     not_cadenced = [e, hold, hold, hold] * 2 + [d, hold, e, hold] + [hold] * 4  # last note E

@@ -1,9 +1,11 @@
-"""worker/engine.py behind a real generate worker (`tunesmith worker`'s command, several pool
-processes) on the real Redis: jobs held at once share the engine's step loop and give the bytes they
-give alone, a job cancelled mid-batch leaves the others untouched, and progress moves per bar."""
+"""The batcher inside a real generate worker (`tunesmith worker`'s command: one process, its tasks
+threads) on the real Redis: jobs held at once share the step loop and give the bytes they give
+alone and from `tunesmith generate`, a job cancelled mid-batch leaves the others untouched, and
+progress moves per bar."""
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,19 +82,53 @@ def alone(checkpoint, record) -> list[bytes]:
 
 def test_jobs_held_at_once_give_the_bytes_they_give_alone(stack, tiny_checkpoint):
     app, client = stack, stack.test_client()
-    warm = finished(app, submit(client, {"bars": 2, "seed": 0}))    # the engine loads the model
-    assert warm["state"] == "succeeded", warm["error"]
     ids = [submit(client, body) for body in REQUESTS]
     records = [finished(app, job_id) for job_id in ids]
     assert [r["state"] for r in records] == ["succeeded"] * len(REQUESTS), [r["error"] for r in records]
     for record in records:
         assert midis(client, record) == alone(tiny_checkpoint, record)
-    pids = {r["worker_pid"] for r in records}
-    assert len(pids) > 1                       # several pool processes held jobs, one engine ran them
+    assert len({r["worker_pid"] for r in records}) == 1     # one process held them all, one step loop ran them
     # the same requests again, one after another: the same bytes whether the worker is busy or idle
     for body, busy in zip(REQUESTS[:3], records):
         again = finished(app, submit(client, body))
         assert midis(client, again) == midis(client, busy)
+
+
+def test_the_cli_gives_the_bytes_of_a_busy_service(stack, tiny_checkpoint, tmp_path):
+    """`tunesmith generate` (Generator.generate) and the worker's batcher run one step loop: the
+    same request and seed give the same MIDI, while the worker is busy with other jobs."""
+    app, client = stack, stack.test_client()
+    busy = [submit(client, {"bars": 64, "count": 4, "seed": 100 + i, "redraw_degenerate": False}) for i in range(3)]
+    mine = submit(client, {"bars": 8, "seed": 5, "count": 2, "key": "D", "scale": "dorian"})
+    record = finished(app, mine)
+    assert record["state"] == "succeeded", record["error"]
+    assert {finished(app, job_id)["state"] for job_id in busy} == {"succeeded"}
+    out = tmp_path / "cli.mid"
+    subprocess.run([sys.executable, "-m", "model.cli", "generate", "--model", str(tiny_checkpoint), "--bars", "8",
+                    "--seed", "5", "--count", "2", "--key", "D", "--scale", "dorian", "--out", str(out)],
+                   cwd=ROOT, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert midis(client, record) == [(tmp_path / f"cli-{i}.mid").read_bytes() for i in (1, 2)]
+
+
+def test_prefer_wait_answers_with_the_finished_job_or_its_midi_or_202_when_not_in_time(stack):
+    app, client = stack, stack.test_client()
+    done = client.post("/api/v1/melodies", json={"bars": 4, "seed": 3, "count": 2}, headers={"Prefer": "wait=30"})
+    assert done.status_code == 200 and done.headers["Preference-Applied"] == "wait=30"
+    job = done.get_json()
+    assert job["state"] == "succeeded" and len(job["result"]["melodies"]) == 2 and job["cancel_token"]
+    assert client.get(job["result"]["melodies"][1]["midi"]).status_code == 200
+
+    midi = client.post("/api/v1/melodies", json={"bars": 4, "seed": 3, "count": 2},
+                       headers={"Prefer": "wait=30", "Accept": "audio/midi"})
+    assert midi.status_code == 200 and midi.mimetype == "audio/midi" and midi.data.startswith(b"MThd")
+    job_id = midi.headers["Location"].rsplit("/", 1)[1]
+    assert midi.data == client.get(f"/api/v1/melodies/{job_id}.mid").data == client.get(job["result"]["melodies"][0]["midi"]).data
+
+    late = client.post("/api/v1/melodies", json={"bars": 256, "count": 16, "seed": 4, "redraw_degenerate": False},
+                       headers={"Prefer": "wait=1", "Accept": "audio/midi"})
+    assert late.status_code == 202 and late.headers["Preference-Applied"] == "wait=1"
+    assert late.get_json()["state"] == "queued"
+    assert client.delete(late.get_json()["status_url"], headers=ADMIN).status_code == 200
 
 
 def test_a_job_cancelled_mid_batch_leaves_the_others_untouched(stack, tiny_checkpoint):
@@ -179,3 +215,13 @@ def test_worker_log_lines_are_json_with_the_job_id(stack, tmp_path):
     mine = [line for line in lines if line["job_id"] == job_id]
     assert mine and all({"time", "level", "logger", "pid", "message"} <= set(line) for line in mine)
     assert any("melodies from" in line["message"] for line in mine)
+
+
+def test_readyz_sees_the_generate_worker_has_loaded_the_default_model(stack):
+    """The worker says it has loaded and warmed its default model with a heartbeat in Redis
+    (worker/model_host.py), written before it consumes its first job. (No train worker here, so
+    /readyz is 503 for that reason.)"""
+    body = stack.test_client().get("/readyz").get_json()
+    (worker,) = body["checks"]["workers"]["generate"]
+    assert body["checks"]["models_loaded"] == {worker: "default"}
+    assert body["reasons"] == ["no worker answering on queue 'train'"]

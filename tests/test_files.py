@@ -31,7 +31,7 @@ def test_written_and_copied_files_have_the_usual_permissions(tmp_path):
 
 def test_keep_existing_leaves_the_first_file_as_it_was(tmp_path):
     """Two processes fetching the same content-addressed file: the second write keeps the first
-    file's inode and times (the engine keys a loaded model on its modification time)."""
+    file's inode and times (a generate worker keys a loaded model on its modification time)."""
     path = tmp_path / "cache" / "abc.pt"
     atomic_write(path, b"same bytes", keep_existing=True)
     before = os.stat(path)

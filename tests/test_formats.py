@@ -12,9 +12,8 @@ from pathlib import Path
 
 from model.generation.params import GenerationParams
 from model.generation.sampling import Generator
-from worker.engine import plain_result
 from worker.formats import cached
-from worker.generation import write_melodies
+from worker.generation import melody_files, scored, write_files
 
 
 def finished_job(app, checkpoint, **params) -> str:
@@ -22,7 +21,8 @@ def finished_job(app, checkpoint, **params) -> str:
     runtime = app.extensions["tunesmith"]
     job_id = runtime.jobs.create("melody", {**params, "model": "default"})["id"]
     generation = Generator(checkpoint).generate(GenerationParams(**params))
-    result = write_melodies(runtime.home, job_id, plain_result(generation), "default")
+    result, files = melody_files(job_id, scored(generation), generation.seed, "default")
+    write_files(runtime.home, job_id, files)
     runtime.jobs.transition(job_id, ("queued",), "succeeded", result=result, progress=1.0)
     return job_id
 

@@ -1,6 +1,6 @@
 """Chords through the service: `chords`, `chord_tones` and `harmonize` on POST /api/v1/melodies checked
 at the edge (400s naming the field), and the files of a harmonized job (worker/generation.py's
-write_melodies, worker/formats.py's renders) read back with mido and music21."""
+melody_files, worker/formats.py's renders) read back with mido and music21."""
 import io
 import json
 
@@ -12,8 +12,7 @@ from model.generation.params import GenerationParams
 from model.generation.sampling import Generator
 from model.representation.chords import parse_chord
 from model.representation.notation import Score, midi_bytes
-from worker.engine import plain_result
-from worker.generation import generation_params, write_melodies
+from worker.generation import generation_params, melody_files, scored, write_files
 
 
 @pytest.fixture
@@ -49,8 +48,9 @@ def harmonized_job(app, checkpoint, harmonize_params) -> tuple[str, dict]:
     runtime = app.extensions["tunesmith"]
     request = GenerationParams(**harmonize_params)
     job_id = runtime.jobs.create("melody", {**harmonize_params, "harmonize": True, "model": "default"})["id"]
-    result = write_melodies(runtime.home, job_id, plain_result(Generator(checkpoint).generate(request)), "default",
-                            harmonized=request)
+    generation = Generator(checkpoint).generate(request)
+    result, files = melody_files(job_id, scored(generation), generation.seed, "default", harmonized=request)
+    write_files(runtime.home, job_id, files)
     runtime.jobs.transition(job_id, ("queued",), "succeeded", result=result, progress=1.0)
     return job_id, result
 

@@ -127,7 +127,7 @@ def masked_log_prob(gen, tokens, params):
     pos = torch.tensor([TOK.positions(tokens)])
     with torch.no_grad():
         logits, _ = gen.model(ids, pos)
-    bias, total, sounding = gen._step_bias(params), 0.0, False
+    bias, total, sounding = gen.step_bias(params), 0.0, False
     for i in range(1, len(tokens)):
         t = tokens[i]
         if TOK.is_step(t):
@@ -175,7 +175,7 @@ def test_to_json_and_musicxml(gen):
 def test_repetition_penalty_targets_the_repeated_pattern(gen):
     c, d, e = TOK.note_id(60), TOK.note_id(62), TOK.note_id(64)
     loop = torch.tensor([[c, d] * 16, [TOK.rest_id] * 32, [c, d, e, TOK.hold_id] * 8])
-    penalty = gen._repetition_penalty(loop)
+    penalty = gen.repetition_penalty(loop)
     assert penalty[0, c] < 0 and penalty[0, d] < 0 and penalty[0, e] == 0 and penalty[0, TOK.rest_id] == 0
     assert penalty[1, TOK.rest_id] < 0 and penalty[1, c] == 0
     assert not penalty[2].any()  # three pitches: no loop
@@ -259,10 +259,10 @@ def test_the_draw_follows_the_tempered_distribution(gen):
     torch.manual_seed(0)
     logits = torch.randn(1, 8).repeat(40000, 1)
     params = GenerationParams(temperature=0.7)
-    draws = gen._sample(logits, params, gen._gumbel((40000, 8), torch.Generator().manual_seed(1)))
+    draws = gen.sample(logits, params, gen.gumbel((40000, 8), torch.Generator().manual_seed(1)))
     freq = torch.bincount(draws, minlength=8).double() / 40000
     torch.testing.assert_close(freq, torch.softmax(logits[0].double() / 0.7, -1), atol=0.01, rtol=0)
-    nucleus = gen._sample(logits, GenerationParams(top_p=0.5), gen._gumbel((40000, 8), torch.Generator()))
+    nucleus = gen.sample(logits, GenerationParams(top_p=0.5), gen.gumbel((40000, 8), torch.Generator()))
     probs = torch.softmax(logits[0], -1)
     kept = torch.argsort(probs, descending=True)[:int((torch.sort(probs, descending=True).values.cumsum(0) < 0.5).sum()) + 1]
     assert set(nucleus.unique().tolist()) == set(kept.tolist())

@@ -6,9 +6,12 @@ import time
 import pytest
 
 from service import create_app
+from support import wait_until
 from worker import leases
 from worker.jobs import claim
-from worker.leases import LeaseKeeper, claim_lease, lease_key, reap, this_owner
+import threading
+
+from worker.leases import Leases, claim_lease, lease_key, reap, this_owner
 
 
 @pytest.fixture
@@ -70,16 +73,44 @@ def test_a_job_finishes_only_while_its_claimer_holds_it(runtime):
     assert store.transition(job_id, ("running",), "succeeded", owner=mine)
 
 
-def test_the_keeper_renews_the_lease_while_the_job_runs_and_releases_it_after(runtime):
+def test_one_thread_renews_the_leases_of_every_job_held_and_releases_each_after(runtime):
+    store = runtime.jobs
+    held = Leases(store, lease_s=0.4)
+    jobs = [store.create("melody", {})["id"] for _ in range(3)]
+    for job_id in jobs:
+        claim_lease(store, job_id, lease_s=0.4)
+    with held.hold(jobs[0]), held.hold(jobs[1]):
+        with held.hold(jobs[2]):
+            time.sleep(1.0)                                                  # 2.5 lease lengths
+            assert [store.redis.get(lease_key(store, j)).decode() for j in jobs] == [this_owner()] * 3
+            assert store.transition(jobs[2], ("running",), "succeeded", owner=this_owner())
+        assert not store.redis.exists(lease_key(store, jobs[2]))
+        assert not store.redis.sismember(leases.running_key(store), jobs[2])
+        time.sleep(0.5)
+        assert all(store.redis.exists(lease_key(store, j)) for j in jobs[:2])   # still renewed
+        assert held.thread in threading.enumerate() and held.thread.name == "leases"   # one thread for all
+    wait_until(lambda: held.thread is None, 5, "the lease thread to end with the last job")
+
+
+def test_the_lease_thread_passes_a_cancel_on_to_its_job(runtime):
+    store = runtime.jobs
+    held = Leases(store, lease_s=5)
+    cancelled, kept = store.create("melody", {})["id"], store.create("melody", {})["id"]
+    seen, wrongly = threading.Event(), []
+    with held.hold(cancelled, on_cancel=seen.set), held.hold(kept, on_cancel=lambda: wrongly.append(kept)):
+        store.cancel(cancelled)
+        assert seen.wait(5)
+        time.sleep(2 * Leases.WATCH_S)
+    assert wrongly == []
+
+
+def test_a_process_never_claims_a_job_it_is_running_again(runtime):
     store = runtime.jobs
     job_id = store.create("melody", {})["id"]
-    claim_lease(store, job_id, lease_s=0.4)
-    with LeaseKeeper(store, job_id, lease_s=0.4):
-        time.sleep(1.0)                                                      # 2.5 lease lengths
-        assert store.redis.get(lease_key(store, job_id)).decode() == this_owner()
-        assert store.transition(job_id, ("running",), "succeeded", owner=this_owner())
-    assert not store.redis.exists(lease_key(store, job_id))
-    assert not store.redis.sismember(leases.running_key(store), job_id)
+    assert claim(runtime, job_id, 3)["attempts"] == 1
+    with runtime.leases.hold(job_id):
+        assert claim(runtime, job_id, 3) is None                             # a duplicate delivery, same process
+    assert store.get(job_id)["attempts"] == 1
 
 
 def test_a_queued_job_whose_message_was_lost_is_published_again(runtime, monkeypatch):
@@ -112,7 +143,7 @@ def test_a_job_left_unfinished_by_its_task_is_queued_again_at_the_next_beat(runt
     job_id = store.create("melody", {})["id"]
     claim(runtime, job_id, 3)
     with pytest.raises(SystemExit):
-        with LeaseKeeper(store, job_id):
+        with runtime.leases.hold(job_id):
             raise SystemExit()
     assert store.get(job_id)["state"] == "running" and not store.redis.exists(lease_key(store, job_id))
     assert reap(runtime) == [job_id] and store.get(job_id)["state"] == "queued"

@@ -1,23 +1,27 @@
 """The module `celery -A worker.celery_worker worker -Q generate` loads: the Celery app, configured
-from the environment (worker/settings.py), its tasks, and three additions to every worker:
+from the environment (worker/settings.py), its tasks, and four additions to every worker:
+
+- a generate worker (Celery's threads pool: its tasks are threads of this one process) loads its
+  default model into its batcher before it consumes anything (worker/model_host.py), and says so
+  in Redis for `/readyz`;
 
 - the lease reaper (worker/leases.py), run every few seconds in the worker's parent process: a
   job whose worker died is queued again once its lease lapses, one whose message was lost too;
-- each pool process dies with the worker's parent (worker/lifetime.py), so a SIGKILLed worker
-  leaves no orphan holding a job;
+- each pool process of a train worker (prefork) dies with the worker's parent (worker/lifetime.py),
+  so a SIGKILLed worker leaves no orphan holding a job;
 - a warning in the log at start when the broker would lose accepted jobs on a restart.
 
-No Flask app is built, and no torch here: this runs in the worker's parent process, before it
-forks its children.
+No Flask app is built, and no torch at import: this runs in a train worker's parent process too,
+before it forks its children; only a generate worker imports torch, when it starts.
 """
 import logging
 import threading
 
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from worker.leases import REAP_EVERY_S, reap
 from worker.lifetime import die_with_parent
-from worker.runtime import Runtime, make_celery, persistence_warning
+from worker.runtime import Runtime, make_celery, persistence_warning, runtime_of
 from worker.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,29 @@ def _start_reaper(sender=None, **kwargs):
 @worker_shutdown.connect
 def _stop_reaper(sender=None, **kwargs):
     reaper.stop()
+
+
+@worker_init.connect
+def _load_the_models(sender=None, **kwargs):
+    """A generate worker: the default model loaded and warmed in this process before the worker
+    consumes (its queues are known here; its pool is not started yet)."""
+    if "generate" not in celery_app.amqp.queues.consume_from:
+        return
+    import torch
+    from worker.metrics import EngineMeter
+    from worker.model_host import ModelHost
+    torch.set_num_threads(1)                     # one thread: 2 cores shared by many processes
+    runtime = runtime_of(celery_app)
+    host = celery_app.tunesmith_model_host = ModelHost(
+        celery_app.tunesmith_settings, sender.hostname, EngineMeter(runtime.redis, runtime.jobs.prefix))
+    host.start(runtime)
+
+
+@worker_shutdown.connect
+def _not_ready_any_more(sender=None, **kwargs):
+    host = getattr(celery_app, "tunesmith_model_host", None)
+    if host is not None:
+        host.stop(runtime_of(celery_app))
 
 
 @worker_process_init.connect

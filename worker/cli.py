@@ -3,9 +3,11 @@ runs), and the worker command line that `tunesmith serve` (service/cli.py) start
 
     tunesmith worker --queues generate|train [--concurrency N]
 
-A generate worker's pool processes are thin (worker/engine.py): each holds one job and waits on the
-worker's generation engine, so `--concurrency` (default `TUNESMITH_GENERATE_CONCURRENCY`, 32) is how
-many jobs share one step loop. A train worker runs one job per process (default 1).
+A generate worker is one process with its models loaded (worker/model_host.py) and Celery's threads
+pool: each thread holds one job and waits on the model's batcher, so `--concurrency` (default
+`TUNESMITH_GENERATE_CONCURRENCY`, 32) is how many jobs share one step loop. A train worker runs one
+job per prefork process (default 1): training keeps a process of its own, which Celery's time
+limits can kill.
 """
 import os
 import sys
@@ -14,9 +16,11 @@ from worker.settings import open_without_token
 
 
 def worker_command(queue: str, concurrency: int = 1) -> list[str]:
-    """The Celery worker command for one queue (prefork: time limits need it)."""
+    """The Celery worker command for one queue: threads around the batcher for generate, prefork
+    (whose time limits kill a process) for train."""
+    pool = "threads" if queue == "generate" else "prefork"
     return ["celery", "-A", "worker.celery_worker", "worker", "-Q", queue, "-c", str(concurrency),
-            "--pool", "prefork", "-n", f"{queue}@%h", "--loglevel", "INFO",
+            "--pool", pool, "-n", f"{queue}@%h", "--loglevel", "INFO",
             "--without-gossip", "--without-mingle"]
 
 
@@ -51,5 +55,5 @@ def add_commands(subparsers) -> None:
                               description="Run one Celery worker of the Tunesmith service against REDIS_URL.")
     p.add_argument("--queues", choices=("generate", "train"), required=True)
     p.add_argument("--concurrency", type=int, default=None,
-                   help="jobs held at once (prefork processes); generate: TUNESMITH_GENERATE_CONCURRENCY (32), train: 1")
+                   help="jobs held at once (generate: threads, train: prefork processes); generate: TUNESMITH_GENERATE_CONCURRENCY (32), train: 1")
     p.set_defaults(func=run_worker)

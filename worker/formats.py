@@ -97,11 +97,15 @@ class KeptFiles:
     def key(self, job_id: str) -> str:
         return f"{self.prefix}files:{job_id}"
 
-    def keep(self, job_id: str, files: dict) -> None:
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(self.key(job_id), mapping={name: zlib.compress(data, 1) for name, data in files.items()})
-            pipe.expire(self.key(job_id), self.ttl)
-            pipe.execute()
+    def keep(self, job_id: str, files: dict, pipe=None) -> None:
+        """Keep the files in Redis (on `pipe`, a pipeline, when given: the caller executes it)."""
+        if pipe is None:
+            with self.redis.pipeline(transaction=False) as pipe:
+                self.keep(job_id, files, pipe)
+                pipe.execute()
+            return
+        pipe.hset(self.key(job_id), mapping={name: zlib.compress(data, 1) for name, data in files.items()})
+        pipe.expire(self.key(job_id), self.ttl)
 
     def fetcher(self, job_id: str):
         def fetch(name: str) -> bytes | None:

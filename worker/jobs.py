@@ -24,6 +24,9 @@ def claim(runtime, job_id: str, max_attempts: int) -> dict | None:
     None when it must not run (unknown, expired, cancelled, already finished, running under another
     live worker's lease, or out of attempts)."""
     store = runtime.jobs
+    if runtime.leases.holds(job_id):
+        log.info("job %s is running in this process already; skipping this delivery", job_id)
+        return None
     record = store.get(job_id)
     if record is None:
         log.warning("job %s has no record (expired?); skipping", job_id)

@@ -8,7 +8,7 @@ here, since it must outlast the longest training job), so a job whose whole work
     <prefix>lease:<id>    the owner ("host:pid"), expiring LEASE_S seconds after its last renewal
     <prefix>running       the ids of jobs that have been claimed and not yet finished
 
-A thread renews the lease every LEASE_S / 4 while the job runs (`LeaseKeeper`). Every worker's
+One thread per process renews the leases of all the jobs it holds every LEASE_S / 4 (`Leases`). Every worker's
 parent process runs `reap` every REAP_EVERY_S: a running job whose lease is gone moves back to
 `queued` (a compare-and-set, so of many reapers one wins) and its id is published again, so a
 killed worker's job runs again within about LEASE_S + REAP_EVERY_S seconds. The visibility
@@ -84,7 +84,7 @@ return 1
 
 
 def this_owner() -> str:
-    """Who holds a lease: this process on this host (a pool process runs one job at a time)."""
+    """Who holds a lease: this process on this host (`Leases` keeps one process from holding a job twice)."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -130,44 +130,100 @@ def _dead_here(owner: str) -> bool:
     return False
 
 
-class LeaseKeeper:
-    """Renews this process's lease on a job from a thread while the job runs; releases it at the end
-    (a job left unfinished, by an exception no job function catches, is queued again at once).
+class Leases:
+    """This process's leases on the jobs it runs, renewed together by one thread (every LEASE_S / 4,
+    one pipeline for them all), which also watches their records for a cancel (every WATCH_S, one
+    pipeline) and calls the job's `on_cancel`. A generate worker holds many jobs at once in one
+    process; a training worker's process one.
 
-        with LeaseKeeper(store, job_id):
-            ...the job...
+        leases = Leases(store, lease_s)
+        with leases.hold(job_id, on_cancel=request.cancel) as held:
+            ...the job...                       # held.owner: the claimer the record names
+
+    Leaving `hold` releases the lease; a job left unfinished (by an exception no job function
+    catches) stays in the running set, lease-less, and is queued again at the reaper's next beat.
     """
 
-    def __init__(self, store, job_id: str, lease_s: float = LEASE_S):
-        self.store, self.job_id, self.lease_s = store, job_id, lease_s
+    WATCH_S = 0.25
+
+    def __init__(self, store, lease_s: float = LEASE_S):
+        self.store, self.lease_s = store, lease_s
         self.owner = this_owner()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._renew, name=f"lease-{job_id[:8]}", daemon=True)
+        self.held: dict[str, Held] = {}
+        self.lock = threading.Lock()
+        self.thread = None
+
+    def hold(self, job_id: str, on_cancel=None) -> "Held":
+        held = Held(self, job_id, on_cancel)
+        with self.lock:
+            if job_id in self.held:
+                raise RuntimeError(f"job {job_id} is already running in this process")
+            self.held[job_id] = held
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._watch, name="leases", daemon=True)
+                self.thread.start()
+        return held
+
+    def holds(self, job_id: str) -> bool:
+        return job_id in self.held
+
+    def release(self, job_id: str) -> None:
+        with self.lock:
+            self.held.pop(job_id, None)
+        try:
+            if not self.store.redis.eval(_RELEASE, 3, lease_key(self.store, job_id), running_key(self.store),
+                                         self.store.key(job_id), self.owner, job_id, json.dumps(self.owner)):
+                log.warning("job %s left unfinished: queued again at the reaper's next beat", job_id)
+        except Exception:                 # Redis away: the lease lapses by itself
+            log.warning("could not release the lease on job %s", job_id)
+
+    def _watch(self) -> None:
+        """The thread: beats while this process holds a job, and ends when it holds none."""
+        renewed = time.monotonic()
+        while True:
+            time.sleep(min(self.WATCH_S, self.lease_s / 4))
+            with self.lock:
+                held = list(self.held.values())
+                if not held:
+                    self.thread = None
+                    return
+            renew = time.monotonic() - renewed >= self.lease_s / 4
+            try:
+                self._beat(held, renew)
+                if renew:
+                    renewed = time.monotonic()
+            except Exception as exc:      # Redis away for a moment: try again at the next beat
+                log.warning("renewing leases / reading cancels failed: %s", exc)
+
+    def _beat(self, held: list, renew: bool) -> None:
+        store = self.store
+        pipe = store.redis.pipeline(transaction=False)
+        for h in held:
+            pipe.hget(store.key(h.job_id), "state")
+            if renew:
+                pipe.eval(_RENEW, 1, lease_key(store, h.job_id), self.owner, int(self.lease_s * 1000))
+        answers = iter(pipe.execute())
+        for h in held:
+            state = next(answers)
+            if renew and not next(answers):
+                log.warning("job %s: the lease is no longer ours", h.job_id)
+            if h.on_cancel is not None and (state is None or json.loads(state) == "cancelled"):
+                h.on_cancel()
+
+
+class Held:
+    """One job held under this process's lease (`Leases.hold`); a context manager."""
+
+    def __init__(self, leases: Leases, job_id: str, on_cancel=None):
+        self.leases, self.job_id, self.on_cancel = leases, job_id, on_cancel
+        self.owner = leases.owner
 
     def __enter__(self):
-        self.thread.start()
         return self
 
     def __exit__(self, *exc):
-        self.stopped.set()
-        self.thread.join(5)
-        try:
-            if not self.store.redis.eval(_RELEASE, 3, lease_key(self.store, self.job_id), running_key(self.store),
-                                         self.store.key(self.job_id), self.owner, self.job_id,
-                                         json.dumps(self.owner)):
-                log.warning("job %s left unfinished: queued again at the reaper's next beat", self.job_id)
-        except Exception:                 # Redis away: the lease lapses by itself
-            log.warning("could not release the lease on job %s", self.job_id)
+        self.leases.release(self.job_id)
         return False
-
-    def _renew(self) -> None:
-        while not self.stopped.wait(self.lease_s / 4):
-            try:
-                if not self.store.redis.eval(_RENEW, 1, lease_key(self.store, self.job_id), self.owner,
-                                             int(self.lease_s * 1000)):
-                    log.warning("job %s: the lease is no longer ours", self.job_id)
-            except Exception as exc:      # Redis away for a moment: try again at the next beat
-                log.warning("job %s: renewing the lease failed: %s", self.job_id, exc)
 
 
 def reap(runtime) -> list[str]:

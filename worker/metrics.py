@@ -1,6 +1,6 @@
 """The service's counters in Redis, where every process can add to them and any API process can read
 them for `GET /metrics` (service/metrics.py): one hash `<prefix>metrics` of monotonic counters,
-plus a short-lived hash per generation engine for what is a rate now.
+plus a short-lived hash per generate worker for what is a rate now.
 
     jobs:<kind>:<state>            jobs that entered a state (queued at submit, running, then an end state)
     latency:<le> / latency:sum / latency:count     submit-to-done seconds of succeeded melody jobs
@@ -46,19 +46,24 @@ def count_state(redis, prefix: str, kind: str, state: str) -> None:
 def observe_latency(redis, prefix: str, created_at: str) -> None:
     """A melody job succeeded now; it was submitted at `created_at` (the record's ISO time)."""
     try:
-        seconds = max(0.0, time.time() - datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp())
-        key = metrics_key(prefix)
         with redis.pipeline(transaction=False) as pipe:
-            pipe.hincrby(key, f"latency:{bucket(seconds, LATENCY_BUCKETS)}", 1)
-            pipe.hincrbyfloat(key, "latency:sum", seconds)
-            pipe.hincrby(key, "latency:count", 1)
+            add_latency(pipe, prefix, created_at)
             pipe.execute()
     except Exception:
         log.warning("could not record a job's latency", exc_info=True)
 
 
+def add_latency(pipe, prefix: str, created_at: str) -> None:
+    """Queue on a pipeline: a melody job submitted at `created_at` (ISO time) succeeded now."""
+    seconds = max(0.0, time.time() - datetime.fromisoformat(created_at.replace("Z", "+00:00")).timestamp())
+    key = metrics_key(prefix)
+    pipe.hincrby(key, f"latency:{bucket(seconds, LATENCY_BUCKETS)}", 1)
+    pipe.hincrbyfloat(key, "latency:sum", seconds)
+    pipe.hincrby(key, "latency:count", 1)
+
+
 class EngineMeter:
-    """A generation engine's counters: `step(rows)` from the batcher's thread at every network step,
+    """A generate worker's step-loop counters: `step(rows)` from the batcher's thread at every network step,
     flushed to Redis once a second by a thread of its own (with the rate of the last second)."""
 
     def __init__(self, redis, prefix: str, every_s: float = 1.0):
@@ -104,7 +109,7 @@ class EngineMeter:
                 pipe.sadd(f"{self.prefix}metrics:engines", self.engine_key)
                 pipe.execute()
         except Exception:
-            log.warning("could not flush the engine's metrics", exc_info=True)
+            log.warning("could not flush the step loop's metrics", exc_info=True)
 
 
 def metrics_snapshot(redis, prefix: str, queues) -> dict:

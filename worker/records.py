@@ -19,8 +19,9 @@ STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
 
 # Compare-and-set: KEYS[1] the record, KEYS[2] the backlog (worker/backlog.py); ARGV = ttl, n, n
-# allowed (JSON) states, the lease owner the record must name ('' = any: worker/leases.py), field/value
-# pairs. A job that ends here releases its work from the backlog in the same step.
+# allowed (JSON) states, the lease owner the record must name ('' = any: worker/leases.py), a counter
+# field to add one to ('' = none), field/value pairs. A job that ends here releases its work from the
+# backlog in the same step.
 _TRANSITION = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return -1 end
@@ -30,7 +31,8 @@ for i = 3, 2 + n do if state == ARGV[i] then ok = true end end
 if not ok then return 0 end
 local owner = ARGV[3 + n]
 if owner ~= '' and redis.call('HGET', KEYS[1], 'lease_owner') ~= owner then return 0 end
-for i = 4 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[4 + n] ~= '' then redis.call('HINCRBY', KEYS[1], ARGV[4 + n], 1) end
+for i = 5 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
 local now = redis.call('HGET', KEYS[1], 'state')
 if now == '"succeeded"' or now == '"failed"' or now == '"cancelled"' then
@@ -91,11 +93,13 @@ class JobStore:
         return self.transition(job_id, (), client=client, **fields)
 
     def transition(self, job_id: str, from_states, to_state: str | None = None, owner: str | None = None,
-                   client=None, **fields) -> bool | None:
+                   client=None, count: str | None = None, **fields) -> bool | None:
         """Write fields (and the new state) only while the state is one of `from_states`
         (any state when empty) and, given an `owner`, while the job's lease is still that owner's
-        (a job requeued or taken over meanwhile is no longer ours to finish). True when written;
-        with a pipeline as `client`, queued on it, and None (the answer comes with the pipeline's)."""
+        (a job requeued or taken over meanwhile is no longer ours to finish); `count`: an integer
+        field to add one to in the same step ("completions": a finished job is counted once, however
+        the connection fails). True when written; with a pipeline as `client`, queued on it, and
+        None (the answer comes with the pipeline's)."""
         if to_state is not None:
             fields["state"] = to_state
         pairs = []
@@ -103,7 +107,8 @@ class JobStore:
             pairs += [name, json.dumps(value)]
         allowed = [json.dumps(s) for s in from_states]
         done = self._transition(keys=[self.key(job_id), backlog_key(self.prefix)],
-                                args=[self.ttl, len(allowed), *allowed, json.dumps(owner) if owner else "", *pairs],
+                                args=[self.ttl, len(allowed), *allowed, json.dumps(owner) if owner else "",
+                                      count or "", *pairs],
                                 client=client)
         return None if client is not None else done == 1
 

@@ -100,7 +100,7 @@ class ModelRegistry:
         if data is None or hashlib.sha256(data).hexdigest() != sha:
             return None          # gone or damaged in Redis: not available (never a wrong model)
         # two pool processes may fetch it at once: the first file stays, so its modification time
-        # (part of the engine's key for a loaded model) does not change under a running batch
+        # (part of a generate worker's key for a loaded model) does not change under a running batch
         return atomic_write(cached, data, keep_existing=True)
 
     def default_name(self) -> str:

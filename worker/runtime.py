@@ -16,7 +16,7 @@ from worker.broker import DEFAULT_SENTINEL_MASTER, redis_client
 from worker.events import JobEvents
 from worker.formats import KeptFiles
 from worker.metrics import count_state
-from worker.leases import LEASE_S
+from worker.leases import LEASE_S, Leases
 from worker.records import JobStore
 from worker.registry import ModelRegistry
 from worker.settings import DEFAULT_REDIS_URL, TASKS, load_settings
@@ -49,6 +49,7 @@ class Runtime:
                                     prefix=settings["TUNESMITH_KEY_PREFIX"])
         self.max_attempts = settings["TUNESMITH_MAX_ATTEMPTS"]
         self.lease_s = settings.get("TUNESMITH_LEASE_S", LEASE_S)
+        self.leases = Leases(self.jobs, self.lease_s)   # this process's leases on the jobs it runs
         self.job_ttl = settings["TUNESMITH_JOB_TTL"]
         self.celery = celery_app or make_celery(settings)
 
@@ -56,11 +57,12 @@ class Runtime:
         """The job's storage folder (its uploads and artifacts)."""
         return job_dir(self.home, job_id)
 
-    def time_limits(self, kind: str, params: dict) -> tuple[float, float]:
-        """(soft, hard) seconds a task of this kind may run."""
+    def time_limits(self, kind: str, params: dict) -> tuple[float, float] | None:
+        """(soft, hard) seconds a task of this kind may run; None for a melody job, whose deadline
+        is its batcher's (TUNESMITH_GENERATE_TIME_LIMIT, worker/generation.py): a generate worker
+        runs threads, which Celery cannot time out."""
         if kind == "melody":
-            hard = self.settings["TUNESMITH_GENERATE_TIME_LIMIT"]
-            return 0.8 * hard, hard
+            return None
         budget = params["max_minutes"] * 60   # training stops itself then; the limits are a safety net
         return budget + 300, budget + 600
 
@@ -85,9 +87,9 @@ class Runtime:
 
     def publish(self, record: dict) -> None:
         """Publish a job's id to its queue (at submit, and again when its lease lapsed: worker/leases.py)."""
-        soft, hard = self.time_limits(record["kind"], record["params"])
-        self.celery.send_task(TASKS[record["kind"]], args=[record["id"]], task_id=record["id"],
-                              soft_time_limit=int(soft), time_limit=int(hard))
+        limits = self.time_limits(record["kind"], record["params"])
+        timing = {} if limits is None else {"soft_time_limit": int(limits[0]), "time_limit": int(limits[1])}
+        self.celery.send_task(TASKS[record["kind"]], args=[record["id"]], task_id=record["id"], **timing)
 
     def revoke(self, job_id: str) -> None:
         """Tell the workers to drop a job's task (its record says cancelled already)."""
@@ -125,6 +127,11 @@ def persistence_warning(client) -> str | None:
     if policy and policy != "noeviction":
         problems.append(f"Redis may evict keys (maxmemory-policy {policy}): set noeviction")
     return "; ".join(problems) or None
+
+
+def model_host_of(celery_app: Celery):
+    """The loaded models of this generate worker (worker/model_host.py), made at its start."""
+    return celery_app.tunesmith_model_host
 
 
 def runtime_of(celery_app: Celery) -> Runtime:

@@ -11,17 +11,17 @@ agree on the broker, the key prefix, the storage folder and the queues.
 | `TUNESMITH_KEY_PREFIX` | `tunesmith:` | prefix of every Redis key (job records and broker queues) |
 | `TUNESMITH_JOB_TTL` | `604800` (7 days) | seconds a job record and its files live after their last update |
 | `TUNESMITH_MAX_ATTEMPTS` | `3` | deliveries of one job before it is failed as poison |
-| `TUNESMITH_GENERATE_TIME_LIMIT` | `120` | hard time limit of a generation task, seconds (soft = 80%) |
+| `TUNESMITH_GENERATE_TIME_LIMIT` | `120` | a melody job's deadline in its batcher, seconds: past it the job fails with a message |
 | `TUNESMITH_VISIBILITY_TIMEOUT` | longest task + 1 h | seconds before Redis hands an unacknowledged task out again (the outer net) |
 | `TUNESMITH_LEASE_S` | `20` | a running job's lease (worker/leases.py): lapsed this long, the job is queued again |
 
-Generation throughput (worker/engine.py, worker/batcher.py):
+Generation throughput (worker/model_host.py, worker/batcher.py):
 
 | variable | default | meaning |
 |---|---|---|
-| `TUNESMITH_BATCHING` | `1` | `0`: the engine runs one request at a time (the baseline) instead of one shared step loop |
+| `TUNESMITH_BATCHING` | `1` | `0`: the batcher runs one request at a time (the baseline) instead of one shared step loop |
 | `TUNESMITH_BATCH_ROWS` | `64` | melodies (rows) the step loop admits before new requests wait |
-| `TUNESMITH_GENERATE_CONCURRENCY` | `32` | jobs one generate worker holds at once (its pool processes) |
+| `TUNESMITH_GENERATE_CONCURRENCY` | `32` | jobs one generate worker holds at once (its threads) |
 | `TUNESMITH_BARS_EVERY_S` | `0.2` | after a job's first bar, its finished bars reach its record and stream at most this often (0: each bar as it is done) |
 """
 import os
@@ -36,7 +36,7 @@ MAX_TRAIN_MINUTES = 240          # the longest training budget a job may ask for
 TASKS = {"melody": "worker.tasks.generate_melodies", "training": "worker.tasks.train_model"}
 QUEUES = {"melody": "generate", "training": "train"}
 ECHO_TASK = "worker.tasks.echo"
-BARS_EVERY_S = 0.2               # a job's bars after its first go to its pool process at most this often (worker/engine.py)
+BARS_EVERY_S = 0.2               # a job's bars after its first are written at most this often (worker/generation.py)
 
 
 def env_number(env, name: str, default, kind=int):

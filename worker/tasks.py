@@ -5,21 +5,21 @@ folder, never in the broker). Reliability settings are in worker/settings.py; pe
 `acks_late` and `reject_on_worker_lost`, so a task whose worker dies is delivered again. The
 publisher names them (worker/settings.py's TASKS); nothing imports this module but the worker.
 """
-import pretty_midi  # noqa: F401  (the MIDI writer's library, ~0.2 s to import: once in the parent, before the fork)
+import pretty_midi  # noqa: F401  (the MIDI writer's library: imported once in the parent, before a train worker forks)
 from celery import shared_task
 
-from worker.generation import run_generation_job   # torch-free (worker/engine.py holds the model)
 from worker.jobs import maybe_sweep
 from worker.logs import job_context
-from worker.runtime import runtime_of
+from worker.runtime import model_host_of, runtime_of
 from worker.settings import ECHO_TASK, TASKS
 
 
 @shared_task(bind=True, name=TASKS["melody"], acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def generate_melodies(self, job_id: str) -> str:
+    from worker.generation import run_generation_job     # a generate worker has torch loaded; a train worker's parent never
     runtime = runtime_of(self.app)
     with job_context(job_id):
-        state = run_generation_job(runtime, job_id, runtime.max_attempts)
+        state = run_generation_job(runtime, model_host_of(self.app), job_id, runtime.max_attempts)
     maybe_sweep(runtime, runtime.job_ttl)
     return state
 

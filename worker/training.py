@@ -17,7 +17,6 @@ from pathlib import Path
 
 import model                                  # the package root only (where the child runs)
 from worker.jobs import claim, fail
-from worker.leases import LeaseKeeper
 from worker.lifetime import preexec
 from worker.records import now_iso
 from worker.storage import job_dir
@@ -144,8 +143,8 @@ def run_training_job(runtime, job_id: str, max_attempts: int = 3) -> str:
     record = claim(runtime, job_id, max_attempts)
     if record is None:
         return "skipped"
-    with LeaseKeeper(runtime.jobs, job_id, runtime.lease_s) as lease:
-        return _run(runtime, job_id, record, lease.owner)
+    with runtime.leases.hold(job_id) as held:
+        return _run(runtime, job_id, record, held.owner)
 
 
 def _run(runtime, job_id: str, record: dict, owner: str) -> str:
@@ -181,9 +180,8 @@ def _run(runtime, job_id: str, record: dict, owner: str) -> str:
     training = {**(record.get("training") or {}), "model": name}
     result = {"model": name, "metrics": outcome["metrics"], "stopped": outcome["stopped"],
               "checkpoint": f"models/{name}/model.pt"}
-    if store.transition(job_id, ("running",), "succeeded", owner=owner, progress=1.0, result=result,
-                        training=training, finished_at=now_iso()):
-        store.count(job_id, "completions")
+    if store.transition(job_id, ("running",), "succeeded", owner=owner, count="completions", progress=1.0,
+                        result=result, training=training, finished_at=now_iso()):
         return "succeeded"
     return "cancelled" if store.is_cancelled(job_id) else "skipped"
 

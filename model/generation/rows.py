@@ -11,8 +11,9 @@ state and the request's own random stream. The caller owns the network and its r
         logits, state = net.step(*rows.inputs(), state)
         parent = rows.advance(logits)                 # beam search: reorder the state rows by parent
 
-``Generator`` runs this loop for one request; ``worker.batcher`` runs it for many at once by
-concatenating their inputs and slicing the logits, so a request's bytes do not depend on what else
+``model.generation.batcher.StepLoop`` runs this loop for many requests at once (one alone, for
+``Generator.generate``) by concatenating their inputs and slicing the logits (beam search runs it
+alone, in ``Generator.run_draw``), so a request's bytes do not depend on what else
 is in the batch (see ``MIN_ROWS``). Sampling draws from each request's own ``torch.Generator``.
 """
 from __future__ import annotations
@@ -113,7 +114,7 @@ class MelodyRows:
         self.pos_inputs = {p: torch.full((B,), p) for p in set(self.positions)} if self.positions is not None else None
         self.forced = {t: torch.full((B,), t) for t in {*self.template, full[P - 1], tok.bar_id} if t >= 0}
         self.x = self.forced[full[P - 1]]  # (B,) the token fed at the next step
-        self.mask_after = generator._step_bias(params)[generator.sounding]  # (V, V) step mask after token t
+        self.mask_after = generator.step_bias(params)[generator.sounding]  # (V, V) step mask after token t
         last_steps = [t for t in prefix.ids if tok.is_step(t)]
         # (B,) the last step token; it selects the mask row (any sounding token stands for NOTE/HOLD)
         self.last = torch.full((B,), tok.hold_id if last_steps and last_steps[-1] != tok.rest_id else tok.rest_id)
@@ -183,7 +184,7 @@ class MelodyRows:
 
     def start_state(self):
         """The recurrent state after the prefix (all but its last token, which the loop feeds)."""
-        return self.g._prefix_state(self.out[:1, :self.P - 1], self.positions, self.B,
+        return self.g.prefix_state(self.out[:1, :self.P - 1], self.positions, self.B,
                                     reuse=self.params.primer is None)
 
     def inputs(self):
@@ -205,9 +206,9 @@ class MelodyRows:
         if nxt in (tok.bar_id, DECIDE) and params.avoid_repetition and self.done_steps >= self.bar_steps:
             self._write_pending()
             recent = self.step_cols
-            self.ban = self.g._stuck_bar_ban(self.out[:, recent[self.done_steps - self.bar_steps:self.done_steps]])
+            self.ban = self.g.stuck_bar_ban(self.out[:, recent[self.done_steps - self.bar_steps:self.done_steps]])
             if self.done_steps >= 2 * self.bar_steps:
-                self.penalty = self.g._repetition_penalty(
+                self.penalty = self.g.repetition_penalty(
                     self.out[:, recent[self.done_steps - 2 * self.bar_steps:self.done_steps]])
         if nxt in (tok.bar_id, DECIDE, tok.eos_id) and i + 1 > self.P:
             self.bars_completed += 1  # the barline (or EOS) after a generated bar
@@ -241,7 +242,7 @@ class MelodyRows:
                     self._write_pending()
                 self.form.apply(logits, bar, pos, self.out)
             if self.any_finished:  # ended rows only mark time (one choice: REST, log-probability 0)
-                logits[self.finished] = self.g._finished_row
+                logits[self.finished] = self.g.finished_row
         parent = None
         if self.beam:
             logp = torch.log_softmax(logits / params.temperature, dim=-1)  # (B, V)
@@ -261,12 +262,12 @@ class MelodyRows:
             self.out[:, i + 1] = choice
         else:
             if nxt == DECIDE:
-                choice = self.g._sample(logits, params, self.g._gumbel((self.B, tok.vocab_size), self.gen))
+                choice = self.g.sample(logits, params, self.g.gumbel((self.B, tok.vocab_size), self.gen))
             else:
                 if self.noise_used == len(self.noise):  # Gumbel noise for the next bar's draws, in one call
-                    self.noise = self.g._gumbel((self.bar_steps, self.B, tok.vocab_size), self.gen).unbind(0)
+                    self.noise = self.g.gumbel((self.bar_steps, self.B, tok.vocab_size), self.gen).unbind(0)
                     self.noise_used = 0
-                choice = self.g._sample(logits, params, self.noise[self.noise_used])
+                choice = self.g.sample(logits, params, self.noise[self.noise_used])
                 self.noise_used += 1
             self.pending.append((i + 1, choice))
         self.x = choice
@@ -296,7 +297,7 @@ class MelodyRows:
             if tok.eos_id in ids[P:]:  # a range ended early: cut after its EOS
                 ids = ids[:P + ids[P:].index(tok.eos_id) + 1]
             if self.params.primer is not None and not self.params.include_primer:
-                ids = self.g._without_primer(ids[P:], self.meter)
+                ids = self.g.without_primer(ids[P:], self.meter)
             drawn.append((ids, float(scores[b]) if self.beam else None))
         return drawn
 

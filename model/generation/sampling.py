@@ -47,6 +47,7 @@ import torch
 
 from model import DEFAULT_MODEL_PATH
 from model.network.checkpoint import load_checkpoint
+from model.generation.batcher import Request, StepLoop
 from model.generation.endings import pitch_class_columns
 from model.generation.infill import infill_draws
 from model.generation.form_plan import FORM_TABLE, load_form_table
@@ -140,17 +141,17 @@ class Generator:
         self.note_set = frozenset(self.note_ids.tolist())
         # (V,) 1 for NOTE and HOLD: after them HOLD may follow (row 1 of the step bias)
         self.sounding = torch.tensor([int(tok.pitch_of(i) is not None or i == tok.hold_id) for i in range(V)])
-        self._start_states = {}  # (prefix ids, batch, parameter versions) -> state after them; see _prefix_state
+        self._start_states = {}  # (prefix ids, batch, parameter versions) -> state after them; see prefix_state
         self.tonic_columns = pitch_class_columns(tok)  # (12, V) for the tonic pull
         # (V,) per token: a NOTE's pitch class, or REST, HOLD, NO_TIME (model.generation.rows' codes; for the key so far)
         self.step_codes = np.array([tok.pitch_of(i) % 12 if tok.pitch_of(i) is not None else REST if i == tok.rest_id
                                     else HOLD if i == tok.hold_id else NO_TIME for i in range(V)])
-        self._finished_row = torch.full((V,), float("-inf"))  # an ended row's only choice: REST
-        self._finished_row[tok.rest_id] = 0.0
+        self.finished_row = torch.full((V,), float("-inf"))  # an ended row's only choice: REST
+        self.finished_row[tok.rest_id] = 0.0
 
     # ---- the prefix: BOS TS or the primer -------------------------------------------------------
 
-    def _prefix(self, params: GenerationParams) -> Prefix:
+    def prefix(self, params: GenerationParams) -> Prefix:
         tok = self.tokenizer
         primer = primer_notes(params.primer, tok.steps_per_quarter)
         if primer is None:
@@ -173,7 +174,9 @@ class Generator:
         meters = [tok.meter_of(t) for t in ids if tok.meter_of(t) is not None]
         return Prefix(ids[:-1], meters[-1], tempo, key_pc, key_minor)  # without EOS; the meter in effect at its end
 
-    def _step_bias(self, params: GenerationParams) -> torch.Tensor:
+    # ---- the rules a request's rows apply (model/generation/rows.py calls these) -----------------
+
+    def step_bias(self, params: GenerationParams) -> torch.Tensor:
         """(2, V) additive logit masks for a grid step: row 0 when no note sounds, row 1 when HOLD may follow."""
         tok = self.tokenizer
         bias = torch.full((2, tok.vocab_size), float("-inf"))
@@ -182,7 +185,7 @@ class Generator:
         bias[:, [tok.note_id(p) for p in params.allowed_pitches(tok.config.min_pitch, tok.config.max_pitch)]] = 0.0
         return bias
 
-    def _prefix_state(self, tokens: torch.Tensor, positions: list[int] | None, rows: int, reuse: bool):
+    def prefix_state(self, tokens: torch.Tensor, positions: list[int] | None, rows: int, reuse: bool):
         """The state after running tokens (1, T) (T may be 0; positions: a list for at least T ids),
         repeated for ``rows`` rows. It is computed for one row whatever ``rows`` is, so a row's state
         does not depend on how many melodies a request asks for.
@@ -207,16 +210,16 @@ class Generator:
 
     # ---- generation ------------------------------------------------------------------------------
 
-    @torch.inference_mode()
-    def generate(self, params: GenerationParams) -> Generation:
-        """Generate for one request, alone (a worker's batcher runs ``plan`` for many at once)."""
-        plan = self.plan(params)
-        try:
-            draw = next(plan)
-            while True:
-                draw = plan.send(self._draw(draw))
-        except StopIteration as done:
-            return done.value
+    def generate(self, params: GenerationParams, on_bar=None) -> Generation:
+        """Generate for one request through the step loop a generate worker's batcher runs
+        (model/generation/batcher.py), with the same kernels, so one request and one seed give the
+        same bytes here (the CLI, evaluation) as from the service, idle or busy. ``on_bar`` as in
+        ``model.generation.batcher.Request``."""
+        loop = StepLoop(self)
+        request = Request(self.plan(params), on_bar)
+        loop.waiting.append(request)
+        loop.run()
+        return request.result()
 
     def plan(self, params: GenerationParams):
         """A request as a generator of draws: it yields a ``model.generation.rows.Draw``, is sent back that
@@ -227,7 +230,7 @@ class Generator:
         params.validate(self.tokenizer)
         seed = params.seed if params.seed is not None else secrets.randbelow(MAX_SEED + 1)
         params = replace(params, seed=seed, scale=params.scale or ("major" if params.key else None))
-        prefix = self._prefix(params)
+        prefix = self.prefix(params)
         # a continuation keeps its primer's tempo and meter unless the request sets them
         params = replace(params, tempo=float(params.tempo if params.tempo is not None
                                              else prefix.tempo or DEFAULT_TEMPO))
@@ -286,12 +289,13 @@ class Generator:
         """The melody without its primer (what the gate judges: a primer is the user's own)."""
         if len(prefix.ids) <= 2:
             return ids
-        return self._without_primer(ids[len(prefix.ids):], meter)
+        return self.without_primer(ids[len(prefix.ids):], meter)
 
-    def _draw(self, draw: Draw) -> list:
+    def run_draw(self, draw: Draw) -> list:
         """A draw's ``count`` melodies (beam search: the best ``count`` beams) as [(ids, score or None)]:
-        the rows' loop of ``model.generation.rows`` for this request alone, at its own batch size (the fastest; a
-        worker's batcher pads shared batches instead, see ``model.generation.rows.min_rows``)."""
+        the rows' loop of ``model.generation.rows`` for this request alone, at its own batch size. Beam
+        search runs here (its rows reorder by parent), wherever the request runs; sampled draws
+        run in ``model.generation.batcher.StepLoop``."""
         rows = MelodyRows(self, *draw)
         state = rows.start_state()
         while not rows.done:
@@ -302,12 +306,12 @@ class Generator:
         return rows.result(draw.count)
 
     @staticmethod
-    def _gumbel(shape, gen) -> torch.Tensor:
+    def gumbel(shape, gen) -> torch.Tensor:
         """Standard Gumbel noise -log(-log(U)) from the seeded generator."""
         u = torch.rand(shape, generator=gen).clamp_(1e-10, 1.0 - 1e-7)
         return u.log_().neg_().log_().neg_()
 
-    def _sample(self, logits, params, gumbel) -> torch.Tensor:
+    def sample(self, logits, params, gumbel) -> torch.Tensor:
         """Temperature, top-k, top-p, then one draw per row -> (B,). May overwrite ``logits``.
 
         The draw is the Gumbel-max trick: argmax(logits / T + G) with G ~ Gumbel(0, 1) is an exact
@@ -325,7 +329,7 @@ class Generator:
             logits = logits.scatter(1, order, sorted_logits.masked_fill(beyond, float("-inf")))
         return logits.add_(gumbel).argmax(-1)
 
-    def _repetition_penalty(self, recent: torch.Tensor) -> torch.Tensor | None:
+    def repetition_penalty(self, recent: torch.Tensor) -> torch.Tensor | None:
         """recent (B, W) step tokens of the last two bars -> (B, V) logit penalty, or None."""
         tok, (B, W) = self.tokenizer, recent.shape
         # most bars trigger nothing: decide that on Python ints first (the tensor ops below cost ~50 µs)
@@ -341,7 +345,7 @@ class Generator:
         penalty[:, tok.hold_id] -= REPETITION_PENALTY * (counts[:, tok.hold_id] == W)  # one endless note
         return penalty if bool(penalty.any()) else None
 
-    def _stuck_bar_ban(self, bar: torch.Tensor) -> torch.Tensor | None:
+    def stuck_bar_ban(self, bar: torch.Tensor) -> torch.Tensor | None:
         """bar (B, S) step tokens of the bar just ended -> (B, V) -inf on REST where it was all rests and
         on HOLD where it was all HOLD (the next step must then play, or end the note), or None."""
         tok = self.tokenizer
@@ -356,12 +360,12 @@ class Generator:
         return ban
 
     def _repeats(self, row: list[int]) -> bool:
-        """One melody's last two bars: the same test as _repetition_penalty's, on a list of ids."""
+        """One melody's last two bars: the same test as repetition_penalty's, on a list of ids."""
         notes = [t for t in row if t in self.note_set]
         rest, hold = self.tokenizer.rest_id, self.tokenizer.hold_id
         return len(notes) >= 4 and len(set(notes)) <= 2 or all(t == rest for t in row) or all(t == hold for t in row)
 
-    def _without_primer(self, generated: list[int], meter: str) -> list[int]:
+    def without_primer(self, generated: list[int], meter: str) -> list[int]:
         """BOS TS + the generated bars; a note held over from the primer becomes rests."""
         tok = self.tokenizer
         ids = tok.start_ids(meter) + [t for j, t in enumerate(generated) if not (j == 1 and tok.meter_of(t))]

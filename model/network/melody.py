@@ -211,7 +211,7 @@ class MelodyNetwork(nn.Module):
 
         Inference only (no gradients, no dropout); the given state is not modified. ``batch_stable``:
         kernels whose result for a row does not depend on the other rows, from 2 rows on (the set
-        ``stable_kernels()`` measured on this machine; worker/batcher.py); otherwise the fastest
+        ``stable_kernels()`` measured on this machine; model/generation/batcher.py); otherwise the fastest
         kernels for the batch size.
         """
         kernels = self.stable_kernels() if batch_stable else "fast"

@@ -1,6 +1,6 @@
 """Which kernels keep a row's generation step independent of its batch, measured on this machine.
 
-A generate worker's batcher (worker/batcher.py) steps many requests' melodies together and promises
+A generate worker's batcher (model/generation/batcher.py) steps many requests' melodies together and promises
 that a request's bytes do not depend on what else is in the batch. That holds only if a row's
 logits and state after ``MelodyNetwork.step`` are bit for bit the same at every batch size and
 place, and whether a kernel set does that depends on the CPU and on the code path the library picks
@@ -23,7 +23,7 @@ import logging
 import torch
 
 CANDIDATES = ("mkl", "onednn")  # fastest first
-MAX_ROWS = 80   # a worker's batch: 64 rows (worker/engine.py), plus a request of up to 16 melodies joining
+MAX_ROWS = 80   # a worker's batch: 64 rows (TUNESMITH_BATCH_ROWS, worker/model_host.py), plus a request of up to 16 melodies joining
 MIN_ROWS = 2
 
 log = logging.getLogger(__name__)
