@@ -68,14 +68,14 @@ def infill_draws(generator, params, prefix, key_pc, seed: int):
     beam = params.beam_width > 1
     rows = params.beam_width if beam else max(INFILL_CANDIDATES, params.count)
     span_params = replace(params, bars=last - first + 1, meter=None, include_primer=True, regenerate=None,
-                          count=rows if not beam else params.beam_width)
+                          count=rows)
     drawn = yield Draw(span_params, around, key_pc, seed, span_params.count)
     start = len(drawn[0][0]) - 1  # where the kept right side begins in every candidate's whole tune
     tunes = [ids[:-1] + right for ids, _ in drawn]
     key = melody_key(generator, span_params, around, seed) if generator.model.config.key_dim else None
     logp = right_logprob(generator, tunes, start, key, span_params)
     for k, ids in enumerate(tunes):
-        if degenerate_reason(span_alone(tok, ids[len(left):start], meters[-1]), tok) is not None:
+        if degenerate_reason(generator.without_primer(ids[len(left):start] + [tok.eos_id], meters[-1]), tok) is not None:
             logp[k] = -math.inf
     alive = np.flatnonzero(np.isfinite(logp))
     if len(alive) < params.count:
@@ -90,18 +90,6 @@ def infill_draws(generator, params, prefix, key_pc, seed: int):
     rng = np.random.default_rng([int(seed), INFILL_STREAM])
     chosen = rng.choice(alive, size=params.count, replace=False, p=weights / weights.sum())
     return [(tunes[k], None) for k in chosen]
-
-
-def span_alone(tokenizer, span: list[int], meter: str) -> list[int]:
-    """A span's bars (from its first barline) as a tune of their own, for the quality gate's rule: a
-    note held over from the bars before becomes rests (as the gate judges a continuation)."""
-    tok = tokenizer
-    ids = tok.start_ids(meter) + list(span) + [tok.eos_id]
-    i = 3  # the first step of the first bar (BOS TS BAR ...)
-    while i < len(ids) and ids[i] == tok.hold_id:
-        ids[i] = tok.rest_id
-        i += 1
-    return ids
 
 
 @torch.inference_mode()
