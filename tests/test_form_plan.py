@@ -104,8 +104,10 @@ def test_the_default_form_is_drawn_from_the_table_beside_the_model(tmp_path):
     table = {"3/4": {"5": [[8, 12, "n n e2 v2 e4"]]}}
     gen = tiny(tmp_path, table=table)
     # a rhythm-only or new bar is free, and so is the last bar (the ending's)
+    # and the network's form input is told the tune's own labels: (relation id, bars back - 1 or 16 for none)
     assert table_plan(table, "3/4", 5, 12, 0, 0) == FormPlan((FREE, FREE, COPY, RHYTHM, FREE), (0, 1, 0, 1, 4), 8,
-                                                             (True, True, False, True, False))
+                                                             (True, True, False, True, False),
+                                                             ((0, 16), (0, 16), (1, 1), (3, 1), (1, 3)))
     assert table_plan(table, "6/8", 5, 12, 0, 0) is not None and table_plan(table, "3/4", 4, 12, 0, 0) is None
     for m in gen.generate(GenerationParams(bars=5, meter="3/4", seed=1, count=3)).melodies:
         bars = bars_of(m)

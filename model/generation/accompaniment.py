@@ -23,7 +23,7 @@ from typing import NamedTuple, Sequence
 from model.generation.endings import beat_steps
 from model.representation.abc import abc_text
 from model.representation.chords import Chord, spell_flats
-from model.representation.harmony import Bar, HarmonyModel, TimedNote, melody_key
+from model.representation.harmony import HarmonyModel, melody_key, meter_at, score_chord_steps, score_notes
 from model.representation.notation import Score, midi_bytes, musicxml_bytes
 
 BASS_LOW, CHORD_LOW = 36, 53       # C2: the bass octave's bottom; F3: the chord's lowest tone
@@ -38,22 +38,9 @@ class ChordSpan(NamedTuple):
     chord: Chord
 
 
-def _meter_at(score: Score, bar: int) -> str:
-    return [m for b, m in score.meters if b <= bar][-1]
-
-
-def score_bars(score: Score) -> list[Bar]:
-    spq, starts = score.steps_per_quarter, score.bar_starts
-    return [Bar(starts[i] / spq, (starts[i + 1] - starts[i]) / spq, _meter_at(score, i))
-            for i in range(len(starts) - 1)]
-
-
 def score_chords(score: Score, model: HarmonyModel | None = None) -> list[ChordSpan]:
     """The estimated chords under the score's melody."""
-    model = model or HarmonyModel.load()
-    spq = score.steps_per_quarter
-    notes = [TimedNote(p, s / spq, e / spq) for p, s, e in score.notes]
-    return [ChordSpan(round(s * spq), round(e * spq), c) for s, e, c in model.chords(notes, score_bars(score))]
+    return [ChordSpan(*span) for span in score_chord_steps(score, model or HarmonyModel.load())]
 
 
 def progression_chords(score: Score, progression: Sequence[Sequence[Chord]], first_bar: int = 0) -> list[ChordSpan]:
@@ -100,8 +87,7 @@ def _merged(spans: list[ChordSpan]) -> list[ChordSpan]:
 
 def key_flats(score: Score) -> bool:
     """Whether the melody's own key is written with flats."""
-    spq = score.steps_per_quarter
-    notes = [TimedNote(p, s / spq, e / spq) for p, s, e in score.notes]
+    notes = score_notes(score)
     return spell_flats(*melody_key(notes)) if notes else False
 
 
@@ -139,7 +125,7 @@ def accompaniment_notes(score: Score, spans: Sequence[ChordSpan]) -> list[tuple[
     out = []
     for span in spans:
         bar = max(i for i, s in enumerate(score.bar_starts[:-1]) if s <= span.start)
-        beat = beat_steps(_meter_at(score, bar), score.steps_per_quarter)
+        beat = beat_steps(meter_at(score, bar), score.steps_per_quarter)
         beats = list(range(span.start, span.end, beat))
         bass = BASS_LOW + span.chord.root
         out.append((bass, beats[0], min(beats[0] + beat, span.end), VELOCITY_BASS))

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from model.generation.params import FORM_OFF, form_sections
-from model.representation.form import EXACT, VARIANT, decode_labels
+from model.representation.form import EXACT, VARIANT, BarLabel, decode_labels, relation_pointer
 
 FREE, COPY, RHYTHM = 0, 1, 2
 FORM_TABLE = "forms.json"  # the table's name beside a checkpoint (the shipped one: model/weights/forms.json)
@@ -55,6 +55,7 @@ class FormPlan:
     refs: tuple[int, ...]             # per bar: the bar it copies (its own index for a FREE bar)
     first_onset: int | None = None    # a default plan's start: the first note's step in bar 0 (0: beat one)
     distinct: tuple[bool, ...] = ()   # per bar: it may not end up an exact copy of an earlier bar
+    labels: tuple = ()                # per bar: (relation id, pointer id) the network's form input is told, or None
 
 
 def letters_plan(form: str, bars: int, phrase_bars: int | None, strict: bool) -> FormPlan:
@@ -62,7 +63,7 @@ def letters_plan(form: str, bars: int, phrase_bars: int | None, strict: bool) ->
     sections = form_sections(form)
     phrase = phrase_bars or bars // len(sections)
     first: dict[str, int] = {}
-    kinds, refs = [], []
+    kinds, refs, labels = [], [], []
     for k, (letter, primes) in enumerate(sections):
         source = first.setdefault(letter, k)
         for o in range(phrase):
@@ -77,7 +78,12 @@ def letters_plan(form: str, bars: int, phrase_bars: int | None, strict: bool) ->
                 kind = RHYTHM if last else COPY
             kinds.append(kind)
             refs.append(source * phrase + o if kind != FREE else k * phrase + o)
-    return FormPlan(tuple(kinds), tuple(refs))
+            bar = k * phrase + o
+            # the network is told what the masks draw: a copy is an exact repeat, a rhythm-masked bar
+            # a variant of the bar it follows; a free bar's relation is left unknown
+            labels.append(None if kind == FREE else relation_pointer(
+                BarLabel(EXACT if kind == COPY else VARIANT, source * phrase + o), bar))
+    return FormPlan(tuple(kinds), tuple(refs), labels=tuple(labels))
 
 
 def load_form_table(path) -> dict | None:
@@ -100,7 +106,8 @@ def table_plan(table: dict, meter: str, bars: int, bar_steps: int, seed: int, ro
     kinds[-1] = FREE  # the last bar is the ending's (the cadence, the tonic pull)
     return FormPlan(tuple(kinds),
                     tuple(lab.ref if k != FREE else b for b, (k, lab) in enumerate(zip(kinds, labels))), first,
-                    tuple(lab.kind != EXACT for lab in labels[:-1]) + (False,))
+                    tuple(lab.kind != EXACT for lab in labels[:-1]) + (False,),
+                    tuple(relation_pointer(lab, b) for b, lab in enumerate(labels)))  # the tune's own labels
 
 
 def request_plans(params, table, meter: str, bar_steps: int, seed: int, rows: int, beam: bool) -> list | None:
@@ -125,6 +132,7 @@ class FormMasks:
     def __init__(self, tokenizer, plans: list[FormPlan] | None, where: list, rows: int, bar_steps: int,
                  first_bar: bool, pickup: bool | None):
         tok, V, self.S, self.B = tokenizer, tokenizer.vocab_size, bar_steps, rows
+        self.plans = plans  # each row's plan (None: no form): its labels feed a network's form input
         self.kind_of = torch.full((V,), 3)  # per token: 0 REST, 1 HOLD, 2 NOTE, 3 structural
         self.kind_of[tok.rest_id], self.kind_of[tok.hold_id] = 0, 1
         notes = torch.tensor([i for i in range(V) if tok.pitch_of(i) is not None])
@@ -258,3 +266,4 @@ def form_masks(generator, params, where: list, seed: int, rows: int, bar_steps: 
     if plans is None and not first_bar:
         return None
     return FormMasks(generator.tokenizer, plans, where, rows, bar_steps, first_bar, params.pickup)
+

@@ -95,7 +95,7 @@ def infill_draws(generator, params, prefix, key_pc, seed: int):
 @torch.inference_mode()
 def right_logprob(generator, tunes: list[list[int]], start: int, key: int | None, params) -> np.ndarray:
     """(K,) natural-log probability of each tune's tokens from index ``start`` on (the kept right
-    side), teacher forced from BOS through the network (told the tune's key and bars remaining, as
+    side), teacher forced from BOS through the network (told the tune's key, bars remaining and style, as
     generation tells it), mixed with the short-term model when the request uses it. A right side
     that begins by holding a note after a candidate's rest is impossible: -inf."""
     tok, model = generator.tokenizer, generator.model
@@ -108,7 +108,8 @@ def right_logprob(generator, tunes: list[list[int]], start: int, key: int | None
     batch = torch.tensor(tunes)  # (K, T): every candidate has the same length
     # the candidates share their structure, so their conditions (a step is a step to them: rests stand in)
     structure = [tok.rest_id if t == tok.hold_id else t for t in tunes[0]]
-    positions = torch.tensor([condition_ids(tok, structure, model.config, known_end=True, key=key)]).expand(
+    style = generator.style_id(params) if model.config.style_dim else None
+    positions = torch.tensor([condition_ids(tok, structure, model.config, known_end=True, key=key, style=style)]).expand(
         len(tunes), -1) if model.config.conditioned else None
     logits, _ = model(batch[:, :-1], positions[:, :-1] if positions is not None else None)  # (K, T-1, V)
     log_p = torch.log_softmax(logits.double(), dim=-1).numpy()

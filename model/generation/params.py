@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from model.representation.chords import parse_progression
 from model.representation.keys import PITCH_CLASSES, SCALES
+from model.representation.styles import ANY, STYLES
 
 if TYPE_CHECKING:
     from model.representation.tokens import MelodyTokenizer
@@ -93,6 +94,7 @@ class GenerationParams:
     phrase_bars: int | None = None   # bars a section; None: bars / sections
     form_strict: bool = False        # repeated sections copied note for note (primed ones and second endings too)
     pickup: bool | None = None       # True: the first bar is a pickup; False: the first note on beat one; None: free
+    style: str | None = None         # a tradition the model knows (model/representation/styles.py); None or "any": any
 
     def validate(self, tokenizer: MelodyTokenizer | None = None) -> None:
         """Raise ParameterError (a ValueError) for the first bad parameter."""
@@ -143,6 +145,7 @@ class GenerationParams:
              self.phrase_bars is None or _number(self.phrase_bars, True) and 1 <= self.phrase_bars <= MAX_BARS),
             ("form_strict", "true or false", isinstance(self.form_strict, bool)),
             ("pickup", "null, true or false", self.pickup is None or isinstance(self.pickup, bool)),
+            ("style", "null or one of " + ", ".join((*STYLES, ANY)), self.style is None or self.style in (*STYLES, ANY)),
         ]
         for name, allowed, ok in checks:
             if not ok:

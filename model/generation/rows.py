@@ -27,6 +27,8 @@ from model.generation.chord_tones import ChordTones
 from model.generation.endings import Cadence, TonicPull, ends_in_cadence
 from model.generation.form_plan import form_masks
 from model.network.conditions import condition_ids, key_id
+from model.network.melody import UNKNOWN_CHORD, UNKNOWN_POINTER, UNKNOWN_RELATION
+from model.representation.chords import chord_at
 from model.representation.keys import key_of_weights
 from model.representation.keys import PITCH_CLASSES
 from model.network.shortterm import CopyState
@@ -111,7 +113,6 @@ class MelodyRows:
         self.out = torch.tensor(placeholder).repeat(B, 1)  # (B, N)
         self.gen = torch.Generator().manual_seed(seed)
         self.noise, self.noise_used = (), 0
-        self.pos_inputs = {p: torch.full((B,), p) for p in set(self.positions)} if self.positions is not None else None
         self.forced = {t: torch.full((B,), t) for t in {*self.template, full[P - 1], tok.bar_id} if t >= 0}
         self.x = self.forced[full[P - 1]]  # (B,) the token fed at the next step
         self.mask_after = generator.step_bias(params)[generator.sounding]  # (V, V) step mask after token t
@@ -140,6 +141,11 @@ class MelodyRows:
             if progression and params.chord_tones != "none" else None
         # the form's copy and rhythm masks, and the first bar's (model.generation.form_plan)
         self.form = form_masks(generator, params, self.where, seed, B, self.bar_steps, self.meter)
+        self.row_positions = None  # (B, N) condition ids where rows differ (each row's own form plan)
+        config = model.config
+        if self.positions is not None and (config.form_dim or config.chord_dim or config.style_dim):
+            self._label_conditions(generator.style_id(params), progression)
+        self.pos_inputs = {p: torch.full((B,), p) for p in set(self.positions)} if self.positions is not None else None
         self.copy = None  # the short-term model's state over each melody so far
         if generator.copy_model is not None and params.short_term:
             self.copy = CopyState(generator.copy_model, tok.vocab_size, batch=B, capacity=N)
@@ -148,6 +154,37 @@ class MelodyRows:
         self.i = P - 1  # the column whose token is fed next
         self.ended = False  # all rows chose EOS inside a length range
         self.bars_completed = 0  # generated bars finished (streamed by the batcher as they complete)
+
+    def _label_conditions(self, style: int | None, progression) -> None:
+        """The style, chord and form parts of the condition ids, for a network with those inputs: the
+        style everywhere, the given chords and each row's form plan at the generated grid steps (a
+        column's conditions describe the next grid step: ``model.network.conditions``); the rest unknown."""
+        config, B, N = self.g.model.config, self.B, self.N
+        upcoming, following = None, [None] * N  # per column: (bar, position) of the generated step after it
+        for i in range(N - 1, -1, -1):
+            following[i] = upcoming
+            if self.where[i] is not None:
+                upcoming = self.where[i]
+        f = config.fields(np.asarray(self.positions, dtype=np.int64))
+        if config.style_dim and style is not None:
+            f["style"] = np.full(N, style)
+        if config.chord_dim and progression:
+            f["chord"] = np.array([chord_at(progression, w[0], w[1], self.bar_steps).id if w is not None
+                                   else UNKNOWN_CHORD for w in following])
+        shared = config.pack(f)
+        plans = self.form.plans if self.form is not None else None
+        if config.form_dim and plans is not None:
+            relation, pointer = np.full((B, N), UNKNOWN_RELATION), np.full((B, N), UNKNOWN_POINTER)
+            for r, plan in enumerate(plans):
+                for i, w in enumerate(following):
+                    if w is not None and plan.labels and plan.labels[w[0]] is not None:
+                        relation[r, i], pointer[r, i] = plan.labels[w[0]]
+            rows = config.with_fields(np.broadcast_to(shared, (B, N)), relation=relation, pointer=pointer)
+            if (rows == rows[:1]).all():
+                shared = rows[0]
+            else:
+                self.row_positions = torch.from_numpy(np.ascontiguousarray(rows))
+        self.positions = [int(p) for p in shared]
 
     # ---- the template --------------------------------------------------------------------------
 
@@ -189,6 +226,8 @@ class MelodyRows:
 
     def inputs(self):
         """(tokens (B,), condition ids (B,) or None) for the next network step."""
+        if self.row_positions is not None:
+            return self.x, self.row_positions[:, self.i]
         return self.x, self.pos_inputs[self.positions[self.i]] if self.positions is not None else None
 
     def advance(self, logits: torch.Tensor):

@@ -55,6 +55,7 @@ from model.generation.quality import degenerate_reason
 from model.generation.rows import HOLD, NO_TIME, REST, Draw, MelodyRows
 from model.generation.params import (DEFAULT_TEMPO, MAX_REDRAWS, MAX_SEED, GenerationParams, ParameterError, primer_notes)
 from model.representation.keys import PITCH_CLASSES
+from model.representation.styles import ANY
 from model.network.shortterm import CopyModel
 from model.representation.tokens import MelodyTokenizer, Note
 
@@ -134,6 +135,7 @@ class Generator:
         self.copy_model = CopyModel.from_checkpoint(ckpt)  # the short-term model, or None
         self.form_table = load_form_table(self.path.with_name(FORM_TABLE))  # default forms (model.generation.form_plan)
         self.key_prior = ckpt.get("key_prior")  # the training tunes' share of each key (a network with a key input)
+        self.styles = self.model.config.styles  # the styles the network's style input knows (none: no such input)
         self.name = self.path.stem
         self.model.prepare_for_inference()
         tok, V = self.tokenizer, self.tokenizer.vocab_size
@@ -176,6 +178,17 @@ class Generator:
 
     # ---- the rules a request's rows apply (model/generation/rows.py calls these) -----------------
 
+    def style_id(self, params: GenerationParams) -> int | None:
+        """The style id the network is told for a request (None: unknown, "any"); a ParameterError
+        when the model does not know the style asked for."""
+        if params.style in (None, ANY):
+            return None
+        if params.style not in self.styles:
+            known = ", ".join((*self.styles, ANY)) if self.styles else f"null or {ANY!r}"
+            raise ParameterError("style", f"{known} (this model's styles)" if self.styles else
+                                 f"{known}: this model has no style input", params.style)
+        return self.styles.index(params.style)
+
     def step_bias(self, params: GenerationParams) -> torch.Tensor:
         """(2, V) additive logit masks for a grid step: row 0 when no note sounds, row 1 when HOLD may follow."""
         tok = self.tokenizer
@@ -197,7 +210,8 @@ class Generator:
         model, T = self.model, tokens.shape[1]
         if T == 0:
             return model.init_state(rows)
-        key = (tuple(tokens[0].tolist()), tuple(p._version for p in model.parameters())) if reuse else None
+        key = (tuple(tokens[0].tolist()), tuple(positions[:T]) if positions is not None else None,
+               tuple(p._version for p in model.parameters())) if reuse else None
         state = self._start_states.get(key) if key is not None else None
         if state is None:
             _, state = model(tokens, torch.tensor([positions[:T]]) if positions is not None else None)

@@ -1,5 +1,5 @@
-"""The network's condition input at every token: the position in the bar, the bars remaining and
-the tune's key.
+"""The network's condition input at every token: the position in the bar, the bars remaining, the
+tune's key, and (a network that has them) the bar's form, the chord and the tune's style.
 
 ``condition_ids`` packs them into one id per token (``NetworkConfig.condition_id``), for training,
 scoring (``model.evaluation.report``) and generation (``model.generation.rows``) alike, so the three read the same
@@ -10,6 +10,10 @@ the Krumhansl-Schmuckler estimate of its notes (``tune_key``), as id tonic + 12 
 24: unknown). Generation sets it from the requested key and scale, else from the primer's key
 signature, else draws one from the training tunes' keys (``model.generation.sampling``), so the melody is
 written in a key from its first note, as a folk tune is, and ends in it.
+
+The **form**, **chord** and **style** of a training tune are its own labels
+(``model.representation.tune_labels``, ``model.representation.styles``); generation sets them from
+the request's form plan, chords and style (``model.generation.rows``). Any of them may be unknown.
 """
 from __future__ import annotations
 
@@ -34,22 +38,62 @@ def tune_key(tokenizer, ids) -> int | None:
     return key_id(tonic, mode)
 
 
-def condition_ids(tokenizer, ids, config, known_end: bool = True, key: int | None = None) -> list[int]:
+def condition_ids(tokenizer, ids, config, known_end: bool = True, key: int | None = None, *,
+                  form=None, chords=None, style: int | None = None) -> list[int]:
     """The network's condition input at every index of ``ids`` (``NetworkConfig.condition_id``): the
     position in the bar of the next grid step, when ``known_end`` the bars remaining after token i
-    (``MelodyTokenizer.bars_remaining``), else "unknown", and the key id ``key`` (None: unknown)."""
+    (``MelodyTokenizer.bars_remaining``), else "unknown", the key id ``key``, per index the form's
+    (relation, pointer) ``form`` and chord id ``chords`` (lists as long as ``ids``, items or lists
+    None: unknown) and the style id ``style`` (None: unknown), for the inputs the network has."""
     positions = tokenizer.positions(ids)
-    if not config.remaining_dim and not config.key_dim:
+    if not config.conditioned or (not config.remaining_dim and not config.key_dim and not config.form_dim
+                                  and not config.chord_dim and not config.style_dim):
         return positions
     remaining = tokenizer.bars_remaining(ids) if known_end and config.remaining_dim else [None] * len(positions)
-    return [config.condition_id(p, r, key) for p, r in zip(positions, remaining)]
+    form = form or [None] * len(positions)
+    chords = chords or [None] * len(positions)
+    return [config.condition_id(p, r, key, *(f if f is not None else (None, None)), chord=c, style=style)
+            for p, r, f, c in zip(positions, remaining, form, chords)]
 
 
 def tune_positions(tokenizer, tokens: list[np.ndarray], config=None, known_end: bool = True,
-                   known_key: bool = True) -> list[np.ndarray]:
+                   known_key: bool = True, *, tune_ids: list[str] | None = None, known_labels: bool = True,
+                   harmony=None) -> list[np.ndarray]:
     """The network's condition input for every tune (see ``condition_ids``; config None: positions
-    only); with ``known_key`` each tune's own key (``tune_key``), else "unknown"."""
+    only); with ``known_key`` each tune's own key (``tune_key``), else "unknown"; with
+    ``known_labels`` each tune's own form and chords (``model.representation.tune_labels``; chords by
+    ``harmony``, default the shipped estimator) and its style from ``tune_ids`` (a tune whose
+    collection has no style, or no ids: unknown)."""
     if config is None:
         return [np.asarray(tokenizer.positions(t), dtype=np.int64) for t in tokens]
     keys = [tune_key(tokenizer, t) if known_key and config.key_dim else None for t in tokens]
-    return [np.asarray(condition_ids(tokenizer, t, config, known_end, k), dtype=np.int64) for t, k in zip(tokens, keys)]
+    styles = [tune_style(i, config) for i in tune_ids] if tune_ids is not None else [None] * len(tokens)
+    if not known_labels or not (config.form_dim or config.chord_dim):
+        return [np.asarray(condition_ids(tokenizer, t, config, known_end, k, style=st), dtype=np.int64)
+                for t, k, st in zip(tokens, keys, styles)]
+    from model.representation.harmony import HarmonyModel
+    from model.representation.tune_labels import chord_labels, form_labels, next_step_places
+    harmony = harmony or (HarmonyModel.load() if config.chord_dim else None)
+    out = []
+    for t, k, st in zip(tokens, keys, styles):
+        places = next_step_places(t, tokenizer)
+        form = form_labels(t, tokenizer, places) if config.form_dim else None
+        chords = chord_labels(t, tokenizer, harmony, places) if config.chord_dim else None
+        out.append(np.asarray(condition_ids(tokenizer, t, config, known_end, k, form=form, chords=chords, style=st),
+                              dtype=np.int64))
+    return out
+
+
+def tune_style(tune_id: str, config) -> int | None:
+    """A tune's style id among the network's styles (None: unknown, or no style input)."""
+    if not config.style_dim:
+        return None
+    from model.representation.styles import style_of
+    name = style_of(tune_id)
+    return config.styles.index(name) if name in config.styles else None
+
+
+def transpose_chords(chord_field: np.ndarray, semitones: int, unknown: int) -> np.ndarray:
+    """Chord ids (root * 4 + quality; ``unknown`` stays) moved by ``semitones``, as the notes are."""
+    moved = ((chord_field // 4 + int(semitones)) % 12) * 4 + chord_field % 4
+    return np.where(chord_field < unknown, moved, chord_field)

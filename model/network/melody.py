@@ -23,6 +23,8 @@ import torch
 from torch import nn
 
 from model.network.recurrent import NUM_GATES, Recurrent
+from model.representation.chords import UNKNOWN_CHORD_ID
+from model.representation.form import NO_POINTER, RELATION_IDS
 from model.network.kernels import StepMatmul
 from model.network.kernels import tanh as tanh_fast, tanh_ as tanh_fast_, tanh_stable, tanh_stable_
 
@@ -34,6 +36,13 @@ MATMUL = {"fast": "auto", "onednn": "onednn", "mkl": "mkl"}  # StepMatmul's kern
 CELLS = ("lstm", "gru", "rnn")
 KEYS = 25  # key ids: tonic pitch class 0..11 (major), 12..23 (minor), 24 unknown (model.network.conditions.key_id)
 UNKNOWN_KEY = KEYS - 1
+# the form input (model.network.conditions): the bar's relation to an earlier bar, and how many bars back
+RELATIONS = len(RELATION_IDS) + 1  # new, exact, rhythm, variant, then unknown
+UNKNOWN_RELATION = RELATIONS - 1
+POINTERS = NO_POINTER + 2  # 1..MAX_POINTER bars back (ids 0..15), none (NO_POINTER), then unknown
+UNKNOWN_POINTER = POINTERS - 1
+CHORDS = UNKNOWN_CHORD_ID + 1  # model.representation.chords' 48 chord ids, then unknown (48)
+UNKNOWN_CHORD = UNKNOWN_CHORD_ID
 BACKENDS = ("fused", "cells")
 
 
@@ -50,6 +59,10 @@ class NetworkConfig:
     remaining_dim: int = 0  # > 0: embed the bars remaining to the end (capped) and concatenate it too
     max_remaining: int = 8  # remaining ids: 0..max_remaining (that many bars or more), max_remaining + 1 unknown
     key_dim: int = 0  # > 0: embed the tune's key (KEYS ids: 12 major, 12 minor tonics, then unknown) and concatenate it
+    form_dim: int = 0  # > 0: embed the bar's form relation and its pointer (each form_dim wide) and concatenate them
+    chord_dim: int = 0  # > 0: embed the chord under the next grid step (CHORDS ids) and concatenate it
+    style_dim: int = 0  # > 0: embed the tune's style (one of ``styles``, then unknown) and concatenate it
+    styles: tuple = ()  # the style names of the style input (model.representation.styles), in id order
     backend: str = "fused"  # fused (torch.nn.LSTM/GRU/RNN) | cells (model.network.cells.Recurrent)
 
     def __post_init__(self):
@@ -62,40 +75,106 @@ class NetworkConfig:
         for name in ("embedding_dim", "hidden_size", "num_layers", "max_positions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("position_dim", "remaining_dim", "key_dim"):
+        for name in ("position_dim", "remaining_dim", "key_dim", "form_dim", "chord_dim", "style_dim"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.max_remaining < 0:
             raise ValueError(f"max_remaining must be >= 0, got {self.max_remaining}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        self.styles = tuple(self.styles)
+        if self.style_dim and not self.styles:
+            raise ValueError("styles must name at least one style when style_dim > 0, got none")
 
     @property
     def conditioned(self) -> bool:
         """Whether the network reads a condition id (position in the bar, bars remaining, key) per step."""
-        return self.position_dim > 0 or self.remaining_dim > 0 or self.key_dim > 0
+        return (self.position_dim > 0 or self.remaining_dim > 0 or self.key_dim > 0 or self.form_dim > 0
+                or self.chord_dim > 0 or self.style_dim > 0)
 
+    # A condition id packs every input in mixed radix, lowest first: position, remaining, key, form
+    # (relation + RELATIONS * pointer), chord, style; an input the network lacks takes radix 1.
     @property
     def key_stride(self) -> int:
-        """Condition ids below this hold the position and bars remaining; id // key_stride is the key id."""
+        """Condition ids below this hold the position and bars remaining; (id // key_stride) % KEYS is the key id."""
         return self.max_positions * (self.max_remaining + 2 if self.remaining_dim else 1)
+
+    @property
+    def form_stride(self) -> int:
+        return self.key_stride * (KEYS if self.key_dim else 1)
+
+    @property
+    def chord_stride(self) -> int:
+        return self.form_stride * (RELATIONS * POINTERS if self.form_dim else 1)
+
+    @property
+    def style_stride(self) -> int:
+        return self.chord_stride * (CHORDS if self.chord_dim else 1)
+
+    @property
+    def unknown_style(self) -> int:
+        return len(self.styles)
+
+    def fields(self, ids):
+        """The inputs packed in condition ids (ints or an integer array/tensor): a dict of
+        position, remaining, key, relation, pointer, chord, style (each where the network has it)."""
+        out = {"position": ids % self.max_positions}
+        if self.remaining_dim:
+            out["remaining"] = (ids % self.key_stride) // self.max_positions
+        if self.key_dim:
+            out["key"] = (ids // self.key_stride) % KEYS
+        if self.form_dim:
+            form = (ids // self.form_stride) % (RELATIONS * POINTERS)
+            out["relation"], out["pointer"] = form % RELATIONS, form // RELATIONS
+        if self.chord_dim:
+            out["chord"] = (ids // self.chord_stride) % CHORDS
+        if self.style_dim:
+            out["style"] = ids // self.style_stride
+        return out
+
+    def with_fields(self, ids, **values):
+        """``ids`` with the named fields (key, relation, pointer, chord, style) replaced by ``values``
+        (ints or arrays broadcast against ``ids``); the others kept."""
+        f = self.fields(ids)
+        f.update(values)
+        return self.pack(f)
+
+    def pack(self, f: dict):
+        """Condition ids from a dict of fields (the inverse of ``fields``; a missing field: unknown)."""
+        ids = f["position"]
+        if self.remaining_dim:
+            ids = ids + self.max_positions * f.get("remaining", self.unknown_remaining)
+        if self.key_dim:
+            ids = ids + self.key_stride * f.get("key", UNKNOWN_KEY)
+        if self.form_dim:
+            ids = ids + self.form_stride * (f.get("relation", UNKNOWN_RELATION)
+                                            + RELATIONS * f.get("pointer", UNKNOWN_POINTER))
+        if self.chord_dim:
+            ids = ids + self.chord_stride * f.get("chord", UNKNOWN_CHORD)
+        if self.style_dim:
+            ids = ids + self.style_stride * f.get("style", self.unknown_style)
+        return ids
 
     @property
     def unknown_remaining(self) -> int:
         """The remaining id meaning "the end is not known" (a length range, or a tune read without its end)."""
         return self.max_remaining + 1
 
-    def condition_id(self, position: int, remaining: int | None, key: int | None = None) -> int:
+    def condition_id(self, position: int, remaining: int | None, key: int | None = None, relation: int | None = None,
+                     pointer: int | None = None, chord: int | None = None, style: int | None = None) -> int:
         """One step's condition id: the position in the bar, the bars remaining after the current
-        one (capped at max_remaining; None: unknown) and the tune's key id (``model.network.conditions``;
-        None: unknown), packed as position + max_positions * remaining_id + key_stride * key_id."""
-        base = position
-        if self.remaining_dim:
-            rem = self.unknown_remaining if remaining is None else min(remaining, self.max_remaining)
-            base += self.max_positions * rem
-        if self.key_dim:
-            base += self.key_stride * (UNKNOWN_KEY if key is None else key)
-        return base
+        one (capped at max_remaining; None: unknown), the tune's key id (``model.network.conditions``),
+        the bar's form relation and pointer, the chord and the style (each None: unknown), packed as
+        position + max_positions * remaining_id + key_stride * key_id + form_stride * form_id + ...
+        (the strides above)."""
+        f = {"position": position}
+        if remaining is not None:
+            f["remaining"] = min(remaining, self.max_remaining)
+        for name, value in (("key", key), ("relation", relation), ("pointer", pointer), ("chord", chord),
+                            ("style", style)):
+            if value is not None:
+                f[name] = value
+        return int(self.pack(f))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,7 +210,12 @@ class MelodyNetwork(nn.Module):
         else:
             self.remaining_embedding = None
         self.key_embedding = nn.Embedding(KEYS, config.key_dim) if config.key_dim > 0 else None
-        input_size = config.embedding_dim + config.position_dim + config.remaining_dim + config.key_dim
+        self.relation_embedding = nn.Embedding(RELATIONS, config.form_dim) if config.form_dim > 0 else None
+        self.pointer_embedding = nn.Embedding(POINTERS, config.form_dim) if config.form_dim > 0 else None
+        self.chord_embedding = nn.Embedding(CHORDS, config.chord_dim) if config.chord_dim > 0 else None
+        self.style_embedding = nn.Embedding(len(config.styles) + 1, config.style_dim) if config.style_dim > 0 else None
+        input_size = (config.embedding_dim + config.position_dim + config.remaining_dim + config.key_dim
+                      + 2 * config.form_dim + config.chord_dim + config.style_dim)
         self.rnn = build_recurrent(config.cell, config.backend, input_size, config.hidden_size,
                                    config.num_layers, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
@@ -151,14 +235,20 @@ class MelodyNetwork(nn.Module):
             raise ValueError(f"positions must have the shape of tokens {tuple(tokens.shape)}, "
                              f"got {tuple(positions.shape)}")
         parts = [x]
-        P, S = self.config.max_positions, self.config.key_stride
+        f = self.config.fields(positions)
         if self.position_embedding is not None:
-            parts.append(self.position_embedding(positions % P))  # (..., P_dim)
+            parts.append(self.position_embedding(f["position"]))  # (..., P_dim)
         if self.remaining_embedding is not None:
-            parts.append(self.remaining_embedding((positions % S) // P))  # (..., R_dim)
+            parts.append(self.remaining_embedding(f["remaining"]))  # (..., R_dim)
         if self.key_embedding is not None:
-            parts.append(self.key_embedding(positions // S))  # (..., K_dim)
-        return torch.cat(parts, dim=-1)  # (..., E + P_dim + R_dim + K_dim)
+            parts.append(self.key_embedding(f["key"]))  # (..., K_dim)
+        if self.relation_embedding is not None:
+            parts += [self.relation_embedding(f["relation"]), self.pointer_embedding(f["pointer"])]  # (..., F_dim) x 2
+        if self.chord_embedding is not None:
+            parts.append(self.chord_embedding(f["chord"]))  # (..., C_dim)
+        if self.style_embedding is not None:
+            parts.append(self.style_embedding(f["style"]))  # (..., S_dim)
+        return torch.cat(parts, dim=-1)  # (..., I): the embeddings in this order, new inputs last
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None, state=None):
         """tokens (B, T) long, positions (B, T) long condition ids (``NetworkConfig.condition_id``) or
@@ -251,11 +341,12 @@ class MelodyNetwork(nn.Module):
                     if positions is None:
                         raise ValueError("positions (condition ids) are required when the network is "
                                          "conditioned, got None")
-                    if tables.key_table is None:
+                    if not tables.field_tables:
                         gx.add_(pos_table.index_select(0, positions))  # position and remaining parts, one lookup
-                    else:  # and the key's part, from its own table
+                    else:  # and each further input's part (key, form, chord, style), from its own table
                         gx.add_(pos_table.index_select(0, positions % tables.key_stride))
-                        gx.add_(tables.key_table.index_select(0, positions // tables.key_stride))
+                        for table, stride, radix in tables.field_tables:
+                            gx.add_(table.index_select(0, (positions // stride) % radix))
             else:
                 s.mm_ih.into(gx, x, inputs)  # x @ W_ih^T + biases
             h = hs[k]
@@ -287,7 +378,7 @@ class StepTables:
     Layer 0's input matmul becomes a lookup: table = embedding @ W_ih0^T + biases (V, G), plus a
     condition table (condition ids, G) when positions and/or bars remaining are inputs: row
     pos + max_positions * rem holds position_embedding[pos] @ W_pos^T + remaining_embedding[rem] @ W_rem^T,
-    and a key table (KEYS, G) when the key is an input (condition id // key_stride). The tables follow the
+    and a table per further input (key, form, chord, style; ``_field_tables``). The tables follow the
     parameters' version counters, which every in-place change (optimizer step, load_state_dict) bumps.
     """
 
@@ -307,10 +398,8 @@ class StepTables:
                 if k == 0:
                     table = torch.addmm(b_x, net.embedding.weight, w_ih[:, :E].t())  # (V, G)
                     pos_table = self._condition_table(net, w_ih, E)
-                    self.key_table, self.key_stride = None, cfg.key_stride
-                    if net.key_embedding is not None:  # (KEYS, G): the key's input part
-                        off = E + cfg.position_dim + cfg.remaining_dim
-                        self.key_table = net.key_embedding.weight @ w_ih[:, off:off + cfg.key_dim].t()
+                    self.key_stride = cfg.key_stride
+                    self.field_tables = self._field_tables(net, w_ih, E)
                     self.layers.append((table, pos_table, b_h))
                     self.weights.append((None, w_hh.detach()))
                 else:
@@ -339,6 +428,32 @@ class StepTables:
             return pos
         rem = net.remaining_embedding.weight @ w_ih[:, off:off + cfg.remaining_dim].t()  # (R, G)
         return (rem[:, None, :] + pos[None, :, :]).reshape(-1, G)  # (R * P, G), row rem * P + pos
+
+    @staticmethod
+    def _field_tables(net: MelodyNetwork, w_ih: torch.Tensor, E: int) -> list:
+        """[(table (ids, G), stride, radix)]: the input part of each input above the position and bars
+        remaining, looked up at (condition id // stride) % radix. The form's relation and pointer
+        share one table (RELATIONS * POINTERS rows: row relation + RELATIONS * pointer)."""
+        cfg, out = net.config, []
+        off = E + cfg.position_dim + cfg.remaining_dim
+
+        def part(embedding, dim):
+            nonlocal off
+            product = embedding.weight @ w_ih[:, off:off + dim].t()  # (ids, G)
+            off += dim
+            return product
+
+        if net.key_embedding is not None:
+            out.append((part(net.key_embedding, cfg.key_dim), cfg.key_stride, KEYS))
+        if net.relation_embedding is not None:
+            rel, ptr = part(net.relation_embedding, cfg.form_dim), part(net.pointer_embedding, cfg.form_dim)
+            out.append(((ptr[:, None, :] + rel[None, :, :]).reshape(RELATIONS * POINTERS, -1), cfg.form_stride,
+                        RELATIONS * POINTERS))
+        if net.chord_embedding is not None:
+            out.append((part(net.chord_embedding, cfg.chord_dim), cfg.chord_stride, CHORDS))
+        if net.style_embedding is not None:
+            out.append((part(net.style_embedding, cfg.style_dim), cfg.style_stride, len(cfg.styles) + 1))
+        return out
 
     def _versions(self):
         return tuple(p._version for p in self.params)

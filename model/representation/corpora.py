@@ -199,14 +199,44 @@ def _read_cache(path: Path, config: TokenizerConfig) -> Corpus | None:
 
 def cached_corpus(spec: str, tokenizer_config: TokenizerConfig | None = None, *, cache_dir=None) -> Corpus | None:
     """The corpus of ``spec`` if it is in the cache, else None; never parses (that takes minutes)."""
+    parts = spec_parts(spec)
+    if len(parts) > 1:
+        loaded = [cached_corpus(part, tokenizer_config, cache_dir=cache_dir) for part in parts]
+        if any(c is None for c in loaded):
+            return None
+        return Corpus([t for c in loaded for t in c.tunes], [f for c in loaded for f in c.failures],
+                      {"spec": spec, "parts": [c.provenance for c in loaded]}, loaded[0].tokenizer_config)
     config = tokenizer_config or TokenizerConfig()
     root, files = source_files(spec)
     return _read_cache(_cache_path(cache_key(spec, root, files, config), cache_dir), config)
 
 
+STYLES_SPEC = "music21:styles"  # the collections the style input knows (model.representation.styles), together
+
+
+def spec_parts(spec: str) -> list[str]:
+    """The corpora a spec names: ``music21:styles`` is every collection with a style; several specs
+    joined by ``+`` are each of them (a path that exists is one spec, whatever its name)."""
+    if spec == STYLES_SPEC:
+        from model.representation.styles import STYLE_CORPORA
+        return list(STYLE_CORPORA)
+    if "+" in spec and not Path(spec).expanduser().exists():
+        return [part for part in spec.split("+") if part]
+    return [spec]
+
+
 def load_corpus(spec: str, tokenizer_config: TokenizerConfig | None = None, *, cache_dir=None,
                 workers: int | None = None, progress: bool = True) -> Corpus:
-    """Parse (or load from the cache) every tune of ``spec``; see the module docstring."""
+    """Parse (or load from the cache) every tune of ``spec``; see the module docstring. A spec of
+    several corpora (``spec_parts``) is their tunes together, each corpus cached on its own."""
+    parts = spec_parts(spec)
+    if len(parts) > 1:
+        loaded = [load_corpus(part, tokenizer_config, cache_dir=cache_dir, workers=workers, progress=progress)
+                  for part in parts]
+        provenance = {"spec": spec, "parts": [c.provenance for c in loaded],
+                      "tunes": sum(len(c.tunes) for c in loaded), "failures": sum(len(c.failures) for c in loaded)}
+        return Corpus([t for c in loaded for t in c.tunes], [f for c in loaded for f in c.failures], provenance,
+                      loaded[0].tokenizer_config)
     config = tokenizer_config or TokenizerConfig()
     root, files = source_files(spec)
     key = cache_key(spec, root, files, config)

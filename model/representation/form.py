@@ -41,6 +41,11 @@ EXACT, VARIANT, RHYTHM, NEW = "exact", "variant", "rhythm", "new"
 KIND_CODES = {EXACT: "e", VARIANT: "v", RHYTHM: "r", NEW: "n"}  # the table's one-letter codes
 REST_CODE, HOLD_CODE, ONSET_CODE = 0, 1, 2                      # a step's part in a bar's rhythm
 TABLE_FORMAT = 1
+# the network's form input (model.network.conditions): a relation id per label, and the pointer, how many
+# bars back the bar refers (1..MAX_POINTER; a bar further back or a new bar has none)
+RELATION_IDS = {NEW: 0, EXACT: 1, RHYTHM: 2, VARIANT: 3}
+MAX_POINTER = 16
+NO_POINTER = MAX_POINTER                           # the pointer id of a bar that refers to none
 MAX_PLANS = 24  # plans kept per (meter, bars) in the table: a seeded sample of the training tunes'
 
 
@@ -95,6 +100,13 @@ def bar_labels(bars, tokenizer) -> list[BarLabel]:
                     break
         labels.append(BarLabel(best, ref))
     return labels
+
+
+def relation_pointer(label: BarLabel, bar: int) -> tuple[int, int]:
+    """A bar's label as the network's form input: (relation id, pointer id: bars back - 1, or
+    NO_POINTER for a new bar or one further back than MAX_POINTER)."""
+    back = bar - label.ref if label.ref is not None else None
+    return RELATION_IDS[label.kind], (back - 1 if back is not None and back <= MAX_POINTER else NO_POINTER)
 
 
 def first_onset(bars, tokenizer) -> tuple[int, int] | None:

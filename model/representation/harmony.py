@@ -31,7 +31,7 @@ import numpy as np
 
 from model.representation.chords import UNKNOWN_CHORD_ID, Chord
 from model.representation.keys import key_of_weights
-from model.representation.notation import parse_meter
+from model.representation.notation import Score, parse_meter
 
 HARMONY_PATH = Path(__file__).resolve().parents[1] / "weights" / "harmony.json"
 MODES = ("major", "minor")
@@ -157,6 +157,29 @@ class HarmonyModel:
     @classmethod
     def load(cls, path=HARMONY_PATH) -> HarmonyModel:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def score_notes(score: Score) -> list[TimedNote]:
+    """A score's melody notes in quarter notes."""
+    spq = score.steps_per_quarter
+    return [TimedNote(p, s / spq, e / spq) for p, s, e in score.notes]
+
+
+def meter_at(score: Score, bar: int) -> str:
+    """The meter of a score's bar."""
+    return [m for b, m in score.meters if b <= bar][-1]
+
+
+def score_bars(score: Score) -> list[Bar]:
+    """A score's bars in quarter notes, each with its meter."""
+    spq, starts = score.steps_per_quarter, score.bar_starts
+    return [Bar(starts[i] / spq, (starts[i + 1] - starts[i]) / spq, meter_at(score, i)) for i in range(len(starts) - 1)]
+
+
+def score_chord_steps(score: Score, model: HarmonyModel) -> list[tuple[int, int, Chord]]:
+    """(start, end, chord) in grid steps of the estimated chords under a score's melody."""
+    spq = score.steps_per_quarter
+    return [(round(s * spq), round(e * spq), c) for s, e, c in model.chords(score_notes(score), score_bars(score))]
 
 
 def most_notes_chords(notes: Sequence[TimedNote], bars: Sequence[Bar],

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from model.representation.styles import STYLES
+
 if TYPE_CHECKING:
     from model.network.melody import NetworkConfig
     from model.representation.tokens import MelodyTokenizer
@@ -16,6 +18,9 @@ if TYPE_CHECKING:
 POSITION_DIM = 16  # size of the position-in-bar embedding when position_inputs is on
 REMAINING_DIM = 8  # size of the bars-remaining embedding when remaining_inputs is on
 KEY_DIM = 8        # size of the key embedding when key_inputs is on
+FORM_DIM = 8       # size of each of the form's two embeddings (relation, pointer) when form_inputs is on
+CHORD_DIM = 8      # size of the chord embedding when chord_inputs is on
+STYLE_DIM = 4      # size of the style embedding when style_inputs is on
 
 
 @dataclass
@@ -34,6 +39,13 @@ class TrainConfig:
                                          # so the model also learns to end on its own (a min_bars/max_bars range)
     key_inputs: bool = False             # feed the tune's key (estimated from its notes; 24 keys) as a fourth embedding
     key_dropout: float = 0.25            # share of training tunes (drawn per epoch) read with the key "unknown"
+    form_inputs: bool = False            # feed each bar's form label (relation to an earlier bar, bars back)
+    form_dropout: float = 0.25           # share of training tunes (per epoch) read with the form "unknown"
+    form_bar_dropout: float = 0.15       # in the others, the share of bars whose label is hidden ("unknown")
+    chord_inputs: bool = False           # feed the chord under each step (the tune's own, estimated)
+    chord_dropout: float = 0.5           # share of training tunes (per epoch) read with the chords "unknown"
+    style_inputs: bool = False           # feed the tune's style (its collection: model/representation/styles.py)
+    style_dropout: float = 0.2           # share of training tunes (per epoch) read with the style "unknown"
     end_weight: float = 1.0              # loss weight of each tune's last bar (its tokens after the last barline,
                                          # EOS included), so the few tokens that end a tune count for more
     init: str | None = None              # start from this checkpoint's network weights (same network and tokenizer);
@@ -89,6 +101,10 @@ class TrainConfig:
             ("end_weight", 0 < self.end_weight <= 100, "in (0, 100]"),
             ("sampled_inputs", 0 <= self.sampled_inputs < 1, "in [0, 1)"),
             ("key_dropout", 0 <= self.key_dropout < 1, "in [0, 1)"),
+            ("form_dropout", 0 <= self.form_dropout < 1, "in [0, 1)"),
+            ("form_bar_dropout", 0 <= self.form_bar_dropout < 1, "in [0, 1)"),
+            ("chord_dropout", 0 <= self.chord_dropout < 1, "in [0, 1)"),
+            ("style_dropout", 0 <= self.style_dropout < 1, "in [0, 1)"),
             ("backend", self.backend in ("auto", "fused", "cells"), "auto, fused or cells"),
             ("valid", 0 < self.valid < 0.5, "in (0, 0.5)"), ("test", 0 <= self.test < 0.5, "in [0, 0.5)"),
         ]
@@ -107,6 +123,8 @@ class TrainConfig:
             max_positions=tokenizer.max_bar_steps,
             remaining_dim=REMAINING_DIM if self.remaining_inputs else 0, max_remaining=self.max_remaining,
             key_dim=KEY_DIM if self.key_inputs else 0,
+            form_dim=FORM_DIM if self.form_inputs else 0, chord_dim=CHORD_DIM if self.chord_inputs else 0,
+            style_dim=STYLE_DIM if self.style_inputs else 0, styles=STYLES if self.style_inputs else (),
             backend=self.resolved_backend())
 
     def resolved_backend(self) -> str:

@@ -23,17 +23,23 @@ from model.training.config import TrainConfig
 from model.training.recipe import fill_recipe
 
 
+GROWABLE = ("key_dim", "form_dim", "chord_dim", "style_dim")  # inputs a run may add to its starting model
+
+
 def start_problem(ckpt: dict, network: NetworkConfig, tokenizer: MelodyTokenizer) -> str | None:
     """Why a checkpoint cannot start this run (None: it can). Its network must be this run's (the
-    backend aside: both have one state_dict layout), or this run's without the key input (the key's
-    weights then start at zero: model/training/trainer.py)."""
+    backend aside: both have one state_dict layout), or this run's without some of the inputs in
+    ``GROWABLE`` (their weights then start at zero: model/training/trainer.py)."""
     saved_tokens = MelodyTokenizer.from_dict(ckpt["tokenizer_config"])
     if saved_tokens.config != tokenizer.config:
         return (f"its token vocabulary does not fit this corpus's: {saved_tokens.vocab_size} tokens "
                 f"({_tokenizer_text(saved_tokens)}), this run's {tokenizer.vocab_size} "
                 f"({_tokenizer_text(tokenizer)})")
     saved = NetworkConfig.from_dict(ckpt["network_config"])
-    saved = replace(saved, backend=network.backend, key_dim=network.key_dim if saved.key_dim == 0 else saved.key_dim)
+    grown = {dim: getattr(network, dim) for dim in GROWABLE if getattr(saved, dim) == 0}
+    if "style_dim" in grown:
+        grown["styles"] = network.styles
+    saved = replace(saved, backend=network.backend, **grown)
     if saved != network:
         differs = ", ".join(f"{k} {getattr(saved, k)} (here {getattr(network, k)})"
                             for k in vars(network) if getattr(saved, k) != getattr(network, k))

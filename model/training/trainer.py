@@ -45,8 +45,10 @@ from model.training.bptt import bptt_loss, clip_gradients, repackage_state
 from model.network.checkpoint import read_checkpoint, save_checkpoint
 from model.representation.corpora import load_corpus, split_corpus, transpose_tokens
 from model.network.scoring import fit_short_term, token_arrays, tune_batch, tune_nll
-from model.network.conditions import tune_positions
-from model.network.melody import UNKNOWN_KEY, MelodyNetwork
+from model.network.conditions import transpose_chords, tune_positions
+from model.representation.tune_labels import next_step_places
+from model.network.melody import (UNKNOWN_CHORD, UNKNOWN_KEY, UNKNOWN_POINTER, UNKNOWN_RELATION,
+                                  MelodyNetwork)
 from model.network.shortterm import last_barline
 from model.representation.tokens import MelodyTokenizer, TokenizerConfig
 from model.training.config import TrainConfig  # the dataclass lives torch-free there (the API reads its defaults)
@@ -67,6 +69,9 @@ def end_weights(tokens, bar_id: int, weight: float) -> np.ndarray:
     return out
 
 
+BAR_STREAM = 0x626172  # mixed into the seed for the per-bar form draws
+
+
 class Trainer:
     """One training run; ``train()`` is the entry point. See the module docstring."""
 
@@ -82,12 +87,17 @@ class Trainer:
         self.train_tokens = token_arrays(splits["train"])
         self.valid_tokens = token_arrays(splits["valid"])
         net_config = config.network_config(self.tokenizer)
-        use_positions = net_config.conditioned  # condition ids: position in the bar and/or bars remaining
-        self.train_positions = tune_positions(self.tokenizer, self.train_tokens, net_config) if use_positions else None
-        self.valid_positions = tune_positions(self.tokenizer, self.valid_tokens, net_config) if use_positions else None
+        use_positions = net_config.conditioned  # condition ids: position in the bar, bars remaining, key, ...
+        self.train_positions = tune_positions(self.tokenizer, self.train_tokens, net_config,
+                                              tune_ids=[t.id for t in splits["train"]]) if use_positions else None
+        self.valid_positions = tune_positions(self.tokenizer, self.valid_tokens, net_config,
+                                              tune_ids=[t.id for t in splits["valid"]]) if use_positions else None
+        # the bar of every token's next grid step, where bars of a tune's form are hidden one by one
+        self.train_bars = [np.asarray([b for b, _ in next_step_places(t, self.tokenizer)], dtype=np.int32)
+                           for t in self.train_tokens] if net_config.form_dim else None
         self.key_prior = None
         if net_config.key_dim:  # the share of training tunes in each of the 24 keys
-            counts = np.bincount(np.concatenate([p[:1] for p in self.train_positions]) // net_config.key_stride,
+            counts = np.bincount(net_config.fields(np.concatenate([p[:1] for p in self.train_positions]))["key"],
                                  minlength=UNKNOWN_KEY + 1)[:UNKNOWN_KEY].astype(np.float64)
             self.key_prior = (counts / max(counts.sum(), 1.0)).tolist()
         self.provenance = dict(getattr(corpus, "provenance", {}) or {})
@@ -111,21 +121,28 @@ class Trainer:
 
     def _load_init(self, path: str) -> None:
         """Start from another checkpoint's network weights (fine-tuning). Its network must be this
-        one's, or this one's without the key input: then the key's input weights start at zero, so
-        the network starts out computing exactly what the checkpoint's did."""
+        one's, or this one's without some of the inputs after the token (key, form, chord, style):
+        their input weights then start at zero, so the network starts out computing exactly what the
+        checkpoint's did."""
         from model.network.checkpoint import load_checkpoint
         model, tokenizer, ckpt = load_checkpoint(path)
         problem = start_problem(ckpt, self.model.config, self.tokenizer)
         if problem:
             raise ValueError(f"init {path!r} cannot start this run: {problem}")
-        grows = model.config.key_dim == 0 and self.model.config.key_dim > 0
-        state = model.state_dict()
-        if grows:
-            own = self.model.state_dict()
-            old = state["rnn.weight_ih_l0"]
+        state, own = model.state_dict(), self.model.state_dict()
+        old, new = model.config, self.model.config
+        if old != new:  # grow: each input's columns of layer 0, zero where the checkpoint had none
             wide = torch.zeros_like(own["rnn.weight_ih_l0"])
-            wide[:, :old.shape[1]] = old  # the key's columns come last (MelodyNetwork._inputs)
-            state = {**state, "rnn.weight_ih_l0": wide, "key_embedding.weight": own["key_embedding.weight"]}
+            src = state["rnn.weight_ih_l0"]
+            lead = new.embedding_dim + new.position_dim + new.remaining_dim
+            wide[:, :lead] = src[:, :lead]
+            at_old, at_new = lead, lead
+            for dim in ("key_dim", "form_dim", "form_dim", "chord_dim", "style_dim"):  # MelodyNetwork._inputs' order
+                if getattr(old, dim):
+                    wide[:, at_new:at_new + getattr(new, dim)] = src[:, at_old:at_old + getattr(old, dim)]
+                at_old, at_new = at_old + getattr(old, dim), at_new + getattr(new, dim)
+            state = {**own, **{k: v for k, v in state.items() if k in own and v.shape == own[k].shape},
+                     "rnn.weight_ih_l0": wide}
         self.model.load_state_dict(state)
 
     @staticmethod
@@ -145,23 +162,43 @@ class Trainer:
         unknown = rng.random(len(order)) < cfg.remaining_dropout if net.remaining_dim else np.zeros(len(order), bool)
         # and with their key unknown (drawn only when the input exists, after the draws above: older runs replay)
         no_key = rng.random(len(order)) < cfg.key_dropout if net.key_dim else np.zeros(len(order), bool)
+        # and with their form, chords, style unknown (the same rule)
+        hidden = {name: rng.random(len(order)) < getattr(cfg, f"{name}_dropout") if getattr(net, f"{name}_dim")
+                  else np.zeros(len(order), bool) for name in ("form", "chord", "style")}
+        # a tune that keeps its form has single bars' labels hidden too (as a request's form leaves bars
+        # unlabelled), from a stream of its own so the draws above replay
+        bar_rng = np.random.default_rng([cfg.seed, epoch, BAR_STREAM])
         tunes, positions = [], []
-        S = net.key_stride
-        for i, shift, hide_end, hide_key in zip(order, shifts, unknown, no_key):
+        for n, (i, shift, hide_end, hide_key) in enumerate(zip(order, shifts, unknown, no_key)):
             tokens, moved = self.train_tokens[i], None
             if shift:
                 moved = transpose_tokens(tokens, int(shift), self.tokenizer)
                 tokens = tokens if moved is None else np.asarray(moved, dtype=np.int64)
             tunes.append(tokens)
             pos = self.train_positions[i] if self.train_positions is not None else None
-            if moved is not None and net.key_dim:  # the key moves with the notes (minor keys stay minor)
-                key = pos // S
-                key = np.where(key < UNKNOWN_KEY, (key % 12 + int(shift)) % 12 + 12 * (key // 12), key)
-                pos = pos % S + S * key
-            if hide_end:  # keep the position and key parts, replace the remaining part with "unknown"
-                pos = pos % net.max_positions + net.max_positions * net.unknown_remaining + S * (pos // S)
-            if hide_key:
-                pos = pos % S + S * UNKNOWN_KEY
+            if pos is not None:
+                f = net.fields(pos)
+                if moved is not None and net.key_dim:  # the key moves with the notes (minor keys stay minor)
+                    f["key"] = np.where(f["key"] < UNKNOWN_KEY, (f["key"] % 12 + int(shift)) % 12 + 12 * (f["key"] // 12),
+                                        f["key"])
+                if moved is not None and net.chord_dim:  # and so do the chords
+                    f["chord"] = transpose_chords(f["chord"], int(shift), UNKNOWN_CHORD)
+                if hide_end:  # replace the remaining part with "unknown"
+                    f["remaining"] = net.unknown_remaining
+                if hide_key:
+                    f["key"] = UNKNOWN_KEY
+                if hidden["form"][n]:
+                    f["relation"], f["pointer"] = UNKNOWN_RELATION, UNKNOWN_POINTER
+                elif net.form_dim and cfg.form_bar_dropout:
+                    bars = self.train_bars[i]
+                    hide = (bar_rng.random(int(bars[-1]) + 1) < cfg.form_bar_dropout)[bars]
+                    f["relation"] = np.where(hide, UNKNOWN_RELATION, f["relation"])
+                    f["pointer"] = np.where(hide, UNKNOWN_POINTER, f["pointer"])
+                if hidden["chord"][n]:
+                    f["chord"] = UNKNOWN_CHORD
+                if hidden["style"][n]:
+                    f["style"] = net.unknown_style
+                pos = net.pack(f)
             positions.append(pos)
         use_positions = self.train_positions is not None
         weighted = cfg.end_weight != 1.0
