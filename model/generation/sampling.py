@@ -242,6 +242,7 @@ class Generator:
         the batcher inside its shared step loop) gets the same melodies."""
         started = time.perf_counter()
         params.validate(self.tokenizer)
+        self.style_id(params)  # a style this model knows
         seed = params.seed if params.seed is not None else secrets.randbelow(MAX_SEED + 1)
         params = replace(params, seed=seed, scale=params.scale or ("major" if params.key else None))
         prefix = self.prefix(params)
