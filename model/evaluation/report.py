@@ -28,29 +28,32 @@ from model.network.scoring import fit_short_term, token_arrays, tune_distributio
 
 
 def evaluate_model(model, tokenizer, tunes, batch_size: int = 32, copy_model=None, known_end: bool = True,
-                   known_key: bool = False) -> dict:
+                   known_key: bool = False, told=()) -> dict:
     """Nats and bits per token, bits per note and pitch bits per note of ``model`` on ``tunes``
     (Tune objects or id sequences); with ``copy_model`` (a ``model.network.shortterm.CopyModel``), of the
     network mixed with that short-term model. A network with a key input reads "unknown" unless
     ``known_key`` (then each tune's own key, estimated from all its notes: a figure of the model
-    given the key, not comparable with models that read no key)."""
+    given the key, not comparable with models that read no key); one with form, chord or style
+    inputs reads them "unknown" except those named in ``told`` (each tune's own labels)."""
     tokens = token_arrays(tunes)
     if not tokens:
         raise ValueError("tunes must hold at least one tune, got none")
+    ids = [t.id for t in tunes] if all(hasattr(t, "id") for t in tunes) else None
     logprobs, bits = tune_scores(model, tokenizer, tokens, batch_size=batch_size, copy_model=copy_model,
-                                 known_end=known_end, known_key=known_key)
+                                 known_end=known_end, known_key=known_key, told=told, tune_ids=ids)
     return prediction_figures(logprobs, bits, tokens, tokenizer)
 
 
 
 
 def tune_scores(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32, copy_model=None,
-                known_end: bool = True, known_key: bool = False) -> tuple[list[np.ndarray], list[np.ndarray]]:
+                known_end: bool = True, known_key: bool = False, told=(),
+                tune_ids=None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Per tune: the natural-log probability of each predicted token (len - 1,) and the pitch bits of
     each note onset (see ``model.evaluation.metrics.pitch_bits``), in the order of ``tokens``; with
     ``copy_model``, of the mixture with the short-term model."""
     logprobs, bits = [None] * len(tokens), [None] * len(tokens)
-    for i, dist in tune_distributions(model, tokenizer, tokens, batch_size, known_end, known_key):
+    for i, dist in tune_distributions(model, tokenizer, tokens, batch_size, known_end, known_key, told, tune_ids):
         if copy_model is not None:  # the last bar has its own gate when the end is known
             dist = copy_model.mix(dist, tokens[i], shortterm.last_barline(tokens[i], tokenizer.bar_id) if known_end else None)
         logprobs[i] = dist[np.arange(len(dist)), tokens[i][1:]]
@@ -199,6 +202,11 @@ def evaluate_report(checkpoint=None, data: str | None = None, split: str = "test
         report["end_unknown"] = evaluate_model(model, tokenizer, splits[split], copy_model=copy_model, known_end=False)
     if model.config.key_dim:  # the figures above read the key as unknown; these are given each tune's own key
         report["key_known"] = evaluate_model(model, tokenizer, splits[split], copy_model=copy_model, known_key=True)
+    if model.config.style_dim:  # each tune's style (its collection), as a request names one
+        report["style_known"] = evaluate_model(model, tokenizer, splits[split], copy_model=copy_model, told=("style",))
+    if model.config.form_dim or model.config.chord_dim:  # and its own form and chords: the network given the plan
+        report["plan_known"] = evaluate_model(model, tokenizer, splits[split], copy_model=copy_model,
+                                              known_key=True, told=("form", "chords", "style"))
     if ngram_model:
         if ngram_model == "auto":
             kn, table = fit_ngram(splits["train"], splits["valid"], tokenizer, ngram_orders)

@@ -56,29 +56,34 @@ def condition_ids(tokenizer, ids, config, known_end: bool = True, key: int | Non
             for p, r, f, c in zip(positions, remaining, form, chords)]
 
 
+TOLD_ALL = ("form", "chords", "style")  # the labels a training tune tells the network
+
+
 def tune_positions(tokenizer, tokens: list[np.ndarray], config=None, known_end: bool = True,
-                   known_key: bool = True, *, tune_ids: list[str] | None = None, known_labels: bool = True,
+                   known_key: bool = True, *, tune_ids: list[str] | None = None, told=TOLD_ALL,
                    harmony=None) -> list[np.ndarray]:
     """The network's condition input for every tune (see ``condition_ids``; config None: positions
-    only); with ``known_key`` each tune's own key (``tune_key``), else "unknown"; with
-    ``known_labels`` each tune's own form and chords (``model.representation.tune_labels``; chords by
+    only); with ``known_key`` each tune's own key (``tune_key``), else "unknown"; of the labels named
+    in ``told``, each tune's own form and chords (``model.representation.tune_labels``; chords by
     ``harmony``, default the shipped estimator) and its style from ``tune_ids`` (a tune whose
-    collection has no style, or no ids: unknown)."""
+    collection has no style, or no ids: unknown); the rest unknown."""
     if config is None:
         return [np.asarray(tokenizer.positions(t), dtype=np.int64) for t in tokens]
     keys = [tune_key(tokenizer, t) if known_key and config.key_dim else None for t in tokens]
-    styles = [tune_style(i, config) for i in tune_ids] if tune_ids is not None else [None] * len(tokens)
-    if not known_labels or not (config.form_dim or config.chord_dim):
+    styles = [tune_style(i, config) for i in tune_ids] if tune_ids is not None and "style" in told \
+        else [None] * len(tokens)
+    form_told, chords_told = config.form_dim and "form" in told, config.chord_dim and "chords" in told
+    if not (form_told or chords_told):
         return [np.asarray(condition_ids(tokenizer, t, config, known_end, k, style=st), dtype=np.int64)
                 for t, k, st in zip(tokens, keys, styles)]
     from model.representation.harmony import HarmonyModel
     from model.representation.tune_labels import chord_labels, form_labels, next_step_places
-    harmony = harmony or (HarmonyModel.load() if config.chord_dim else None)
+    harmony = harmony or (HarmonyModel.load() if chords_told else None)
     out = []
     for t, k, st in zip(tokens, keys, styles):
         places = next_step_places(t, tokenizer)
-        form = form_labels(t, tokenizer, places) if config.form_dim else None
-        chords = chord_labels(t, tokenizer, harmony, places) if config.chord_dim else None
+        form = form_labels(t, tokenizer, places) if form_told else None
+        chords = chord_labels(t, tokenizer, harmony, places) if chords_told else None
         out.append(np.asarray(condition_ids(tokenizer, t, config, known_end, k, form=form, chords=chords, style=st),
                               dtype=np.int64))
     return out

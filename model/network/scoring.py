@@ -34,12 +34,15 @@ def tune_batch(tokens: list[np.ndarray], positions: list[np.ndarray] | None, pad
 
 
 def _whole_tune_batches(model, tokenizer, tokens: list[np.ndarray], positions: list[np.ndarray] | None,
-                        batch_size: int, known_end: bool = True, known_key: bool = False):
+                        batch_size: int, known_end: bool = True, known_key: bool = False, told=(), tune_ids=None):
     """Teacher-forced logits over whole tunes, batched by similar length (little padding), in eval mode:
-    yields (tune indices, logits (B, T, V), targets (B, T)); row j of a tune's logits predicts token j + 1."""
+    yields (tune indices, logits (B, T, V), targets (B, T)); row j of a tune's logits predicts token j + 1.
+    ``told``: the tunes' own labels the network is told (``model.network.conditions.tune_positions``:
+    form, chords, style from ``tune_ids``); the others read "unknown"."""
     use_positions = model.config.conditioned
     if use_positions and positions is None:
-        positions = tune_positions(tokenizer, tokens, model.config, known_end, known_key)
+        positions = tune_positions(tokenizer, tokens, model.config, known_end, known_key, tune_ids=tune_ids,
+                                   told=told)
     was_training = model.training
     model.eval()
     order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))
@@ -69,21 +72,24 @@ def tune_nll(model, tokenizer, tokens: list[np.ndarray], positions: list[np.ndar
 
 @torch.no_grad()
 def tune_distributions(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32, known_end: bool = True,
-                       known_key: bool = False):
+                       known_key: bool = False, told=(), tune_ids=None):
     """Yields (index, natural-log next-token distributions (len - 1, V)) for every tune, row j
-    predicting token j + 1, in an order of similar lengths."""
-    for idx, logits, _ in _whole_tune_batches(model, tokenizer, tokens, None, batch_size, known_end, known_key):
+    predicting token j + 1, in an order of similar lengths (``told``, ``tune_ids``: ``_whole_tune_batches``)."""
+    for idx, logits, _ in _whole_tune_batches(model, tokenizer, tokens, None, batch_size, known_end, known_key,
+                                              told, tune_ids):
         log_p = torch.log_softmax(logits.double(), dim=-1)  # (B, T, V)
         for row, i in enumerate(idx):
             yield i, log_p[row, :len(tokens[i]) - 1].numpy()
 
 
 def target_logprobs(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32,
-                    known_key: bool = True) -> list[np.ndarray]:
+                    known_key: bool = True, tune_ids=None) -> list[np.ndarray]:
     """Per tune (in the order of ``tokens``): the network's natural-log probability of each true next
-    token (a network with a key input told each tune's key, as generation tells it one)."""
+    token (a network with a key, form or style input told each tune's own, as generation tells it
+    them by default: a key, a form plan, the requested style; chords only when a request gives them)."""
     out = [None] * len(tokens)
-    for i, dist in tune_distributions(model, tokenizer, tokens, batch_size, known_key=known_key):
+    for i, dist in tune_distributions(model, tokenizer, tokens, batch_size, known_key=known_key,
+                                      told=("form", "style"), tune_ids=tune_ids):
         out[i] = dist[np.arange(len(dist)), tokens[i][1:]]
     return out
 
@@ -94,7 +100,8 @@ def fit_short_term(model, tokenizer, tunes, batch_size: int = 32) -> tuple[short
     tokens = token_arrays(tunes)
     if not tokens:
         raise ValueError("tunes must hold at least one tune, got none")
-    stats = shortterm.collect(target_logprobs(model, tokenizer, tokens, batch_size), tokens,
+    ids = [t.id for t in tunes] if all(hasattr(t, "id") for t in tunes) else None
+    stats = shortterm.collect(target_logprobs(model, tokenizer, tokens, batch_size, tune_ids=ids), tokens,
                               last_bars=[shortterm.last_barline(t, tokenizer.bar_id) for t in tokens])
     copy_model, nats = shortterm.fit(stats)
     return copy_model, {"network_nats_per_token": float(-stats["net"].mean()), "mixture_nats_per_token": nats}
