@@ -95,14 +95,17 @@ def test_the_table_command_writes_json(tmp_path, monkeypatch):
 
     class Corpus:
         tokenizer_config = TokenizerConfig()
-        tunes = [corpora.Tune(f"t{i}", AABB, "2/4") for i in range(40)]
+        tunes = [corpora.Tune(f"t{i}", AABB, "2/4") for i in range(40)] + \
+            [corpora.Tune(f"oneills1850/0001-0050.abc#{i}", AABB, "2/4") for i in range(10)]
 
     monkeypatch.setattr(corpora, "load_corpus", lambda spec: Corpus())
     out = tmp_path / "forms.json"
     assert main(["--data", "test", "--out", str(out)]) == 0
     table = json.loads(out.read_text())
-    assert table["format"] == 1 and table["plans"]["2/4"]["8"][0][2] == "n n e2 e2 r2 r2 e2 e2"
-    assert 24 < table["tunes"] <= 40 and len(table["plans"]["2/4"]["8"]) == 24   # the train split, sampled
+    assert table["format"] == 2 and table["plans"]["2/4"]["8"][0][2] == "n n e2 e2 r2 r2 e2 e2"
+    assert 24 < table["tunes"] <= 50 and len(table["plans"]["2/4"]["8"]) == 24   # the train split, sampled
+    # and apart, the tunes of each style (here only the Irish collection's have one)
+    assert list(table["styles"]) == ["irish"] and 0 < len(table["styles"]["irish"]["2/4"]["8"]) <= 10
 
 
 def test_form_statistics_of_a_set_of_tunes():

@@ -209,3 +209,16 @@ def test_generation_tells_the_network_the_form_plan_and_the_chords(styled):
     # BOS TS is read with the request's conditions: the style's start state is its own
     ids = condition_ids(TOK, TOK.start_ids("4/4"), cfg, style=1)
     assert int(cfg.fields(np.asarray(ids))["style"][0]) == 1
+
+
+def test_a_style_draws_its_default_form_from_its_own_tunes(tmp_path):
+    from model.generation.form_plan import load_form_table, request_plans
+    path = tmp_path / "forms.json"
+    path.write_text('{"format": 2, "plans": {"4/4": {"4": [[0, 16, "n n n n"]]}},'
+                    ' "styles": {"irish": {"4/4": {"4": [[0, 16, "n e1 n e2"]]}}}}')
+    table = load_form_table(path)
+    plans = lambda style: request_plans(GenerationParams(bars=4, style=style), table, "4/4", 16, 0, 1, False)  # noqa: E731
+    # (the last bar is the ending's, free of masks, but the network is still told it repeats bar 1)
+    assert plans("irish")[0].refs == (0, 0, 2, 3) and plans("irish")[0].labels[3] == (RELATION_IDS["exact"], 1)
+    assert plans(None)[0].refs == (0, 1, 2, 3)
+    assert plans("german")[0].refs == (0, 1, 2, 3)  # a style without a table of its own: every tune's

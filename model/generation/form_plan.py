@@ -14,8 +14,8 @@ bars; a section whose letter came before refers, bar by bar, to that letter's fi
 The first section of each letter is FREE.
 
 **The default** (``form`` null, a fixed number of bars, no primer): the plan of a training tune of the
-same meter and number of bars, from the table shipped beside the model (``forms.json``, written by
-``python -m model.representation.form``); a tune of another meter with that many bars where the
+same meter and number of bars (of the requested style's tunes, when a style is asked for), from the
+table shipped beside the model (``forms.json``, written by ``python -m model.representation.form``); a tune of another meter with that many bars where the
 meter has none; no plan where none has it. Each melody draws its own from its seed and row
 (beams share row 0's). Its labels become masks: exact -> COPY, variant -> RHYTHM, rhythm and new
 -> FREE, the last bar FREE without any mask (the ending's); another bar not labelled exact may not end up an exact copy of an
@@ -87,9 +87,13 @@ def letters_plan(form: str, bars: int, phrase_bars: int | None, strict: bool) ->
 
 
 def load_form_table(path) -> dict | None:
-    """The plans of a ``forms.json`` table, or None when there is no such file."""
+    """The plans of a ``forms.json`` table by style ({None: every training tune's, style: that
+    style's}), or None when there is no such file."""
     path = Path(path)
-    return json.loads(path.read_text())["plans"] if path.is_file() else None
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    return {None: doc["plans"], **doc.get("styles", {})}
 
 
 def table_plan(table: dict, meter: str, bars: int, bar_steps: int, seed: int, row: int) -> FormPlan | None:
@@ -118,6 +122,7 @@ def request_plans(params, table, meter: str, bar_steps: int, seed: int, rows: in
         return [letters_plan(params.form, params.bars, params.phrase_bars, params.form_strict)] * rows
     if table is None or params.primer is not None:
         return None
+    table = table.get(params.style) or table[None]  # the requested style's tunes, where it has a table
     plans = [table_plan(table, meter, params.bars, bar_steps, seed, 0 if beam else r) for r in range(rows)]
     return plans if all(p is not None for p in plans) else None
 

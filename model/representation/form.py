@@ -26,9 +26,10 @@ bars it repeats exactly throughout; that letter primed (A') when at least half o
 that section's exactly or as variants (a B that only shares A's rhythm is a B); else the next new letter. ``phrase_length``
 is the default: 4 bars, 2 in a tune of fewer than 8.
 
-``python -m model.representation.form --data music21:essenFolksong --out model/weights/forms.json``
+``python -m model.representation.form --data music21:styles --out model/weights/forms.json``
 writes the table of training tunes' bar labels that generation samples default forms from
-(``model.generation.form_plan``).
+(``model.generation.form_plan``): all of them, and those of each style apart, so that a request for
+a style draws its form from that tradition's tunes.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ from dataclasses import dataclass
 EXACT, VARIANT, RHYTHM, NEW = "exact", "variant", "rhythm", "new"
 KIND_CODES = {EXACT: "e", VARIANT: "v", RHYTHM: "r", NEW: "n"}  # the table's one-letter codes
 REST_CODE, HOLD_CODE, ONSET_CODE = 0, 1, 2                      # a step's part in a bar's rhythm
-TABLE_FORMAT = 1
+TABLE_FORMAT = 2  # 2: "plans" of all training tunes and "styles": the same per style (1: "plans" only)
 # the network's form input (model.network.conditions): a relation id per label, and the pointer, how many
 # bars back the bar refers (1..MAX_POINTER; a bar further back or a new bar has none)
 RELATION_IDS = {NEW: 0, EXACT: 1, RHYTHM: 2, VARIANT: 3}
@@ -210,10 +211,11 @@ def form_table(tunes, tokenizer, seed: int = 0, max_plans: int = MAX_PLANS) -> d
 
 def main(argv=None) -> int:
     from model.representation.corpora import load_corpus, split_corpus
+    from model.representation.styles import style_of
     from model.representation.tokens import MelodyTokenizer
     p = argparse.ArgumentParser(description="Write the table of the training tunes' bar labels that generation "
                                             "samples default forms from.")
-    p.add_argument("--data", default="music21:essenFolksong")
+    p.add_argument("--data", default="music21:styles", help="the shipped model's corpus (default %(default)s)")
     p.add_argument("--out", required=True)
     p.add_argument("--split-seed", type=int, default=0, help="the corpus split's seed (the shipped model's: 0)")
     p.add_argument("--seed", type=int, default=0, help="the seed of the sample kept per meter and length")
@@ -221,9 +223,14 @@ def main(argv=None) -> int:
     corpus = load_corpus(args.data)
     tokenizer = MelodyTokenizer(corpus.tokenizer_config)
     train = split_corpus(corpus, seed=args.split_seed)["train"]
+    by_style: dict = {}
+    for tune in train:
+        if style_of(tune.id) is not None:
+            by_style.setdefault(style_of(tune.id), []).append(tune)
     table = {"format": TABLE_FORMAT, "data": args.data, "split": "train", "tunes": len(train),
              "command": "python -m model.representation.form --data " + args.data + " --out " + args.out,
-             "max_plans": MAX_PLANS, "plans": form_table(train, tokenizer, args.seed)}
+             "max_plans": MAX_PLANS, "plans": form_table(train, tokenizer, args.seed),
+             "styles": {name: form_table(tunes, tokenizer, args.seed) for name, tunes in sorted(by_style.items())}}
     from model.representation.files import atomic_write
     atomic_write(args.out, (json.dumps(table, separators=(",", ":"), sort_keys=True) + "\n").encode())
     print(f"{args.out}: {sum(len(v) for g in table['plans'].values() for v in g.values())} plans "
