@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from service.cli import api_command  # noqa: E402
 from worker.cli import executable  # noqa: E402
+from worker.settings import DEFAULT_REDIS_URL  # noqa: E402
 
 BODY_STALL = ("POST /api/v1/melodies HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\n"
               "Content-Length: 100\\r\\n\\r\\n{\"ba")
@@ -149,6 +150,15 @@ def main(argv=None) -> None:
                 process.terminate()
                 process.wait(20)
         shutil.rmtree(folder, ignore_errors=True)
+        forget_keys(env.get("REDIS_URL") or DEFAULT_REDIS_URL, env["TUNESMITH_KEY_PREFIX"])
+
+
+def forget_keys(url: str, prefix: str) -> None:
+    """Delete the Redis keys this run wrote (its job, queue and counters all carry its prefix)."""
+    import redis
+    client = redis.Redis.from_url(url)
+    for key in client.scan_iter(match=f"{prefix}*", count=500):
+        client.delete(key)
 
 
 def _closed(sock) -> bool:
