@@ -25,4 +25,4 @@ USER tunesmith
 VOLUME /data
 EXPOSE 8000
 # The API by default; the workers run `tunesmith worker --queues generate|train`.
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "40", "--timeout", "60", "--no-control-socket", "--access-logfile", "-", "service:create_app()"]
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "2", "--worker-class", "gevent", "--worker-connections", "1000", "--keep-alive", "5", "--timeout", "60", "--no-control-socket", "--access-logfile", "-", "service:create_app()"]

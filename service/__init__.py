@@ -37,7 +37,7 @@ def create_app(test_config=None) -> Flask:
     app.extensions["tunesmith"] = runtime
     app.extensions["celery"] = runtime.celery
 
-    from service import admission, api, disk, downloads, events, headers, health, metrics, openapi
+    from service import admission, api, disk, downloads, events, front, headers, health, metrics, openapi
     app.register_blueprint(api.bp)
     app.register_blueprint(events.bp)
     app.register_blueprint(metrics.bp)
@@ -52,6 +52,8 @@ def create_app(test_config=None) -> Flask:
     disk.init_app(app)
     admission.init_app(app, api.client_id)
     headers.init_app(app)
+    events.init_app(app)
+    front.init_app(app)
     if not app.config["TUNESMITH_TOKEN"] and not app.config.get("TUNESMITH_OPEN"):
         app.logger.warning("no TUNESMITH_TOKEN: training and admin endpoints answer 403 "
                            "(set a token, or TUNESMITH_OPEN=1 to leave them open)")

@@ -26,7 +26,7 @@ CLIENT_RETRY_S = 10           # a client's own jobs finish one by one: sooner
 
 
 def refusal(status: int, message: str, retry_after: int, reason: str, **fields):
-    """The answer to a refused submission, counted by reason for /metrics."""
+    """The answer to a refused submission (or event stream, service/events.py), counted by reason for /metrics."""
     runtime = current_app.extensions["tunesmith"]
     try:
         runtime.redis.hincrby(f"{runtime.jobs.prefix}refused", reason, 1)

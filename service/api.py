@@ -29,7 +29,7 @@ from model.training.recipe import MAX_RECIPE_TUNES, TOKENS_PER_TUNE, size_recipe
 from service.admission import admit
 from service.disk import check_room
 from service.downloads import one_melody
-from service.events import stream_slots, wait_for_end
+from service.events import wait_for_end
 from service.schemas import (TRAINING_DEFAULTS, HarmonizationRequest, MelodyRequest, RequestInvalid, TrainingRequest,
                              check_fits_model, check_primer_midi, validate_request)
 from worker import FINISHED, checkpoint_vocabulary, job_work, new_job_id, public_record
@@ -178,8 +178,8 @@ def create_melodies():
             check_fits_model(req, name, vocabulary, primer_meters)
     params = {**req.model_dump(), "model": name}
     wait_s = preferred_wait()
-    slots = stream_slots(current_app._get_current_object()) if wait_s else None
-    if slots is None or not slots.acquire(blocking=False):
+    slots = current_app.extensions["streams"] if wait_s else None
+    if slots is None or not slots.acquire():
         return submit("melody", params)
     try:
         response, status, headers = submit("melody", params)

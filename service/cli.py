@@ -18,6 +18,7 @@ no torch: the process that supervises the service never needs it.
 """
 import argparse
 import os
+import resource
 import secrets
 import signal
 import subprocess
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 
 from model import cli as model_cli
-from service.config import load_config
+from service.config import CONNECTIONS_PER_PROCESS, load_config
 from worker import cli as worker_cli
 from worker import DEFAULT_SENTINEL_MASTER, open_without_token, persistence_warning, preexec, redis_client
 from worker.cli import default_concurrency, executable, worker_command
@@ -36,12 +37,15 @@ MAX_RESTARTS = 5                 # of one child within RESTART_WINDOW_S, before 
 RESTART_WINDOW_S = 600
 
 
-def api_command(host: str, port: int, workers: int = 2, streams: int = 32) -> list[str]:
-    """The gunicorn command that serves the API: per process, 8 threads for requests plus one for
-    each event stream it may hold open (TUNESMITH_MAX_STREAMS, service/events.py). No control socket:
-    gunicorn's default is one path per user ($XDG_RUNTIME_DIR or ~/.gunicorn), which a second
-    instance would take over."""
-    return ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", str(8 + streams),
+def api_command(host: str, port: int, workers: int = 2, header_timeout: int = 5) -> list[str]:
+    """The gunicorn command that serves the API: gevent's worker, a greenlet per connection (up to
+    CONNECTIONS_PER_PROCESS a process), so stalled clients and open event streams hold no thread
+    that others wait for; a request's line and headers must arrive within `header_timeout` seconds
+    (gevent's worker applies its keep-alive time to them: TUNESMITH_HEADER_TIMEOUT), its body is
+    bounded in the app (service/front.py). No control socket: gunicorn's default is one path per
+    user ($XDG_RUNTIME_DIR or ~/.gunicorn), which a second instance would take over."""
+    return ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--worker-class", "gevent",
+            "--worker-connections", str(CONNECTIONS_PER_PROCESS), "--keep-alive", str(header_timeout),
             "--timeout", "60", "--no-control-socket", "--access-logfile", "-", "service:create_app()"]
 
 
@@ -64,9 +68,10 @@ def serve(args) -> int:
         env["REDIS_URL"] = broker.url
     ensure_token(env)
     env.setdefault("OMP_NUM_THREADS", "1")
+    _allow_open_files()
     commands = {"generate worker": worker_command("generate", default_concurrency("generate", env)),
                 "train worker": worker_command("train"),
-                "api": api_command(args.host, args.port, args.api_workers, load_config(env)["TUNESMITH_MAX_STREAMS"])}
+                "api": api_command(args.host, args.port, args.api_workers, load_config(env)["TUNESMITH_HEADER_TIMEOUT"])}
     stopping = False
 
     def request_stop(signum, frame):
@@ -145,6 +150,14 @@ class Supervisor:
                 del self.due[name]
                 self.start(name)
         return True
+
+
+def _allow_open_files() -> None:
+    """Each API process may hold 1000 client connections and a Redis connection per open stream
+    (api_command): raise this process's soft limit on open files to its hard limit, for the children."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if resource.RLIM_INFINITY not in (soft, hard) and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _warn_without_persistence(redis_url: str) -> None:

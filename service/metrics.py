@@ -8,8 +8,12 @@ the workers and the API count in Redis (worker/metrics.py), so every API process
     tunesmith_generated_tokens_total           tokens generated (counter; rate() gives tokens/s)
     tunesmith_tokens_per_second                the engines' rate over their last second (gauge)
     tunesmith_backlog_work / _jobs / _clients  unfinished melody work (bars x count), its jobs and clients
-    tunesmith_limit{name}                      the admission limits in force (service/admission.py)
-    tunesmith_refused_total{reason}            submissions refused: backlog, client_work, rate
+    tunesmith_limit{name}                      the admission limits in force (service/admission.py), and
+                                               max_streams_per_process (service/events.py)
+    tunesmith_refused_total{reason}            submissions refused: backlog, client_work, rate; and event
+                                               streams refused for want of a slot: streams
+    tunesmith_streams_open{process}            event streams and `Prefer: wait` requests each API process
+                                               holds open (gauge; sum() for the service's)
 
 Training jobs are counted when queued and cancelled; their other states are in their records.
 """
@@ -20,6 +24,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from service.admission import limits, refused_counts
+from service.events import open_streams
 from worker import metrics_snapshot
 
 bp = Blueprint("metrics", __name__)
@@ -57,10 +62,16 @@ class RedisCollector:
         for name, value in self.limits.items():
             limit.add_metric([name], value)
         yield limit
-        refused = CounterMetricFamily("tunesmith_refused", "Submissions refused", labels=["reason"])
+        refused = CounterMetricFamily("tunesmith_refused", "Submissions (and event streams) refused",
+                                      labels=["reason"])
         for reason, n in sorted(refused_counts(self.runtime).items()):
             refused.add_metric([reason], n)
         yield refused
+        streams = GaugeMetricFamily("tunesmith_streams_open", "Event streams and waiting requests open, per API process",
+                                    labels=["process"])
+        for process, n in sorted(open_streams(self.runtime.redis, self.runtime.jobs.prefix).items()):
+            streams.add_metric([process], n)
+        yield streams
 
 
 def _cumulative(buckets: list) -> list:
@@ -75,5 +86,7 @@ def _cumulative(buckets: list) -> list:
 @bp.get("/metrics")
 def metrics():
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RedisCollector(current_app.extensions["tunesmith"], limits(current_app.config)))
+    config = current_app.config
+    shown = {**limits(config), "max_streams_per_process": config["TUNESMITH_MAX_STREAMS"]}
+    registry.register(RedisCollector(current_app.extensions["tunesmith"], shown))
     return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4; charset=utf-8")

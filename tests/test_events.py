@@ -80,6 +80,22 @@ def test_a_process_holds_at_most_max_streams(app):
         response.close()
 
 
+def test_open_streams_their_limit_and_the_refused_are_in_metrics(app):
+    runtime = app.extensions["tunesmith"]
+    job_id = runtime.jobs.create("melody", {"bars": 3})["id"]
+    client = app.test_client()
+    held = [client.get(f"/api/v1/jobs/{job_id}/events", buffered=False) for _ in range(2)]
+    assert client.get(f"/api/v1/jobs/{job_id}/events").status_code == 503
+    text = client.get("/metrics").get_data(as_text=True)
+    process = app.extensions["streams"].process
+    assert f'tunesmith_streams_open{{process="{process}"}} 2.0' in text
+    assert 'tunesmith_limit{name="max_streams_per_process"} 2.0' in text
+    assert 'tunesmith_refused_total{reason="streams"} 1.0' in text
+    for response in held:
+        response.close()
+    assert f'tunesmith_streams_open{{process="{process}"}} 0.0' in client.get("/metrics").get_data(as_text=True)
+
+
 def test_the_stream_is_in_the_openapi_document(app):
     spec = app.test_client().get("/api/v1/openapi.json").get_json()
     operation = spec["paths"]["/api/v1/jobs/{job_id}/events"]["get"]

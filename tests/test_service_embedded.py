@@ -90,6 +90,10 @@ def test_container_commands_are_the_ones_serve_runs():
     assert compose_command("generate") == ["tunesmith", "worker", "--queues", "generate"]
     assert compose_command("train") == ["tunesmith", "worker", "--queues", "train"]
     assert "--appendonly" in compose_command("redis")
+    # only nginx is published, with the front's configuration; the API trusts its X-Forwarded-For
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "./deploy/nginx.conf:/etc/nginx/conf.d/default.conf" in text and 'TUNESMITH_PROXIES: "1"' in text
+    assert "ports:" not in text.split("\n  api:\n", 1)[1].split("\n\n", 1)[0]
 
 
 def test_the_tunesmith_console_script_hands_serve_and_worker_options_over():

@@ -33,14 +33,17 @@ def make_celery(settings: dict) -> Celery:
 
 
 class Runtime:
-    """What the API and the tasks share: Redis, job records and their events, the registry, the storage folder."""
+    """What the API and the tasks share: Redis, job records and their events, the registry, the storage folder.
+    `settings["REDIS_CONNECTIONS"]`, when given, bounds the Redis client's connections (redis-py's
+    default is 100, fewer than an API process may use at once: service/config.py)."""
 
     def __init__(self, settings: dict, celery_app: Celery | None = None):
         self.settings = settings
         self.home = settings["TUNESMITH_HOME"]
+        pool = {"max_connections": settings["REDIS_CONNECTIONS"]} if settings.get("REDIS_CONNECTIONS") else {}
         self.redis = redis_client(settings["REDIS_URL"] or DEFAULT_REDIS_URL,
                                   settings.get("TUNESMITH_SENTINEL_MASTER", DEFAULT_SENTINEL_MASTER),
-                                  socket_connect_timeout=1, socket_timeout=2)
+                                  socket_connect_timeout=1, socket_timeout=2, **pool)
         self.jobs = JobStore(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
         self.backlog = Backlog(self.redis, settings["TUNESMITH_KEY_PREFIX"])
         self.events = JobEvents(self.redis, settings["TUNESMITH_KEY_PREFIX"], settings["TUNESMITH_JOB_TTL"])
