@@ -1,7 +1,7 @@
 """Form figures of generated melodies against the Essen test tunes, and their first bars.
 
     python bench/form_figures.py [--model PATH] [--pairs 300] [--seeds 200] [--code NAME=DIR ...]
-                                 [--variant NAME=JSON ...] [--split test] [--out-dir docs/results]
+                                 [--variant NAME=JSON ...] [--split test] [--data SPEC] [--out-dir docs/results]
 
 For each code checkout (``--code``: a name and a checkout whose ``model`` package generates; default
 this one) and each parameter variant (``--variant``: JSON GenerationParams overrides; default
@@ -36,8 +36,8 @@ def generate(args) -> dict:
     from model.generation.params import GenerationParams
     from model.generation.sampling import Generator
     torch.set_num_threads(1)
-    _, tok, _, _, splits = checkpoint_splits(args.model, progress=False) if args.model else \
-        checkpoint_splits(__import__("model").DEFAULT_MODEL_PATH, progress=False)
+    _, tok, _, _, splits = checkpoint_splits(args.model or __import__("model").DEFAULT_MODEL_PATH, args.data,
+                                             progress=False)
     gen = Generator(args.model)
     variant = json.loads(args.generate)
     test = [t.tokens for t in splits[args.split]]
@@ -52,14 +52,14 @@ def generate(args) -> dict:
     return {"pairs": pairs, "sixteen_bars": melodies}
 
 
-def figures(drawn: dict, model, split: str) -> dict:
+def figures(drawn: dict, model, split: str, data: str | None = None) -> dict:
     """This checkout's reading of a child's melodies."""
     from model.evaluation.form_figures import form_statistics
     from model.evaluation.report import checkpoint_splits
     from model.generation.endings import ending_statistics
     from model.representation.form import tune_bars, empty_first_bar
     import model as package
-    _, tok, _, _, splits = checkpoint_splits(model or package.DEFAULT_MODEL_PATH, progress=False)
+    _, tok, _, _, splits = checkpoint_splits(model or package.DEFAULT_MODEL_PATH, data, progress=False)
     test = [t.tokens for t in splits[split]]
     generated = [p["tokens"] for p in drawn["pairs"]]
     matched = [test[p["reference"]] for p in drawn["pairs"] if tok.bar_count(test[p["reference"]]) <= MAX_BARS]
@@ -81,6 +81,7 @@ def main() -> int:
     p.add_argument("--code", action="append", default=None, help="NAME=DIR: a checkout that generates")
     p.add_argument("--variant", action="append", default=None, help="NAME=JSON GenerationParams overrides")
     p.add_argument("--split", default="test", help="the tunes paired with (valid: for choosing; test: once)")
+    p.add_argument("--data", default=None, help="the corpus whose split is paired with (default: the model's)")
     p.add_argument("--out-dir", default=str(ROOT / "docs" / "results"))
     p.add_argument("--generate", default=None, help=argparse.SUPPRESS)  # the child: a variant's JSON
     args = p.parse_args()
@@ -94,11 +95,12 @@ def main() -> int:
     for code, folder in codes.items():
         for name, variant in variants.items():
             child = [sys.executable, __file__, "--generate", variant, "--pairs", str(args.pairs), "--split", args.split,
-                     "--seeds", str(args.seeds)] + (["--model", args.model] if args.model else [])
+                     "--seeds", str(args.seeds)] + (["--model", args.model] if args.model else []) \
+                + (["--data", args.data] if args.data else [])
             out = subprocess.run(child, env={**os.environ, "PYTHONPATH": folder}, check=True,
                                  capture_output=True, text=True).stdout
             report = {"code": code, "variant": json.loads(variant), "command": command,
-                      "split": args.split, **figures(json.loads(out), args.model, args.split)}
+                      "split": args.split, "data": args.data, **figures(json.loads(out), args.model, args.split, args.data)}
             path = Path(args.out_dir) / f"form-{code}-{name}{'' if args.split == 'test' else '-' + args.split}.json"
             path.write_text(json.dumps(report, indent=1) + "\n")
             f, ref, s = report["form"], report["reference_form_matched"], report["sixteen_bars"]

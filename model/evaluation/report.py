@@ -217,7 +217,27 @@ def evaluate_report(checkpoint=None, data: str | None = None, split: str = "test
             report["ngram"] = {**evaluate_ngram(kn, tokenizer, splits[split]), "file": str(ngram_model)}
         if ngram_out:
             kn.save(ngram_out)
+    generator = Generator(path) if samples else None
     if samples:
-        report["samples"] = sample_statistics(Generator(path), tokenizer, splits[split], count=samples, seed=seed,
+        report["samples"] = sample_statistics(generator, tokenizer, splits[split], count=samples, seed=seed,
                                               **({} if short_term else {"short_term": False}))
+    if model.config.style_dim:  # each style's tunes of the split, told their style, and melodies asked for it
+        report["styles"] = style_report(model, tokenizer, splits[split], copy_model, generator, samples, seed,
+                                        short_term)
     return report
+
+
+def style_report(model, tokenizer, tunes, copy_model, generator, samples: int, seed: int, short_term: bool) -> dict:
+    """Per style of the network's that ``tunes`` hold: their figures with the style told, and (with
+    ``samples``) sample statistics of melodies requested in that style against them."""
+    from model.representation.styles import style_of
+    out = {}
+    for name in model.config.styles:
+        own = [t for t in tunes if style_of(getattr(t, "id", "")) == name]
+        if not own:
+            continue
+        out[name] = {"tunes": len(own), **evaluate_model(model, tokenizer, own, copy_model=copy_model, told=("style",))}
+        if samples:
+            out[name]["samples"] = sample_statistics(generator, tokenizer, own, count=samples, seed=seed, style=name,
+                                                     **({} if short_term else {"short_term": False}))
+    return out
