@@ -40,7 +40,8 @@ def _add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
     left out (a command that trains per fold sets them itself), and then no --resume/--quiet either."""
     from model.training.config import TrainConfig
     from model.training.recipe import RECIPE_FIELDS
-    helps = {"data": "corpus: music21:<collection> or a folder of MIDI/ABC/MusicXML/kern files",
+    helps = {"data": "corpus: music21:<collection>, music21:styles (every collection with a style), a folder of "
+                     "MIDI/ABC/MusicXML/kern files, or several specs joined by +",
              "out": "model checkpoint to write (the resume state goes beside it as <stem>.resume.ckpt, which git ignores)",
              "bptt": "'full' (whole tunes) or k: truncated BPTT, gradients flow back at most k steps",
              "window": "tokens per lane per optimizer step (truncated BPTT)",
@@ -52,6 +53,16 @@ def _add_train_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
              "remaining_dropout": "share of training tunes read with their end unknown (so ranges of bars can end freely)",
              "key_inputs": "feed the tune's key (estimated from its notes) to the network; generation tells it the requested key or draws one",
              "key_dropout": "share of training tunes read with their key unknown",
+             "form_inputs": "feed each bar's form label (repeat of an earlier bar: exact, rhythm, variant or new, and how "
+                            "many bars back) to the network; generation tells it the request's form plan",
+             "form_dropout": "share of training tunes read with their form unknown",
+             "form_bar_dropout": "in the other tunes, the share of bars read with their form label unknown",
+             "chord_inputs": "feed the chord under each step (the tune's own, estimated) to the network; generation "
+                             "tells it the requested chords",
+             "chord_dropout": "share of training tunes read with their chords unknown",
+             "style_inputs": "feed the tune's style (german, chinese, irish: its collection) to the network; "
+                             "generation tells it the requested style",
+             "style_dropout": "share of training tunes read with their style unknown",
              "end_weight": "loss weight of each tune's last bar, its tokens after the last barline (1 = none)",
              "init": "start from this checkpoint's network weights (fine-tuning; its tokenizer and network settings "
                      "must be this run's; default: the shipped model where it fits)",
