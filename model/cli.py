@@ -1,5 +1,5 @@
-"""The model's commands of the ``tunesmith`` console script: train, generate, evaluate, short-term,
-corpus info, diagnose.
+"""The model's commands of the ``tunesmith`` console script: train, generate, harmonize, styles,
+evaluate, short-term, corpus info, diagnose.
 
 ``add_commands(subparsers)`` adds them to a parser; ``main(argv, mount=...)`` parses and runs them
 together with the commands other layers mount (the console script itself is service/cli.py, which
@@ -154,7 +154,8 @@ def cmd_generate(args) -> int:
         short_term=args.short_term, min_bars=args.min_bars, max_bars=args.max_bars, cadence=args.cadence,
         redraw_degenerate=args.redraw_degenerate, tonic_pull=args.tonic_pull, regenerate=_span(args.regenerate),
         chords=args.chords, chord_tones=args.chord_tones,
-        form=args.form, phrase_bars=args.phrase_bars, form_strict=args.form_strict, pickup=args.pickup)
+        form=args.form, phrase_bars=args.phrase_bars, form_strict=args.form_strict, pickup=args.pickup,
+        style=args.style)
     params.validate()  # before loading the model: a bad flag fails fast
     import torch
     torch.set_num_threads(1)  # one melody batch is too small to gain from more threads
@@ -207,6 +208,23 @@ def cmd_harmonize(args) -> int:
     out.write_bytes(accompaniment.harmonized_bytes(kind, score, spans))
     chords = accompaniment.chords_json(score, spans)
     print(json.dumps({"file": str(out), "chords": " ".join(c["chord"] for c in chords)}))
+    return 0
+
+
+def cmd_styles(args) -> int:
+    """The model's styles, one a line with its description, or that it has none."""
+    from model.network.checkpoint import load_checkpoint
+    from model.representation.styles import ANY, STYLE_DESCRIPTIONS
+    model, _, _ = load_checkpoint(args.model)
+    name = args.model or "the shipped model"
+    if not model.config.style_dim:
+        print(f"{name} has no style input: it writes in the mix of traditions it was trained on "
+              f"(--style {ANY}, or no --style, is all it takes)")
+        return 0
+    width = max(len(style) for style in (*model.config.styles, ANY))
+    for style in model.config.styles:
+        print(f"{style:<{width}}  {STYLE_DESCRIPTIONS.get(style, '')}".rstrip())
+    print(f"{ANY:<{width}}  no style asked for: the model's own mix (the default)")
     return 0
 
 
@@ -278,6 +296,7 @@ def _add_generate_flags(p: argparse.ArgumentParser) -> None:
     """generate's flags: GenerationParams' defaults, and the limits model/generation/params.py defines."""
     from model import DEFAULT_MODEL_PATH
     from model.generation import params
+    from model.representation.styles import ANY, STYLES
     d = params.GenerationParams()
     p.add_argument("--model", default=None, help=f"checkpoint (default: the shipped model {DEFAULT_MODEL_PATH})")
     p.add_argument("--out", default="melody.mid", help="output file: .mid/.midi, .musicxml/.xml, .abc or .json; "
@@ -343,6 +362,9 @@ def _add_generate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pickup", action=argparse.BooleanOptionalAction, default=d.pickup, help="--pickup: begin "
                    "with a partial bar (an anacrusis); --no-pickup: the first note on beat one (default: free, "
                    "or the sampled form's; never a whole bar of rests)")
+    p.add_argument("--style", default=d.style, help="the tradition to write in, one the model knows (`tunesmith "
+                   "styles --model PATH` lists them): " + ", ".join(STYLES) + f"; {ANY} or no --style (the default): "
+                   "no style asked for, the model's own mix")
     p.add_argument("--redraw-degenerate", action=argparse.BooleanOptionalAction, default=d.redraw_degenerate,
                    help=f"the quality gate: redraw a degenerate melody, at most {params.MAX_REDRAWS} times, with "
                    "seeds derived from --seed (default: yes)")
@@ -367,6 +389,12 @@ def add_commands(sub) -> None:
                    "symbols a score carries are kept, not estimated")
     p.add_argument("--out", required=True, help="output file: .mid/.midi, .musicxml/.xml, .abc or .json")
     p.set_defaults(func=cmd_harmonize)
+
+    p = sub.add_parser("styles", help="the traditions a model writes in (generate --style)",
+                       description="List the styles a model knows, with what each was trained on, or say that "
+                       "it has no style input (then --style takes only 'any').")
+    p.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
+    p.set_defaults(func=cmd_styles)
 
     p = sub.add_parser("evaluate", help="score a model on a corpus split (JSON)",
                        description="Print, as JSON, a model's nats per token, bits per note and pitch bits per note on a "

@@ -25,6 +25,7 @@ from pathlib import PurePosixPath
 from flask import Blueprint, abort, current_app, jsonify, request, url_for
 
 from model import MIDI_EXTENSIONS
+from model.representation.styles import ANY
 from model.training.recipe import MAX_RECIPE_TUNES, TOKENS_PER_TUNE, size_recipe
 from service.admission import admit
 from service.disk import check_room
@@ -172,7 +173,8 @@ def create_melodies():
     primer_meters = []
     if isinstance(req.primer, str):
         primer_meters = check_primer_midi(_decode_base64(req.primer, "primer")).meters
-    if primer_meters or req.meter is not None or req.min_pitch is not None or req.max_pitch is not None:
+    if (primer_meters or req.meter is not None or req.min_pitch is not None or req.max_pitch is not None
+            or req.style not in (None, ANY)):
         vocabulary = checkpoint_vocabulary(models.path(name))    # what only the model can tell (cached)
         if vocabulary is not None:                               # a broken checkpoint: the job will say so
             check_fits_model(req, name, vocabulary, primer_meters)

@@ -85,6 +85,11 @@ class Error(BaseModel):
     error: str
 
 
+class StyleInfo(BaseModel):
+    name: str = Field(description="the value of a melody request's style")
+    description: str
+
+
 class ModelInfo(BaseModel):
     name: str
     created: str | None
@@ -92,6 +97,9 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any] | None = None
     default: bool
     available: bool
+    styles: list[StyleInfo] | None = Field(None, description="the traditions the model writes in (a melody "
+                                           "request's style); [] when it has no style input, null when its "
+                                           "checkpoint cannot be read")
 
 
 class ModelList(BaseModel):

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from model.generation import params
 from model.generation.params import GenerationParams
+from model.representation.styles import ANY, STYLE_DESCRIPTIONS, STYLES
 from model.training.config import TrainConfig
 from worker import MAX_TRAIN_MINUTES, NAME_PATTERN, SHIPPED_NAME, MidiInvalid, check_midi
 
@@ -118,6 +119,12 @@ class MelodyRequest(StrictModel):
     pickup: bool | None = Field(GENERATION_DEFAULTS["pickup"], description="true: begin with a partial bar (an "
                                 "anacrusis); false: the first note on beat one; null: free (the sampled form's start); "
                                 "never a whole bar of rests")
+    style: Literal[(*STYLES, ANY)] | None = Field(GENERATION_DEFAULTS["style"], description="the tradition to write "
+                                                 "in: " + "; ".join(f"{name}: {text}" for name, text in
+                                                                    STYLE_DESCRIPTIONS.items()) + ". The model must "
+                                                 "know it (GET /api/v1/models lists each model's styles); null or "
+                                                 "any: no style asked for, the model's own mix (a model without a "
+                                                 "style input takes only these)")
 
     regenerate: BarSpan | None = Field(None, description="with a primer: regenerate these bars of the primer in "
                                        "place, keeping every note outside them (count gives alternatives; bars is "
@@ -355,8 +362,9 @@ def check_primer_midi(data: bytes, field: str = "primer"):
 
 def check_fits_model(req: MelodyRequest, model: str, vocabulary: dict, primer_meters=()) -> None:
     """What only the model decides, checked before the job is queued: its pitch range, the meters its
-    tokenizer knows (the request's and the primer's), and that key, scale and range leave a pitch.
-    `vocabulary` is worker.checkpoint_vocabulary's answer. Raises RequestInvalid."""
+    tokenizer knows (the request's and the primer's), that key, scale and range leave a pitch, and
+    that it knows the style asked for. `vocabulary` is worker.checkpoint_vocabulary's answer. Raises
+    RequestInvalid."""
     lo, hi, meters = vocabulary["min_pitch"], vocabulary["max_pitch"], list(vocabulary["meters"])
     problems = []
     for name in ("min_pitch", "max_pitch"):
@@ -375,5 +383,13 @@ def check_fits_model(req: MelodyRequest, model: str, vocabulary: dict, primer_me
     if unknown:
         problems.append(("primer", f"the primer's time signature {', '.join(unknown)} is not one model {model!r} "
                          "knows", "a primer in one of: " + ", ".join(meters)))
+    styles = vocabulary["styles"]
+    if req.style not in (None, ANY) and not styles:
+        problems.append(("style", f"model {model!r} has no style input; ask for style null or {ANY!r} (its own mix), "
+                         f"or choose a model that lists styles in GET /api/v1/models, got {req.style!r}",
+                         f"null or {ANY}"))
+    elif req.style not in (None, ANY, *styles):
+        problems.append(("style", f"style {req.style!r} is not one model {model!r} knows (its styles: "
+                         f"{', '.join(styles)})", "null or one of: " + ", ".join((*styles, ANY))))
     if problems:
         raise RequestInvalid([{"field": f, "message": m, "allowed": a} for f, m, a in problems])

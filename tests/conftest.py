@@ -59,6 +59,25 @@ def tiny_checkpoint(tmp_path_factory):
     return path
 
 
+TINY_STYLES = ("german", "chinese")    # a model that knows two of the three styles (not irish)
+
+
+@pytest.fixture(scope="session")
+def tiny_style_checkpoint(tmp_path_factory):
+    """The tiny network with a style input (TINY_STYLES), untrained: a model a request may name a style for."""
+    from model.network.checkpoint import save_checkpoint
+    from model.network.melody import MelodyNetwork, NetworkConfig
+    from model.representation.tokens import MelodyTokenizer, TokenizerConfig
+
+    tokenizer = MelodyTokenizer(TokenizerConfig())
+    torch.manual_seed(0)
+    network = MelodyNetwork(NetworkConfig(vocab_size=tokenizer.vocab_size, embedding_dim=8, hidden_size=16,
+                                          num_layers=1, dropout=0.0, style_dim=4, styles=TINY_STYLES))
+    path = tmp_path_factory.mktemp("tiny-style-model") / "tiny-style.pt"
+    save_checkpoint(path, network, tokenizer, metrics={"note": "untrained, for tests"})
+    return path
+
+
 @pytest.fixture(scope="session")
 def redis_base_url():
     import redis

@@ -80,6 +80,7 @@ def test_empty_body_takes_every_default(client):
     ("avoid_repetition", 1, "boolean"), ("short_term", "no", "boolean"),
     ("form", "AXB", "matching"), ("form", "aabb", "matching"), ("phrase_bars", 0, ">= 1"),
     ("form_strict", "yes", "boolean"), ("pickup", 1, "boolean"),
+    ("style", "klezmer", "one of: german, chinese, irish, any"), ("style", 1, "one of"),
 ])
 def test_each_bad_melody_field_is_named_with_its_allowed_range(client, field, bad, allowed_part):
     problems = fields_of(client.post("/api/v1/melodies", json={field: bad}))
@@ -344,6 +345,39 @@ def test_models_list_the_shipped_default_and_setting_an_unknown_default_is_404(c
     assert client.post("/api/v1/models/default/default", headers=TOKEN).get_json()["default"] == "default"
 
 
+def test_a_model_without_a_style_input_refuses_a_style_and_takes_any(client):
+    problems = fields_of(client.post("/api/v1/melodies", json={"bars": 2, "style": "irish"}))
+    assert list(problems) == ["style"]
+    assert "model 'default' has no style input" in problems["style"]["message"], problems
+    assert problems["style"]["allowed"] == "null or any"
+    for style in ("any", None):                                   # today's behaviour: no style asked for
+        response = client.post("/api/v1/melodies", json={"bars": 2, "style": style})
+        assert response.status_code == 202, response.get_json()
+        assert client.get(response.get_json()["status_url"]).get_json()["params"]["style"] == style
+
+
+def test_a_style_is_checked_against_the_models_own_styles(client, app, tiny_style_checkpoint):
+    from conftest import TINY_STYLES
+    app.extensions["tunesmith"].models.register("styled", tiny_style_checkpoint, {"data": "test"})
+    problems = fields_of(client.post("/api/v1/melodies", json={"model": "styled", "style": "irish"}))
+    assert list(problems) == ["style"]
+    assert "style 'irish' is not one model 'styled' knows (its styles: german, chinese)" in problems["style"]["message"]
+    assert problems["style"]["allowed"] == "null or one of: german, chinese, any"
+    for style in (*TINY_STYLES, "any"):
+        response = client.post("/api/v1/melodies", json={"model": "styled", "style": style, "bars": 2})
+        assert response.status_code == 202, response.get_json()
+        assert client.get(response.get_json()["status_url"]).get_json()["params"]["style"] == style
+
+
+def test_models_list_their_styles_with_descriptions(client, app, tiny_style_checkpoint):
+    from model.representation.styles import STYLE_DESCRIPTIONS
+    app.extensions["tunesmith"].models.register("styled", tiny_style_checkpoint, {"data": "test"})
+    models = {m["name"]: m for m in client.get("/api/v1/models").get_json()["models"]}
+    assert models["default"]["styles"] == []                      # the tiny shipped model has no style input
+    assert models["styled"]["styles"] == [{"name": s, "description": STYLE_DESCRIPTIONS[s]}
+                                          for s in ("german", "chinese")]
+
+
 def test_a_taken_model_name_is_409(client, app, tiny_checkpoint):
     app.extensions["tunesmith"].models.register("taken", tiny_checkpoint, {"data": "test"})
     response = client.post("/api/v1/training-jobs", headers=TOKEN, json={"data": "bach", "name": "taken"})
@@ -365,6 +399,10 @@ def test_openapi_describes_every_endpoint_with_schemas(client):
     assert schemas["MelodyRequest"]["properties"]["count"]["maximum"] == 16
     assert schemas["MelodyRequest"]["additionalProperties"] is False
     assert set(schemas["TrainingRequest"]["properties"]["cell"]["enum"]) == {"lstm", "gru", "rnn"}
+    style = schemas["MelodyRequest"]["properties"]["style"]
+    assert {"enum": ["german", "chinese", "irish", "any"], "type": "string"} in style["anyOf"]
+    assert style["default"] is None and "German folk songs" in style["description"]
+    assert schemas["ModelInfo"]["properties"]["styles"]
     post = spec["paths"]["/api/v1/melodies"]["post"]
     assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/MelodyRequest")
     assert post["responses"]["202"]["content"]["application/json"]["schema"]["$ref"].endswith("/JobAccepted")

@@ -118,10 +118,31 @@ def test_same_seed_same_file(capsys, tmp_path, checkpoint):
     (["--primer", "[[60, 0]]"], "primer[0] must be [pitch 0..127"),
     (["--form", "ABZ"], "form must be null, 'none', or 1 to 64 section letters A-H"),
     (["--form", "AABB", "--bars", "6"], "phrase_bars must be given when bars (6) is not a multiple"),
+    (["--style", "klezmer"], "style must be null or one of german, chinese, irish, any, got 'klezmer'"),
 ])
 def test_bad_generate_flags_exit_2_with_the_reason(capsys, tmp_path, checkpoint, flags, message):
     code, _, err = run(capsys, "generate", "--model", checkpoint, "--out", tmp_path / "z.mid", *flags)
     assert code == 2 and message in err
+
+
+def test_styles_lists_a_models_styles_and_generate_asks_for_one(capsys, tmp_path, tiny_style_checkpoint):
+    from model.representation.styles import STYLE_DESCRIPTIONS
+    code, out, _ = run(capsys, "styles", "--model", tiny_style_checkpoint)
+    lines = out.splitlines()
+    assert code == 0 and [line.split()[0] for line in lines] == ["german", "chinese", "any"]
+    assert lines[0].endswith(STYLE_DESCRIPTIONS["german"]) and lines[1].endswith(STYLE_DESCRIPTIONS["chinese"])
+    code, out, _ = run(capsys, "generate", "--model", tiny_style_checkpoint, "--style", "chinese", "--bars", 2,
+                       "--seed", 3, "--out", tmp_path / "s.mid")
+    assert code == 0 and json.loads(out)["files"][0]["notes"] > 0
+    # the flag reaches the generator, which checks it against the model's own styles
+    code, _, err = run(capsys, "generate", "--model", tiny_style_checkpoint, "--style", "irish", "--out",
+                       tmp_path / "t.mid")
+    assert code == 2 and "style must be german, chinese, any (this model's styles), got 'irish'" in err
+
+
+def test_styles_says_when_a_model_has_none(capsys, checkpoint):
+    code, out, _ = run(capsys, "styles", "--model", checkpoint)
+    assert code == 0 and f"{checkpoint} has no style input" in out
 
 
 def test_missing_model_is_reported(capsys, tmp_path):
@@ -132,7 +153,7 @@ def test_missing_model_is_reported(capsys, tmp_path):
 @pytest.mark.parametrize("argv,expected", [
     (["--help"], "generate"), (["train", "--help"], "--hidden-size"), (["generate", "--help"], "--top-p"),
     (["evaluate", "--help"], "--split"), (["corpus", "info", "--help"], "--data"), (["serve", "--help"], "service"),
-    (["worker", "--help"], "worker"),
+    (["worker", "--help"], "worker"), (["styles", "--help"], "--model"),
 ])
 def test_help_on_every_command(capsys, argv, expected):
     with pytest.raises(SystemExit) as done:

@@ -211,3 +211,23 @@ def test_the_registry_in_redis_serves_homes_that_share_no_disk(tmp_path, tiny_ch
     c = ModelRegistry(tmp_path / "c", tiny_checkpoint, redis=client, prefix=prefix)
     assert c.path("folk") is None
     assert b.path("folk") == fetched                                 # b's verified copy stays good
+
+
+def test_a_style_the_model_does_not_know_fails_its_job_with_the_generators_words(services, tiny_style_checkpoint):
+    """The API refuses such a request (tests/test_api.py); a job that reaches the worker anyway (from
+    elsewhere, or a model replaced since) fails with the generator's ParameterError, not a crash."""
+    from worker.generation import run_generation_job
+    from worker.model_host import ModelHost
+    services.models.register("styled", tiny_style_checkpoint, {"data": "test"})
+    host = ModelHost(services.settings, "test-worker")
+    try:
+        bad = services.jobs.create("melody", {"bars": 2, "seed": 1, "model": "styled", "style": "irish"})["id"]
+        assert run_generation_job(services, host, bad) == "failed"
+        error = services.jobs.get(bad)["error"]
+        assert error == "style must be german, chinese, any (this model's styles), got 'irish'", error
+        good = services.jobs.create("melody", {"bars": 2, "seed": 1, "model": "styled", "style": "chinese"})["id"]
+        assert run_generation_job(services, host, good) == "succeeded"
+        assert services.jobs.get(good)["params"]["style"] == "chinese"
+    finally:
+        for batcher in host.batchers.values():
+            batcher.close()

@@ -16,7 +16,7 @@ What the API (service/) uses, all importable from this package:
     FINISHED, STATES, new_job_id, public_record     job records (worker/records.py)
     without_paths                                   text fit for a client: server paths cut to their last part
     NAME_PATTERN, SHIPPED_NAME, checkpoint_problem  the model registry (worker/registry.py)
-    checkpoint_vocabulary                           a model's pitch range and meters (for checks at submit)
+    checkpoint_vocabulary                           a model's pitch range, meters and styles (for checks at submit)
     artifact_name, job_dir                          job files (worker/storage.py)
     job_work                                        a melody job's work: bars x melodies (worker/backlog.py)
     storage_problem, storage_check                  a write refused by full or read-only storage; a probe of it

@@ -3,7 +3,7 @@
 With Redis (every Runtime: the API and each worker), the registry lives there, so workers on other
 machines need nothing but REDIS_URL:
 
-    <prefix>models                  hash: name -> meta JSON (name, created, data, metrics, job, sha256, bytes)
+    <prefix>models                  hash: name -> meta JSON (name, created, data, metrics, job, sha256, bytes, styles)
     <prefix>models:default          the default model's name; absent = "default"
     <prefix>model-file:<sha256>     the checkpoint's bytes, stored once per content (no expiry)
 
@@ -13,7 +13,7 @@ written atomically), so a cached file never goes stale and a name always means t
 registered. Without Redis (``redis=None``: tools and tests), the same calls use files:
 
     models/<name>/model.pt     the checkpoint (copied in atomically when a training job ends)
-    models/<name>/meta.json    name, created, data, metrics, job
+    models/<name>/meta.json    name, created, data, metrics, job, styles
     models/default.json        {"name": ...}
 
 and models registered that way under a home stay visible beside the Redis ones. The shipped
@@ -22,9 +22,12 @@ checkpoint (model/weights/default.pt, or TUNESMITH_DEFAULT_MODEL) is always regi
 and modification time, so a new default is picked up by the next task without restarting anything.
 
 `checkpoint_problem(path)` says whether a checkpoint loads (for /readyz) and
-`checkpoint_vocabulary(path)` what its tokenizer can write (pitch range, meters: for checking a
-request when it arrives); both load it once per file version in a child process, so the process
-that asks (the API) never imports torch.
+`checkpoint_vocabulary(path)` what it can write (its tokenizer's pitch range and meters, its
+network's styles: for checking a request when it arrives); both load it once per file version in a
+child process, so the process that asks (the API) never imports torch. A model's styles are read
+from its checkpoint when it is registered and kept in its meta (the shipped model's, and those of a
+model registered before styles existed, when it is first described), so listing models loads
+nothing; `get` and `list` describe each style (model/representation/styles.py).
 """
 import hashlib
 import json
@@ -38,6 +41,7 @@ from pathlib import Path
 import model                                  # the package root only: no torch here
 from model import DEFAULT_MODEL_PATH
 from model.representation.files import atomic_copy, atomic_write
+from model.representation.styles import STYLE_DESCRIPTIONS
 
 SHIPPED_NAME = "default"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -141,7 +145,18 @@ class ModelRegistry:
         else:
             return None
         meta["default"] = name == self.default_name()
+        meta["styles"] = self._styles(name, meta)
         return meta
+
+    def _styles(self, name: str, meta: dict) -> list[dict] | None:
+        """The model's styles, each {"name", "description"}, in the network's id order: [] when it has
+        no style input, None when its checkpoint is not here or does not load."""
+        names = meta.get("styles")
+        if names is None and meta["available"]:       # the shipped model, or registered before styles
+            names = checkpoint_styles(self.path(name))
+        if names is None:
+            return None
+        return [{"name": s, "description": STYLE_DESCRIPTIONS.get(s, s)} for s in names]
 
     def list(self) -> list[dict]:
         names = set()
@@ -158,6 +173,8 @@ class ModelRegistry:
         if not self.valid_name(name) or name == SHIPPED_NAME:
             raise ValueError(f"model name must match {NAME_PATTERN} and not be 'default', got {name!r}")
         job = meta.get("job")
+        styles = checkpoint_styles(checkpoint)          # what the registry says of the model without loading it
+        meta = {**meta, "styles": styles} if styles is not None else meta
         if self.redis is None:
             return self._register_file(name, checkpoint, meta, job)
         data = Path(checkpoint).read_bytes()
@@ -204,12 +221,13 @@ import torch
 torch.set_num_threads(1)
 from model.network.checkpoint import load_checkpoint
 try:
-    _, tokenizer, _ = load_checkpoint(sys.argv[1])
+    model, tokenizer, _ = load_checkpoint(sys.argv[1])
 except Exception as exc:
     print(f"{type(exc).__name__}: {exc}")
     sys.exit(1)
-c = tokenizer.config
-print(json.dumps({"min_pitch": c.min_pitch, "max_pitch": c.max_pitch, "meters": list(c.meters)}))
+c, net = tokenizer.config, model.config
+print(json.dumps({"min_pitch": c.min_pitch, "max_pitch": c.max_pitch, "meters": list(c.meters),
+                  "styles": list(net.styles) if net.style_dim else []}))
 """
 
 
@@ -239,9 +257,16 @@ def checkpoint_problem(path) -> str | None:
 
 
 def checkpoint_vocabulary(path) -> dict | None:
-    """What the checkpoint's tokenizer can write, {"min_pitch", "max_pitch", "meters"} (None when it
-    does not load), so that the API checks a request against the model without importing torch."""
+    """What the checkpoint can write, {"min_pitch", "max_pitch", "meters"} (its tokenizer's) and
+    "styles" (its network's style input, in id order; [] without one), None when it does not load,
+    so that the API checks a request against the model without importing torch."""
     return _check(path)[1]
+
+
+def checkpoint_styles(path) -> list[str] | None:
+    """The styles of the checkpoint's network ([] without a style input; None when it does not load)."""
+    vocabulary = checkpoint_vocabulary(path)
+    return None if vocabulary is None else vocabulary["styles"]
 
 
 def _read_json(path) -> dict:
