@@ -256,6 +256,30 @@ def test_the_form_controls_ask_for_a_form_and_a_pickup(service, page):
     assert "A-H" in error.inner_text()
 
 
+def test_the_style_control_offers_the_chosen_models_styles(service, page, tiny_style_checkpoint):
+    from worker.registry import ModelRegistry
+    name = ModelRegistry(service["home"]).register("styled", tiny_style_checkpoint, {"data": "test"})
+    page.goto(service["base"] + "/")
+    page.wait_for_selector(f"#model option[value='{name}']", state="attached")
+    assert page.is_disabled("#style")                    # the default (tiny) model has no style input: Any only
+    assert page.eval_on_selector_all("#style option", "os => os.map(o => o.value)") == [""]
+    assert "has no style input" in page.inner_text("#style-help")
+    page.select_option("#model", name)
+    assert page.eval_on_selector_all("#style option", "os => os.map(o => o.value)") == ["", "german", "chinese"]
+    page.select_option("#style", "chinese")
+    assert page.inner_text("#style-help") == "Chinese folk songs (Essen han1, han2)."
+    page.fill("#bars", "2")
+    page.fill("#seed", "3")
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/api/v1/melodies")) as sent:
+        page.click("#generate")
+    assert sent.value.post_data_json["style"] == "chinese" and sent.value.post_data_json["model"] == name
+    page.wait_for_function("() => document.body.dataset.melody", timeout=90_000)
+    assert page.get_attribute("body", "data-job") == "succeeded"
+    page.select_option("#model", "")                    # back to the default: its (no) styles again
+    assert page.is_disabled("#style") and page.input_value("#style") == ""
+    assert page.problems == [], page.problems
+
+
 def test_api_field_errors_appear_next_to_their_field(service, page):
     page.goto(service["base"] + "/")
     page.fill("#temperature", "9")

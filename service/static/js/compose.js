@@ -72,7 +72,7 @@ function readForm() {
     if (input.validity.badInput) bad.push({ field: name, message: "must be a number" });
     else if (input.value.trim() !== "") body[name] = Number(input.value);
   }
-  for (const name of ["key", "scale", "meter", "model"]) {
+  for (const name of ["key", "scale", "meter", "model", "style"]) {
     if (form.elements[name].value) body[name] = form.elements[name].value;
   }
   // "lean" is the API's default (tonic_pull); "tonic" asks for the cadence, "free" turns the pull off
@@ -347,12 +347,15 @@ function renderHistory() {
 }
 $("clear-history").addEventListener("click", () => { localStorage.removeItem(HISTORY_KEY); renderHistory(); });
 
-// ---- models ---------------------------------------------------------------------------
+// ---- models and their styles ------------------------------------------------------------
+
+let models = [];    // GET /api/v1/models: each with its styles ([]: no style input; null: unreadable)
+const STYLE_HELP = $("style-help").textContent;
 
 async function loadModels() {
   try {
     const data = await api("/api/v1/models");
-    const models = Array.isArray(data) ? data : data.models || [];
+    models = Array.isArray(data) ? data : data.models || [];
     const select = $("model");
     for (const m of models) {
       const option = document.createElement("option");
@@ -364,7 +367,41 @@ async function loadModels() {
   } catch (err) {
     form.querySelector('.field-error[data-for="model"]').textContent = `Could not list the models: ${err.message}`;
   }
+  showStyles();
 }
+
+// The Style choices are the chosen model's styles (the default model's when none is chosen); a model
+// without a style input leaves only Any. The help line describes the style chosen.
+function chosenModel() {
+  const chosen = form.elements.model.value;
+  return models.find((m) => (chosen ? m.name === chosen : m.default));
+}
+
+function showStyles() {
+  const model = chosenModel();
+  const styles = (model && model.styles) || [];
+  const select = $("style");
+  const kept = select.value;
+  select.replaceChildren(new Option("Any", ""), ...styles.map((s) => {
+    const option = new Option(s.name[0].toUpperCase() + s.name.slice(1), s.name);
+    option.title = s.description;
+    return option;
+  }));
+  select.value = styles.some((s) => s.name === kept) ? kept : "";
+  select.disabled = !styles.length;
+  describeStyle();
+}
+
+function describeStyle() {
+  const model = chosenModel();
+  const style = ((model && model.styles) || []).find((s) => s.name === $("style").value);
+  const none = model && model.styles && !model.styles.length;
+  $("style-help").textContent = none
+    ? `Model ${model.name} has no style input: it writes in the mix of traditions it was trained on.`
+    : style ? `${style.description}.` : STYLE_HELP;
+}
+$("model").addEventListener("change", showStyles);
+$("style").addEventListener("change", describeStyle);
 
 renderHistory();
 loadModels();
