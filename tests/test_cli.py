@@ -140,9 +140,12 @@ def test_styles_lists_a_models_styles_and_generate_asks_for_one(capsys, tmp_path
     assert code == 2 and "style must be german, chinese, any (this model's styles), got 'irish'" in err
 
 
-def test_styles_says_when_a_model_has_none(capsys, checkpoint):
+def test_styles_says_when_a_model_has_none_and_generate_refuses_one(capsys, tmp_path, checkpoint):
     code, out, _ = run(capsys, "styles", "--model", checkpoint)
     assert code == 0 and f"{checkpoint} has no style input" in out
+    code, _, err = run(capsys, "generate", "--model", checkpoint, "--style", "german", "--out", tmp_path / "u.mid")
+    assert code == 2 and "style must be null or 'any': this model has no style input, got 'german'" in err
+    assert run(capsys, "generate", "--model", checkpoint, "--style", "any", "--bars", 2, "--out", tmp_path / "v.mid")[0] == 0
 
 
 def test_missing_model_is_reported(capsys, tmp_path):
