@@ -204,6 +204,8 @@ def evaluate_report(checkpoint=None, data: str | None = None, split: str = "test
         report["key_known"] = evaluate_model(model, tokenizer, splits[split], copy_model=copy_model, known_key=True)
     if model.config.style_dim:  # each tune's style (its collection), as a request names one
         report["style_known"] = evaluate_model(model, tokenizer, splits[split], copy_model=copy_model, told=("style",))
+    if model.config.form_dim:  # each tune's own form alone, as a default request tells its sampled plan
+        report["form_known"] = evaluate_model(model, tokenizer, splits[split], copy_model=copy_model, told=("form",))
     if model.config.form_dim or model.config.chord_dim:  # and its own form and chords: the network given the plan
         report["plan_known"] = evaluate_model(model, tokenizer, splits[split], copy_model=copy_model,
                                               known_key=True, told=("form", "chords", "style"))
