@@ -5,6 +5,7 @@ import torch
 
 from model import DEFAULT_MODEL_PATH
 from model.network.checkpoint import load_checkpoint, read_checkpoint
+from model.network.melody import NetworkConfig
 from model.representation.corpora import Corpus, Tune
 from model.representation.tokens import MelodyTokenizer, Note, TokenizerConfig
 from model.training.config import TrainConfig
@@ -58,6 +59,9 @@ def test_a_run_fine_tunes_the_shipped_model_where_it_fits_and_says_so(tmp_path):
                                                epochs=1, short_term=False), corpus_of(12))
     assert config.init == str(DEFAULT_MODEL_PATH) and recipe["start"] == str(DEFAULT_MODEL_PATH)
     assert config.lr == 5e-4 and config.epochs == 1 and "shipped model fits" in recipe["start_reason"]
+    # the run reads what the shipped model reads (its key, form, chord and style inputs), though none was asked for
+    shipped_inputs = read_checkpoint(DEFAULT_MODEL_PATH)["network_config"]
+    assert config.network_config(TOK) == NetworkConfig.from_dict({**shipped_inputs, "backend": config.backend})
     trainer = Trainer(config, corpus_of(12), show_progress=False, recipe=recipe)
     shipped, _, _ = load_checkpoint(DEFAULT_MODEL_PATH)
     for name, value in shipped.state_dict().items():

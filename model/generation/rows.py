@@ -73,7 +73,8 @@ def melody_key(generator, params, prefix, seed: int) -> int | None:
         return key_id(prefix.key_pc, "minor" if prefix.key_minor else "major")
     if params.primer is not None or not generator.key_prior:
         return None
-    prior = np.asarray(generator.key_prior, dtype=np.float64)
+    # the requested style's tunes' keys, where the model knows them
+    prior = np.asarray(generator.style_key_priors.get(params.style) or generator.key_prior, dtype=np.float64)
     return int(np.random.default_rng([int(seed), KEY_STREAM]).choice(len(prior), p=prior / prior.sum()))
 
 

@@ -135,6 +135,7 @@ class Generator:
         self.copy_model = CopyModel.from_checkpoint(ckpt)  # the short-term model, or None
         self.form_table = load_form_table(self.path.with_name(FORM_TABLE))  # default forms (model.generation.form_plan)
         self.key_prior = ckpt.get("key_prior")  # the training tunes' share of each key (a network with a key input)
+        self.style_key_priors = ckpt.get("style_key_priors") or {}  # the same per style (model/training/key_priors.py)
         self.styles = self.model.config.styles  # the styles the network's style input knows (none: no such input)
         self.name = self.path.stem
         self.model.prepare_for_inference()

@@ -3,7 +3,8 @@
 A run starts from a model that knows music when one fits: ``init`` when the user names one (it
 must fit, or the run is refused), else the shipped model (``DEFAULT_MODEL_PATH``) when its
 vocabulary (the tokenizer config) and network are the ones this run asks for; ``from_scratch``, or
-a shipped model that does not fit, gives a fresh network, and the plan says why. Then
+a shipped model that does not fit, gives a fresh network, and the plan says why. A run that starts
+from a model reads what that model reads: its key, form, chord and style inputs are switched on. Then
 model/training/recipe.py fills the settings the user left unset from the training split's size.
 
 ``plan_training(config, corpus) -> (config, recipe)``: the config ``Trainer`` runs (nothing unset)
@@ -52,28 +53,43 @@ def _tokenizer_text(tokenizer: MelodyTokenizer) -> str:
     return f"{c.steps_per_quarter} steps a quarter, pitches {c.min_pitch}..{c.max_pitch}, {len(c.meters)} meters"
 
 
-def choose_start(config: TrainConfig, tokenizer: MelodyTokenizer) -> tuple[str | None, str]:
-    """(checkpoint to fine-tune or None, why). Raises ValueError when a named ``init`` does not fit."""
+INPUT_SWITCHES = {"key_dim": "key_inputs", "form_dim": "form_inputs", "chord_dim": "chord_inputs",
+                  "style_dim": "style_inputs"}  # a network's optional inputs and the TrainConfig switch of each
+
+
+def with_inputs_of(config: TrainConfig, ckpt: dict) -> TrainConfig:
+    """``config`` with every optional input the checkpoint's network has switched on: a run that
+    fine-tunes a model keeps what it was told (the shipped model reads a key, a form, chords, a style)."""
+    saved = ckpt["network_config"]
+    return replace(config, **{switch: True for dim, switch in INPUT_SWITCHES.items() if saved.get(dim)})
+
+
+def choose_start(config: TrainConfig, tokenizer: MelodyTokenizer) -> tuple[TrainConfig, str | None, str]:
+    """(config, checkpoint to fine-tune or None, why); the config takes the starting model's inputs
+    (``with_inputs_of``). Raises ValueError when a named ``init`` does not fit."""
     if config.from_scratch:
-        return None, "from_scratch was asked for"
-    network = config.network_config(tokenizer)
+        return config, None, "from_scratch was asked for"
     if config.init:
-        problem = start_problem(read_checkpoint(config.init), network, tokenizer)
+        ckpt = read_checkpoint(config.init)
+        config = with_inputs_of(config, ckpt)
+        problem = start_problem(ckpt, config.network_config(tokenizer), tokenizer)
         if problem:
             raise ValueError(f"init {config.init!r} cannot start this run: {problem}; name a model trained "
                              "with the same tokenizer and network settings, or train from scratch (from_scratch)")
-        return config.init, "init was named"
+        return config, config.init, "init was named"
     if not Path(DEFAULT_MODEL_PATH).is_file():
-        return None, f"the shipped model {DEFAULT_MODEL_PATH} is missing"
-    problem = start_problem(read_checkpoint(DEFAULT_MODEL_PATH), network, tokenizer)
+        return config, None, f"the shipped model {DEFAULT_MODEL_PATH} is missing"
+    ckpt = read_checkpoint(DEFAULT_MODEL_PATH)
+    adopted = with_inputs_of(config, ckpt)
+    problem = start_problem(ckpt, adopted.network_config(tokenizer), tokenizer)
     if problem:
-        return None, f"the shipped model does not fit: {problem}"
-    return str(DEFAULT_MODEL_PATH), "the shipped model fits this corpus's vocabulary and these network settings"
+        return config, None, f"the shipped model does not fit: {problem}"
+    return adopted, str(DEFAULT_MODEL_PATH), "the shipped model fits this corpus's vocabulary and these network settings"
 
 
 def plan_training(config: TrainConfig, corpus) -> tuple[TrainConfig, dict]:
     """The config to train (start and recipe filled in) and the recipe (model/training/recipe.py)."""
     tokenizer = MelodyTokenizer(corpus.tokenizer_config)
     train = split_corpus(corpus, seed=config.seed, valid=config.valid, test=config.test)["train"]
-    start, reason = choose_start(config, tokenizer)
+    config, start, reason = choose_start(config, tokenizer)
     return fill_recipe(config, len(train), int(sum(len(t.tokens) for t in train)), start, reason)

@@ -51,6 +51,7 @@ from model.network.melody import (UNKNOWN_CHORD, UNKNOWN_KEY, UNKNOWN_POINTER, U
                                   MelodyNetwork)
 from model.network.shortterm import last_barline
 from model.representation.tokens import MelodyTokenizer, TokenizerConfig
+from model.training.key_priors import key_priors
 from model.training.config import TrainConfig  # the dataclass lives torch-free there (the API reads its defaults)
 from model.training.plan import plan_training, start_problem
 from model.training.recipe import describe
@@ -95,11 +96,12 @@ class Trainer:
         # the bar of every token's next grid step, where bars of a tune's form are hidden one by one
         self.train_bars = [np.asarray([b for b, _ in next_step_places(t, self.tokenizer)], dtype=np.int32)
                            for t in self.train_tokens] if net_config.form_dim else None
-        self.key_prior = None
-        if net_config.key_dim:  # the share of training tunes in each of the 24 keys
-            counts = np.bincount(net_config.fields(np.concatenate([p[:1] for p in self.train_positions]))["key"],
-                                 minlength=UNKNOWN_KEY + 1)[:UNKNOWN_KEY].astype(np.float64)
-            self.key_prior = (counts / max(counts.sum(), 1.0)).tolist()
+        self.key_prior, self.style_key_priors = None, {}
+        if net_config.key_dim:  # the share of training tunes in each of the 24 keys, and per style
+            first = net_config.fields(np.concatenate([p[:1] for p in self.train_positions]))
+            styles = [net_config.styles[s] if s < len(net_config.styles) else None
+                      for s in first["style"]] if net_config.style_dim else [None] * len(first["key"])
+            self.key_prior, self.style_key_priors = key_priors(first["key"], styles)
         self.provenance = dict(getattr(corpus, "provenance", {}) or {})
         self.provenance.update(spec=config.data, splits={k: len(v) for k, v in splits.items()},
                                split_seed=config.seed, train_tokens=int(sum(map(len, self.train_tokens))))
@@ -299,6 +301,7 @@ class Trainer:
                   "data": self.provenance, "metrics": self.metrics(), "recipe": self.recipe}
         if self.model.config.key_dim:  # what generation draws a key from when a request names none
             fields["key_prior"] = self.key_prior
+            fields["style_key_priors"] = self.style_key_priors
         return fields
 
     def metrics(self) -> dict:
