@@ -4,7 +4,9 @@ worker per queue) on the Redis at 127.0.0.1:6379.
 
 The composing page generates a melody; its piano roll must hold exactly the notes of the MIDI
 the service serves (parsed with mido), play must start the audio clock with no console errors,
-and the download link must serve MIDI that mido reads. The training page trains a tiny model on
+and the download link must serve MIDI that mido reads. Its Harmony fields must reach the API, a
+melody with chords must show them on the notation and the roll and play its accompaniment (which
+mutes), and an unknown chord must be named beside the Chords field. The training page trains a tiny model on
 an uploaded zip of MIDI files and must draw its loss curve.
 
 Set TUNESMITH_SCREENSHOTS=1 to write docs/screenshots/compose.png and train.png.
