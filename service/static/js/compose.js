@@ -270,7 +270,6 @@ async function showMelody(entry, { keepPlaying = false } = {}) {
   $("abc-text").textContent = notation.abc;
   $("accompaniment-control").hidden = !parsed.accompaniment.length;
   $("chords-help-result").hidden = !chords.length && !parsed.accompaniment.length;
-  $("melody").dataset.chords = chords.map((c) => c.chord).join(" ");
 
   const keyText = params.key ? `${params.key} ${params.scale || ""}`.trim() : "any key";
   const range = parsed.notes.length
