@@ -17,7 +17,12 @@ Register it in the app factory:
 from flask import Blueprint, render_template
 
 from model.generation import params
+from model.representation.chords import vocabulary_text
 from service.schemas import GENERATION_DEFAULTS, SCALES, TrainingRequest, field_bounds
+
+# The Chords field's suggestions (tests/test_web.py parses each with the API's own parser).
+CHORD_EXAMPLES = ("G C | D7 G", "C | F | G7 | C", "C Am | F G7", "D | G | A7 | D", "Am | Dm | E7 | Am",
+                  "G | Em | C | D7", "F | Bb | C7 | F")
 
 # Static files live under /assets, not /static, so they never collide with the app's
 # own static route whatever folder the app factory gives it.
@@ -33,7 +38,8 @@ bp = Blueprint(
 @bp.get("/")
 def compose():
     """The composing page: parameters, generate, listen, see and download melodies."""
-    return render_template("compose.html", scales=SCALES, limits=params, defaults=GENERATION_DEFAULTS)
+    return render_template("compose.html", scales=SCALES, limits=params, defaults=GENERATION_DEFAULTS,
+                           chord_vocabulary=vocabulary_text(), chord_examples=CHORD_EXAMPLES)
 
 
 @bp.get("/train")

@@ -4,11 +4,14 @@ worker per queue) on the Redis at 127.0.0.1:6379.
 
 The composing page generates a melody; its piano roll must hold exactly the notes of the MIDI
 the service serves (parsed with mido), play must start the audio clock with no console errors,
-and the download link must serve MIDI that mido reads. The training page trains a tiny model on
+and the download link must serve MIDI that mido reads. Its Harmony fields must reach the API, a
+melody with chords must show them on the notation and the roll and play its accompaniment (which
+mutes), and an unknown chord must be named beside the Chords field. The training page trains a tiny model on
 an uploaded zip of MIDI files and must draw its loss curve.
 
 Set TUNESMITH_SCREENSHOTS=1 to write docs/screenshots/compose.png and train.png.
 """
+import base64
 import io
 import json
 import os
@@ -450,3 +453,121 @@ def test_bars_selected_on_the_piano_roll_are_regenerated_in_place(service, page)
     after = page.evaluate("window.tunesmith.current.parsed.notes.map(n => [n.pitch, n.startBeat, n.endBeat])")
     kept = lambda notes: [n for n in notes if n[2] <= 4 or n[1] >= 12]   # outside beats 4..12 (bars 2-3 of 4/4)
     assert kept(after) == kept(before)
+
+
+# ---- harmony: a melody over given chords, estimated chords, the accompaniment ---------------------
+
+CHORD_PCS = {"G": {7, 11, 2}, "C": {0, 4, 7}, "D7": {2, 6, 9, 0}}
+
+
+def chord_symbols(pg, selector):
+    """The chord symbols drawn in an element, in order, with abcjs's ♭ and ♯ written as b and #."""
+    texts = pg.eval_on_selector_all(selector, "els => els.map(e => e.textContent.trim())")
+    return [t.replace("♭", "b").replace("♯", "#") for t in texts]
+
+
+def test_a_melody_over_given_chords_shows_them(service, page):
+    page.goto(service["base"] + "/")
+    assert page.is_hidden("#chord_tones")                   # Chord tones waits for chords
+    page.fill("#bars", "2")
+    page.fill("#seed", "11")
+    page.select_option("#key", "G")
+    page.fill("#chords", "G C | D7 G")
+    page.select_option("#chord_tones", "strict")
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/api/v1/melodies")) as sent:
+        page.click("#generate")
+    body = sent.value.post_data_json
+    assert body["chords"] == "G C | D7 G" and body["chord_tones"] == "strict" and "harmonize" not in body
+    page.wait_for_function("() => document.body.dataset.melody", timeout=90_000)
+    assert page.get_attribute("body", "data-job") == "succeeded"
+
+    page.wait_for_selector("#notation .abcjs-chord", state="attached")
+    assert chord_symbols(page, "#notation .abcjs-chord") == ["G", "C", "D7", "G"]   # above the staff
+    assert chord_symbols(page, "#pianoroll text.chord") == ["G", "C", "D7", "G"]    # above the roll
+    assert '"G"' in page.text_content("#abc-text") and '"D7"' in page.text_content("#abc-text")
+    # strict: a note that starts on a strong beat (4/4: beats 1 and 3) is a tone of the chord there
+    notes = page.evaluate("window.tunesmith.current.parsed.notes.map(n => [n.pitch, n.startBeat])")
+    strong = {0: "G", 2: "C", 4: "D7", 6: "G"}
+    assert any(start in strong for _, start in notes)
+    for pitch, start in notes:
+        if start in strong:
+            assert pitch % 12 in CHORD_PCS[strong[start]], (pitch, start)
+    # the roll and the notation are the melody's; the accompaniment is played, and can be muted
+    href = page.get_attribute("#downloads a[data-format=midi]", "href")
+    with urllib.request.urlopen(service["base"] + href, timeout=10) as response:
+        served = mido.MidiFile(file=io.BytesIO(response.read()))
+    on = [m for t in served.tracks for m in t if m.type == "note_on" and m.velocity > 0]
+    assert page.locator("#pianoroll rect.note").count() == sum(1 for m in on if m.channel == 0)
+    assert page.evaluate("window.tunesmith.current.parsed.accompaniment.length") == sum(1 for m in on if m.channel == 1) > 0
+    assert page.is_visible("#accompaniment-control") and page.is_visible("#chords-help-result")
+    assert page.problems == [], page.problems
+
+
+def test_the_chords_toggle_estimates_chords_and_the_accompaniment_can_be_muted(service, page, tmp_path):
+    page.goto(service["base"] + "/")
+    page.fill("#bars", "4")
+    page.fill("#seed", "21")
+    page.fill("#tempo", "30")
+    page.check("#harmonize")
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/api/v1/melodies")) as sent:
+        page.click("#generate")
+    body = sent.value.post_data_json
+    assert body["harmonize"] is True and "chords" not in body and "chord_tones" not in body
+    page.wait_for_function("() => document.body.dataset.melody", timeout=90_000)
+    assert page.get_attribute("body", "data-job") == "succeeded"
+
+    job = page.evaluate("window.tunesmith.current.entry.id")
+    with urllib.request.urlopen(f"{service['base']}/api/v1/jobs/{job}", timeout=10) as response:
+        estimated = json.load(response)["result"]["melodies"][0]["chords"]
+    assert estimated                                        # the API's estimate, shown as it is
+    page.wait_for_selector("#notation .abcjs-chord", state="attached")
+    assert chord_symbols(page, "#notation .abcjs-chord") == estimated
+    assert chord_symbols(page, "#pianoroll text.chord") == estimated
+
+    control = page.locator("#accompaniment-control")
+    assert control.is_visible() and page.is_checked("#accompaniment")
+    # the player's accompaniment, read at one moment: its gain is null once a playback has ended
+    # (at 30 BPM these 4 bars play for 32 s, but a slow machine may take that long between steps)
+    sound = """() => { const p = window.tunesmith.player;
+        return { playing: p.state === "playing", muted: p.accompanimentMuted, notes: p.accompaniment.length,
+                 gain: p.accompanimentGain ? p.accompanimentGain.gain.value : null }; }"""
+    page.click("#play")
+    page.wait_for_function("() => document.body.dataset.player === 'playing'"
+                           " && window.tunesmith.player.context.state === 'running'")
+    heard = page.evaluate(sound)
+    assert heard["notes"] > 0 and not heard["muted"] and heard["gain"] != 0
+    page.uncheck("#accompaniment")                          # muted while it plays; the melody plays on
+    muted = page.evaluate(sound)
+    assert muted["muted"] and (muted["gain"] == 0 if muted["playing"] else muted["gain"] is None)
+    page.check("#accompaniment")
+    back = page.evaluate(sound)
+    assert not back["muted"] and back["gain"] != 0
+    screenshot(page, "compose-chords.png", tmp_path)
+    page.click("#stop")
+
+    # Continue sends the melody alone as the primer: its accompaniment's track is left out
+    page.uncheck("#harmonize")
+    with page.expect_request(lambda r: r.method == "POST" and r.url.endswith("/api/v1/melodies")) as sent:
+        page.click("#continue")
+    primer = mido.MidiFile(file=io.BytesIO(base64.b64decode(sent.value.post_data_json["primer"])))
+    channels = {m.channel for t in primer.tracks for m in t if m.type == "note_on"}
+    assert channels == {0}
+    page.wait_for_function(f"() => document.body.dataset.melody !== '{job}'", timeout=90_000)
+    assert page.is_hidden("#accompaniment-control")         # no chords asked for: none shown
+    assert page.locator("#notation .abcjs-chord").count() == 0
+    assert page.problems == [], page.problems
+
+
+def test_an_unknown_chord_is_named_beside_the_chords_field(service, page):
+    page.goto(service["base"] + "/")
+    page.fill("#chords", "G | H7")
+    assert page.is_visible("#chord_tones")
+    page.click("#generate")
+    error = page.locator('.field-error[data-for="chords"]')
+    error.wait_for(state="visible")
+    assert "H7" in error.inner_text()
+    assert page.get_attribute("#chords", "aria-invalid") == "true"
+    assert page.evaluate("document.activeElement.id") == "chords"
+    assert page.inner_text('.field-error[data-for="bars"]') == ""
+    # the browser logs the 400 itself; nothing else went wrong
+    assert [p for p in page.problems if "status of 400" not in p] == [], page.problems

@@ -1,9 +1,11 @@
 // The composing page: reads the form, submits a melody job, follows its events (the piano roll
 // grows bar by bar as the worker samples them, and Play works before the melody is finished),
 // then shows the melody (piano roll, notation), plays it, offers its downloads and keeps it in
-// this browser's history (localStorage).
+// this browser's history (localStorage). A harmonized melody shows its chords on both and plays its
+// accompaniment, which can be muted (harmony.js holds the Harmony fields and reads the chords).
 import { api, waitForJob, followJob, StreamUnavailable, clearErrors, showErrors, bytesToBase64, ApiError } from "./api.js";
-import { parseMidi } from "./midi.js";
+import { parseMidi, withoutAccompaniment } from "./midi.js";
+import { bindHarmonyFields, fetchChords } from "./harmony.js";
 import { Player } from "./synth.js";
 import { PianoRoll, pitchName } from "./pianoroll.js";
 import { Notation } from "./notation.js";
@@ -26,7 +28,7 @@ const player = new Player({
 document.body.dataset.player = "stopped";
 
 let primer = null;   // {base64, label}
-let current = null;  // the melody on show: {entry, midiBytes, parsed}
+let current = null;  // the melody on show: {entry, midiBytes, parsed, chords}
 let live = null;     // the melody being composed: {notes, bars} from its streamed bars
 const streamLog = []; // one entry per streamed bar: {bar, notes, job} (the job's state at that moment)
 window.tunesmith = { player, roll, notation, streamLog, get current() { return current; }, get live() { return live; } };
@@ -62,6 +64,8 @@ function setPrimer(value) {
     : "The melody continues from the primer's notes.";
 }
 
+const harmony = bindHarmonyFields(form);
+
 // The request body: empty fields are left out, so the API's defaults apply.
 function readForm() {
   const body = {};
@@ -83,6 +87,7 @@ function readForm() {
   if (sections) body.form = sections;               // empty: the API's default, a folk tune's form
   if ($("form_strict").checked) body.form_strict = true;
   if (form.elements.pickup.value) body.pickup = form.elements.pickup.value === "true";
+  Object.assign(body, harmony.read());
   if (primer) {
     body.primer = primer.base64;
     body.include_primer = $("include_primer").checked;
@@ -100,10 +105,13 @@ $("again").addEventListener("click", () => {
 });
 $("continue").addEventListener("click", () => {
   if (!current) return;
-  setPrimer({ base64: bytesToBase64(current.midiBytes), label: `melody ${current.entry.id.slice(0, 8)}` });
+  setPrimer({ base64: bytesToBase64(melodyBytes()), label: `melody ${current.entry.id.slice(0, 8)}` });
   $("primer").value = "";
   generate();
 });
+
+// The melody on show as a primer: its MIDI without the accompaniment's track (the primer is a melody).
+const melodyBytes = () => withoutAccompaniment(current.midiBytes);
 
 // Bars to regenerate: typed, or clicked on the piano roll (shift-click extends the selection).
 function showSelection() {
@@ -128,7 +136,7 @@ $("regenerate").addEventListener("click", () => {
   if (!current) return;
   const first = Number($("regen-from").value), last = Number($("regen-to").value || $("regen-from").value);
   // the melody shown becomes the primer; its bars outside the span come back unchanged
-  generate({ primer: bytesToBase64(current.midiBytes), include_primer: true,
+  generate({ primer: bytesToBase64(melodyBytes()), include_primer: true,
              regenerate: { from_bar: first, to_bar: last } });
 });
 
@@ -235,6 +243,8 @@ function historyEntry(job, body) {
     params: { ...job.params, ...body, primer: undefined },
     melody: {
       midi: melody.midi || `/api/v1/melodies/${job.id}/0.mid`,
+      json: melody.json || null,
+      chords: melody.chords || null,     // the chord symbols, when the melody was harmonized
       musicxml: melody.musicxml || null,
       wav: melody.wav || null,
       notes: melody.notes ?? null,
@@ -248,14 +258,18 @@ async function showMelody(entry, { keepPlaying = false } = {}) {
   if (!response.ok) throw new Error(`the melody's MIDI is gone (HTTP ${response.status}); it may have expired`);
   const midiBytes = new Uint8Array(await response.arrayBuffer());
   const parsed = parseMidi(midiBytes);
-  current = { entry, midiBytes, parsed };
+  const chords = entry.melody.chords?.length && entry.melody.json ? await fetchChords(entry.melody.json) : [];
+  current = { entry, midiBytes, parsed, chords };
 
   $("empty").hidden = true;
   $("melody").hidden = false;
-  roll.render(parsed.notes, parsed.meter, parsed.endBeat);
+  roll.render(parsed.notes, parsed.meter, parsed.endBeat, chords);
   const params = entry.params || {};
-  notation.render(parsed.notes, { meter: parsed.meter, qpm: parsed.qpm, endBeat: parsed.endBeat, key: params.key, scale: params.scale, midiKey: parsed.keySignature });
+  notation.render(parsed.notes, { meter: parsed.meter, qpm: parsed.qpm, endBeat: parsed.endBeat, key: params.key, scale: params.scale,
+                                  midiKey: parsed.keySignature, chords });
   $("abc-text").textContent = notation.abc;
+  $("accompaniment-control").hidden = !parsed.accompaniment.length;
+  $("chords-help-result").hidden = !chords.length && !parsed.accompaniment.length;
 
   const keyText = params.key ? `${params.key} ${params.scale || ""}`.trim() : "any key";
   const range = parsed.notes.length
@@ -287,11 +301,12 @@ $("play").addEventListener("click", async () => {
       live.played = player.notes;        // its bars still to come are added to this playback
       return;
     }
-    await player.play(current.parsed.notes);
+    await player.play(current.parsed.notes, current.parsed.accompaniment);
   } catch (err) {
     $("form-error").textContent = `Cannot play: ${err.message}`;
   }
 });
+$("accompaniment").addEventListener("change", () => player.setAccompanimentMuted(!$("accompaniment").checked));
 $("stop").addEventListener("click", () => { player.stop(); $("play").focus(); });
 document.addEventListener("keydown", (event) => {
   // Escape stops the music from anywhere on the page.
@@ -319,7 +334,9 @@ function renderHistory() {
     const when = new Date(entry.created).toLocaleString();
     const title = document.createElement("span");
     title.className = "what";
-    title.textContent = `${p.bars ?? "?"} bars · ${p.key ? `${p.key} ${p.scale || ""}` : "any key"} · seed ${entry.seed ?? "?"}`;
+    title.textContent = `${p.bars ?? "?"} bars · ${p.key ? `${p.key} ${p.scale || ""}` : "any key"} · seed ${entry.seed ?? "?"}`
+      + (typeof p.chords === "string" ? ` · chords ${p.chords.length > 40 ? `${p.chords.slice(0, 40)}…` : p.chords}`
+        : p.harmonize ? " · estimated chords" : "");
     const time = document.createElement("time");
     time.dateTime = entry.created;
     time.textContent = when;
@@ -330,7 +347,7 @@ function renderHistory() {
     open.addEventListener("click", async () => {
       try {
         await showMelody(entry);
-        await player.play(current.parsed.notes);
+        await player.play(current.parsed.notes, current.parsed.accompaniment);
       } catch (err) {
         $("form-error").textContent = err.message;
       }

@@ -1,6 +1,8 @@
 // A small Standard MIDI File reader: enough to show and play a melody the service made
 // (or a primer the user picked). Returns the notes with times in beats and in seconds,
 // plus tempo, meter and key signature. Format 0 and 1, running status, all meta events.
+// A harmonized melody's accompaniment (model/generation/accompaniment.py: a track of its own on
+// MIDI channel 2) comes back apart from the melody: `accompaniment`, its notes; `notes`, the rest.
 
 function readVarLen(bytes, pos) {
   let value = 0;
@@ -74,8 +76,10 @@ export function parseMidi(buffer) {
   let meter = null, keySignature = null;
   const notes = [];
   let lastTick = 0; // the end of the music: the last event (an end marker or end of track)
+  let track = -1;
   for (const chunk of chunks.slice(1)) {
     if (chunk.id !== "MTrk") continue;
+    track++;
     const open = new Map(); // channel*128+pitch -> [startTick, velocity]
     for (const e of readTrack(chunk.data)) {
       lastTick = Math.max(lastTick, e.tick);
@@ -93,7 +97,7 @@ export function parseMidi(buffer) {
         const key = e.channel * 128 + e.a;
         const started = open.get(key);
         if (started && e.tick > started[0]) {
-          notes.push({ pitch: e.a, startTick: started[0], endTick: e.tick, velocity: started[1] });
+          notes.push({ pitch: e.a, startTick: started[0], endTick: e.tick, velocity: started[1], channel: e.channel, track });
         }
         open.delete(key);
       }
@@ -119,19 +123,66 @@ export function parseMidi(buffer) {
     return s.seconds + ((tick - s.tick) * s.usPerBeat) / 1e6 / ticksPerBeat;
   };
 
+  const timed = (n) => ({
+    pitch: n.pitch,
+    velocity: n.velocity,
+    startBeat: n.startTick / ticksPerBeat,
+    endBeat: n.endTick / ticksPerBeat,
+    start: toSeconds(n.startTick),
+    end: toSeconds(n.endTick),
+  });
+  const accompanied = isAccompanied(notes);
   return {
     ticksPerBeat,
     qpm: 60e6 / segments.filter((seg) => seg.tick === 0).pop().usPerBeat,
     meter: meter || "4/4",
     keySignature,
     endBeat: lastTick / ticksPerBeat,
-    notes: notes.map((n) => ({
-      pitch: n.pitch,
-      velocity: n.velocity,
-      startBeat: n.startTick / ticksPerBeat,
-      endBeat: n.endTick / ticksPerBeat,
-      start: toSeconds(n.startTick),
-      end: toSeconds(n.endTick),
-    })),
+    notes: notes.filter((n) => !accompanied || n.channel !== ACCOMPANIMENT_CHANNEL).map(timed),
+    accompaniment: accompanied ? notes.filter((n) => n.channel === ACCOMPANIMENT_CHANNEL).map(timed) : [],
+    accompanimentTracks: accompanied ? accompanimentTracks(notes) : [],
   };
+}
+
+const ACCOMPANIMENT_CHANNEL = 1;   // 0-based: MIDI channel 2, where the service writes the accompaniment
+
+// A file is accompanied when it has notes on channel 2 and on another channel too: a file with
+// one line only is all melody, whatever its channel.
+function isAccompanied(notes) {
+  return notes.some((n) => n.channel === ACCOMPANIMENT_CHANNEL) && notes.some((n) => n.channel !== ACCOMPANIMENT_CHANNEL);
+}
+
+// The tracks (indices among the MTrk chunks) whose notes are all the accompaniment's.
+function accompanimentTracks(notes) {
+  const tracks = new Set(notes.filter((n) => n.channel === ACCOMPANIMENT_CHANNEL).map((n) => n.track));
+  for (const n of notes) if (n.channel !== ACCOMPANIMENT_CHANNEL) tracks.delete(n.track);
+  return [...tracks].sort((a, b) => a - b);
+}
+
+// The file without its accompaniment's tracks (format 1: whole MTrk chunks dropped, the header's
+// track count lowered), so a harmonized melody can be sent back as a primer with its melody only.
+// A file without an accompaniment track comes back as it is.
+export function withoutAccompaniment(buffer) {
+  const bytes = buffer instanceof Uint8Array ? buffer : new Uint8Array(buffer);
+  const drop = new Set(parseMidi(bytes).accompanimentTracks);
+  if (!drop.size) return bytes;
+  const parts = [];
+  let pos = 0, track = -1, kept = 0;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  while (pos + 8 <= bytes.length) {
+    const id = String.fromCharCode(...bytes.subarray(pos, pos + 4));
+    const end = Math.min(bytes.length, pos + 8 + view.getUint32(pos + 4));
+    const isTrack = id === "MTrk";
+    if (isTrack) track++;
+    if (!isTrack || !drop.has(track)) {
+      parts.push(bytes.subarray(pos, end));
+      if (isTrack) kept++;
+    }
+    pos = end;
+  }
+  const out = new Uint8Array(parts.reduce((sum, p) => sum + p.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  new DataView(out.buffer).setUint16(10, kept);   // MThd: format(8..9), ntracks(10..11), division
+  return out;
 }

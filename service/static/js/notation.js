@@ -1,6 +1,9 @@
 // Notation: builds ABC text from a melody's notes (16th-note grid, spelled in the key)
 // and renders it with the vendored abcjs (its renderer only; it never loads a soundfont).
 // highlight(index) marks the written note(s) of melody note `index`, ties included.
+// Chord symbols ([{chord, startBeat}]) are written as ABC chord symbols ("G") on the note or rest
+// where each chord starts (a note sounding across a chord change is split there and tied), which
+// abcjs draws above the staff.
 
 // Semitones from a mode's tonic up to its relative major's tonic.
 const MODE_TO_MAJOR = {
@@ -80,7 +83,8 @@ function splitLength(n) {
 }
 
 // notes: [{pitch, startBeat, endBeat}] -> {abc, written: melody index of each written note head}
-export function melodyToAbc(notes, { meter = "4/4", qpm = 120, key = null, scale = null, midiKey = null, endBeat = 0 } = {}) {
+export function melodyToAbc(notes, { meter = "4/4", qpm = 120, key = null, scale = null, midiKey = null, endBeat = 0,
+                                     chords = [] } = {}) {
   const [num, den] = meter.split("/").map(Number);
   const barLen = (num * 16) / den;
   const group = den === 8 && num % 3 === 0 ? 6 : 16 / den; // beam by dotted quarter in 6/8, 9/8, 12/8
@@ -107,6 +111,10 @@ export function melodyToAbc(notes, { meter = "4/4", qpm = 120, key = null, scale
     t = e.end;
   }
   if (t < total) timeline.push({ start: t, end: total, pitch: null });
+  // Where each chord starts on the grid (a later chord at one position wins), and the next change after s.
+  const chordAt = new Map(chords.map((c) => [q(c.startBeat), c.chord]).filter(([at]) => at >= 0 && at < total));
+  const changes = [...chordAt.keys()].sort((a, b) => a - b);
+  const nextChange = (s) => changes.find((at) => at > s) ?? Infinity;
 
   let body = "", barState = { ...alter }, written = [];
   // Busy bars need room: fewer of them on a line when the melody moves in short notes.
@@ -116,10 +124,11 @@ export function melodyToAbc(notes, { meter = "4/4", qpm = 120, key = null, scale
     let s = e.start;
     while (s < e.end) {
       const barEnd = (Math.floor(s / barLen) + 1) * barLen;
-      const pieceEnd = Math.min(e.end, barEnd);
+      const pieceEnd = Math.min(e.end, barEnd, nextChange(s));
       const parts = splitLength(pieceEnd - s);
       for (let i = 0; i < parts.length; i++) {
         if (s % barLen !== 0 && s % group === 0) body += " ";
+        if (chordAt.has(s)) body += `"${chordAt.get(s)}"`;
         if (e.pitch === null) {
           body += `z${parts[i]}`;
         } else {

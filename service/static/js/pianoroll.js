@@ -2,6 +2,8 @@
 // bar and beat lines from the meter, black-key rows shaded. The <svg> carries
 // data-note-count, and highlight(index) marks the note that is playing. A click on a bar calls
 // onBarClick(bar, extend) (1-based); selectBars(first, last) shades the chosen bars.
+// A harmonized melody's chords ([{chord, startBeat, endBeat}]) are written in a lane above the
+// notes (<text class="chord">); its accompaniment is not drawn: the roll is the melody's.
 
 const SVG = "http://www.w3.org/2000/svg";
 const NAMES = ["C", "C♯", "D", "E♭", "E", "F", "F♯", "G", "A♭", "A", "B♭", "B"];
@@ -20,8 +22,8 @@ export class PianoRoll {
     this.rects = [];
   }
 
-  // notes: [{pitch, startBeat, endBeat}], meter "n/d"
-  render(notes, meter = "4/4", endBeat = 0) {
+  // notes: [{pitch, startBeat, endBeat}], meter "n/d", chords: [{chord, startBeat, endBeat}]
+  render(notes, meter = "4/4", endBeat = 0, chords = []) {
     this.container.replaceChildren();
     const [num, den] = meter.split("/").map(Number);
     const beatsPerBar = (num * 4) / den; // in quarter notes
@@ -30,8 +32,9 @@ export class PianoRoll {
     const pitches = notes.map((n) => n.pitch);
     const low = Math.min(...pitches, 60) - 2, high = Math.max(...pitches, 72) + 2;
     const beatW = 24, rowH = 8, left = 34;
-    const width = left + totalBeats * beatW, height = (high - low + 1) * rowH;
-    const y = (p) => (high - p) * rowH;
+    const top = chords.length ? 12 : 0;   // the chord lane
+    const width = left + totalBeats * beatW, height = top + (high - low + 1) * rowH;
+    const y = (p) => top + (high - p) * rowH;
 
     const svg = el("svg", {
       viewBox: `0 0 ${width} ${height}`,
@@ -50,6 +53,13 @@ export class PianoRoll {
         const label = el("text", { x: 2, y: y(p) + rowH - 1, class: "label" }, svg);
         label.textContent = pitchName(p);
       }
+    }
+    for (const c of chords) {
+      if (c.startBeat >= totalBeats) continue;
+      el("rect", { x: left + c.startBeat * beatW, y: 0, width: Math.max(1, (Math.min(c.endBeat, totalBeats) - c.startBeat) * beatW - 1),
+                   height: top - 1, class: "chord-span" }, svg);
+      const label = el("text", { x: left + c.startBeat * beatW + 2, y: top - 3, class: "chord" }, svg);
+      label.textContent = c.chord;
     }
     for (let b = 0; b <= totalBeats; b++) {
       const bar = Math.abs(b / beatsPerBar - Math.round(b / beatsPerBar)) < 1e-6;

@@ -3,8 +3,11 @@
 // attack-decay-release envelope, through one low-pass filter and a master gain.
 // The player reports its state on the element it is given (data-state="playing|stopped")
 // and calls onNote(index) for the note sounding now (-1 when none), for highlighting.
+// A melody's accompaniment (its bass and chords) is a second voice with a gain of its own, so it
+// can be muted and unmuted while it plays (setAccompanimentMuted); only the melody is highlighted.
 
 const midiToHz = (p) => 440 * 2 ** ((p - 69) / 12);
+const ACCOMPANIMENT_LEVEL = 0.45;   // its chords are three or four notes at once: kept under the melody
 
 export class Player {
   constructor({ onNote = () => {}, onStateChange = () => {} } = {}) {
@@ -14,6 +17,8 @@ export class Player {
     this.voices = [];
     this.state = "stopped";
     this.current = -1;
+    this.accompanimentMuted = false;
+    this.accompaniment = [];
   }
 
   // The AudioContext is made on the first play (browsers only allow sound after a gesture).
@@ -25,7 +30,8 @@ export class Player {
     return this.context;
   }
 
-  async play(notes) {
+  // notes: the melody; accompaniment: the notes under it (played quieter, mutable), or none.
+  async play(notes, accompaniment = []) {
     this.stop();
     if (!notes.length) return;
     const ctx = this.ensureContext();
@@ -40,18 +46,38 @@ export class Player {
     this.master = master;
 
     this.filter = filter;
+    // The accompaniment's own gain: under the melody, and 0 while it is muted.
+    this.accompanimentGain = ctx.createGain();
+    this.accompanimentGain.gain.value = this.accompanimentMuted ? 0 : ACCOMPANIMENT_LEVEL;
+    this.accompanimentGain.connect(filter);
     this.notes = [];
+    this.accompaniment = [];
     this.t0 = ctx.currentTime + 0.08; // a little headroom so the first note is not clipped
     this.duration = 0;
     this.extend(notes);
+    this.schedule(accompaniment, this.accompanimentGain);
+    this.accompaniment = accompaniment;
     this.setState("playing");
     this.tick();
+  }
+
+  // Mutes (or brings back) the accompaniment, at once if it is playing and for later playbacks.
+  setAccompanimentMuted(muted) {
+    this.accompanimentMuted = muted;
+    if (this.accompanimentGain) this.accompanimentGain.gain.value = muted ? 0 : ACCOMPANIMENT_LEVEL;
   }
 
   // Adds notes (in time order, after those already playing) to the playback under way: a melody
   // that is still being composed plays on as its bars arrive.
   extend(notes) {
     if (!this.context || !this.filter) return;
+    this.schedule(notes, this.filter);
+    this.notes.push(...notes);
+  }
+
+  // Schedules notes on the audio clock into `destination` (the melody's filter, or the
+  // accompaniment's gain before it).
+  schedule(notes, destination) {
     const ctx = this.context;
     for (const n of notes) {
       const start = this.t0 + n.start;
@@ -64,7 +90,7 @@ export class Player {
       env.gain.setTargetAtTime(peak * 0.6, start + 0.01, 0.05);
       env.gain.setValueAtTime(peak * 0.6, start + length);
       env.gain.linearRampToValueAtTime(0, start + length + 0.08);
-      env.connect(this.filter);
+      env.connect(destination);
       for (const [type, ratio, level] of [["triangle", 1, 1], ["sine", 2, 0.2]]) {
         const osc = ctx.createOscillator();
         osc.type = type;
@@ -76,7 +102,6 @@ export class Player {
         osc.stop(start + length + 0.1);
         this.voices.push(osc);
       }
-      this.notes.push(n);
       this.duration = Math.max(this.duration, n.end + 0.1);
     }
   }
@@ -112,6 +137,7 @@ export class Player {
       this.master.disconnect();
       this.master = null;
       this.filter = null;
+      this.accompanimentGain = null;
     }
     if (this.current !== -1) {
       this.current = -1;
