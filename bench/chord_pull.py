@@ -1,7 +1,7 @@
 """How often strong-beat notes are chord tones: real tunes against their own derived chords, and
 melodies generated over those chords with the soft chord pull at several strengths, and strict.
 
-    nice -n 15 python bench/chord_pull.py --tunes 48 --out docs/results/chord-pull-valid.json
+    nice -n 15 python bench/chord_pull.py --tunes 48 --out docs/results/chord-pull-valid.json [--params JSON]
 
 Real: every tune of the shipped model's valid split, its chords estimated (model/representation/
 harmony.py), the share of notes starting on a strong position (``endings.strong_positions``) whose
@@ -62,7 +62,10 @@ def main() -> int:
     p.add_argument("--tunes", type=int, default=48)
     p.add_argument("--pulls", default="0,1,2,3,4,6,8", help="soft pulls to try, nats (0 = chord_tones none)")
     p.add_argument("--out", default=None)
+    p.add_argument("--params", default="{}", help="JSON GenerationParams overrides for every melody, e.g. "
+                                                    "'{\"form\": \"none\"}'")
     args = p.parse_args()
+    overrides = json.loads(args.params)
     torch.set_num_threads(1)
     gen = Generator(args.model)
     tok = gen.tokenizer
@@ -91,7 +94,7 @@ def main() -> int:
             bars = min(16, len(score.bar_starts) - 1)
             params = GenerationParams(bars=bars, meter=score.meters[0][1], seed=i,
                                       chords=progression_of(score, spans, bars),
-                                      chord_tones="none" if pull == 0.0 else mode)
+                                      chord_tones="none" if pull == 0.0 else mode, **overrides)
             m = gen.generate(params).melodies[0]
             out = tok.score(m.tokens)
             h, t = strong_share(out, progression_chords(out, params.progression()))

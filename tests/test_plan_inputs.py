@@ -222,3 +222,13 @@ def test_a_style_draws_its_default_form_from_its_own_tunes(tmp_path):
     assert plans("irish")[0].refs == (0, 0, 2, 3) and plans("irish")[0].labels[3] == (RELATION_IDS["exact"], 1)
     assert plans(None)[0].refs == (0, 1, 2, 3)
     assert plans("german")[0].refs == (0, 1, 2, 3)  # a style without a table of its own: every tune's
+
+
+def test_over_given_chords_a_sampled_plan_copies_only_bars_under_the_same_chords():
+    from model.generation.form_plan import COPY, FREE, RHYTHM, FormPlan, under_chords
+    from model.representation.chords import parse_progression
+    plan = FormPlan((FREE, FREE, COPY, COPY), (0, 1, 0, 1), 0, (True, True, False, False),
+                    ((0, 16), (0, 16), (1, 1), (1, 1)))
+    over = under_chords(plan, parse_progression("G | C | G | D7"))
+    assert over.kinds == (FREE, FREE, COPY, RHYTHM) and over.refs == plan.refs   # bar 3 (D7) is not bar 1 (C)
+    assert over.labels[2] == (RELATION_IDS["exact"], 1) and over.labels[3] == (RELATION_IDS["variant"], 1)

@@ -17,7 +17,8 @@ The first section of each letter is FREE.
 same meter and number of bars (of the requested style's tunes, when a style is asked for), from the
 table shipped beside the model (``forms.json``, written by ``python -m model.representation.form``); a tune of another meter with that many bars where the
 meter has none; no plan where none has it. Each melody draws its own from its seed and row
-(beams share row 0's). Its labels become masks: exact -> COPY, variant -> RHYTHM, rhythm and new
+(beams share row 0's). Over given chords, a bar copies only a bar under the same chords, else it
+keeps the rhythm (``under_chords``). Its labels become masks: exact -> COPY, variant -> RHYTHM, rhythm and new
 -> FREE, the last bar FREE without any mask (the ending's); another bar not labelled exact may not end up an exact copy of an
 earlier bar (at its last step the tokens that would complete one are masked), since the network,
 reading the copies, repeats whole bars more often than the tunes do; with ``pickup`` null it also brings the tune's start: its first note at the same place in the
@@ -124,7 +125,25 @@ def request_plans(params, table, meter: str, bar_steps: int, seed: int, rows: in
         return None
     table = table.get(params.style) or table[None]  # the requested style's tunes, where it has a table
     plans = [table_plan(table, meter, params.bars, bar_steps, seed, 0 if beam else r) for r in range(rows)]
-    return plans if all(p is not None for p in plans) else None
+    if not all(p is not None for p in plans):
+        return None
+    progression = params.progression()
+    return [under_chords(p, progression) for p in plans] if progression else plans
+
+
+def under_chords(plan: FormPlan, progression) -> FormPlan:
+    """A sampled plan over given chords: a bar copies its bar only where both lie under the same
+    chords (a copy under other chords would repeat notes chosen for those); elsewhere it keeps the
+    rhythm, and the network is told it is a variant."""
+    def chords_of(bar: int):
+        return tuple(progression[bar % len(progression)])
+    kinds, labels = list(plan.kinds), list(plan.labels)
+    for b, (kind, ref) in enumerate(zip(plan.kinds, plan.refs)):
+        if kind == COPY and chords_of(b) != chords_of(ref):
+            kinds[b] = RHYTHM
+            if labels and labels[b] is not None:
+                labels[b] = relation_pointer(BarLabel(VARIANT, ref), b)
+    return FormPlan(tuple(kinds), plan.refs, plan.first_onset, plan.distinct, tuple(labels))
 
 
 class FormMasks:
