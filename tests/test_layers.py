@@ -20,6 +20,7 @@ SERVICE_MAY_USE = ("worker", "worker.cli")
 # and of the model, only the modules that import no torch (model/cli.py imports it inside its commands;
 # the subpackages' faces import nothing)
 SERVICE_MAY_USE_OF_MODEL = ("model", "model.generation", "model.training", "model.generation.params", "model.representation.keys", "model.representation.styles",
+                            "model.representation.chords",
                             "model.training.config",
                             "model.training.recipe",
                             "model.cli")
