@@ -131,7 +131,7 @@ class ModelRegistry:
             path = self.shipped_path
             sidecar = path.with_suffix(".json")
             meta = _read_json(sidecar) if sidecar.is_file() else {}
-            meta.setdefault("data", "music21:essenFolksong")
+            meta.setdefault("data", model.DEFAULT_MODEL_DATA)
             meta.update(name=SHIPPED_NAME, shipped=True)
             meta.setdefault("created", _mtime_iso(path) if path.exists() else None)
             meta["available"] = path.is_file()
