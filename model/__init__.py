@@ -7,5 +7,4 @@ checks (worker/uploads.py) accept the same MIDI files as corpus folders (model/r
 from pathlib import Path
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "weights" / "default.pt"  # the shipped model
-DEFAULT_MODEL_DATA = "music21:styles"  # what it was trained on (scripts/train-default.sh), as the models list says
 MIDI_EXTENSIONS = (".mid", ".midi", ".kar")  # read as MIDI files (.kar: karaoke MIDI) wherever MIDI is accepted

@@ -131,7 +131,8 @@ class ModelRegistry:
             path = self.shipped_path
             sidecar = path.with_suffix(".json")
             meta = _read_json(sidecar) if sidecar.is_file() else {}
-            meta.setdefault("data", model.DEFAULT_MODEL_DATA)
+            if "data" not in meta:  # what its checkpoint says it was trained on
+                meta["data"] = (checkpoint_vocabulary(path) or {}).get("data")
             meta.update(name=SHIPPED_NAME, shipped=True)
             meta.setdefault("created", _mtime_iso(path) if path.exists() else None)
             meta["available"] = path.is_file()
@@ -221,13 +222,14 @@ import torch
 torch.set_num_threads(1)
 from model.network.checkpoint import load_checkpoint
 try:
-    model, tokenizer, _ = load_checkpoint(sys.argv[1])
+    model, tokenizer, ckpt = load_checkpoint(sys.argv[1])
 except Exception as exc:
     print(f"{type(exc).__name__}: {exc}")
     sys.exit(1)
 c, net = tokenizer.config, model.config
 print(json.dumps({"min_pitch": c.min_pitch, "max_pitch": c.max_pitch, "meters": list(c.meters),
-                  "styles": list(net.styles) if net.style_dim else []}))
+                  "styles": list(net.styles) if net.style_dim else [],
+                  "data": (ckpt.get("train_config") or {}).get("data")}))
 """
 
 
@@ -257,8 +259,9 @@ def checkpoint_problem(path) -> str | None:
 
 
 def checkpoint_vocabulary(path) -> dict | None:
-    """What the checkpoint can write, {"min_pitch", "max_pitch", "meters"} (its tokenizer's) and
-    "styles" (its network's style input, in id order; [] without one), None when it does not load,
+    """What the checkpoint can write, {"min_pitch", "max_pitch", "meters"} (its tokenizer's),
+    "styles" (its network's style input, in id order; [] without one) and "data" (what it was
+    trained on, None where it does not say), None when it does not load,
     so that the API checks a request against the model without importing torch."""
     return _check(path)[1]
 

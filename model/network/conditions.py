@@ -46,9 +46,8 @@ def condition_ids(tokenizer, ids, config, known_end: bool = True, key: int | Non
     (relation, pointer) ``form`` and chord id ``chords`` (lists as long as ``ids``, items or lists
     None: unknown) and the style id ``style`` (None: unknown), for the inputs the network has."""
     positions = tokenizer.positions(ids)
-    if not config.conditioned or (not config.remaining_dim and not config.key_dim and not config.form_dim
-                                  and not config.chord_dim and not config.style_dim):
-        return positions
+    if all(width == 0 for name, width in config.input_parts() if name not in ("token", "position")):
+        return positions  # the position alone: its id is the position
     remaining = tokenizer.bars_remaining(ids) if known_end and config.remaining_dim else [None] * len(positions)
     form = form or [None] * len(positions)
     chords = chords or [None] * len(positions)

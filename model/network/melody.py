@@ -115,6 +115,21 @@ class NetworkConfig:
     def unknown_style(self) -> int:
         return len(self.styles)
 
+    def input_parts(self) -> list[tuple[str, int]]:
+        """(name, width) of each part of layer 0's input, in the order ``MelodyNetwork._inputs``
+        concatenates them (an input the network lacks: width 0); new inputs come last, so a network
+        grown from a checkpoint keeps the checkpoint's columns (model/training/trainer.py)."""
+        return [("token", self.embedding_dim), ("position", self.position_dim), ("remaining", self.remaining_dim),
+                ("key", self.key_dim), ("relation", self.form_dim), ("pointer", self.form_dim),
+                ("chord", self.chord_dim), ("style", self.style_dim)]
+
+    def input_offsets(self) -> dict[str, int]:
+        """Each input part's first column in layer 0's input weights."""
+        out, at = {}, 0
+        for name, width in self.input_parts():
+            out[name], at = at, at + width
+        return out
+
     def fields(self, ids):
         """The inputs packed in condition ids (ints or an integer array/tensor): a dict of
         position, remaining, key, relation, pointer, chord, style (each where the network has it)."""
@@ -214,8 +229,7 @@ class MelodyNetwork(nn.Module):
         self.pointer_embedding = nn.Embedding(POINTERS, config.form_dim) if config.form_dim > 0 else None
         self.chord_embedding = nn.Embedding(CHORDS, config.chord_dim) if config.chord_dim > 0 else None
         self.style_embedding = nn.Embedding(len(config.styles) + 1, config.style_dim) if config.style_dim > 0 else None
-        input_size = (config.embedding_dim + config.position_dim + config.remaining_dim + config.key_dim
-                      + 2 * config.form_dim + config.chord_dim + config.style_dim)
+        input_size = sum(width for _, width in config.input_parts())
         self.rnn = build_recurrent(config.cell, config.backend, input_size, config.hidden_size,
                                    config.num_layers, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
@@ -399,7 +413,7 @@ class StepTables:
                     table = torch.addmm(b_x, net.embedding.weight, w_ih[:, :E].t())  # (V, G)
                     pos_table = self._condition_table(net, w_ih, E)
                     self.key_stride = cfg.key_stride
-                    self.field_tables = self._field_tables(net, w_ih, E)
+                    self.field_tables = self._field_tables(net, w_ih)
                     self.layers.append((table, pos_table, b_h))
                     self.weights.append((None, w_hh.detach()))
                 else:
@@ -430,29 +444,27 @@ class StepTables:
         return (rem[:, None, :] + pos[None, :, :]).reshape(-1, G)  # (R * P, G), row rem * P + pos
 
     @staticmethod
-    def _field_tables(net: MelodyNetwork, w_ih: torch.Tensor, E: int) -> list:
+    def _field_tables(net: MelodyNetwork, w_ih: torch.Tensor) -> list:
         """[(table (ids, G), stride, radix)]: the input part of each input above the position and bars
         remaining, looked up at (condition id // stride) % radix. The form's relation and pointer
         share one table (RELATIONS * POINTERS rows: row relation + RELATIONS * pointer)."""
         cfg, out = net.config, []
-        off = E + cfg.position_dim + cfg.remaining_dim
+        offsets, widths = cfg.input_offsets(), dict(cfg.input_parts())
 
-        def part(embedding, dim):
-            nonlocal off
-            product = embedding.weight @ w_ih[:, off:off + dim].t()  # (ids, G)
-            off += dim
-            return product
+        def part(embedding, name):
+            at = offsets[name]
+            return embedding.weight @ w_ih[:, at:at + widths[name]].t()  # (ids, G)
 
         if net.key_embedding is not None:
-            out.append((part(net.key_embedding, cfg.key_dim), cfg.key_stride, KEYS))
+            out.append((part(net.key_embedding, "key"), cfg.key_stride, KEYS))
         if net.relation_embedding is not None:
-            rel, ptr = part(net.relation_embedding, cfg.form_dim), part(net.pointer_embedding, cfg.form_dim)
+            rel, ptr = part(net.relation_embedding, "relation"), part(net.pointer_embedding, "pointer")
             out.append(((ptr[:, None, :] + rel[None, :, :]).reshape(RELATIONS * POINTERS, -1), cfg.form_stride,
                         RELATIONS * POINTERS))
         if net.chord_embedding is not None:
-            out.append((part(net.chord_embedding, cfg.chord_dim), cfg.chord_stride, CHORDS))
+            out.append((part(net.chord_embedding, "chord"), cfg.chord_stride, CHORDS))
         if net.style_embedding is not None:
-            out.append((part(net.style_embedding, cfg.style_dim), cfg.style_stride, len(cfg.styles) + 1))
+            out.append((part(net.style_embedding, "style"), cfg.style_stride, len(cfg.styles) + 1))
         return out
 
     def _versions(self):

@@ -202,10 +202,7 @@ def cached_corpus(spec: str, tokenizer_config: TokenizerConfig | None = None, *,
     parts = spec_parts(spec)
     if len(parts) > 1:
         loaded = [cached_corpus(part, tokenizer_config, cache_dir=cache_dir) for part in parts]
-        if any(c is None for c in loaded):
-            return None
-        return Corpus([t for c in loaded for t in c.tunes], [f for c in loaded for f in c.failures],
-                      {"spec": spec, "parts": [c.provenance for c in loaded]}, loaded[0].tokenizer_config)
+        return None if any(c is None for c in loaded) else _joined(spec, loaded)
     config = tokenizer_config or TokenizerConfig()
     root, files = source_files(spec)
     return _read_cache(_cache_path(cache_key(spec, root, files, config), cache_dir), config)
@@ -231,12 +228,8 @@ def load_corpus(spec: str, tokenizer_config: TokenizerConfig | None = None, *, c
     several corpora (``spec_parts``) is their tunes together, each corpus cached on its own."""
     parts = spec_parts(spec)
     if len(parts) > 1:
-        loaded = [load_corpus(part, tokenizer_config, cache_dir=cache_dir, workers=workers, progress=progress)
-                  for part in parts]
-        provenance = {"spec": spec, "parts": [c.provenance for c in loaded],
-                      "tunes": sum(len(c.tunes) for c in loaded), "failures": sum(len(c.failures) for c in loaded)}
-        return Corpus([t for c in loaded for t in c.tunes], [f for c in loaded for f in c.failures], provenance,
-                      loaded[0].tokenizer_config)
+        return _joined(spec, [load_corpus(part, tokenizer_config, cache_dir=cache_dir, workers=workers,
+                                          progress=progress) for part in parts])
     config = tokenizer_config or TokenizerConfig()
     root, files = source_files(spec)
     key = cache_key(spec, root, files, config)
@@ -259,6 +252,14 @@ def load_corpus(spec: str, tokenizer_config: TokenizerConfig | None = None, *, c
     corpus = _from_saved(saved, config)
     corpus.provenance.update(cache="miss", cache_path=str(path))
     return corpus
+
+
+def _joined(spec: str, loaded: list[Corpus]) -> Corpus:
+    """The corpora of a spec's parts as one (each part's provenance kept)."""
+    provenance = {"spec": spec, "parts": [c.provenance for c in loaded],
+                  "tunes": sum(len(c.tunes) for c in loaded), "failures": sum(len(c.failures) for c in loaded)}
+    return Corpus([t for c in loaded for t in c.tunes], [f for c in loaded for f in c.failures], provenance,
+                  loaded[0].tokenizer_config)
 
 
 def _from_saved(saved: dict, config: TokenizerConfig) -> Corpus:

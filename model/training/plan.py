@@ -24,20 +24,24 @@ from model.training.config import TrainConfig
 from model.training.recipe import fill_recipe
 
 
-GROWABLE = ("key_dim", "form_dim", "chord_dim", "style_dim")  # inputs a run may add to its starting model
+
+
+# a network's optional inputs, which a run may add to its starting model, and the TrainConfig switch of each
+INPUT_SWITCHES = {"key_dim": "key_inputs", "form_dim": "form_inputs", "chord_dim": "chord_inputs",
+                  "style_dim": "style_inputs"}
 
 
 def start_problem(ckpt: dict, network: NetworkConfig, tokenizer: MelodyTokenizer) -> str | None:
     """Why a checkpoint cannot start this run (None: it can). Its network must be this run's (the
     backend aside: both have one state_dict layout), or this run's without some of the inputs in
-    ``GROWABLE`` (their weights then start at zero: model/training/trainer.py)."""
+    ``INPUT_SWITCHES`` (their weights then start at zero: model/training/trainer.py)."""
     saved_tokens = MelodyTokenizer.from_dict(ckpt["tokenizer_config"])
     if saved_tokens.config != tokenizer.config:
         return (f"its token vocabulary does not fit this corpus's: {saved_tokens.vocab_size} tokens "
                 f"({_tokenizer_text(saved_tokens)}), this run's {tokenizer.vocab_size} "
                 f"({_tokenizer_text(tokenizer)})")
     saved = NetworkConfig.from_dict(ckpt["network_config"])
-    grown = {dim: getattr(network, dim) for dim in GROWABLE if getattr(saved, dim) == 0}
+    grown = {dim: getattr(network, dim) for dim in INPUT_SWITCHES if getattr(saved, dim) == 0}
     if "style_dim" in grown:
         grown["styles"] = network.styles
     saved = replace(saved, backend=network.backend, **grown)
@@ -53,8 +57,6 @@ def _tokenizer_text(tokenizer: MelodyTokenizer) -> str:
     return f"{c.steps_per_quarter} steps a quarter, pitches {c.min_pitch}..{c.max_pitch}, {len(c.meters)} meters"
 
 
-INPUT_SWITCHES = {"key_dim": "key_inputs", "form_dim": "form_inputs", "chord_dim": "chord_inputs",
-                  "style_dim": "style_inputs"}  # a network's optional inputs and the TrainConfig switch of each
 
 
 def with_inputs_of(config: TrainConfig, ckpt: dict) -> TrainConfig:

@@ -136,13 +136,9 @@ class Trainer:
         if old != new:  # grow: each input's columns of layer 0, zero where the checkpoint had none
             wide = torch.zeros_like(own["rnn.weight_ih_l0"])
             src = state["rnn.weight_ih_l0"]
-            lead = new.embedding_dim + new.position_dim + new.remaining_dim
-            wide[:, :lead] = src[:, :lead]
-            at_old, at_new = lead, lead
-            for dim in ("key_dim", "form_dim", "form_dim", "chord_dim", "style_dim"):  # MelodyNetwork._inputs' order
-                if getattr(old, dim):
-                    wide[:, at_new:at_new + getattr(new, dim)] = src[:, at_old:at_old + getattr(old, dim)]
-                at_old, at_new = at_old + getattr(old, dim), at_new + getattr(new, dim)
+            at_old, at_new = old.input_offsets(), new.input_offsets()
+            for name, width in old.input_parts():  # the parts the checkpoint has keep their columns
+                wide[:, at_new[name]:at_new[name] + width] = src[:, at_old[name]:at_old[name] + width]
             state = {**own, **{k: v for k, v in state.items() if k in own and v.shape == own[k].shape},
                      "rnn.weight_ih_l0": wide}
         self.model.load_state_dict(state)
