@@ -1,6 +1,7 @@
 """Does a melody asked for in a style sound like it? Style-classifier recall on generated melodies and on real tunes.
 
     python bench/style_eval.py --model PATH [--out docs/results/style-eval.json] [--per-style 150] [--seed 0]
+                               [--split test] [--params JSON]
 
 Issue 19's style target: generated melodies are recognised as their requested style at least
 ``TARGET`` (85 %) as often as real tunes of that style are. The classifier is
@@ -13,6 +14,9 @@ training) with its penalty chosen on the valid split. It then reads:
 - (c) per style, generated recall over real recall, against the target;
 - (d) **any**: the same requests (same meters, bars and seeds) with style "any" (the network told
   nothing). A row is the style of the paired test tune, so the matrix shows what the style input adds.
+``--split valid`` reads the valid tunes instead of the test tunes (for choosing sampling settings; the
+classifier's penalty was chosen there too, so its real recall there is a little flattering);
+``--params`` (JSON GenerationParams overrides, e.g. ``{"tonic_pull": 1}``) applies to every request.
 All requests run through one ``StepLoop`` (continuous batching), so they give the bytes that
 ``Generator.generate`` gives for each one alone. The script prints the three matrices side by side and
 writes JSON with the command, the model, the counts and the figures.
@@ -98,6 +102,9 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "docs" / "results" / "style-eval.json"))
     p.add_argument("--per-style", type=int, default=150, help="generated melodies per style")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", choices=("valid", "test"), default="test",
+                   help="the tunes read and paired with (valid: for choosing settings; test: once)")
+    p.add_argument("--params", default="{}", help="JSON GenerationParams overrides for every request")
     args = p.parse_args()
     if args.per_style < 1:
         p.error(f"--per-style must be >= 1, got {args.per_style}")
@@ -116,9 +123,11 @@ def main() -> int:
         p.error(f"the checkpoint's data {data!r} has no tunes for {', '.join(empty)}")
     classifier = fit_style_classifier(by_split["train"], by_split["valid"], tok)
     fitted = time.perf_counter()
-    real = matrix_figures(classifier, by_split["test"], tok)
+    real = matrix_figures(classifier, by_split[args.split], tok)
 
-    requests = paired_requests(by_split["test"], tok, args.per_style, args.seed)
+    overrides = json.loads(args.params)
+    requests = [(s, replace(params, **overrides))
+                for s, params in paired_requests(by_split[args.split], tok, args.per_style, args.seed)]
     asked = generate_all(generator, [params for _, params in requests])
     unknown = generate_all(generator, [replace(params, style=ANY) for _, params in requests])
     generated_at = time.perf_counter()
@@ -130,7 +139,7 @@ def main() -> int:
     report = {
         "command": " ".join(["python", "bench/style_eval.py", *sys.argv[1:]]),
         "model": str(args.model), "epoch": ckpt.get("epoch"), "data": data, "styles": list(styles),
-        "seed": args.seed, "per_style": args.per_style, "max_bars": MAX_BARS, "target": TARGET,
+        "split": args.split, "params": overrides, "seed": args.seed, "per_style": args.per_style, "max_bars": MAX_BARS, "target": TARGET,
         "classifier": {**classifier.to_dict(), "train": {s: len(t) for s, t in by_split["train"].items()},
                        "valid": {s: len(t) for s, t in by_split["valid"].items()}},
         "real": real, "generated": gen, "any": any_style,
@@ -144,7 +153,7 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(f"style classifier: l2 {classifier.l2:g}, valid balanced accuracy "
           f"{classifier.valid_balanced_accuracy[classifier.l2]:.3f}; rows: true or requested style, columns: predicted")
-    print(table(styles, {"real test tunes": real, "generated (style asked)": gen, 'generated ("any")': any_style}))
+    print(table(styles, {f"real {args.split} tunes": real, "generated (style asked)": gen, 'generated ("any")': any_style}))
     for s in styles:
         verdict = "met" if report["met"][s] else "NOT met"
         print(f"{s:<10} generated / real recall {ratio[s]:.3f} (target {TARGET}): {verdict}")

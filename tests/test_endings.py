@@ -268,7 +268,7 @@ def test_tonic_pull_adds_its_nats_to_the_tonic_at_the_cadence_points_only():
         assert bias[1].eq(0).all()
 
 
-def test_a_tonic_begun_at_a_cadence_point_is_held_with_a_third_of_the_pull():
+def test_a_tonic_begun_at_a_cadence_point_is_held_with_the_pull_on_hold():
     from model.generation.endings import TonicPull, pitch_class_columns
     pull = TonicPull(TOK, "4/4", 3.0, pitch_class_columns(TOK))
     pull.begin_bar([2, 2, 2])
@@ -276,10 +276,10 @@ def test_a_tonic_begun_at_a_cadence_point_is_held_with_a_third_of_the_pull():
     pull.advance(7, [e, e, e])
     pull.advance(8, [d, e, TOK.rest_id])    # only row 0 starts the tonic at the cadence point (8)
     ring = pull.bias(9)
-    assert float(ring[0, TOK.hold_id]) == 1.0 and float(ring[0].sum()) == 1.0
+    assert float(ring[0, TOK.hold_id]) == 3.0 and float(ring[0].sum()) == 3.0
     assert ring[1:].eq(0).all()
     pull.advance(9, [TOK.hold_id, TOK.hold_id, d])  # held; a tonic off the cadence points does not ring
-    assert float(pull.bias(10)[0, TOK.hold_id]) == 1.0 and pull.bias(10)[1:].eq(0).all()
+    assert float(pull.bias(10)[0, TOK.hold_id]) == 3.0 and pull.bias(10)[1:].eq(0).all()
     pull.advance(10, [e, TOK.hold_id, TOK.hold_id])  # a new note ends the ring
     assert pull.bias(11) is None
 

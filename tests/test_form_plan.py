@@ -122,6 +122,25 @@ def test_the_default_form_is_drawn_from_the_table_beside_the_model(tmp_path):
     assert all(TOK.pitch_of(bars_of(m)[0][0]) is not None for m in gen.generate(again).melodies)
 
 
+def test_a_share_of_the_rhythm_only_bars_keeps_its_rhythm(tmp_path, monkeypatch):
+    import model.generation.form_plan as form_plan
+    # 33 bars, each after the first a rhythm-only repeat of the bar before it; the last is the ending's
+    table = {"4/4": {"33": [[0, 16, " ".join(["n"] + ["r1"] * 32)]]}}
+    gen = tiny(tmp_path, table=table)
+    plans = [table_plan(table, "4/4", 33, 16, seed, 0) for seed in range(20)]
+    kept = [k == RHYTHM for p in plans for k in p.kinds[1:-1]]
+    assert set(k for p in plans for k in p.kinds) == {FREE, RHYTHM}
+    assert abs(sum(kept) / len(kept) - form_plan.RHYTHM_KEPT) < 0.05   # 620 draws around the share
+    assert all(p.refs[b] == (b - 1 if k == RHYTHM else b) for p in plans for b, k in enumerate(p.kinds))
+    assert plans[3] == table_plan(table, "4/4", 33, 16, 3, 0)          # drawn from the seed
+    for m in gen.generate(GenerationParams(bars=33, meter="4/4", seed=3, form_strict=False)).melodies:
+        bars = bars_of(m)
+        assert all(rhythm_of(bars[b], TOK) == rhythm_of(bars[b - 1], TOK)
+                   for b, k in enumerate(plans[3].kinds) if k == RHYTHM)
+    monkeypatch.setattr(form_plan, "RHYTHM_KEPT", 0.0)
+    assert all(k == FREE for k in table_plan(table, "4/4", 33, 16, 3, 0).kinds)
+
+
 def test_a_bar_not_labelled_exact_never_ends_up_a_copy(tmp_path):
     # a network that repeats itself: the table's new bars must still differ from every earlier bar
     table = {"2/4": {"6": [[0, 8, "n n n n n n"]]}}

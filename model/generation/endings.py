@@ -13,7 +13,7 @@ earlier, after any bar that meets the rule above (``ends_in_cadence``).
 
 A **tonic pull** (``tonic_pull``, on by default) is the soft form: at the positions where the cadence
 would have to start (the strong positions of the last bar that leave a beat) each row's tonic gets
-``tonic_pull`` nats more, and a tonic begun there is held with a third of that on HOLD, so the
+``tonic_pull`` nats more, and while a tonic begun there sounds HOLD gets as much, so the
 melody leans towards ending on a tonic that rings, without being made to; in
 a length range, ending (EOS) gets the same after a bar that cadences. Sampling only: beam search
 keeps its scores the masked log-probabilities. It is a sampling default chosen
@@ -167,7 +167,8 @@ class TonicPull:
     a tonic begun at one of them sounds, HOLD gets ``pull * RING_SHARE`` (the tonic rings, as a
     cadence's does). ``tonic_columns`` is (12, V): 1 on the NOTE tokens of each pitch class."""
 
-    RING_SHARE = 1 / 3  # chosen with the default pull on the valid split (docs/model-card.md)
+    RING_SHARE = 1.0  # HOLD's share of the pull while the tonic rings: chosen for the shipped model on the
+    # valid split (docs/model-card.md, "Endings")
 
     def __init__(self, tokenizer, meter: str, pull: float, tonic_columns):
         self.pull, self.columns, self.tok = pull, tonic_columns, tokenizer

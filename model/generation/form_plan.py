@@ -18,8 +18,9 @@ same meter and number of bars (of the requested style's tunes, when a style is a
 table shipped beside the model (``forms.json``, written by ``python -m model.representation.form``); a tune of another meter with that many bars where the
 meter has none; no plan where none has it. Each melody draws its own from its seed and row
 (beams share row 0's). Over given chords, a bar copies only a bar under the same chords, else it
-keeps the rhythm (``under_chords``). Its labels become masks: exact -> COPY, variant -> RHYTHM, rhythm and new
--> FREE, the last bar FREE without any mask (the ending's); another bar not labelled exact may not end up an exact copy of an
+keeps the rhythm (``under_chords``). Its labels become masks: exact -> COPY, variant -> RHYTHM, rhythm
+-> RHYTHM for a share ``RHYTHM_KEPT`` of them (drawn from the plan's seed) and FREE for the rest, new -> FREE,
+the last bar FREE without any mask (the ending's); another bar not labelled exact may not end up an exact copy of an
 earlier bar (at its last step the tokens that would complete one are masked), since the network,
 reading the copies, repeats whole bars more often than the tunes do; with ``pickup`` null it also brings the tune's start: its first note at the same place in the
 bar (beat one, or a pickup's position). ``form: "none"`` turns all of this off.
@@ -42,12 +43,16 @@ import numpy as np
 import torch
 
 from model.generation.params import FORM_OFF, form_sections
-from model.representation.form import EXACT, VARIANT, BarLabel, decode_labels, relation_pointer
+from model.representation.form import EXACT, RHYTHM as RHYTHM_ONLY, VARIANT, BarLabel, decode_labels, relation_pointer
 
 FREE, COPY, RHYTHM = 0, 1, 2
 FORM_TABLE = "forms.json"  # the table's name beside a checkpoint (the shipped one: model/weights/forms.json)
 FORM_STREAM = 0x666F726D  # mixed into the seed for the plan draw, so it draws from its own stream
-_KINDS = {EXACT: COPY, VARIANT: RHYTHM}  # rhythm and new bars: FREE (docs/model-card.md, "Form")
+_KINDS = {EXACT: COPY, VARIANT: RHYTHM}  # new bars: FREE; rhythm-only bars: see RHYTHM_KEPT
+# The share of a default plan's rhythm-only bars drawn under a RHYTHM mask (the others FREE): all of
+# them overshoot the tunes' rhythm repeats, none undershoots; chosen on the valid split
+# (docs/model-card.md, "Form").
+RHYTHM_KEPT = 0.45
 
 
 @dataclass(frozen=True)
@@ -104,10 +109,13 @@ def table_plan(table: dict, meter: str, bars: int, bar_steps: int, seed: int, ro
         plans = [p for group in table.values() for p in group.get(str(bars), [])]
     if not plans:
         return None
-    pickup, source_steps, text = plans[int(np.random.default_rng([int(seed), FORM_STREAM, row]).integers(len(plans)))]
+    rng = np.random.default_rng([int(seed), FORM_STREAM, row])
+    pickup, source_steps, text = plans[int(rng.integers(len(plans)))]
     labels = decode_labels(text)
     first = min(bar_steps - 1, round(pickup * bar_steps / source_steps))
-    kinds = [_KINDS.get(lab.kind, FREE) for lab in labels]
+    kept = rng.random(len(labels)) < RHYTHM_KEPT  # which rhythm-only bars keep their rhythm
+    kinds = [RHYTHM if lab.kind == RHYTHM_ONLY and keep else _KINDS.get(lab.kind, FREE)
+             for lab, keep in zip(labels, kept)]
     kinds[-1] = FREE  # the last bar is the ending's (the cadence, the tonic pull)
     return FormPlan(tuple(kinds),
                     tuple(lab.ref if k != FREE else b for b, (k, lab) in enumerate(zip(kinds, labels))), first,
