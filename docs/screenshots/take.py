@@ -4,7 +4,8 @@ tiny untrained model, so their melody is noise).
     python docs/screenshots/take.py
 
 Starts `tunesmith serve` on a free port (embedded Redis, a temporary home), composes 8 bars in
-D dorian in Debian's headless chromium, starts playback and saves the page.
+D major in Debian's headless chromium (Irish style, form AABB, over the chords D | G | A7 | D twice,
+with chord symbols and an accompaniment), starts playback and saves the page.
 """
 import os
 import signal
@@ -46,10 +47,14 @@ def main() -> None:
             page.goto(base + "/")
             page.fill("#bars", "8")
             page.select_option("#key", "D")
-            page.select_option("#scale", "dorian")
+            page.select_option("#scale", "major")
+            page.select_option("#style", "irish")
+            page.fill("#form", "AABB")
+            page.fill("#chords", "D | G | A7 | D")
+            page.check("#harmonize")
             page.fill("#seed", "2026")
             page.click("#generate")
-            page.wait_for_function("document.body.dataset.melody", timeout=120_000)
+            page.wait_for_function("() => document.body.dataset.melody", timeout=120_000)
             page.click("#play")
             page.wait_for_selector("#pianoroll rect.note.playing", state="attached")
             page.screenshot(path=str(ROOT / "docs" / "screenshots" / "compose.png"), full_page=True)
