@@ -212,13 +212,13 @@ class StepLoop:
         if self.on_step is not None:
             self.on_step(B)
         now = time.monotonic()
-        spans, offset = [], 0
-        for r in self.active:
-            spans.append((offset, r.rows.B))
-            offset += r.rows.B
-        steps, table, index = [], None, []  # per request: (the column it draws or None, its mask added here)
-        for r, (o, n) in zip(self.active, spans):
-            kind = None if r.cancelled or r.expired(now) else r.rows.begin(logits[o:o + n])
+        sizes = [r.rows.B for r in self.active]
+        views = logits[:B].split(sizes)  # each request's rows of the logits (views)
+        arrays = logits.numpy()  # the same memory, for the short-term model's compiled call
+        steps, table, index, offset = [], None, [], 0  # per request: (the column it draws or None, its mask added here)
+        for r, n in zip(self.active, sizes):
+            kind = None if r.cancelled or r.expired(now) else r.rows.begin(arrays[offset:offset + n])
+            offset += n
             shared = kind == CHOOSE and (table is None or r.rows.mask_after is table)
             if shared:
                 table = r.rows.mask_after
@@ -227,11 +227,10 @@ class StepLoop:
         if table is not None:  # the key mask of every row at a grid step (the last row, zeros, for the others)
             logits[:B].add_(table.index_select(0, torch.cat(index)))
         noise = []
-        for r, (o, n), (kind, shared) in zip(self.active, spans, steps):
+        for r, rows, (kind, shared) in zip(self.active, views, steps):
             if kind is None:
-                noise.append(self._no_noise(n, logits.shape[1]))
+                noise.append(self._no_noise(rows.shape[0], rows.shape[1]))
                 continue
-            rows = logits[o:o + n]
             r.rows.bias(rows, kind, masked=shared)
             tempered = self.g.tempered(rows, r.rows.params)
             if tempered is not rows:
@@ -239,9 +238,13 @@ class StepLoop:
             noise.append(r.rows.draw_noise(kind))
         if any(kind is not None for kind, _ in steps):
             choices = logits[:B].add_(torch.cat(noise)).argmax(-1)  # (B,) the Gumbel-max draw of every row
-            for r, (o, n), (kind, _) in zip(self.active, spans, steps):
+            for r, choice, (kind, _) in zip(self.active, choices.split(sizes), steps):
                 if kind is not None:
-                    r.rows.take(choices[o:o + n], kind)
+                    r.rows.take(choice, kind)
+        spans, offset = [], 0
+        for n in sizes:
+            spans.append((offset, n))
+            offset += n
         still, kept, finished = [], [], []
         for r, span in zip(self.active, spans):
             if r.cancelled:

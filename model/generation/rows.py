@@ -244,10 +244,11 @@ class MelodyRows:
         self.take(self.g.sample(logits, self.params, self.draw_noise(kind)), kind)
         return None
 
-    def begin(self, logits: torch.Tensor) -> int | None:
-        """A step's first part: the short-term model reads the token fed (and is mixed into the logits
-        before a grid step), the repetition guard looks at a finished bar, and a forced structural
-        token is taken. Returns the column to draw, CHOOSE or DECIDE, or None when it was forced."""
+    def begin(self, logits) -> int | None:
+        """A step's first part: the short-term model reads the token fed (and is mixed into the logits,
+        a (B, V) float32 tensor or array, in place, before a grid step), the repetition guard looks at
+        a finished bar, and a forced structural token is taken. Returns the column to draw, CHOOSE or
+        DECIDE, or None when it was forced."""
         tok, params, i = self.tok, self.params, self.i
         nxt = self.full[i + 1]
         self.i += 1
