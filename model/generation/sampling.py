@@ -135,6 +135,7 @@ class Generator:
         self.model, self.tokenizer, ckpt = load_checkpoint(self.path)
         self.copy_model = CopyModel.from_checkpoint(ckpt)  # the short-term model, or None
         self.form_table = load_form_table(self.path.with_name(FORM_TABLE))  # default forms (model.generation.form_plan)
+        self.train_config = ckpt.get("train_config")  # how it was trained (its data: worker/registry.py reports it)
         self.key_prior = ckpt.get("key_prior")  # the training tunes' share of each key (a network with a key input)
         self.style_key_priors = ckpt.get("style_key_priors") or {}  # the same per style (model/training/key_priors.py)
         self.styles = self.model.config.styles  # the styles the network's style input knows (none: no such input)
