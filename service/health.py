@@ -6,8 +6,9 @@ reasons when not ready, and warnings that do not stop it being ready (a Redis th
 The model check is the registry's (`worker.checkpoint_problem`): what a generate worker that
 loaded the checkpoint said of it in Redis, else the checkpoint loaded in a child process, so the
 API process never imports torch (it would add hundreds of MB to every gunicorn worker that answers
-/readyz). While generate workers answer but are still loading the default, that child is not
-started: it would compete with them for the CPU, and they say soon enough whether it loads."""
+/readyz). While every generate worker is still loading the default, that child is not started:
+it would compete with them for the CPU, and they say soon enough whether it loads. A generate
+worker that said it is loading (before it answers on its queue) is waited for like one that answers."""
 from flask import Blueprint, current_app, jsonify
 
 from worker import checkpoint_problem, loaded_defaults, loading_workers, persistence_warning, storage_check, without_paths
@@ -46,14 +47,18 @@ def readyz():
         path = runtime.models.path(name)
     except Exception:
         name, path = "default", None
-    waiting = []
-    if checks["broker"] == "ok" and checks["workers"]["generate"]:
-        loaded = loaded_defaults(runtime.redis, runtime.jobs.prefix)
-        checks["models_loaded"] = {w: loaded.get(w) for w in checks["workers"]["generate"]}
-        waiting = [w for w, model in checks["models_loaded"].items() if model != name]
-    elif checks["broker"] == "ok":   # none answers yet: one may be loading its models before it does
-        checks["models_loading"] = loading_workers(runtime.redis, runtime.jobs.prefix)
-    if waiting and len(waiting) == len(checks["models_loaded"]) or checks.get("models_loading"):
+    waiting, answering = [], checks.get("workers", {}).get("generate", [])
+    if checks["broker"] == "ok":
+        if answering:
+            loaded = loaded_defaults(runtime.redis, runtime.jobs.prefix)
+            checks["models_loaded"] = {w: loaded.get(w) for w in answering}
+            waiting = [w for w, model in checks["models_loaded"].items() if model != name]
+        # a worker loads its models before it answers on its queue: one that said so is waited for too
+        loading = [w for w in loading_workers(runtime.redis, runtime.jobs.prefix) if w not in answering]
+        if loading:
+            checks["models_loading"] = loading
+            waiting += loading
+    if waiting and len(waiting) == len(answering) + len(checks.get("models_loading", [])):
         checks["default_model"] = {"name": name, "status": "loading"}   # the workers will tell (see above)
     else:
         problem = checkpoint_problem(path or runtime.models.shipped_path,
