@@ -233,8 +233,8 @@ class MelodyRows:
     def advance(self, logits: torch.Tensor):
         """Take the step's logits (B, V) (may be modified in place): choose or force the next column's
         token. Returns the beams' parents (B,) when beam search reordered the rows, else None.
-        The four parts below, in this order; ``StepLoop.step`` runs them for many requests at once,
-        with the key mask and the draw made once for the whole batch."""
+        The four parts below, in this order; ``model.generation.batcher.StepLoop`` runs them for many
+        requests at once, with the key mask and the draw made once for the whole batch."""
         kind = self.begin(logits)
         if kind is None:
             return None
