@@ -175,7 +175,8 @@ def create_melodies():
         primer_meters = check_primer_midi(_decode_base64(req.primer, "primer")).meters
     if (primer_meters or req.meter is not None or req.min_pitch is not None or req.max_pitch is not None
             or req.style not in (None, ANY)):
-        vocabulary = checkpoint_vocabulary(models.path(name))    # what only the model can tell (cached)
+        # what only the model can tell: a generate worker's word for it, else loaded once (cached)
+        vocabulary = checkpoint_vocabulary(models.path(name), runtime().redis, runtime().jobs.prefix)
         if vocabulary is not None:                               # a broken checkpoint: the job will say so
             check_fits_model(req, name, vocabulary, primer_meters)
     params = {**req.model_dump(), "model": name}

@@ -452,6 +452,36 @@ def test_readyz_is_not_ready_until_each_generate_worker_says_it_has_loaded_the_d
         "generate@a": "default", "generate@b": "default"}
 
 
+def test_readyz_reads_the_generate_workers_word_for_the_checkpoint_and_loads_nothing_while_it_loads(app, monkeypatch):
+    """A generate worker says it is loading (before it imports torch) and then what the loaded
+    checkpoint can write (worker/registry.py: publish_vocabulary): /readyz waits for it meanwhile and
+    then believes it, without loading the checkpoint in a child process of the API."""
+    from types import SimpleNamespace
+
+    from worker import registry
+    from worker.model_host import ready_key, say_loading
+    runtime = app.extensions["tunesmith"]
+    loads = []
+    monkeypatch.setattr(registry, "subprocess", SimpleNamespace(run=lambda *a, **k: loads.append(a),
+                                                                TimeoutExpired=subprocess.TimeoutExpired))
+    monkeypatch.setattr(registry, "_checked", {})
+    monkeypatch.setattr(runtime, "queues_served", lambda timeout=1.0: {"train@a": {"train"}})
+    say_loading(runtime.redis, runtime.jobs.prefix, "generate@a")
+    loading = app.test_client().get("/readyz").get_json()
+    assert loading["checks"]["default_model"]["status"] == "loading"
+    assert loading["checks"]["models_loading"] == ["generate@a"]
+    assert "no worker answering on queue 'generate'" in loading["reasons"]
+
+    vocabulary = {"min_pitch": 40, "max_pitch": 90, "meters": ["4/4"], "styles": [], "data": None}
+    registry.publish_vocabulary(runtime.redis, runtime.jobs.prefix, runtime.models.path("default"), vocabulary)
+    runtime.redis.set(ready_key(runtime.jobs.prefix, "generate@a"), json.dumps({"default": "default"}), ex=10)
+    monkeypatch.setattr(runtime, "queues_served", lambda timeout=1.0: {"generate@a": {"generate"}, "train@a": {"train"}})
+    ready = app.test_client().get("/readyz")
+    assert ready.status_code == 200 and ready.get_json()["checks"]["default_model"]["status"] == "ok"
+    assert registry.checkpoint_vocabulary(runtime.models.path("default"), runtime.redis, runtime.jobs.prefix) == vocabulary
+    assert loads == []                                      # no child process loaded the checkpoint
+
+
 def test_readyz_warns_when_the_broker_keeps_nothing_on_disk(service_env, monkeypatch, tmp_path):
     from support import OwnRedis
     for appendonly in (False, True):

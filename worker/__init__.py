@@ -24,6 +24,7 @@ What the API (service/) uses, all importable from this package:
     check_midi, MidiInvalid                         the one MIDI checker (model/representation/midi_check.py): API, worker, CLI
     metrics_snapshot                                the counters /metrics shows (worker/metrics.py)
     loaded_defaults(redis, prefix)                  {generate worker: the default model it has loaded} (/readyz)
+    loading_workers(redis, prefix)                  the generate workers still loading their models (/readyz)
     melody_file, job_zip, cached_file               files rendered on first download (worker/formats.py)
     maybe_sweep(runtime, ttl)                       delete expired job folders, at most hourly per folder
     Runtime.events                                  a job's event stream (worker/events.py)
@@ -35,7 +36,7 @@ from worker.backlog import job_work
 from worker.formats import cached as cached_file, job_zip, melody_file
 from worker.jobs import maybe_sweep
 from worker.metrics import metrics_snapshot
-from worker.model_host import loaded_defaults
+from worker.model_host import loaded_defaults, loading_workers
 from worker.records import FINISHED, STATES, new_job_id, public_record, without_paths
 from model.representation.midi_check import MidiInvalid, check_midi
 from worker.lifetime import die_with_parent, preexec
@@ -50,5 +51,5 @@ __all__ = ["maybe_sweep", "FINISHED", "STATES", "new_job_id", "public_record", "
            "checkpoint_problem", "checkpoint_vocabulary", "Runtime", "make_celery", "persistence_warning", "queues_served", "redis_client", "DEFAULT_SENTINEL_MASTER", "ECHO_TASK",
            "MAX_TRAIN_MINUTES", "celery_config", "env_number", "load_settings", "open_without_token",
            "artifact_name", "job_dir", "die_with_parent", "preexec", "MidiInvalid", "check_midi",
-           "metrics_snapshot", "loaded_defaults", "cached_file", "job_zip", "melody_file", "storage_check",
+           "metrics_snapshot", "loaded_defaults", "loading_workers", "cached_file", "job_zip", "melody_file", "storage_check",
            "storage_problem", "job_work"]

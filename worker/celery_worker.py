@@ -74,11 +74,15 @@ def _load_the_models(sender=None, **kwargs):
     consumes (its queues are known here; its pool is not started yet)."""
     if "generate" not in celery_app.amqp.queues.consume_from:
         return
+    from worker.model_host import ModelHost, say_loading
+    runtime = runtime_of(celery_app)
+    try:
+        say_loading(runtime.redis, runtime.jobs.prefix, sender.hostname)
+    except Exception as exc:                     # Redis away: /readyz checks the checkpoint itself
+        log.warning("could not say the models are loading: %s", exc)
     import torch
     from worker.metrics import EngineMeter
-    from worker.model_host import ModelHost
     torch.set_num_threads(1)                     # one thread: 2 cores shared by many processes
-    runtime = runtime_of(celery_app)
     host = celery_app.tunesmith_model_host = ModelHost(
         celery_app.tunesmith_settings, sender.hostname, EngineMeter(runtime.redis, runtime.jobs.prefix))
     host.start(runtime)

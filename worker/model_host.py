@@ -28,10 +28,27 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 2.0
 READY_TTL_S = 10
+LOADING_TTL_S = 120                          # a worker that died while loading is forgotten then
 
 
 def ready_key(prefix: str, worker_name: str) -> str:
     return f"{prefix}generate-ready:{worker_name}"
+
+
+def loading_key(prefix: str, worker_name: str) -> str:
+    return f"{prefix}generate-loading:{worker_name}"
+
+
+def say_loading(redis, prefix: str, worker_name: str) -> None:
+    """A generate worker starting: it loads its models before it answers on its queue (for
+    /readyz, which then waits for it rather than loading the checkpoint itself meanwhile)."""
+    redis.set(loading_key(prefix, worker_name), os.getpid(), ex=LOADING_TTL_S)
+
+
+def loading_workers(redis, prefix: str) -> list[str]:
+    """The generate workers that said they are loading their models (and have not finished)."""
+    start = len(loading_key(prefix, ""))
+    return sorted(k.decode()[start:] for k in redis.scan_iter(match=loading_key(prefix, "*"), count=100))
 
 
 def loaded_defaults(redis, prefix: str) -> dict:
@@ -49,6 +66,7 @@ class ModelHost:
         self.batchers: dict = {}                 # (checkpoint path, mtime) -> Batcher
         self.lock = threading.Lock()
         self.stopped = threading.Event()
+        self.runtime = None                      # set by start: where to say what is loaded
 
     def batcher(self, path):
         """The batcher of the checkpoint at ``path``, loading it on first use."""
@@ -66,9 +84,22 @@ class ModelHost:
                                   self.settings.get("TUNESMITH_BATCHING", True))
                 batcher.loop.on_step = self.meter.step if self.meter is not None else None
                 self._warm(batcher)
+                self._publish(batcher.g)
                 self.batchers[key] = batcher
                 log.info("worker %d loaded %s in %.2f s", os.getpid(), p, time.perf_counter() - started)
             return batcher
+
+    def _publish(self, generator) -> None:
+        """Say in Redis what the checkpoint can write (worker/registry.py), so that the API's
+        /readyz and request checks read it instead of loading the checkpoint themselves."""
+        from worker.registry import publish_vocabulary, vocabulary_of
+        if self.runtime is None:
+            return
+        try:
+            publish_vocabulary(self.runtime.redis, self.runtime.jobs.prefix, generator.path, vocabulary_of(
+                generator.tokenizer, generator.model.config, generator.train_config))
+        except Exception as exc:                 # Redis away: the API loads the checkpoint itself
+            log.warning("could not publish the loaded checkpoint's vocabulary: %s", exc)
 
     @staticmethod
     def _warm(batcher) -> None:
@@ -80,6 +111,7 @@ class ModelHost:
     def start(self, runtime) -> None:
         """Load the default model now (the worker consumes nothing before this returns) and keep
         saying so in Redis."""
+        self.runtime = runtime
         self._load_default(runtime)
         self._say_ready(runtime)
         threading.Thread(target=self._heartbeat, args=(runtime,), name="model-host", daemon=True).start()
@@ -101,8 +133,11 @@ class ModelHost:
 
     def _say_ready(self, runtime) -> None:
         name = self._load_default(runtime)
-        runtime.redis.set(ready_key(runtime.jobs.prefix, self.worker_name),
-                          json.dumps({"default": name, "pid": os.getpid()}), ex=READY_TTL_S)
+        with runtime.redis.pipeline() as pipe:
+            pipe.set(ready_key(runtime.jobs.prefix, self.worker_name),
+                     json.dumps({"default": name, "pid": os.getpid()}), ex=READY_TTL_S)
+            pipe.delete(loading_key(runtime.jobs.prefix, self.worker_name))
+            pipe.execute()
 
     def _heartbeat(self, runtime) -> None:
         while not self.stopped.wait(HEARTBEAT_S):

@@ -23,8 +23,10 @@ and modification time, so a new default is picked up by the next task without re
 
 `checkpoint_problem(path)` says whether a checkpoint loads (for /readyz) and
 `checkpoint_vocabulary(path)` what it can write (its tokenizer's pitch range and meters, its
-network's styles: for checking a request when it arrives); both load it once per file version in a
-child process, so the process that asks (the API) never imports torch. A model's styles are read
+network's styles: for checking a request when it arrives). A generate worker that has loaded a
+checkpoint says so in Redis (`publish_vocabulary`: ``<prefix>checkpoint:<path>:<mtime>``), and given
+a Redis client both read that first; otherwise they load it once per file version in a child
+process, so the process that asks (the API) never imports torch. A model's styles are read
 from its checkpoint when it is registered and kept in its meta (the shipped model's, and those of a
 model registered before styles existed, when it is first described), so listing models loads
 nothing; `get` and `list` describe each style (model/representation/styles.py).
@@ -215,6 +217,7 @@ class ModelRegistry:
 
 
 CHECK_TIMEOUT_S = 120
+PUBLISHED_TTL_S = 7 * 24 * 3600
 _checked: dict = {}          # (path, mtime) -> (None | error text, vocabulary | None); one load per file version
 # argv[1]: the checkpoint; prints what its tokenizer can write (JSON), or why it does not load (and exits 1)
 _LOAD_CHECKPOINT = """import json, sys
@@ -226,17 +229,37 @@ try:
 except Exception as exc:
     print(f"{type(exc).__name__}: {exc}")
     sys.exit(1)
-c, net = tokenizer.config, model.config
-print(json.dumps({"min_pitch": c.min_pitch, "max_pitch": c.max_pitch, "meters": list(c.meters),
-                  "styles": list(net.styles) if net.style_dim else [],
-                  "data": (ckpt.get("train_config") or {}).get("data")}))
+from worker.registry import vocabulary_of
+print(json.dumps(vocabulary_of(tokenizer, model.config, ckpt.get("train_config"))))
 """
 
 
-def _check(path) -> tuple[str | None, dict | None]:
+def vocabulary_of(tokenizer, network_config, train_config: dict | None) -> dict:
+    """What a loaded checkpoint can write (``checkpoint_vocabulary``'s answer)."""
+    c = tokenizer.config
+    return {"min_pitch": c.min_pitch, "max_pitch": c.max_pitch, "meters": list(c.meters),
+            "styles": list(network_config.styles) if network_config.style_dim else [],
+            "data": (train_config or {}).get("data")}
+
+
+def _published_key(prefix: str, path) -> str:
+    return f"{prefix}checkpoint:{Path(path).resolve()}:{os.path.getmtime(path)!r}"
+
+
+def publish_vocabulary(redis, prefix: str, path, vocabulary: dict) -> None:
+    """A process that has loaded the checkpoint at ``path`` (a generate worker) says what it can
+    write, so that the API's checks need not load it again."""
+    redis.set(_published_key(prefix, path), json.dumps(vocabulary), ex=PUBLISHED_TTL_S)
+
+
+def _check(path, redis=None, prefix: str = "tunesmith:") -> tuple[str | None, dict | None]:
     if path is None or not os.path.isfile(path):
         return "no checkpoint file", None
     key = (str(path), os.path.getmtime(path))
+    if key not in _checked and redis is not None:
+        published = redis.get(_published_key(prefix, path))
+        if published is not None:
+            _checked[key] = None, json.loads(published)
     if key not in _checked:
         try:       # run where the child finds the `model` package we import
             out = subprocess.run([sys.executable, "-c", _LOAD_CHECKPOINT, str(path)], capture_output=True,
@@ -253,17 +276,19 @@ def _check(path) -> tuple[str | None, dict | None]:
     return _checked[key]
 
 
-def checkpoint_problem(path) -> str | None:
-    """None when the checkpoint loads, else why not (cached per file version)."""
-    return _check(path)[0]
+def checkpoint_problem(path, redis=None, prefix: str = "tunesmith:") -> str | None:
+    """None when the checkpoint loads, else why not (cached per file version; with ``redis``, what
+    a generate worker published of it first)."""
+    return _check(path, redis, prefix)[0]
 
 
-def checkpoint_vocabulary(path) -> dict | None:
+def checkpoint_vocabulary(path, redis=None, prefix: str = "tunesmith:") -> dict | None:
     """What the checkpoint can write, {"min_pitch", "max_pitch", "meters"} (its tokenizer's),
     "styles" (its network's style input, in id order; [] without one) and "data" (what it was
     trained on, None where it does not say), None when it does not load,
-    so that the API checks a request against the model without importing torch."""
-    return _check(path)[1]
+    so that the API checks a request against the model without importing torch (with ``redis``,
+    what a generate worker published of it first)."""
+    return _check(path, redis, prefix)[1]
 
 
 def checkpoint_styles(path) -> list[str] | None:

@@ -37,7 +37,7 @@ from concurrent.futures import CancelledError, Future
 import torch
 
 from model.generation.params import MAX_COUNT
-from model.generation.rows import MelodyRows, min_rows
+from model.generation.rows import CHOOSE, MelodyRows, min_rows
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ class StepLoop:
         self.steps = self.tokens = 0      # counters for /metrics: network steps run, tokens produced
         self.batch_sizes: deque[int] = deque(maxlen=1024)
         self.on_step = None               # on_step(rows) after every network step (worker/metrics.py)
+        self._constants = {}              # index and noise tensors of rows that take no mask, no draw
 
     @property
     def rows(self) -> int:
@@ -192,7 +193,12 @@ class StepLoop:
 
     def step(self) -> None:
         """One network step for every active row; requests that finish, are cancelled or are past
-        their deadline leave the batch."""
+        their deadline leave the batch. After the network each request's rows advance
+        (``MelodyRows.advance``: begin, bias, draw_noise, take); with more than one request,
+        two of those parts are made once for the whole batch (``_advance_together``): the grid
+        steps' key mask (for the requests that share the first one's table) and the draw (the
+        Gumbel noise added and the argmax). Either way a row's logits meet the same additions in
+        the same order, so its bytes are the same."""
         B = self.rows
         pad = max(0, self.min_rows - B)
         state = self.state  # between steps it holds exactly the active rows, in their order
@@ -208,30 +214,84 @@ class StepLoop:
         if self.on_step is not None:
             self.on_step(B)
         now = time.monotonic()
-        spans, offset, still, finished = [], 0, [], []
-        for r in self.active:
-            n = r.rows.B
-            late = r.expired(now)
-            if not r.cancelled and not late:
-                r.rows.advance(logits[offset:offset + n])
-                self._report_bars(r)
+        sizes = [r.rows.B for r in self.active]
+        if len(self.active) == 1:  # alone: its parts in turn (the batch's shared calls would cost more)
+            r = self.active[0]
+            if not r.cancelled and not r.expired(now):
+                r.rows.advance(logits[:B])
+        else:
+            self._advance_together(logits, sizes, now)
+        spans, offset = [], 0
+        for n in sizes:
+            spans.append((offset, n))
+            offset += n
+        still, kept, finished = [], [], []
+        for r, span in zip(self.active, spans):
             if r.cancelled:
                 r.future.set_exception(CancelledError())
-            elif late:
+            elif r.expired(now):
                 r.fail_late()
-            elif r.rows.done:
-                finished.append(r)  # leaves the batch; its next draw (if any) joins below
             else:
-                spans.append((offset, n))
-                still.append(r)
-            offset += n
+                self._report_bars(r)
+                if r.rows.done:
+                    finished.append(r)  # leaves the batch; its next draw (if any) joins below
+                else:
+                    kept.append(span)
+                    still.append(r)
         if len(still) < len(self.active):  # someone left: keep the state rows of those still here
-            self.state = _rows(self.state, torch.cat([torch.arange(o, o + n) for o, n in spans])) if still else None
+            self.state = _rows(self.state, torch.cat([torch.arange(o, o + n) for o, n in kept])) if still else None
         elif pad:  # everyone stays: drop the padding rows (a view)
             self.state = tuple(h[:, :B] for h in self.state) if isinstance(self.state, tuple) else self.state[:, :B]
         self.active = still
         for r in finished:
             self._next_draw(r, r.rows.result(r.draw.count))
+
+    def _advance_together(self, logits: torch.Tensor, sizes: list[int], now: float) -> None:
+        """``MelodyRows.advance`` for every active request (its rows ``sizes``), with the grid steps'
+        key mask and the draw made once for all of them."""
+        rows_logits = logits[:sum(sizes)]  # without the padding rows
+        views = rows_logits.split(sizes)  # each request's rows of the logits (views)
+        arrays = logits.numpy()  # the same memory, for the short-term model's compiled call
+        steps, table, index, offset = [], None, [], 0  # per request: (the column it draws or None, its mask added here)
+        for r, n in zip(self.active, sizes):
+            kind = None if r.cancelled or r.expired(now) else r.rows.begin(arrays[offset:offset + n])
+            offset += n
+            shared = kind == CHOOSE and (table is None or r.rows.mask_after is table)
+            if shared:
+                table = r.rows.mask_after
+            index.append(r.rows.last if shared else self._no_mask(n, r.rows.mask_after.shape[0] - 1))
+            steps.append((kind, shared))
+        if table is not None:  # the key mask of every row at a grid step (the last row, zeros, for the others)
+            rows_logits.add_(table.index_select(0, torch.cat(index)))
+        noise = []
+        for r, rows, (kind, shared) in zip(self.active, views, steps):
+            if kind is None:
+                noise.append(self._no_noise(rows.shape[0], rows.shape[1]))
+                continue
+            r.rows.bias(rows, kind, masked=shared)
+            tempered = self.g.tempered(rows, r.rows.params)
+            if tempered is not rows:
+                rows.copy_(tempered)
+            noise.append(r.rows.draw_noise(kind))
+        if any(kind is not None for kind, _ in steps):
+            choices = rows_logits.add_(torch.cat(noise)).argmax(-1)  # (B,) the Gumbel-max draw of every row
+            for r, choice, (kind, _) in zip(self.active, choices.split(sizes), steps):
+                if kind is not None:
+                    r.rows.take(choice, kind)
+
+    def _no_mask(self, n: int, row: int) -> torch.Tensor:
+        """(n,) the index of a mask table's row of zeros."""
+        key = ("mask", n, row)
+        if key not in self._constants:
+            self._constants[key] = torch.full((n,), row)
+        return self._constants[key]
+
+    def _no_noise(self, n: int, V: int) -> torch.Tensor:
+        """(n, V) zeros: the noise of rows that draw nothing at this step (their argmax is not used)."""
+        key = ("noise", n, V)
+        if key not in self._constants:
+            self._constants[key] = torch.zeros(n, V)
+        return self._constants[key]
 
     def _report_bars(self, r: Request) -> None:
         """Stream the bars finished since the last step: the first draw's for every melody, and a

@@ -36,6 +36,7 @@ HOLD after a rest, the cadence's tonic), the row takes that step without the for
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,17 +164,11 @@ class FormMasks:
 
     def __init__(self, tokenizer, plans: list[FormPlan] | None, where: list, rows: int, bar_steps: int,
                  first_bar: bool, pickup: bool | None):
-        tok, V, self.S, self.B = tokenizer, tokenizer.vocab_size, bar_steps, rows
+        self.S, self.B = bar_steps, rows
         self.plans = plans  # each row's plan (None: no form): its labels feed a network's form input
-        self.kind_of = torch.full((V,), 3)  # per token: 0 REST, 1 HOLD, 2 NOTE, 3 structural
-        self.kind_of[tok.rest_id], self.kind_of[tok.hold_id] = 0, 1
-        notes = torch.tensor([i for i in range(V) if tok.pitch_of(i) is not None])
-        self.kind_of[notes] = 2
-        self.kind_rows = torch.full((4, V), float("-inf"))  # (4, V): the tokens of each kind allowed
-        self.kind_rows[0, tok.rest_id], self.kind_rows[1, tok.hold_id] = 0.0, 0.0
-        self.kind_rows[2, notes], self.kind_rows[3] = 0.0, 0.0
-        self.note_id = notes
-        self.same_kind = self.kind_rows[self.kind_of]  # (V, V): per token, the tokens of its kind allowed
+        # per token: 0 REST, 1 HOLD, 2 NOTE, 3 structural; (4, V) the tokens of each kind allowed; (V, V)
+        # per token, the tokens of its kind allowed
+        self.kind_of, self.kind_rows, self.same_kind = token_kinds(tokenizer)
         cols = {w: i for i, w in enumerate(where) if w is not None}  # (bar, pos) -> column of `out`
         self.kinds = self.refcols = self.shared = self.distinct = None
         self.form_bars, self.distinct_bars = set(), set()
@@ -182,17 +177,19 @@ class FormMasks:
         if plans is not None:
             bars = len(plans[0].kinds)
             self.kinds = torch.tensor([p.kinds for p in plans])  # (B, bars)
-            self.refcols = torch.tensor([[[cols[(r, q)] for q in range(bar_steps)] for r in p.refs]
-                                         for p in plans])  # (B, bars, S) the copied bar's columns
-            self.form_bars = {b for b in range(bars) if bool(self.kinds[:, b].any())}
+            self.form_bars = {b for b in range(bars) if any(p.kinds[b] for p in plans)}
             if all(p.distinct for p in plans):
                 self.distinct = torch.tensor([p.distinct for p in plans])  # (B, bars)
-                self.distinct_bars = {b for b in range(1, bars) if bool(self.distinct[:, b].any())}
-            # one plan for every row (a requested form, beams, one melody): its copied columns as ints
+                self.distinct_bars = {b for b in range(1, bars) if any(p.distinct[b] for p in plans)}
+            # one plan for every row (a requested form, beams, one melody): its copied columns as ints;
+            # else (B, bars, S) each row's copied bar's columns
             self.shared = [[cols[(r, q)] for q in range(bar_steps)] for r in plans[0].refs] \
                 if all(p == plans[0] for p in plans) else None
+            if self.shared is None:
+                self.refcols = torch.tensor([[[cols[(r, q)] for q in range(bar_steps)] for r in p.refs]
+                                             for p in plans])
             # per bar: the kind every row draws it as, or None where rows differ
-            self.uniform = [int(self.kinds[0, b]) if bool((self.kinds[:, b] == self.kinds[0, b]).all()) else None
+            self.uniform = [plans[0].kinds[b] if all(p.kinds[b] == plans[0].kinds[b] for p in plans) else None
                             for b in range(bars)]
         # the first bar: rows rest before rest_until, play at note_at (-1: nowhere), and never stay silent
         rest_until, note_at = [0] * rows, [-1] * rows
@@ -206,6 +203,7 @@ class FormMasks:
                 rest_until[r], note_at[r] = start, start
         self.first_bar = first_bar
         self.rest_until, self.note_at = torch.tensor(rest_until), torch.tensor(note_at)
+        self.rests_before, self.notes_at = max(rest_until), set(note_at)  # the same, for the steps without any
         self.first_cols = [cols[(0, q)] for q in range(bar_steps)] if first_bar else []
 
     def acts(self, bar: int, pos: int) -> bool:
@@ -272,11 +270,13 @@ class FormMasks:
         if not bool(same.any()):
             return None
         rows, bars = same.nonzero(as_tuple=True)
-        mask = torch.zeros(self.B, len(self.kind_of))
+        mask = torch.zeros(self.B, self.kind_of.shape[0])
         mask[rows, before[rows, bars, -1]] = float("-inf")
         return mask
 
     def _first_bar(self, pos: int, out: torch.Tensor) -> torch.Tensor | None:
+        if pos >= self.rests_before and pos not in self.notes_at and pos != self.S - 1:
+            return None                                              # no row must rest or play here
         rest = pos < self.rest_until                                 # (B,) rows that must rest here
         play = pos == self.note_at                                   # (B,) rows that must play here
         if pos == self.S - 1:  # the last chance: a row with no note yet in the bar must play
@@ -284,10 +284,30 @@ class FormMasks:
             play |= ~(self.kind_of[so_far] == 2).any(1)
         if not bool(rest.any() or play.any()):
             return None
-        mask = torch.zeros(self.B, len(self.kind_of))
+        mask = torch.zeros(self.B, self.kind_of.shape[0])
         mask[rest] = self.kind_rows[0]
         mask[play] = self.kind_rows[2]
         return mask
+
+
+_TOKEN_KINDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def token_kinds(tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(kind of each token (V,): 0 REST, 1 HOLD, 2 NOTE, 3 structural; (4, V) 0 on the tokens of
+    each kind, -inf elsewhere; (V, V) the row of each token's kind), built once per tokenizer."""
+    tables = _TOKEN_KINDS.get(tokenizer)
+    if tables is None:
+        tok, V = tokenizer, tokenizer.vocab_size
+        kind_of = torch.full((V,), 3)
+        kind_of[tok.rest_id], kind_of[tok.hold_id] = 0, 1
+        notes = torch.tensor([i for i in range(V) if tok.pitch_of(i) is not None])
+        kind_of[notes] = 2
+        kind_rows = torch.full((4, V), float("-inf"))
+        kind_rows[0, tok.rest_id], kind_rows[1, tok.hold_id] = 0.0, 0.0
+        kind_rows[2, notes], kind_rows[3] = 0.0, 0.0
+        tables = _TOKEN_KINDS[tokenizer] = (kind_of, kind_rows, kind_rows[kind_of])
+    return tables
 
 
 def form_masks(generator, params, where: list, seed: int, rows: int, bar_steps: int,

@@ -26,7 +26,7 @@ import torch
 from model.generation.chord_tones import ChordTones
 from model.generation.endings import Cadence, TonicPull, ends_in_cadence
 from model.generation.form_plan import form_masks
-from model.network.conditions import condition_ids, key_id
+from model.network.conditions import key_id
 from model.network.melody import UNKNOWN_CHORD, UNKNOWN_POINTER, UNKNOWN_RELATION
 from model.representation.chords import chord_at
 from model.representation.keys import key_of_weights
@@ -100,12 +100,12 @@ class MelodyRows:
         self.tail = len(prefix.after) > 1  # infilling inside the tune: kept bars follow the generated ones
         ahead = placeholder[:-1] + [tok.rest_id if t == tok.hold_id else t for t in prefix.after] if self.tail \
             else placeholder  # (a step is a step to the conditions: the placeholders are rests)
-        self.positions = condition_ids(tok, ahead, model.config, known_end=not params.ranged, key=self.key)[:len(full)] \
+        self.positions = generator.condition_ids(ahead, known_end=not params.ranged, key=self.key)[:len(full)] \
             if model.config.conditioned else None
         if params.ranged and self.positions is not None and model.config.remaining_dim:
             # a range's last possible bar is its last for certain (EOS is forced after it): from its
             # barline on the network is told so, as in a tune of fixed length
-            known = condition_ids(tok, placeholder, model.config, known_end=True, key=self.key)
+            known = generator.condition_ids(placeholder, known_end=True, key=self.key)
             last = len(prefix.ids) + max(j for j, t in enumerate(self.template) if t in (DECIDE, tok.bar_id))
             self.positions[last:] = known[last:]
         self.beam = params.beam_width > 1
@@ -116,7 +116,7 @@ class MelodyRows:
         self.noise, self.noise_used = (), 0
         self.forced = {t: torch.full((B,), t) for t in {*self.template, full[P - 1], tok.bar_id} if t >= 0}
         self.x = self.forced[full[P - 1]]  # (B,) the token fed at the next step
-        self.mask_after = generator.step_bias(params)[generator.sounding]  # (V, V) step mask after token t
+        self.mask_after = generator.step_masks(params)  # (V + 1, V) step mask after token t; row V: none
         last_steps = [t for t in prefix.ids if tok.is_step(t)]
         # (B,) the last step token; it selects the mask row (any sounding token stands for NOTE/HOLD)
         self.last = torch.full((B,), tok.hold_id if last_steps and last_steps[-1] != tok.rest_id else tok.rest_id)
@@ -142,11 +142,12 @@ class MelodyRows:
             if progression and params.chord_tones != "none" else None
         # the form's copy and rhythm masks, and the first bar's (model.generation.form_plan)
         self.form = form_masks(generator, params, self.where, seed, B, self.bar_steps, self.meter)
-        self.row_positions = None  # (B, N) condition ids where rows differ (each row's own form plan)
+        self.row_positions = None  # (B, N) condition ids per row (rows differ: each row's own form plan)
         config = model.config
         if self.positions is not None and (config.form_dim or config.chord_dim or config.style_dim):
             self._label_conditions(generator.style_id(params), progression)
-        self.pos_inputs = {p: torch.full((B,), p) for p in set(self.positions)} if self.positions is not None else None
+        if self.row_positions is None and self.positions is not None:  # (B, N) the same for every row (a view)
+            self.row_positions = torch.tensor(self.positions).expand(B, N)
         self.copy = None  # the short-term model's state over each melody so far
         if generator.copy_model is not None and params.short_term:
             self.copy = CopyState(generator.copy_model, tok.vocab_size, batch=B, capacity=N)
@@ -227,13 +228,27 @@ class MelodyRows:
 
     def inputs(self):
         """(tokens (B,), condition ids (B,) or None) for the next network step."""
-        if self.row_positions is not None:
-            return self.x, self.row_positions[:, self.i]
-        return self.x, self.pos_inputs[self.positions[self.i]] if self.positions is not None else None
+        return self.x, self.row_positions[:, self.i] if self.row_positions is not None else None
 
     def advance(self, logits: torch.Tensor):
         """Take the step's logits (B, V) (may be modified in place): choose or force the next column's
-        token. Returns the beams' parents (B,) when beam search reordered the rows, else None."""
+        token. Returns the beams' parents (B,) when beam search reordered the rows, else None.
+        The four parts below, in this order; ``model.generation.batcher.StepLoop`` runs them for many
+        requests at once, with the key mask and the draw made once for the whole batch."""
+        kind = self.begin(logits)
+        if kind is None:
+            return None
+        self.bias(logits, kind)
+        if self.beam:
+            return self._beam_step(logits)
+        self.take(self.g.sample(logits, self.params, self.draw_noise(kind)), kind)
+        return None
+
+    def begin(self, logits) -> int | None:
+        """A step's first part: the short-term model reads the token fed (and is mixed into the logits,
+        a (B, V) float32 tensor or array, in place, before a grid step), the repetition guard looks at
+        a finished bar, and a forced structural token is taken. Returns the column to draw, CHOOSE or
+        DECIDE, or None when it was forced."""
         tok, params, i = self.tok, self.params, self.i
         nxt = self.full[i + 1]
         self.i += 1
@@ -255,73 +270,91 @@ class MelodyRows:
         if nxt not in (CHOOSE, DECIDE):
             self.x = self.forced[nxt]
             return None  # a forced structural token, already in `out`
-        if nxt == DECIDE:  # BAR or EOS; with a cadence, EOS only after a bar that cadenced
+        return nxt
+
+    def bias(self, logits: torch.Tensor, kind: int, masked: bool = False) -> None:
+        """A step's second part, in place, in this order: at a grid step the grammar and key/scale/range
+        mask (unless the caller added it: ``masked``; it is 0 or -inf, so where it is added does not
+        change a bit), the repetition guard, the ending, the chords, the form, ended rows; at a
+        barline inside a range, BAR or EOS."""
+        if kind == DECIDE:  # BAR or EOS; with a cadence, EOS only after a bar that cadenced
             self._write_pending()
             logits.add_(self._decide_bias())
-        else:
-            bar, pos = self.where[i + 1]
+            return
+        i = self.i - 1
+        bar, pos = self.where[i + 1]
+        if not masked:
             logits.add_(self.mask_after.index_select(0, self.last))  # (B, V) grammar + key/scale/range masks
-            if self.penalty is not None:
-                logits += self.penalty
-            if self.ban is not None:  # first step after a bar of only rests or only HOLD
-                logits += self.ban
-                self.ban = None
-            if bar == self.bars - 1 and (self.cadence is not None or self.pull is not None):
-                ending = self.cadence or self.pull
-                if pos == 0:
-                    self._write_pending()
-                    ending.begin_bar(self._tonics(self.out[:, :i + 1]))
-                if self.cadence is not None:
-                    logits += self.cadence.mask(pos)
-                elif (pull := self.pull.bias(pos)) is not None:
-                    logits += pull
-            if self.chords is not None and (chord_bias := self.chords.bias(bar, pos)) is not None:
-                logits += chord_bias  # (V,) over the B rows
-            if self.form is not None and self.form.acts(bar, pos):  # after the masks it must respect
-                if self.form.reads_out(bar, pos):
-                    self._write_pending()
-                self.form.apply(logits, bar, pos, self.out)
-            if self.any_finished:  # ended rows only mark time (one choice: REST, log-probability 0)
-                logits[self.finished] = self.g.finished_row
-        parent = None
-        if self.beam:
-            logp = torch.log_softmax(logits / params.temperature, dim=-1)  # (B, V)
-            top, flat = torch.topk((self.scores[:, None] + logp).flatten(), self.B)  # best B continuations
-            parent, choice = flat // logp.shape[1], flat % logp.shape[1]
-            dead = ~torch.isfinite(top)  # fewer legal continuations than beams: copy the best one
-            parent[dead], choice[dead] = parent[0], choice[0]
-            self.out, self.scores = self.out[parent], top
-            self.last, self.finished = self.last[parent], self.finished[parent]
-            self.any_finished = bool(self.finished.any())
-            self.penalty = self.penalty[parent] if self.penalty is not None else None
-            self.ban = self.ban[parent] if self.ban is not None else None
-            if self.copy is not None:
-                self.copy.reorder(parent)
-            if self.cadence is not None and self.cadence.active:
-                self.cadence.reorder(parent)
-            self.out[:, i + 1] = choice
-        else:
-            if nxt == DECIDE:
-                choice = self.g.sample(logits, params, self.g.gumbel((self.B, tok.vocab_size), self.gen))
-            else:
-                if self.noise_used == len(self.noise):  # Gumbel noise for the next bar's draws, in one call
-                    self.noise = self.g.gumbel((self.bar_steps, self.B, tok.vocab_size), self.gen).unbind(0)
-                    self.noise_used = 0
-                choice = self.g.sample(logits, params, self.noise[self.noise_used])
-                self.noise_used += 1
+        if self.penalty is not None:
+            logits += self.penalty
+        if self.ban is not None:  # first step after a bar of only rests or only HOLD
+            logits += self.ban
+            self.ban = None
+        if bar == self.bars - 1 and (self.cadence is not None or self.pull is not None):
+            ending = self.cadence or self.pull
+            if pos == 0:
+                self._write_pending()
+                ending.begin_bar(self._tonics(self.out[:, :i + 1]))
+            if self.cadence is not None:
+                logits += self.cadence.mask(pos)
+            elif (pull := self.pull.bias(pos)) is not None:
+                logits += pull
+        if self.chords is not None and (chord_bias := self.chords.bias(bar, pos)) is not None:
+            logits += chord_bias  # (V,) over the B rows
+        if self.form is not None and self.form.acts(bar, pos):  # after the masks it must respect
+            if self.form.reads_out(bar, pos):
+                self._write_pending()
+            self.form.apply(logits, bar, pos, self.out)
+        if self.any_finished:  # ended rows only mark time (one choice: REST, log-probability 0)
+            logits[self.finished] = self.g.finished_row
+
+    def draw_noise(self, kind: int) -> torch.Tensor:
+        """A sampled step's third part: its (B, V) Gumbel noise from the request's own stream (a grid
+        step's from the bar's, drawn in one call when the bar begins)."""
+        if kind == DECIDE:
+            return self.g.gumbel((self.B, self.tok.vocab_size), self.gen)
+        if self.noise_used == len(self.noise):  # Gumbel noise for the next bar's draws, in one call
+            self.noise = self.g.gumbel((self.bar_steps, self.B, self.tok.vocab_size), self.gen).unbind(0)
+            self.noise_used = 0
+        self.noise_used += 1
+        return self.noise[self.noise_used - 1]
+
+    def take(self, choice: torch.Tensor, kind: int) -> None:
+        """A step's last part: the (B,) tokens drawn (or beam search's) become the next input."""
+        tok, i = self.tok, self.i - 1
+        if not self.beam:
             self.pending.append((i + 1, choice))
         self.x = choice
-        if nxt == DECIDE:
+        if kind == DECIDE:
             self.finished |= choice == tok.eos_id
             self.any_finished = bool(self.finished.any())
             self.ended = bool(self.finished.all()) and not self.beam  # beams stop at the template's end
-            return parent
+            return
         if self.cadence is not None and self.cadence.active:
             self.cadence.advance(self.where[i + 1][1], choice.tolist())
         elif self.pull is not None and self.pull.ringing is not None:  # in the last bar
             self.pull.advance(self.where[i + 1][1], choice.tolist())
         self.last = choice
         self.done_steps += 1
+
+    def _beam_step(self, logits: torch.Tensor) -> torch.Tensor:
+        """Beam search's draw: the best B continuations of the beams; returns their parents (B,)."""
+        logp = torch.log_softmax(logits / self.params.temperature, dim=-1)  # (B, V)
+        top, flat = torch.topk((self.scores[:, None] + logp).flatten(), self.B)  # best B continuations
+        parent, choice = flat // logp.shape[1], flat % logp.shape[1]
+        dead = ~torch.isfinite(top)  # fewer legal continuations than beams: copy the best one
+        parent[dead], choice[dead] = parent[0], choice[0]
+        self.out, self.scores = self.out[parent], top
+        self.last, self.finished = self.last[parent], self.finished[parent]
+        self.any_finished = bool(self.finished.any())
+        self.penalty = self.penalty[parent] if self.penalty is not None else None
+        self.ban = self.ban[parent] if self.ban is not None else None
+        if self.copy is not None:
+            self.copy.reorder(parent)
+        if self.cadence is not None and self.cadence.active:
+            self.cadence.reorder(parent)
+        self.out[:, self.i] = choice
+        self.take(choice, self.full[self.i])
         return parent
 
     def result(self, count: int) -> list:

@@ -47,6 +47,7 @@ import torch
 
 from model import DEFAULT_MODEL_PATH
 from model.network.checkpoint import load_checkpoint
+from model.network.conditions import condition_ids
 from model.generation.batcher import Request, StepLoop
 from model.generation.endings import pitch_class_columns
 from model.generation.infill import infill_draws
@@ -134,6 +135,7 @@ class Generator:
         self.model, self.tokenizer, ckpt = load_checkpoint(self.path)
         self.copy_model = CopyModel.from_checkpoint(ckpt)  # the short-term model, or None
         self.form_table = load_form_table(self.path.with_name(FORM_TABLE))  # default forms (model.generation.form_plan)
+        self.train_config = ckpt.get("train_config")  # how it was trained (its data: worker/registry.py reports it)
         self.key_prior = ckpt.get("key_prior")  # the training tunes' share of each key (a network with a key input)
         self.style_key_priors = ckpt.get("style_key_priors") or {}  # the same per style (model/training/key_priors.py)
         self.styles = self.model.config.styles  # the styles the network's style input knows (none: no such input)
@@ -144,6 +146,8 @@ class Generator:
         self.note_set = frozenset(self.note_ids.tolist())
         # (V,) 1 for NOTE and HOLD: after them HOLD may follow (row 1 of the step bias)
         self.sounding = torch.tensor([int(tok.pitch_of(i) is not None or i == tok.hold_id) for i in range(V)])
+        self._step_masks = {}  # allowed pitches -> step_masks' table
+        self._condition_ids = {}  # (placeholder tokens, known_end, key) -> condition_ids
         self._start_states = {}  # (prefix ids, batch, parameter versions) -> state after them; see prefix_state
         self.tonic_columns = pitch_class_columns(tok)  # (12, V) for the tonic pull
         # (V,) per token: a NOTE's pitch class, or REST, HOLD, NO_TIME (model.generation.rows' codes; for the key so far)
@@ -198,6 +202,32 @@ class Generator:
         bias[1, tok.hold_id] = 0.0
         bias[:, [tok.note_id(p) for p in params.allowed_pitches(tok.config.min_pitch, tok.config.max_pitch)]] = 0.0
         return bias
+
+    def step_masks(self, params: GenerationParams) -> torch.Tensor:
+        """(V + 1, V) the additive mask of a grid step after step token t (row t: ``step_bias`` row 1
+        after a NOTE or HOLD, row 0 otherwise), and a last row of zeros (no mask); one table per
+        set of allowed pitches, shared by the requests that allow the same ones."""
+        tok = self.tokenizer
+        allowed = tuple(params.allowed_pitches(tok.config.min_pitch, tok.config.max_pitch))
+        table = self._step_masks.get(allowed)
+        if table is None:
+            table = torch.cat([self.step_bias(params)[self.sounding], torch.zeros(1, tok.vocab_size)])
+            if len(self._step_masks) >= 64:
+                self._step_masks.clear()
+            self._step_masks[allowed] = table
+        return table
+
+    def condition_ids(self, ids: list[int], known_end: bool, key: int | None) -> list[int]:
+        """``model.network.conditions.condition_ids`` of a template's placeholder tokens (a new list),
+        kept per (tokens, known_end, key): every request of one shape and key has the same ones."""
+        cache_key = (tuple(ids), known_end, key)
+        ids_out = self._condition_ids.get(cache_key)
+        if ids_out is None:
+            ids_out = condition_ids(self.tokenizer, ids, self.model.config, known_end=known_end, key=key)
+            if len(self._condition_ids) >= 256:
+                self._condition_ids.clear()
+            self._condition_ids[cache_key] = ids_out
+        return list(ids_out)
 
     def prefix_state(self, tokens: torch.Tensor, positions: list[int] | None, rows: int, reuse: bool):
         """The state after running tokens (1, T) (T may be 0; positions: a list for at least T ids),
@@ -331,8 +361,14 @@ class Generator:
         """Temperature, top-k, top-p, then one draw per row -> (B,). May overwrite ``logits``.
 
         The draw is the Gumbel-max trick: argmax(logits / T + G) with G ~ Gumbel(0, 1) is an exact
-        sample of softmax(logits / T), in two tensor ops instead of softmax + multinomial.
+        sample of softmax(logits / T), in two tensor ops instead of softmax + multinomial
+        (``model.generation.batcher.StepLoop`` makes them once for all its rows).
         """
+        return self.tempered(logits, params).add_(gumbel).argmax(-1)
+
+    @staticmethod
+    def tempered(logits, params) -> torch.Tensor:
+        """The logits to draw from: temperature, top-k, top-p (``logits`` itself at the defaults, else a new tensor)."""
         if params.temperature != 1.0:
             logits = logits / params.temperature
         if 0 < params.top_k < logits.shape[1]:
@@ -343,7 +379,7 @@ class Generator:
             probs = torch.softmax(sorted_logits, dim=-1)
             beyond = probs.cumsum(-1) - probs > params.top_p  # tokens after the nucleus (the first always stays)
             logits = logits.scatter(1, order, sorted_logits.masked_fill(beyond, float("-inf")))
-        return logits.add_(gumbel).argmax(-1)
+        return logits
 
     def repetition_penalty(self, recent: torch.Tensor) -> torch.Tensor | None:
         """recent (B, W) step tokens of the last two bars -> (B, V) logit penalty, or None."""
