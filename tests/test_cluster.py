@@ -12,6 +12,7 @@ The test process stands in the root namespace on 169.254.77.1 (the bridge), as a
 A host is cut off by taking its link down. Namespaces need root (CAP_NET_ADMIN); without it the
 tests skip and say so.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -169,18 +170,24 @@ class Cluster:
         sh("ip", "link", "del", self.bridge, check=False)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, tiny_checkpoint):
+@contextlib.contextmanager
+def running(c: Cluster):
+    """`c`'s network and processes, all removed on the way out; a skip where namespaces cannot be made."""
     reason = namespaces_work()
     if reason:
         pytest.skip(f"a cluster of network namespaces cannot be made here: {reason}")
-    c = Cluster(tmp_path_factory.mktemp("cluster"), tiny_checkpoint)
     try:
         c.network()
         c.start_all()
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, tiny_checkpoint):
+    with running(Cluster(tmp_path_factory.mktemp("cluster"), tiny_checkpoint)) as c:
+        yield c
 
 
 def submit(c, body) -> str:

@@ -24,7 +24,7 @@ import redis
 import requests
 
 from support import wait_until
-from test_cluster import REDIS_PORT, Cluster, namespaces_work
+from test_cluster import REDIS_PORT, Cluster, running
 
 pytestmark = pytest.mark.slow
 MASTER = "tunesmith"
@@ -96,18 +96,10 @@ class SentinelCluster(Cluster):
 
 @pytest.fixture
 def cluster(tmp_path, tiny_checkpoint):
-    reason = namespaces_work()
-    if reason:
-        pytest.skip(f"a cluster of network namespaces cannot be made here: {reason}")
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         pytest.skip("needs redis-server (with --sentinel) and redis-cli")
-    c = SentinelCluster(tmp_path, tiny_checkpoint)
-    try:
-        c.network()
-        c.start_all()
+    with running(SentinelCluster(tmp_path, tiny_checkpoint)) as c:
         yield c
-    finally:
-        c.close()
 
 
 class Submitter:
