@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from support import free_port, wait_until
-from worker.broker import is_sentinel, redis_client, sentinel_hosts
+from worker.broker import NotReplicated, is_sentinel, redis_client, sentinel_hosts
 from worker.settings import load_settings
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
@@ -26,6 +26,18 @@ def test_celery_is_told_the_master_name_only_with_sentinel():
     assert sentinel["CELERY"]["broker_url"].startswith("sentinel://")
     plain = load_settings({"REDIS_URL": "redis://a:6379/0"})
     assert "master_name" not in plain["CELERY"]["broker_transport_options"]
+
+
+def test_only_sentinel_tightens_the_health_checks_and_waits_for_a_replica():
+    sentinel = load_settings({"REDIS_URL": "sentinel://a:26379;sentinel://b:26379"})
+    transport = sentinel["CELERY"]["broker_transport_options"]
+    assert transport["health_check_interval"] == 4 and transport["socket_timeout"] == 2
+    assert sentinel["TUNESMITH_WRITE_REPLICAS"] == 1
+    plain = load_settings({"REDIS_URL": "redis://a:6379/0"})
+    assert "health_check_interval" not in plain["CELERY"]["broker_transport_options"]
+    assert plain["CELERY"]["broker_transport_options"]["socket_timeout"] == 5
+    assert plain["TUNESMITH_WRITE_REPLICAS"] == 0
+    assert load_settings({"REDIS_URL": "sentinel://a:1", "TUNESMITH_WRITE_REPLICAS": "0"})["TUNESMITH_WRITE_REPLICAS"] == 0
 
 
 @pytest.fixture
@@ -61,3 +73,18 @@ def _pings(client) -> bool:
         return client.ping()
     except Exception:
         return False
+
+
+def test_a_job_no_replica_acknowledges_is_refused_and_leaves_no_record(sentinel, tmp_path, tiny_checkpoint):
+    """With Sentinel a job is accepted once a replica has it (Redis WAIT); this primary has none, so
+    submit gives up after a second with NotReplicated (the API's 503) and takes the record back."""
+    from worker.runtime import Runtime
+    url, master, port = sentinel
+    runtime = Runtime(load_settings({"REDIS_URL": url, "TUNESMITH_SENTINEL_MASTER": master,
+                                     "TUNESMITH_HOME": str(tmp_path), "TUNESMITH_DEFAULT_MODEL": str(tiny_checkpoint),
+                                     "TUNESMITH_KEY_PREFIX": "tsreplicas:"}))
+    assert runtime.write_replicas == 1
+    wait_until(lambda: _pings(runtime.redis), 20, "the sentinel to answer for its primary")
+    with pytest.raises(NotReplicated, match="0 of 1 replicas"):
+        runtime.submit("melody", {"bars": 2}, job_id="feedfacefeedface")
+    assert runtime.jobs.get("feedfacefeedface") is None

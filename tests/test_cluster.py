@@ -12,6 +12,7 @@ The test process stands in the root namespace on 169.254.77.1 (the bridge), as a
 A host is cut off by taking its link down. Namespaces need root (CAP_NET_ADMIN); without it the
 tests skip and say so.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -56,6 +57,7 @@ def namespaces_work() -> str | None:
 
 class Cluster:
     hosts = HOSTS
+    net = NET           # the hosts' subnet (a /24): another cluster test uses one of its own
 
     def __init__(self, tmp: Path, checkpoint: Path):
         self.tag = uuid.uuid4().hex[:4]
@@ -63,8 +65,8 @@ class Cluster:
         self.bridge = f"tsbr{self.tag}"
         self.processes = {}
         self.prefix = f"tscluster-{self.tag}:"
-        self.redis_url = f"redis://{NET}{self.hosts['redis']}:{REDIS_PORT}/0" if "redis" in self.hosts else None
-        self.base = f"http://{NET}{self.hosts['api']}:8000"
+        self.redis_url = f"redis://{self.net}{self.hosts['redis']}:{REDIS_PORT}/0" if "redis" in self.hosts else None
+        self.base = f"http://{self.net}{self.hosts['api']}:8000"
 
     def ns(self, host):
         return f"ts{host}{self.tag}"
@@ -74,7 +76,7 @@ class Cluster:
 
     def network(self):
         sh("ip", "link", "add", self.bridge, "type", "bridge")
-        sh("ip", "addr", "add", f"{NET}1/24", "dev", self.bridge)
+        sh("ip", "addr", "add", f"{self.net}1/24", "dev", self.bridge)
         sh("ip", "link", "set", self.bridge, "up")
         for host, last in self.hosts.items():
             ns, link = self.ns(host), self.link(host)
@@ -82,7 +84,7 @@ class Cluster:
             sh("ip", "link", "add", link, "type", "veth", "peer", "name", f"p{host}{self.tag}"[:15])
             sh("ip", "link", "set", f"p{host}{self.tag}"[:15], "netns", ns)
             sh("ip", "netns", "exec", ns, "ip", "link", "set", f"p{host}{self.tag}"[:15], "name", "eth0")
-            sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{NET}{last}/24", "dev", "eth0")
+            sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{self.net}{last}/24", "dev", "eth0")
             sh("ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up")
             sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
             sh("ip", "link", "set", link, "master", self.bridge)
@@ -115,15 +117,15 @@ class Cluster:
     def start_redis(self, host, *extra):
         data = self.tmp / f"{host}-data"
         data.mkdir()
-        self.start(host, ["redis-server", "--bind", f"{NET}{self.hosts[host]}", "--port", str(REDIS_PORT),
+        self.start(host, ["redis-server", "--bind", f"{self.net}{self.hosts[host]}", "--port", str(REDIS_PORT),
                           "--save", "", "--appendonly", "yes", "--dir", str(data), "--protected-mode", "no", *extra])
         wait_until(lambda: self.redis_cli(host, "ping") == "PONG", 30, f"the {host} host's Redis")
 
     def redis_cli(self, host, *command, port=REDIS_PORT) -> str:
-        return sh("redis-cli", "-h", f"{NET}{self.hosts[host]}", "-p", str(port), *command, check=False).stdout.strip()
+        return sh("redis-cli", "-h", f"{self.net}{self.hosts[host]}", "-p", str(port), *command, check=False).stdout.strip()
 
     def start_services(self):
-        self.start("api", [sys.executable, "-m", "gunicorn", "--bind", f"{NET}{self.hosts['api']}:8000", "--workers", "1",
+        self.start("api", [sys.executable, "-m", "gunicorn", "--bind", f"{self.net}{self.hosts['api']}:8000", "--workers", "1",
                            "--threads", "16", "--timeout", "60", "--no-control-socket", "service:create_app()"])
         for host in ("gen1", "gen2"):
             if host not in self.hosts:
@@ -131,13 +133,13 @@ class Cluster:
             self.start(host, [sys.executable, "-m", "service.cli", "worker", "--queues", "generate", "--concurrency", "2"])
         if "train" in self.hosts:
             self.start("train", [sys.executable, "-m", "service.cli", "worker", "--queues", "train"])
+        wait_until(self.ready, 120, "the cluster's /readyz")
 
-        def ready():
-            try:
-                return requests.get(f"{self.base}/readyz", timeout=3).status_code == 200
-            except requests.RequestException:
-                return False
-        wait_until(ready, 120, "the cluster's /readyz")
+    def ready(self) -> bool:
+        try:
+            return requests.get(f"{self.base}/readyz", timeout=3).status_code == 200
+        except requests.RequestException:
+            return False
 
     def cut(self, host):
         sh("ip", "link", "set", self.link(host), "down")
@@ -168,18 +170,24 @@ class Cluster:
         sh("ip", "link", "del", self.bridge, check=False)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, tiny_checkpoint):
+@contextlib.contextmanager
+def running(c: Cluster):
+    """`c`'s network and processes, all removed on the way out; a skip where namespaces cannot be made."""
     reason = namespaces_work()
     if reason:
         pytest.skip(f"a cluster of network namespaces cannot be made here: {reason}")
-    c = Cluster(tmp_path_factory.mktemp("cluster"), tiny_checkpoint)
     try:
         c.network()
         c.start_all()
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, tiny_checkpoint):
+    with running(Cluster(tmp_path_factory.mktemp("cluster"), tiny_checkpoint)) as c:
+        yield c
 
 
 def submit(c, body) -> str:

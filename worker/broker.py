@@ -9,6 +9,9 @@ client asks the sentinels for the primary at each new connection (redis-py's `Se
 so after a failover the next command reconnects to the promoted replica by itself; Celery's
 transport does the same through `broker_transport_options["master_name"]` (worker/settings.py).
 Redis Cluster is not supported: Celery's Redis transport cannot use it (celery/celery#2852).
+
+Redis replicates asynchronously, so a job the primary has stored can die with it. With Sentinel a
+job is accepted only once a replica has it too (`await_replicas`, TUNESMITH_WRITE_REPLICAS).
 """
 from __future__ import annotations
 
@@ -21,6 +24,24 @@ from redis.sentinel import Sentinel
 
 SENTINEL_SCHEME = "sentinel://"
 DEFAULT_SENTINEL_MASTER = "tunesmith"
+REPLICA_WAIT_MS = 1000        # how long a new job waits for its replicas before it is refused
+
+
+class NotReplicated(redis.ConnectionError):
+    """Fewer replicas than asked acknowledged a write in time (a replica down, or the primary dying
+    under it). To a client it is the broker being unavailable: 503, try again."""
+
+
+def await_replicas(pipe, replicas: int) -> None:
+    """Execute `pipe` (a redis-py pipeline holding at least one write, run on one connection) and,
+    when `replicas` > 0, wait until that many replicas have every write the primary made up to its
+    last one, this process's and any other's before it (Redis WAIT counts the replication stream),
+    for REPLICA_WAIT_MS at most; NotReplicated if fewer did."""
+    if replicas > 0:
+        pipe.wait(replicas, REPLICA_WAIT_MS)
+    answers = pipe.execute()
+    if replicas > 0 and answers[-1] < replicas:
+        raise NotReplicated(f"{answers[-1]} of {replicas} replicas acknowledged the write within {REPLICA_WAIT_MS} ms")
 
 
 def is_sentinel(url: str | None) -> bool:

@@ -31,6 +31,7 @@ from worker.storage import artifact_name, job_dir, storage_problem
 from worker.uploads import UploadInvalid, check_midi
 
 log = logging.getLogger(__name__)
+FAILOVER_S = 6.0    # how long a finished job keeps trying to record its result while the broker is away
 
 
 def generate(host, path, request: GenerationParams, progress=None, time_limit=None, held=None, client=None):
@@ -128,13 +129,31 @@ def _run(runtime, host, job_id: str, record: dict, held) -> str:
         fail(runtime, job_id, f"the server's storage is {problem}: the melodies could not be written; submit "
                               f"the job again later" if problem else f"{type(exc).__name__}: {exc}", owner)
         return "failed"
-    if finish(runtime, job_id, owner, result, files, record.get("created_at")):
+    if finish_when_the_broker_answers(runtime, job_id, owner, result, files, record.get("created_at")):
         return "succeeded"
     if store.is_cancelled(job_id):
         shutil.rmtree(job_dir(runtime.home, job_id), ignore_errors=True)   # cancelled while we worked
         runtime.redis.delete(runtime.files.key(job_id))
         return "cancelled"
     return "skipped"     # requeued or taken over meanwhile: the other attempt writes the same files
+
+
+def finish_when_the_broker_answers(runtime, job_id: str, owner: str, result: dict, files: dict,
+                                   created_at: str | None) -> bool:
+    """`finish`, tried again for up to FAILOVER_S while the broker does not answer: a job done during
+    a Sentinel failover records its result on the promoted primary instead of waiting for its lease
+    to lapse and running again. Trying again is safe: the record's compare-and-set lets one finish
+    through (a repeat that finds the job succeeded already returns False, and its end is reported
+    from the record), and the kept files are the same bytes."""
+    deadline = time.monotonic() + FAILOVER_S
+    while True:
+        try:
+            return finish(runtime, job_id, owner, result, files, created_at)
+        except (redis.ConnectionError, redis.TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            log.warning("melody job %s: the broker does not answer; trying to record its result again", job_id)
+            time.sleep(0.5)
 
 
 def finish(runtime, job_id: str, owner: str, result: dict, files: dict, created_at: str | None) -> bool:

@@ -12,7 +12,7 @@ import redis
 from celery import Celery
 
 from worker.backlog import Backlog
-from worker.broker import DEFAULT_SENTINEL_MASTER, redis_client
+from worker.broker import DEFAULT_SENTINEL_MASTER, await_replicas, redis_client
 from worker.events import JobEvents
 from worker.formats import KeptFiles
 from worker.metrics import count_state
@@ -54,6 +54,7 @@ class Runtime:
         self.lease_s = settings.get("TUNESMITH_LEASE_S", LEASE_S)
         self.leases = Leases(self.jobs, self.lease_s)   # this process's leases on the jobs it runs
         self.job_ttl = settings["TUNESMITH_JOB_TTL"]
+        self.write_replicas = settings.get("TUNESMITH_WRITE_REPLICAS", 0)
         self.celery = celery_app or make_celery(settings)
 
     def job_dir(self, job_id: str) -> Path:
@@ -72,16 +73,25 @@ class Runtime:
     def submit(self, kind: str, params: dict, job_id: str | None = None, **fields) -> dict:
         """Store a queued record of a "melody" or "training" job and publish its id; returns the record.
 
-        The task id is the job id. If publishing fails the record is removed and the broker error
-        propagates (the API answers 503).
+        The task id is the job id. If publishing fails, or fewer replicas than TUNESMITH_WRITE_REPLICAS
+        have the job within a second (worker/broker.py: NotReplicated), the record is removed and the
+        broker error propagates (the API answers 503; a message already queued finds no record and is
+        skipped).
         """
         record = self.jobs.create(kind, params, job_id=job_id, **fields)
         try:
             self.publish(record)
+            if self.write_replicas:
+                # counted, and on a replica with its message: the count is the write on this connection
+                # that WAIT measures from, so it covers the record and the message written before it
+                with self.redis.pipeline(transaction=False) as pipe:
+                    count_state(pipe, self.jobs.prefix, kind, "queued")
+                    await_replicas(pipe, self.write_replicas)
         except Exception:
             self.jobs.delete(record["id"])
             raise
-        self.count_state(kind, "queued")
+        if not self.write_replicas:
+            self.count_state(kind, "queued")
         return record
 
     def count_state(self, kind: str, state: str) -> None:

@@ -14,6 +14,7 @@ agree on the broker, the key prefix, the storage folder and the queues.
 | `TUNESMITH_GENERATE_TIME_LIMIT` | `120` | a melody job's deadline in its batcher, seconds: past it the job fails with a message |
 | `TUNESMITH_VISIBILITY_TIMEOUT` | longest task + 1 h | seconds before Redis hands an unacknowledged task out again (the outer net) |
 | `TUNESMITH_LEASE_S` | `20` | a running job's lease (worker/leases.py): lapsed this long, the job is queued again |
+| `TUNESMITH_WRITE_REPLICAS` | `1` with Sentinel, else `0` | replicas that must have a job (Redis `WAIT`, up to 1 s) before it is accepted; fewer: `503` |
 
 Generation throughput (worker/model_host.py, worker/batcher.py):
 
@@ -80,6 +81,7 @@ def load_settings(environ=None) -> dict:
         "TUNESMITH_GENERATE_TIME_LIMIT": generate_limit,
         "TUNESMITH_LEASE_S": env_number(env, "LEASE_S", 20.0, float),
         "TUNESMITH_SENTINEL_MASTER": env.get(ENV_PREFIX + "SENTINEL_MASTER", DEFAULT_SENTINEL_MASTER),
+        "TUNESMITH_WRITE_REPLICAS": env_number(env, "WRITE_REPLICAS", 1 if is_sentinel(redis_url) else 0),
     }
     settings.update(generation_throughput(env))
     visibility = env_number(env, "VISIBILITY_TIMEOUT", longest_task + 3600)
@@ -93,6 +95,14 @@ def generation_throughput(env) -> dict:
     return {"TUNESMITH_BATCHING": batching, "TUNESMITH_BATCH_ROWS": env_number(env, "BATCH_ROWS", 64),
             "TUNESMITH_GENERATE_CONCURRENCY": env_number(env, "GENERATE_CONCURRENCY", 32),
             "TUNESMITH_BARS_EVERY_S": env_number(env, "BARS_EVERY_S", BARS_EVERY_S, float)}
+
+
+# With Sentinel there is another primary to go to, so a dead one must be noticed within seconds:
+# kombu checks its connections (a BRPOP overdue by this much, a pub/sub connection's PING) every
+# `health_check_interval` (25 s by default) and redis-py gives up on a silent socket after
+# `socket_timeout`. A single Redis keeps the longer defaults: there is nowhere else to go, and a
+# shorter timeout would only turn a slow moment of that Redis into an error.
+SENTINEL_TRANSPORT = {"health_check_interval": 4, "socket_timeout": 2}
 
 
 def celery_config(redis_url, prefix, visibility_timeout, sentinel_master=DEFAULT_SENTINEL_MASTER) -> dict:
@@ -112,7 +122,7 @@ def celery_config(redis_url, prefix, visibility_timeout, sentinel_master=DEFAULT
         "max_retries": 1,
     }
     if is_sentinel(redis_url):          # kombu asks these sentinels for the primary (worker/broker.py)
-        transport["master_name"] = sentinel_master
+        transport.update(master_name=sentinel_master, **SENTINEL_TRANSPORT)
     return {
         "broker_url": broker_url(redis_url or DEFAULT_REDIS_URL),
         "broker_transport_options": transport,
@@ -131,5 +141,6 @@ def celery_config(redis_url, prefix, visibility_timeout, sentinel_master=DEFAULT
         "task_routes": {TASKS[kind]: {"queue": QUEUES[kind]} for kind in TASKS},
         "task_create_missing_queues": True,
         "worker_hijack_root_logger": False,
+        "worker_consumer": "worker.consumer:Consumer",     # survives its broker dying (worker/consumer.py)
         "worker_send_task_events": False,
     }
