@@ -58,7 +58,7 @@ def readyz():
         if loading:
             checks["models_loading"] = loading
             waiting += loading
-    if waiting and len(waiting) == len(answering) + len(checks.get("models_loading", [])):
+    if waiting and name not in checks.get("models_loaded", {}).values():  # no worker has it loaded yet
         checks["default_model"] = {"name": name, "status": "loading"}   # the workers will tell (see above)
     else:
         problem = checkpoint_problem(path or runtime.models.shipped_path,

@@ -209,25 +209,14 @@ class Generator:
         set of allowed pitches, shared by the requests that allow the same ones."""
         tok = self.tokenizer
         allowed = tuple(params.allowed_pitches(tok.config.min_pitch, tok.config.max_pitch))
-        table = self._step_masks.get(allowed)
-        if table is None:
-            table = torch.cat([self.step_bias(params)[self.sounding], torch.zeros(1, tok.vocab_size)])
-            if len(self._step_masks) >= 64:
-                self._step_masks.clear()
-            self._step_masks[allowed] = table
-        return table
+        return _kept(self._step_masks, allowed, 64, lambda: torch.cat(
+            [self.step_bias(params)[self.sounding], torch.zeros(1, tok.vocab_size)]))
 
     def condition_ids(self, ids: list[int], known_end: bool, key: int | None) -> list[int]:
         """``model.network.conditions.condition_ids`` of a template's placeholder tokens (a new list),
         kept per (tokens, known_end, key): every request of one shape and key has the same ones."""
-        cache_key = (tuple(ids), known_end, key)
-        ids_out = self._condition_ids.get(cache_key)
-        if ids_out is None:
-            ids_out = condition_ids(self.tokenizer, ids, self.model.config, known_end=known_end, key=key)
-            if len(self._condition_ids) >= 256:
-                self._condition_ids.clear()
-            self._condition_ids[cache_key] = ids_out
-        return list(ids_out)
+        return list(_kept(self._condition_ids, (tuple(ids), known_end, key), 256, lambda: condition_ids(
+            self.tokenizer, ids, self.model.config, known_end=known_end, key=key)))
 
     def prefix_state(self, tokens: torch.Tensor, positions: list[int] | None, rows: int, reuse: bool):
         """The state after running tokens (1, T) (T may be 0; positions: a list for at least T ids),
@@ -452,3 +441,13 @@ def generate_melody(params: GenerationParams | dict, model=None) -> Generation:
         model = _GENERATORS[key]
     return model.generate(params)
 
+
+
+def _kept(cache: dict, key, limit: int, make):
+    """``cache[key]``, made by ``make()`` when missing; a cache at ``limit`` entries starts over."""
+    value = cache.get(key)
+    if value is None:
+        if len(cache) >= limit:
+            cache.clear()
+        value = cache[key] = make()
+    return value
