@@ -88,3 +88,4 @@ def test_a_job_no_replica_acknowledges_is_refused_and_leaves_no_record(sentinel,
     with pytest.raises(NotReplicated, match="0 of 1 replicas"):
         runtime.submit("melody", {"bars": 2}, job_id="feedfacefeedface")
     assert runtime.jobs.get("feedfacefeedface") is None
+    assert runtime.redis.zscore("tsreplicas:queued", "feedfacefeedface") is None   # nor watched as queued

@@ -105,6 +105,11 @@ def note_queued(store, pipe, job_id: str) -> None:
     pipe.zadd(queued_key(store), {job_id: time.time()})
 
 
+def forget_queued(store, pipe, job_id: str) -> None:
+    """Add to a pipeline: the job is no longer watched as queued (records.py's delete calls this)."""
+    pipe.zrem(queued_key(store), job_id)
+
+
 def claim_lease(store, job_id: str, lease_s: float = LEASE_S, **fields) -> int:
     """Take the job and its lease, counting the attempt: returns the attempt number, or -1 (no record),
     -2 (finished or cancelled), 0 (running under another live owner's lease)."""

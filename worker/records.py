@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timezone
 
 from worker.backlog import RELEASE, backlog_key
-from worker.leases import note_queued
+from worker.leases import forget_queued, note_queued
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
@@ -122,8 +122,12 @@ class JobStore:
         return int(value)
 
     def delete(self, job_id: str) -> None:
-        """Forget a record (a job that could not be published)."""
-        self.redis.delete(self.key(job_id))
+        """Forget a record (a job that could not be published, or that no replica took), and stop
+        watching it as queued: else it would hold the queued set until the lost-message check."""
+        with self.redis.pipeline() as pipe:
+            pipe.delete(self.key(job_id))
+            forget_queued(self, pipe, job_id)
+            pipe.execute()
 
     def is_cancelled(self, job_id: str) -> bool:
         state = self.redis.hget(self.key(job_id), "state")
