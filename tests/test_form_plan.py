@@ -156,6 +156,37 @@ def test_a_bar_not_labelled_exact_never_ends_up_a_copy(tmp_path):
     assert sum(bars[b] in bars[:b] for bars in free for b in range(1, 6)) >= 4
 
 
+def test_a_bar_that_keeps_a_rhythm_is_not_left_to_become_a_copy(tmp_path, monkeypatch):
+    """Under a RHYTHM mask the steps after the copied bar's last onset are forced, so a bar that has
+    matched its copied bar so far would end up an exact copy unless its last onset differs: with a
+    network that plays one pitch, every varied bar keeps the rhythm and still differs from the bar it
+    varies; without that rule many become copies, or lose the rhythm where the last step's rule (no
+    exact copy of any earlier bar) and the rhythm mask leave nothing and both give way."""
+    from model.generation.form_plan import FormMasks
+    table = {"2/4": {"8": [[0, 8, "n v1 v1 v1 v1 v1 v1 n"]]}}
+    gen = tiny(tmp_path, table=table)
+    with torch.no_grad():  # every onset C4, most steps holding it
+        gen.model.projection.bias[TOK.note_id(60)] = 12.0
+        gen.model.projection.bias[TOK.hold_id] = 13.0
+    gen = Generator(save_checkpoint(tmp_path / "one-pitch.pt", gen.model, TOK))
+
+    def varied_bars(**kw):
+        out = []
+        for seed in range(3):
+            for m in gen.generate(GenerationParams(bars=8, meter="2/4", seed=seed, count=4, avoid_repetition=False,
+                                                   redraw_degenerate=False, **kw)).melodies:
+                bars = bars_of(m)
+                out += [(bars[b], bars[b - 1]) for b in range(1, 7)]
+        return out
+
+    kept = varied_bars()
+    assert all(rhythm_of(bar, TOK) == rhythm_of(ref, TOK) for bar, ref in kept)
+    assert all(bar != ref for bar, ref in kept)
+    monkeypatch.setattr(FormMasks, "_no_copy_by_rhythm", lambda *a: None)
+    broken = [bar == ref or rhythm_of(bar, TOK) != rhythm_of(ref, TOK) for bar, ref in varied_bars()]
+    assert sum(broken) >= 8  # 16 of 72 when written
+
+
 @pytest.mark.parametrize("fields,field", [
     ({"form": "ABX"}, "form"), ({"form": "aabb"}, "form"), ({"form": 4}, "form"),
     ({"form": "AABB", "bars": 6}, "phrase_bars"), ({"form": "AB", "bars": 8, "phrase_bars": 3}, "phrase_bars"),

@@ -303,3 +303,79 @@ def test_generation_uses_the_end_gate_in_the_last_bar_of_a_known_end_only(checkp
         rx, ry = a.generate(ranged).melodies[0].tokens, b.generate(ranged).melodies[0].tokens
         same += rx == ry if TOK.bar_count(rx) < 6 else rx[:-steps] == ry[:-steps]
     assert differ >= 1 and same == 6
+
+
+# ---- gates per form relation ------------------------------------------------------------------------
+
+NEW, EXACT = 0, 1  # model.representation.form.RELATION_IDS
+
+
+def test_relation_gates_trust_copies_in_repeated_bars_and_leave_the_rest_as_fitted():
+    """A B A C tunes (B, C fresh each time): a long match is right in the third bar (exact) and wrong
+    in the fourth (new). Told each bar's relation, the fit trusts copies there far more than in new
+    bars; the pooled gates and beta stay exactly what ``fit`` gives, and so does the mixture wherever
+    no relation is known."""
+    rng = np.random.default_rng(3)
+    tunes, logprobs, relations = [], [], []
+    for _ in range(60):
+        a, b, c = (list(rng.integers(3, 13, size=8)) for _ in range(3))
+        tune = np.array([1] + a + [0] + b + [0] + a + [0] + c + [2])
+        tunes.append(tune)
+        logprobs.append(np.full(len(tune) - 1, -np.log(13)))
+        bar = np.cumsum(tune[:-1] == 0)  # row t predicts token t + 1: its bar is the barlines up to t
+        relations.append(np.where(bar == 2, EXACT, NEW))
+    stats = shortterm.collect(logprobs, tunes, relations=relations)
+    pooled, pooled_nats = shortterm.fit(stats)
+    told, told_nats = shortterm.fit_relation_gates(stats, pooled)
+    assert (told.beta, told.gate, told.end_gate) == (pooled.beta, pooled.gate, pooled.end_gate)
+    assert told_nats < pooled_nats
+    assert told.gate_of(6, relation=EXACT) > pooled.gate_of(6) > told.gate_of(6, relation=NEW)
+    assert told.gate_of(6, relation=None) == pooled.gate_of(6) == told.gate_of(6, relation=9)  # unknown: pooled
+    assert CopyModel.from_dict(json.loads(json.dumps(told.to_dict()))) == told
+    uniform = np.full((len(tunes[0]) - 1, 13), -np.log(13))
+    unknown = np.full(len(tunes[0]) - 1, 4)  # model.network.melody.UNKNOWN_RELATION
+    assert np.array_equal(told.mix(uniform, tunes[0], relations=unknown), pooled.mix(uniform, tunes[0]))
+    assert not np.allclose(told.mix(uniform, tunes[0], relations=relations[0]), pooled.mix(uniform, tunes[0]))
+    with pytest.raises(ValueError, match="relation_gate"):
+        CopyModel(relation_gate=[[0.0] * len(BUCKET_EDGES)])
+    with pytest.raises(ValueError, match="relation"):
+        shortterm.fit_relation_gates(shortterm.collect(logprobs, tunes), pooled)
+
+
+def test_gate_rows_pick_the_last_bar_then_a_known_relation_then_the_pooled_gate():
+    model = CopyModel(gate=[1.0] * len(BUCKET_EDGES), end_gate=[-1.0] * len(BUCKET_EDGES),
+                      relation_gate=[[float(r)] * len(BUCKET_EDGES) for r in range(4)])
+    rows = model.gate_rows([False, False, True, False, False], [EXACT, 4, EXACT, 3, -1])
+    weights, gates = model.tables()
+    assert [gates[r, 5] for r in rows] == [model.gate_of(5, relation=EXACT), model.gate_of(5),
+                                           model.gate_of(5, final=True), model.gate_of(5, relation=3), model.gate_of(5)]
+    assert CopyModel(gate=model.gate).gate_rows([False, True], [EXACT, EXACT]).tolist() == [0, 1]  # no relation gates
+
+
+def test_generation_tells_the_short_term_model_each_bar_relation_under_a_form(tmp_path):
+    """A network with a form input and a copy model with gates per relation: under a requested form each
+    bar's gates are its relation's (so gates unlike the pooled ones change the melody), and where no
+    form is told, or the relation gates equal the pooled ones, the bytes are those of the pooled model."""
+    from model.representation.styles import STYLES
+    torch.manual_seed(0)
+    net = MelodyNetwork(NetworkConfig(vocab_size=TOK.vocab_size, embedding_dim=8, hidden_size=16, num_layers=1,
+                                      dropout=0.0, position_dim=4, max_positions=TOK.max_bar_steps, remaining_dim=3,
+                                      key_dim=3, form_dim=3, chord_dim=3, style_dim=2, styles=STYLES))
+    gate = [4.0] * len(BUCKET_EDGES)
+    models = {"pooled": CopyModel(beta=4.0, gate=gate),
+              "same": CopyModel(beta=4.0, gate=gate, relation_gate=[gate] * 4),
+              "wary": CopyModel(beta=4.0, gate=gate, relation_gate=[[-20.0] * len(BUCKET_EDGES)] * 4)}
+    gens = {name: Generator(save_checkpoint(tmp_path / f"{name}.pt", net, TOK, short_term=m.to_dict()))
+            for name, m in models.items()}
+    differ = 0
+    for seed in range(4):
+        for form in ({"form": "AABB"}, {"form": "ABAC", "form_strict": True}, {"form": "none"}):
+            p = GenerationParams(bars=8, seed=seed, count=2, **form)
+            pooled, same, wary = ([m.tokens for m in gens[n].generate(p).melodies] for n in ("pooled", "same", "wary"))
+            assert same == pooled
+            if form["form"] == "none":
+                assert wary == pooled  # no relation told: the pooled gates
+            else:
+                differ += wary != pooled
+                assert wary == [m.tokens for m in gens["wary"].generate(p).melodies]  # deterministic
+    assert differ >= 4

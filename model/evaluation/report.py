@@ -16,6 +16,7 @@ import numpy as np
 
 from model.evaluation import metrics, ngram
 from model.network import shortterm
+from model.network.conditions import tune_positions
 from model.network.scoring import fit_short_term, token_arrays, tune_distributions
 
 
@@ -53,9 +54,16 @@ def tune_scores(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32
     each note onset (see ``model.evaluation.metrics.pitch_bits``), in the order of ``tokens``; with
     ``copy_model``, of the mixture with the short-term model."""
     logprobs, bits = [None] * len(tokens), [None] * len(tokens)
-    for i, dist in tune_distributions(model, tokenizer, tokens, batch_size, known_end, known_key, told, tune_ids):
+    positions = relations = None
+    if copy_model is not None and copy_model.relation_gate is not None and model.config.form_dim and "form" in told:
+        # the short-term model reads the form relation the network is told (its own gates per relation)
+        positions = tune_positions(tokenizer, tokens, model.config, known_end, known_key, tune_ids=tune_ids, told=told)
+        relations = [model.config.fields(p)["relation"] for p in positions]
+    for i, dist in tune_distributions(model, tokenizer, tokens, batch_size, known_end, known_key, told, tune_ids,
+                                      positions):
         if copy_model is not None:  # the last bar has its own gate when the end is known
-            dist = copy_model.mix(dist, tokens[i], shortterm.last_barline(tokens[i], tokenizer.bar_id) if known_end else None)
+            dist = copy_model.mix(dist, tokens[i], shortterm.last_barline(tokens[i], tokenizer.bar_id) if known_end else None,
+                                  relations=None if relations is None else relations[i])
         logprobs[i] = dist[np.arange(len(dist)), tokens[i][1:]]
         bits[i] = metrics.pitch_bits(dist, tokens[i], tokenizer)
     return logprobs, bits

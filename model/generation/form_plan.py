@@ -21,8 +21,9 @@ meter has none; no plan where none has it. Each melody draws its own from its se
 keeps the rhythm (``under_chords``). Its labels become masks: exact -> COPY, variant -> RHYTHM, rhythm
 -> RHYTHM for a share ``RHYTHM_KEPT`` of them (drawn from the plan's seed) and FREE for the rest, new -> FREE,
 the last bar FREE without any mask (the ending's); another bar not labelled exact may not end up an exact copy of an
-earlier bar (at its last step the tokens that would complete one are masked), since the network,
-reading the copies, repeats whole bars more often than the tunes do; with ``pickup`` null it also brings the tune's start: its first note at the same place in the
+earlier bar (at its last step the tokens that would complete one are masked; in a bar under a
+RHYTHM mask, already at its copied bar's last onset, after which the mask leaves no choice), since
+the network, reading the copies, repeats whole bars more often than the tunes do; with ``pickup`` null it also brings the tune's start: its first note at the same place in the
 bar (beat one, or a pickup's position). ``form: "none"`` turns all of this off.
 
 **The first bar** (without a primer) is never all rests: at its last step a row that has not played
@@ -53,7 +54,7 @@ _KINDS = {EXACT: COPY, VARIANT: RHYTHM}  # new bars: FREE; rhythm-only bars: see
 # The share of a default plan's rhythm-only bars drawn under a RHYTHM mask (the others FREE): all of
 # them overshoot the tunes' rhythm repeats, none undershoots; chosen on the valid split
 # (docs/model-card.md, "Form").
-RHYTHM_KEPT = 0.45
+RHYTHM_KEPT = 0.30
 
 
 @dataclass(frozen=True)
@@ -172,6 +173,8 @@ class FormMasks:
         cols = {w: i for i, w in enumerate(where) if w is not None}  # (bar, pos) -> column of `out`
         self.kinds = self.refcols = self.shared = self.distinct = None
         self.form_bars, self.distinct_bars = set(), set()
+        self.varied = None  # (B, bars): rows whose bar keeps an earlier bar's rhythm but may not copy it
+        self.last_onsets = {}  # bar -> (B,) the step of its copied bar's last onset in the rows of `varied` (else -1)
         self.bar_cols = torch.tensor([[cols[(b, q)] for q in range(bar_steps)]
                                       for b in range(max(b for b, _ in cols) + 1)])  # (bars, S)
         if plans is not None:
@@ -181,6 +184,7 @@ class FormMasks:
             if all(p.distinct for p in plans):
                 self.distinct = torch.tensor([p.distinct for p in plans])  # (B, bars)
                 self.distinct_bars = {b for b in range(1, bars) if any(p.distinct[b] for p in plans)}
+                self.varied = self.distinct & (self.kinds == RHYTHM)
             # one plan for every row (a requested form, beams, one melody): its copied columns as ints;
             # else (B, bars, S) each row's copied bar's columns
             self.shared = [[cols[(r, q)] for q in range(bar_steps)] for r in plans[0].refs] \
@@ -212,7 +216,7 @@ class FormMasks:
     def reads_out(self, bar: int, pos: int) -> bool:
         last = pos == self.S - 1
         return (pos == 0 and bar in self.form_bars) or (bar == 0 and self.first_bar and last) \
-            or (last and bar in self.distinct_bars)
+            or (last and bar in self.distinct_bars) or (bar in self.last_onsets and pos in self.last_onsets[bar][1])
 
     def apply(self, logits: torch.Tensor, bar: int, pos: int, out: torch.Tensor) -> None:
         """Add the step's form mask to logits (B, V) in place; ``out`` (B, N) holds the melody so far."""
@@ -225,6 +229,10 @@ class FormMasks:
             col = self.shared[bar][pos] if self.shared is not None else None
             # (B, 1) the copied bar's token at this step
             ref = out[:, col:col + 1] if col is not None else out.gather(1, self.refcols[:, bar, pos:pos + 1])
+            if self.varied is not None and bool(self.varied[:, bar].any()):
+                ban = self._no_copy_by_rhythm(bar, pos, out, ref)
+                if ban is not None:
+                    mask = ban if mask is None else mask + ban
             if mask is None and self._uniform(logits, bar, ref):
                 return
             copied = self._copy(bar, ref)
@@ -272,6 +280,33 @@ class FormMasks:
         rows, bars = same.nonzero(as_tuple=True)
         mask = torch.zeros(self.B, self.kind_of.shape[0])
         mask[rows, before[rows, bars, -1]] = float("-inf")
+        return mask
+
+    def _no_copy_by_rhythm(self, bar: int, pos: int, out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor | None:
+        """(B, V) or None: in a bar that keeps an earlier bar's rhythm but is not labelled exact, at its
+        copied bar's last onset, -inf on each pitch that would make the bar an exact copy of an earlier
+        bar, since the steps after that onset are forced by the rhythm mask (HOLD or REST): the pitch of
+        every earlier bar that equals this one so far and whose steps after it are the copied bar's.
+        The last onsets are read at the bar's first step."""
+        if pos == 0:
+            copied = out.gather(1, self.refcols[:, bar]) if self.shared is None else out[:, self.shared[bar]]  # (B, S)
+            steps = torch.arange(self.S).expand_as(copied)
+            last = torch.where(self.kind_of[copied] == 2, steps, torch.full_like(steps, -1)).max(1).values  # (B,)
+            last = torch.where(self.varied[:, bar], last, torch.full_like(last, -1))
+            self.last_onsets[bar] = (last, set(last.tolist()) - {-1}, copied)
+        last, steps, copied = self.last_onsets[bar]
+        if pos not in steps:
+            return None
+        rows = (last == pos).nonzero().flatten()
+        before = out[rows][:, self.bar_cols[:bar]]                   # (R, bar, S) the earlier bars
+        now = out[rows][:, self.bar_cols[bar, :pos]]                  # (R, pos) this bar so far
+        same = (before[:, :, :pos] == now[:, None, :]).all(-1) \
+            & (before[:, :, pos + 1:] == copied[rows, None, pos + 1:]).all(-1)  # (R, bar)
+        if not bool(same.any()):
+            return None
+        r, b = same.nonzero(as_tuple=True)
+        mask = torch.zeros(self.B, self.kind_of.shape[0])
+        mask[rows[r], before[r, b, pos]] = float("-inf")
         return mask
 
     def _first_bar(self, pos: int, out: torch.Tensor) -> torch.Tensor | None:

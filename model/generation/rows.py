@@ -153,9 +153,24 @@ class MelodyRows:
             self.copy = CopyState(generator.copy_model, tok.vocab_size, batch=B, capacity=N)
             for t in prefix.ids[:-1]:
                 self.copy.push(t)
+        self.copy_rows = self._copy_gate_rows()
         self.i = P - 1  # the column whose token is fed next
         self.ended = False  # all rows chose EOS inside a length range
         self.bars_completed = 0  # generated bars finished (streamed by the batcher as they complete)
+
+    def _copy_gate_rows(self) -> np.ndarray | None:
+        """(N, B): the short-term model's gate row (``CopyModel.gate_rows``) for the step each column
+        feeds, where its model has gates per form relation: the relation the network is told there
+        (each row's plan) and the last bar's; None otherwise (``begin`` then tells it the last bar only)."""
+        if self.copy is None or self.g.copy_model.relation_gate is None or not self.g.model.config.form_dim \
+                or self.row_positions is None:
+            return None
+        relation = self.g.model.config.fields(np.asarray(self.row_positions))["relation"].T  # (N, B)
+        final = np.zeros(relation.shape, dtype=bool)
+        for i in range(self.N - 1):
+            w = self.where[i + 1]
+            final[i] = w is not None and w[0] == self.bars - 1 and not self.tail
+        return np.ascontiguousarray(self.g.copy_model.gate_rows(final, relation))
 
     def _label_conditions(self, style: int | None, progression) -> None:
         """The style, chord and form parts of the condition ids, for a network with those inputs: the
@@ -255,7 +270,10 @@ class MelodyRows:
         if self.copy is not None:  # the short-term model reads x; at a grid step it is mixed into the logits
             if nxt == CHOOSE:  # in place: log((1 - g) p_network + g p_copy) + a constant; the last bar's own gate
                 # (a range's last possible bar is the last for certain)
-                self.copy.push_and_mix(self.x, logits, final=self.where[i + 1][0] == self.bars - 1 and not self.tail)
+                if self.copy_rows is not None:  # each row's gates: its plan's relation, or the last bar's
+                    self.copy.push_and_mix(self.x, logits, gate_rows=self.copy_rows[i])
+                else:
+                    self.copy.push_and_mix(self.x, logits, final=self.where[i + 1][0] == self.bars - 1 and not self.tail)
             else:
                 self.copy.push(self.x)
         if nxt in (tok.bar_id, DECIDE) and params.avoid_repetition and self.done_steps >= self.bar_steps:

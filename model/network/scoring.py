@@ -72,10 +72,11 @@ def tune_nll(model, tokenizer, tokens: list[np.ndarray], positions: list[np.ndar
 
 @torch.no_grad()
 def tune_distributions(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32, known_end: bool = True,
-                       known_key: bool = False, told=(), tune_ids=None):
+                       known_key: bool = False, told=(), tune_ids=None, positions=None):
     """Yields (index, natural-log next-token distributions (len - 1, V)) for every tune, row j
-    predicting token j + 1, in an order of similar lengths (``told``, ``tune_ids``: ``_whole_tune_batches``)."""
-    for idx, logits, _ in _whole_tune_batches(model, tokenizer, tokens, None, batch_size, known_end, known_key,
+    predicting token j + 1, in an order of similar lengths (``told``, ``tune_ids``: ``_whole_tune_batches``;
+    ``positions``: the tunes' condition ids, when the caller made them)."""
+    for idx, logits, _ in _whole_tune_batches(model, tokenizer, tokens, positions, batch_size, known_end, known_key,
                                               told, tune_ids):
         log_p = torch.log_softmax(logits.double(), dim=-1)  # (B, T, V)
         for row, i in enumerate(idx):
@@ -96,12 +97,22 @@ def target_logprobs(model, tokenizer, tokens: list[np.ndarray], batch_size: int 
 
 def fit_short_term(model, tokenizer, tunes, batch_size: int = 32) -> tuple[shortterm.CopyModel, dict]:
     """The short-term model that best complements ``model`` on ``tunes`` (the valid split), and
-    {"network_nats_per_token", "mixture_nats_per_token"} there."""
+    {"network_nats_per_token", "mixture_nats_per_token"} there; a network with a form input also gets
+    gates per form relation (``shortterm.fit_relation_gates``, on each tune's own form, as a plan tells
+    it) and the mixture's figure with the form told, ``form_told_mixture_nats_per_token``."""
     tokens = token_arrays(tunes)
     if not tokens:
         raise ValueError("tunes must hold at least one tune, got none")
     ids = [t.id for t in tunes] if all(hasattr(t, "id") for t in tunes) else None
+    relations = None
+    if model.config.form_dim:  # what the network was told of each step's bar (as target_logprobs tells it)
+        told = tune_positions(tokenizer, tokens, model.config, True, True, tune_ids=ids, told=("form", "style"))
+        relations = [model.config.fields(p)["relation"] for p in told]
     stats = shortterm.collect(target_logprobs(model, tokenizer, tokens, batch_size, tune_ids=ids), tokens,
-                              last_bars=[shortterm.last_barline(t, tokenizer.bar_id) for t in tokens])
+                              last_bars=[shortterm.last_barline(t, tokenizer.bar_id) for t in tokens],
+                              relations=relations)
     copy_model, nats = shortterm.fit(stats)
-    return copy_model, {"network_nats_per_token": float(-stats["net"].mean()), "mixture_nats_per_token": nats}
+    figures = {"network_nats_per_token": float(-stats["net"].mean()), "mixture_nats_per_token": nats}
+    if relations is not None:
+        copy_model, figures["form_told_mixture_nats_per_token"] = shortterm.fit_relation_gates(stats, copy_model)
+    return copy_model, figures

@@ -18,6 +18,15 @@ bars-remaining input tells the network, ``known_end``), the steps of the last ba
 logits, ``end_gate``, fitted like the others (a model fitted before it existed has none and uses
 ``gate`` there too).
 
+A bar's form relation says how far to trust a copy, when the network is told it (a form plan, or a
+tune's own labels): in a bar that repeats an earlier one a long match is nearly certain to go on, in
+a new bar or one that keeps only the rhythm it is weak evidence, and the pooled ``gate`` overrates it
+there. So a model may hold ``relation_gate``, one row of gate logits per relation (new, exact,
+rhythm, variant: ``model.representation.form.RELATION_IDS``), used at the steps of a bar whose
+relation is known and that is not the last bar; an unknown relation keeps ``gate``. They are fitted
+after ``gate`` and ``beta``, with those held (``fit_relation_gates``), so a model's figures and
+melodies where no relation is told stay what they were.
+
 ``beta`` and the gate logits (one per bucket, and one per bucket for the last bar) are the only parameters; ``fit`` chooses them to
 maximise the likelihood of the validation tunes under the mixture, given the network's predictions
 (with a weak prior on the gate logits, ``gate_prior``). Only the last ``window`` tokens are searched.
@@ -32,8 +41,14 @@ import numba
 import numpy as np
 import torch
 
+from model.representation.form import RELATION_IDS
+
 # Longest-match buckets: [1], [2], [3], [4, 6), [6, 8), [8, 12), ..., [48, 64), [64, inf)
 BUCKET_EDGES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+RELATION_COUNT = len(RELATION_IDS)  # new, exact, rhythm, variant
+# rows of CopyModel.tables()'s gates: the pooled gate, the last bar's, then one per relation
+POOLED_ROW, END_ROW, RELATION_ROW = 0, 1, 2
+GATE_ROWS = RELATION_ROW + RELATION_COUNT
 
 
 @dataclass
@@ -44,12 +59,16 @@ class CopyModel:
     max_match: int = 64
     window: int = 512                 # lags considered: the last `window` tokens (32 bars of 4/4)
     end_gate: list[float] | None = None  # gate logits in a tune's last bar when the end is known (None: `gate`)
+    relation_gate: list[list[float]] | None = None  # per form relation, gate logits where it is known (None: `gate`)
 
     def __post_init__(self):
         if len(self.gate) != len(BUCKET_EDGES):
             raise ValueError(f"gate must hold {len(BUCKET_EDGES)} logits, got {len(self.gate)}")
         if self.end_gate is not None and len(self.end_gate) != len(BUCKET_EDGES):
             raise ValueError(f"end_gate must hold {len(BUCKET_EDGES)} logits, got {len(self.end_gate)}")
+        if self.relation_gate is not None and (len(self.relation_gate) != RELATION_COUNT or any(
+                len(row) != len(BUCKET_EDGES) for row in self.relation_gate)):
+            raise ValueError(f"relation_gate must hold {RELATION_COUNT} rows of {len(BUCKET_EDGES)} logits")
         if self.max_match < 1:
             raise ValueError(f"max_match must be >= 1, got {self.max_match}")
         if self.window < 1:
@@ -60,13 +79,16 @@ class CopyModel:
                "window": int(self.window)}
         if self.end_gate is not None:
             out["end_gate"] = [float(g) for g in self.end_gate]
+        if self.relation_gate is not None:
+            out["relation_gate"] = [[float(g) for g in row] for row in self.relation_gate]
         return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "CopyModel":
-        end = d.get("end_gate")
+        end, relation = d.get("end_gate"), d.get("relation_gate")
         return cls(beta=float(d["beta"]), gate=[float(g) for g in d["gate"]], max_match=int(d["max_match"]),
-                   window=int(d["window"]), end_gate=None if end is None else [float(g) for g in end])
+                   window=int(d["window"]), end_gate=None if end is None else [float(g) for g in end],
+                   relation_gate=None if relation is None else [[float(g) for g in row] for row in relation])
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> "CopyModel | None":
@@ -74,40 +96,66 @@ class CopyModel:
         d = ckpt.get("short_term")
         return cls.from_dict(d) if d else None
 
-    def tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(vote weight, gate, gate in the last bar) by match length 0..max_match, as float64 arrays
-        (0 -> 0); built once per parameter set, since a generation call would otherwise spend ~0.2 ms
-        building them."""
-        key = (self.beta, tuple(self.gate), self.max_match, None if self.end_gate is None else tuple(self.end_gate))
+    def tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """(vote weight by match length 0..max_match, gates (GATE_ROWS, max_match + 1)), float64 arrays
+        (length 0 -> 0); the gate rows are ``gate``, the last bar's, then one per relation (see
+        ``gate_rows``). Built once per parameter set, since a generation call would otherwise spend
+        ~0.2 ms building them."""
+        key = (self.beta, tuple(self.gate), self.max_match, None if self.end_gate is None else tuple(self.end_gate),
+               None if self.relation_gate is None else tuple(map(tuple, self.relation_gate)))
         cached = getattr(self, "_tables", None)
         if cached is None or cached[0] != key:
             lengths = np.arange(self.max_match + 1)
             weights = np.zeros(len(lengths))
             weights[1:] = lengths[1:].astype(np.float64) ** self.beta  # length 0: no vote (0 ** beta is inf for beta < 0)
-            gates = np.array([self.gate_of(n) for n in lengths])
-            ends = np.array([self.gate_of(n, final=True) for n in lengths])
-            weights.flags.writeable = gates.flags.writeable = ends.flags.writeable = False
-            cached = self._tables = (key, weights, gates, ends)
-        return cached[1], cached[2], cached[3]
+            gates = np.array([[self.gate_of(n, final=row == END_ROW,
+                                            relation=row - RELATION_ROW if row >= RELATION_ROW else None)
+                               for n in lengths] for row in range(GATE_ROWS)])
+            weights.flags.writeable = gates.flags.writeable = False
+            cached = self._tables = (key, weights, gates)
+        return cached[1], cached[2]
 
-    def gate_of(self, longest: int, final: bool = False) -> float:
+    def gate_of(self, longest: int, final: bool = False, relation: int | None = None) -> float:
         """The mixing weight of the copy distribution when the longest match is ``longest`` (``final``:
-        at a step of the tune's last bar, with the end known)."""
+        at a step of the tune's last bar, with the end known; else ``relation``: the bar's form
+        relation, when known: 0..3; anything else is unknown)."""
         if longest < 1:
             return 0.0
-        logits = self.end_gate if final and self.end_gate is not None else self.gate
+        if final and self.end_gate is not None:
+            logits = self.end_gate
+        elif not final and relation is not None and 0 <= relation < RELATION_COUNT and self.relation_gate is not None:
+            logits = self.relation_gate[relation]
+        else:
+            logits = self.gate
         return float(1.0 / (1.0 + np.exp(-logits[bucket(longest)])))
 
-    def mix(self, log_probs: np.ndarray, tokens, last_bar: int | None = None) -> np.ndarray:
+    def gate_rows(self, final, relations=None) -> np.ndarray:
+        """(rows,) int64: the row of ``tables``' gates each step uses: the last bar's where ``final``
+        (a bool or one per step), else the step's relation's where ``relations`` holds one (0..3;
+        anything else is unknown) and the model has relation gates, else ``gate``'s."""
+        final = np.asarray(final, dtype=bool)
+        rows = np.where(final, END_ROW, POOLED_ROW).astype(np.int64)
+        if relations is not None and self.relation_gate is not None:
+            rel = np.asarray(relations, dtype=np.int64)
+            known = (rel >= 0) & (rel < RELATION_COUNT) & ~final
+            rows = np.where(known, RELATION_ROW + rel, rows)
+        return rows
+
+    def mix(self, log_probs: np.ndarray, tokens, last_bar: int | None = None, relations=None) -> np.ndarray:
         """Teacher-forced: the network's natural-log next-token distributions over a whole tune
         ((len(tokens) - 1, V), row t predicting token t + 1) -> those of the mixture. The same
         compiled step as generation (``CopyState.push_and_mix``), then each row renormalised.
         ``last_bar``: the index of the tune's last barline when its end is known (``last_barline``);
-        the rows predicting the tokens after it use the last bar's gate."""
+        the rows predicting the tokens after it use the last bar's gate. ``relations``: per row, the
+        form relation the network was told for the token it predicts (unknown: any other value)."""
         out = np.array(log_probs, dtype=np.float64)  # a copy: mixed in place
         state = CopyState(self, out.shape[1], capacity=len(out) + 1)
+        final = np.zeros(len(out), dtype=bool)
+        if last_bar is not None:
+            final[last_bar:] = True
+        rows = self.gate_rows(final, None if relations is None else np.asarray(relations)[:len(out)])
         for t, token in enumerate(np.asarray(tokens, dtype=np.int64)[:-1]):
-            state.push_and_mix(int(token), out[t:t + 1], final=last_bar is not None and t >= last_bar)
+            state.push_and_mix(int(token), out[t:t + 1], gate_rows=rows[t:t + 1])
         peak = out.max(axis=1, keepdims=True)
         return out - (peak + np.log(np.exp(out - peak).sum(axis=1, keepdims=True)))
 
@@ -137,8 +185,9 @@ def _push(history, match, start, k, new, max_match):  # pragma: no cover - compi
 
 
 @numba.njit(cache=True, nogil=True)
-def _votes(history, match, start, k, weight_of, gate_of, votes, totals, gates):  # pragma: no cover - compiled
-    """Per row: the copy votes (V,), their sum and the gate, from lags 1..k."""
+def _votes(history, match, start, k, weight_of, gate_of, gate_row, votes, totals, gates):  # pragma: no cover - compiled
+    """Per row: the copy votes (V,), their sum and the gate (from its row ``gate_row[b]`` of the gate
+    table ``gate_of``), from lags 1..k."""
     for b in range(history.shape[0]):
         votes[b, :] = 0.0
         total, longest = 0.0, 0
@@ -149,7 +198,7 @@ def _votes(history, match, start, k, weight_of, gate_of, votes, totals, gates): 
                 votes[b, history[b, start + d]] += w
                 total += w
                 longest = max(longest, m)
-        totals[b], gates[b] = total, gate_of[longest]
+        totals[b], gates[b] = total, gate_of[gate_row[b], longest]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -170,11 +219,11 @@ def _mix(logits, votes, totals, gates):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _push_and_mix(history, match, start, k, new, max_match, weight_of, gate_of, votes, totals, gates,
+def _push_and_mix(history, match, start, k, new, max_match, weight_of, gate_of, gate_row, votes, totals, gates,
                   logits):  # pragma: no cover - compiled
     """_push, then _votes and _mix for the step after it: one compiled call per generated token."""
     _push(history, match, start, k, new, max_match)
-    _votes(history, match, start - 1, k, weight_of, gate_of, votes, totals, gates)
+    _votes(history, match, start - 1, k, weight_of, gate_of, gate_row, votes, totals, gates)
     _mix(logits, votes, totals, gates)
 
 
@@ -200,7 +249,9 @@ class CopyState:
         self.history = np.zeros((batch, 0), dtype=np.int64)                # filled from the end, newest last
         self.match = np.zeros((batch, model.window + 1), dtype=np.int64)  # match[:, d - 1]: length at lag d
         self._grow(max(capacity, 2))
-        self.weight_of, self.gate_of, self.end_gate_of = model.tables()
+        self.weight_of, self.gate_table = model.tables()
+        self._pooled = np.full(batch, POOLED_ROW, dtype=np.int64)
+        self._end = np.full(batch, END_ROW, dtype=np.int64)
         self._votes = np.zeros((batch, vocab_size))
         self._totals, self._gates = np.zeros(batch), np.zeros(batch)
 
@@ -224,14 +275,17 @@ class CopyState:
         new, start, k = self._next(tokens)
         _push(self.history, self.match, start, k, new, self.model.max_match)
 
-    def push_and_mix(self, tokens, logits, final: bool = False):
+    def push_and_mix(self, tokens, logits, final: bool = False, gate_rows=None):
         """``push(tokens)``, then the mixture's logits for the next token, in one compiled call (what
         generation does): ``logits`` (batch, V), a float32 tensor or array of the network's logits, becomes,
         in place and up to a constant per row, log((1 - g) p_network + g p_copy); returned. ``final``:
-        the next token is in the tune's last bar, with the end known (the last bar's gate)."""
+        the next token is in the tune's last bar, with the end known (the last bar's gate); or
+        ``gate_rows``: each row's gate row (``CopyModel.gate_rows``), which replaces ``final``."""
         new, start, k = self._next(tokens)
+        if gate_rows is None:
+            gate_rows = self._end if final else self._pooled
         _push_and_mix(self.history, self.match, start, k, new, self.model.max_match, self.weight_of,
-                      self.end_gate_of if final else self.gate_of,
+                      self.gate_table, np.asarray(gate_rows, dtype=np.int64),
                       self._votes, self._totals, self._gates,
                       logits.numpy() if isinstance(logits, torch.Tensor) else logits)
         return logits
@@ -257,11 +311,12 @@ class CopyState:
 # ---- fitting -----------------------------------------------------------------------------------
 
 def collect(log_probs: list[np.ndarray], tokens: list[np.ndarray], max_match: int = 64, window: int = 512,
-            last_bars: list[int | None] | None = None) -> dict:
+            last_bars: list[int | None] | None = None, relations: list[np.ndarray] | None = None) -> dict:
     """The statistics ``fit`` needs from teacher-forced network predictions over tunes: per predicted
-    token its network log-probability, longest match and whether it is in the tune's last bar (only
-    with ``last_bars``, each tune's ``last_barline``), and per candidate its match length, row and
-    whether it voted for the true token."""
+    token its network log-probability, longest match, whether it is in the tune's last bar (only
+    with ``last_bars``, each tune's ``last_barline``) and its bar's form relation (only with
+    ``relations``: per tune, per predicted token, as the network was told it), and per candidate its
+    match length, row and whether it voted for the true token."""
     probe = CopyModel(max_match=max_match, window=window)
     net, longest, cand_len, cand_row, cand_hit, final = [], [], [], [], [], []
     row = 0
@@ -283,12 +338,13 @@ def collect(log_probs: list[np.ndarray], tokens: list[np.ndarray], max_match: in
     return {"net": np.array(net), "longest": np.array(longest, dtype=np.int64),
             "cand_len": np.concatenate(cand_len), "cand_row": np.concatenate(cand_row),
             "cand_hit": np.concatenate(cand_hit), "rows": row, "max_match": max_match, "window": window,
-            "final": np.array(final, dtype=bool) if last_bars is not None else None}
+            "final": np.array(final, dtype=bool) if last_bars is not None else None,
+            "relation": None if relations is None else np.concatenate(
+                [np.asarray(r, dtype=np.int64)[:len(t) - 1] for r, t in zip(relations, tokens)])}
 
 
-def mixture_nll(stats: dict, beta: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-    """Summed negative log-likelihood (nats) of the mixture over the rows of ``stats``; ``gate`` holds
-    one logit per bucket, or two (the last bar's second) when ``stats`` marks the last bars."""
+def _mixture_parts(stats: dict, beta: torch.Tensor) -> tuple:
+    """(matched rows, bucket per row, p_copy per row, p_network per row) of ``stats`` under ``beta``."""
     rows = stats["rows"]
     length = torch.from_numpy(stats["cand_len"]).double()
     row = torch.from_numpy(stats["cand_row"])
@@ -296,15 +352,28 @@ def mixture_nll(stats: dict, beta: torch.Tensor, gate: torch.Tensor) -> torch.Te
     w = torch.exp(beta * torch.log(length))
     total = torch.zeros(rows, dtype=torch.float64).index_add_(0, row, w)
     voted = torch.zeros(rows, dtype=torch.float64).index_add_(0, row, w * hit)
-    longest = torch.from_numpy(stats["longest"])
-    matched = longest > 0
+    matched = torch.from_numpy(stats["longest"]) > 0
     buckets = torch.from_numpy(np.searchsorted(BUCKET_EDGES, np.maximum(stats["longest"], 1), side="right") - 1)
+    p_copy = torch.where(matched, voted / total.clamp_min(1e-300), torch.zeros((), dtype=torch.float64))
+    return matched, buckets, p_copy, torch.exp(torch.from_numpy(stats["net"]))
+
+
+def _nll(parts: tuple, logits: torch.Tensor, select=None) -> torch.Tensor:
+    """Summed NLL (nats) of the mixture whose gate logit per row is ``logits`` (over the rows ``select``)."""
+    matched, _, p_copy, p_net = parts
+    g = torch.where(matched, torch.sigmoid(logits), torch.zeros((), dtype=torch.float64))
+    nll = -torch.log((1 - g) * p_net + g * p_copy)
+    return nll.sum() if select is None else nll[select].sum()
+
+
+def mixture_nll(stats: dict, beta: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """Summed negative log-likelihood (nats) of the mixture over the rows of ``stats``; ``gate`` holds
+    one logit per bucket, or two (the last bar's second) when ``stats`` marks the last bars."""
+    parts = _mixture_parts(stats, beta)
+    buckets = parts[1]
     if len(gate) == 2 * len(BUCKET_EDGES):  # the last bar's gates follow the others
         buckets = buckets + len(BUCKET_EDGES) * torch.from_numpy(stats["final"].astype(np.int64))
-    g = torch.where(matched, torch.sigmoid(gate[buckets]), torch.zeros((), dtype=torch.float64))
-    p_copy = torch.where(matched, voted / total.clamp_min(1e-300), torch.zeros((), dtype=torch.float64))
-    p_net = torch.exp(torch.from_numpy(stats["net"]))
-    return -torch.log((1 - g) * p_net + g * p_copy).sum()
+    return _nll(parts, gate[buckets])
 
 
 GATE_PRIOR_SD = 3.0  # gate logits ~ N(0, 3^2): without data a bucket's gate would run off to 0 or 1
@@ -344,3 +413,52 @@ def fit(stats: dict, steps: int = 200) -> tuple[CopyModel, float]:
     n = len(BUCKET_EDGES)
     return CopyModel(beta=float(beta.detach()), gate=logits[:n], max_match=stats["max_match"], window=stats["window"],
                      end_gate=logits[n:] if ends else None), loss
+
+
+def fit_relation_gates(stats: dict, model: CopyModel, steps: int = 200) -> tuple[CopyModel, float]:
+    """``model`` (from ``fit``) with gate logits per form relation (``relation_gate``), fitted like
+    ``fit``'s (maximum a posteriori) on the rows of ``stats`` whose relation is known and that are
+    not in a last bar, with ``beta`` and the other gates held; returns it and the mean nats per token
+    over all rows of ``stats`` with every relation told. ``stats`` must hold ``relation``."""
+    relation = stats.get("relation")
+    if relation is None:
+        raise ValueError("stats must hold each row's form relation (collect(..., relations=...))")
+    final = stats["final"] if stats.get("final") is not None else np.zeros(stats["rows"], dtype=bool)
+    known = (relation >= 0) & (relation < RELATION_COUNT) & ~final
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in fit: a reproducible summation order
+    try:
+        parts = _mixture_parts(stats, torch.tensor(model.beta, dtype=torch.float64))
+        n = len(BUCKET_EDGES)
+        index = torch.from_numpy(np.where(known, relation, 0) * n) + parts[1]
+        select = torch.from_numpy(known)
+        gate = torch.zeros(RELATION_COUNT * n, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([gate], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = (_nll(parts, gate[index], select) + gate_prior(gate)) / max(1, int(known.sum()))
+            loss.backward()
+            return loss
+
+        if known.any():
+            opt.step(closure)
+        told = CopyModel(beta=model.beta, gate=list(model.gate), max_match=model.max_match, window=model.window,
+                         end_gate=None if model.end_gate is None else list(model.end_gate),
+                         relation_gate=gate.detach().reshape(RELATION_COUNT, n).tolist())
+        rows = torch.from_numpy(told.gate_rows(final, relation))
+        table = torch.from_numpy(np.stack([_row_logits(told, r) for r in range(GATE_ROWS)]))
+        with torch.no_grad():
+            loss = float(_nll(parts, table[rows, parts[1]])) / stats["rows"]
+    finally:
+        torch.set_num_threads(threads)
+    return told, loss
+
+
+def _row_logits(model: CopyModel, row: int) -> np.ndarray:
+    """The gate logits (one per bucket) of ``tables``' gate row ``row``."""
+    if row == END_ROW and model.end_gate is not None:
+        return np.asarray(model.end_gate, dtype=np.float64)
+    if row >= RELATION_ROW and model.relation_gate is not None:
+        return np.asarray(model.relation_gate[row - RELATION_ROW], dtype=np.float64)
+    return np.asarray(model.gate, dtype=np.float64)
