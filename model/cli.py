@@ -304,7 +304,8 @@ def _add_generate_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bars", type=int, default=d.bars,
                    help=f"bars to generate after the primer (1..{params.MAX_BARS}, default {d.bars})")
     p.add_argument("--temperature", type=float, default=d.temperature,
-                   help=f"sampling temperature (0, {params.MAX_TEMPERATURE:g}] (default {d.temperature})")
+                   help=f"sampling temperature (0, {params.MAX_TEMPERATURE:g}] (default: the style's, "
+                   f"{', '.join(f'{k} {v:g}' for k, v in params.STYLE_TEMPERATURES.items())}, else 1)")
     p.add_argument("--top-k", type=int, default=d.top_k,
                    help=f"keep the k most likely tokens, 0..{params.MAX_TOP_K}; 0 = all (default {d.top_k})")
     p.add_argument("--top-p", type=float, default=d.top_p, help=f"nucleus sampling mass (0, 1] (default {d.top_p})")

@@ -52,8 +52,10 @@ class MelodyRequest(StrictModel):
     """POST /api/v1/melodies. Every field is optional."""
     bars: int = Field(GENERATION_DEFAULTS["bars"], ge=1, le=params.MAX_BARS,
                       description="bars to generate (after the primer)")
-    temperature: float = Field(GENERATION_DEFAULTS["temperature"], gt=0, le=params.MAX_TEMPERATURE,
-                               description="sampling temperature")
+    temperature: float | None = Field(GENERATION_DEFAULTS["temperature"], gt=0, le=params.MAX_TEMPERATURE,
+                                      description="sampling temperature; none = the requested style's "
+                                      "(" + ", ".join(f"{k} {v:g}" for k, v in params.STYLE_TEMPERATURES.items())
+                                      + "), else 1")
     top_k: int = Field(GENERATION_DEFAULTS["top_k"], ge=0, le=params.MAX_TOP_K,
                        description="sample from the k likeliest tokens; 0 = all")
     top_p: float = Field(GENERATION_DEFAULTS["top_p"], gt=0, le=1, description="nucleus sampling mass; 1 = off")

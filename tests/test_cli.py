@@ -110,7 +110,7 @@ def test_same_seed_same_file(capsys, tmp_path, checkpoint):
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--temperature", "9"], "temperature must be in (0, 5], got 9"),
+    (["--temperature", "9"], "temperature must be null or in (0, 5], got 9"),
     (["--key", "H"], "key must be null or one of C, C#"),
     (["--bars", "0"], "bars must be an integer in [1, 256], got 0"),
     (["--out", "x.wav"], "out must end in one of .mid"),

@@ -232,3 +232,26 @@ def test_over_given_chords_a_sampled_plan_copies_only_bars_under_the_same_chords
     over = under_chords(plan, parse_progression("G | C | G | D7"))
     assert over.kinds == (FREE, FREE, COPY, RHYTHM) and over.refs == plan.refs   # bar 3 (D7) is not bar 1 (C)
     assert over.labels[2] == (RELATION_IDS["exact"], 1) and over.labels[3] == (RELATION_IDS["variant"], 1)
+
+
+def test_a_style_without_a_temperature_samples_at_the_styles_own(tiny_style_checkpoint):
+    """A request naming Chinese and no temperature draws at STYLE_TEMPERATURES' 0.9, token for token as
+    if it had asked for 0.9; an explicit temperature wins, and other styles sample at 1."""
+    from model.generation.params import STYLE_TEMPERATURES
+    assert STYLE_TEMPERATURES == {"chinese": 0.9}
+    assert GenerationParams(style="chinese").sampling_temperature == 0.9
+    assert GenerationParams(style="chinese", temperature=1.0).sampling_temperature == 1.0
+    assert GenerationParams(style="german").sampling_temperature == GenerationParams().sampling_temperature == 1.0
+    gen = Generator(tiny_style_checkpoint)
+    differ = 0
+    for seed in range(3):
+        tokens = {t: gen.generate(GenerationParams(bars=4, seed=seed, style="chinese", temperature=t)).melodies[0].tokens
+                  for t in (None, 0.9, 1.0)}
+        assert tokens[None] == tokens[0.9]
+        differ += tokens[None] != tokens[1.0]
+        german = [gen.generate(GenerationParams(bars=4, seed=seed, style="german", temperature=t)).melodies[0].tokens
+                  for t in (None, 1.0)]
+        assert german[0] == german[1]
+    assert differ >= 2
+    with pytest.raises(ParameterError, match="temperature"):
+        GenerationParams(temperature=0).validate()

@@ -213,8 +213,8 @@ def test_guard_keeps_silences_and_notes_within_two_bars(lazy_checkpoint, meter):
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("temperature", 9, "temperature must be in (0, 5], got 9"),
-    ("temperature", 0, "temperature must be in (0, 5]"),
+    ("temperature", 9, "temperature must be null or in (0, 5], got 9"),
+    ("temperature", 0, "temperature must be null or in (0, 5]"),
     ("bars", 0, "bars must be an integer in [1, 256], got 0"),
     ("top_k", -1, "top_k must be an integer >= 0"),
     ("top_p", 1.5, "top_p must be in (0, 1]"),

@@ -357,7 +357,7 @@ class MelodyRows:
 
     def _beam_step(self, logits: torch.Tensor) -> torch.Tensor:
         """Beam search's draw: the best B continuations of the beams; returns their parents (B,)."""
-        logp = torch.log_softmax(logits / self.params.temperature, dim=-1)  # (B, V)
+        logp = torch.log_softmax(logits / self.params.sampling_temperature, dim=-1)  # (B, V)
         top, flat = torch.topk((self.scores[:, None] + logp).flatten(), self.B)  # best B continuations
         parent, choice = flat // logp.shape[1], flat % logp.shape[1]
         dead = ~torch.isfinite(top)  # fewer legal continuations than beams: copy the best one

@@ -358,8 +358,9 @@ class Generator:
     @staticmethod
     def tempered(logits, params) -> torch.Tensor:
         """The logits to draw from: temperature, top-k, top-p (``logits`` itself at the defaults, else a new tensor)."""
-        if params.temperature != 1.0:
-            logits = logits / params.temperature
+        temperature = params.sampling_temperature
+        if temperature != 1.0:
+            logits = logits / temperature
         if 0 < params.top_k < logits.shape[1]:
             kth = torch.topk(logits, params.top_k, dim=-1).values[:, -1:]  # (B, 1)
             logits = logits.masked_fill(logits < kth, float("-inf"))
