@@ -1,15 +1,16 @@
 """Time one 16-bar melody at batch 1 end to end (`Generator.generate`, default settings), N times.
 
     python bench/generate_16_bars.py [--model PATH ...] [--runs 40] [--variants '[{"tonic_pull": 0}, {}]']
-    python bench/generate_16_bars.py --checkout /path/to/another/checkout [--runs 40]
+    python bench/generate_16_bars.py --checkout /path/to/another/checkout [--checkout ...] [--runs 40]
 
 Models (and parameter variants: JSON GenerationParams overrides) given together are timed in turns
 (run i of every model, then run i + 1; every other turn in reverse order), so machine load falls on
-all of them alike. ``--checkout`` (repeatable): the code of another checkout with its own shipped
-model, in a process of its own that runs the same timed call when told to, taken in the same turns,
-so an older commit is compared with this one run by run rather than one whole command after the
-other. Prints only this run's median and minimum, and for every entry after the first the median of
-its run i's time over the first's run i.
+all of them alike. ``--checkout`` (repeatable) compares code: this checkout and each one named, each
+with its own shipped model, run in processes of their own alike (a process that spawns and waits
+for the others would be one of a kind), each timing its run i when told to, in the same turns; so
+an older commit is compared with this one run by run rather than one whole command after the other.
+Prints only this run's median and minimum, and for every entry after the first the median of its
+run i's time over the first's run i.
 """
 from __future__ import annotations
 
@@ -22,14 +23,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
 from model.generation.params import GenerationParams  # noqa: E402
 from model.generation.sampling import Generator
 
-# a checkout's process: its shipped model, warmed like ours; it times run i when sent i
+# a checkout's process: its shipped model, warmed like the models timed in process; it times run i when sent i
 CHECKOUT_RUNNER = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
@@ -48,9 +50,9 @@ for line in sys.stdin:
 
 
 class CheckoutRunner:
-    """Another checkout's code in a child process, timing one 16-bar melody per call."""
+    """A checkout's code in a process of its own, timing one 16-bar melody per call."""
 
-    def __init__(self, checkout: str):
+    def __init__(self, checkout: str | Path):
         root = str(Path(checkout).resolve())
         env = {**os.environ, "PYTHONPATH": root}
         self.proc = subprocess.Popen([sys.executable, "-c", CHECKOUT_RUNNER, root], cwd=root, env=env,
@@ -80,19 +82,22 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=40)
     p.add_argument("--variants", default="[{}]", help="JSON list of GenerationParams overrides, timed in turns")
     p.add_argument("--checkout", action="append", default=[],
-                   help="another checkout whose code and shipped model are timed in the same turns (repeatable)")
+                   help="another checkout to time against this one, each with its shipped model (repeatable)")
     args = p.parse_args()
+    if args.checkout and (args.model or json.loads(args.variants) != [{}]):
+        p.error("--checkout times each checkout's shipped model at the defaults: give it without --model and --variants")
     torch.set_num_threads(1)
-    gens = {m or "default": Generator(m) for m in (args.model or [None])}
-    variants = json.loads(args.variants)
-    runs = {(f"{name} {json.dumps(v)}" if v else name): (g, v) for name, g in gens.items() for v in variants}
-    for g, v in runs.values():
-        g.generate(GenerationParams(bars=16, seed=0, **v))  # warm: tables, numba, caches
-    checkouts = {f"checkout {c}, its default": CheckoutRunner(c) for c in args.checkout}
-    # name -> time one run with a seed: this process's models and variants, then the checkouts
-    timers = {name: (lambda seed, g=g, v=v: _timed(g, GenerationParams(bars=16, seed=seed, **v)))
-              for name, (g, v) in runs.items()}
-    timers.update({name: runner.time for name, runner in checkouts.items()})
+    runners = [CheckoutRunner(c) for c in [ROOT, *args.checkout]] if args.checkout else []
+    # name -> time one run with a seed
+    timers = {f"checkout {r.proc.args[-1]}, its default" + (f" ({k + 1})" if k else ""): r.time
+              for k, r in enumerate(runners)}  # numbered past the first: a checkout may be given twice
+    if not runners:
+        gens = {m or "default": Generator(m) for m in (args.model or [None])}
+        for name, g in gens.items():
+            for v in json.loads(args.variants):
+                g.generate(GenerationParams(bars=16, seed=0, **v))  # warm: tables, numba, caches
+                timers[f"{name} {json.dumps(v)}" if v else name] = \
+                    lambda seed, g=g, v=v: _timed(g, GenerationParams(bars=16, seed=seed, **v))
     times = {name: [] for name in timers}
     order = list(timers)
     try:
@@ -100,9 +105,9 @@ def main() -> int:
             for name in (order if i % 2 == 0 else order[::-1]):
                 times[name].append(timers[name](i))
     finally:
-        for runner in checkouts.values():
-            runner.close()
-    print(f"code {Path(__file__).resolve().parent.parent}, 1-minute load average {os.getloadavg()[0]:.2f}")
+        for r in runners:
+            r.close()
+    print(f"code {ROOT}, 1-minute load average {os.getloadavg()[0]:.2f}")
     for name, v in times.items():
         print(f"{name}: 16 bars at batch 1, median {statistics.median(v) * 1e3:.1f} ms, "
               f"min {min(v) * 1e3:.1f} ms over {len(v)} runs")
