@@ -89,8 +89,10 @@ def main() -> int:
     torch.set_num_threads(1)
     runners = [CheckoutRunner(c) for c in [ROOT, *args.checkout]] if args.checkout else []
     # name -> time one run with a seed
-    timers = {f"checkout {r.proc.args[-1]}, its default" + (f" ({k + 1})" if k else ""): r.time
-              for k, r in enumerate(runners)}  # numbered past the first: a checkout may be given twice
+    timers = {}
+    for k, r in enumerate(runners):
+        name = f"checkout {r.proc.args[-1]}, its default"
+        timers[name if name not in timers else f"{name} ({k + 1})"] = r.time  # a checkout may be given twice
     if not runners:
         gens = {m or "default": Generator(m) for m in (args.model or [None])}
         for name, g in gens.items():
