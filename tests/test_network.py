@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from model.network.kernels import InputRows
 from model.network.melody import MelodyNetwork, NetworkConfig
 
 CELLS = ["lstm", "gru", "rnn"]
@@ -217,3 +218,24 @@ def test_the_key_changes_the_prediction_and_leaves_position_and_remaining_readab
     assert not torch.allclose(a, b)
     with pytest.raises(ValueError, match="key_dim must be >= 0"):
         NetworkConfig(vocab_size=20, key_dim=-1)
+
+
+def test_layer_0_input_rows_are_summed_as_the_torch_lookups_sum_them_to_the_bit():
+    """InputRows' one compiled call adds the token's row, then each condition input's row, rounding
+    to float32 after each add in the order index_select + add_ did (so generation's bytes stay)."""
+    g = torch.Generator().manual_seed(0)
+    token_rows = torch.randn(20, 16, generator=g)
+    # (stride, radix, table) per condition input; magnitudes far apart, so the order of the adds shows
+    parts = [(1, 12, torch.randn(12, 16, generator=g)), (12, 5, torch.randn(5, 16, generator=g) * 1e-3),
+             (60, 7, torch.randn(7, 16, generator=g) * 1e3)]
+    tokens = torch.randint(0, 20, (9, 2), generator=g)[:, 0]  # a column: not contiguous, as a step may get
+    cond = torch.randint(0, 12 * 5 * 7 * 3, (9,), generator=g)
+    want = token_rows.index_select(0, tokens)
+    for stride, radix, table in parts:
+        want.add_(table.index_select(0, (cond // stride) % radix))
+    got = InputRows(token_rows, parts).into(torch.empty(9, 16), tokens, cond)
+    assert torch.equal(got, want)
+    summed_first = sum(table.index_select(0, (cond // stride) % radix) for stride, radix, table in parts)
+    assert not torch.equal(token_rows.index_select(0, tokens) + summed_first, want)  # another order differs
+    with pytest.raises(IndexError):
+        InputRows(token_rows, parts).into(torch.empty(1, 16), torch.tensor([20]), torch.tensor([0]))

@@ -1,9 +1,12 @@
 """The CPU kernels the recurrent layers' time loops run on (model/network/recurrent.py, and
-MelodyNetwork.step): a matmul that picks the faster library for the batch size, and a tanh that is
-faster than torch's on large tensors here. Each choice was measured (bench/bench_core.py).
+MelodyNetwork.step): a matmul that picks the faster library for the batch size, a tanh that is
+faster than torch's on large tensors here, and layer 0's input rows looked up and summed in one
+compiled call. Each choice was measured (bench/bench_core.py, docs/benchmarks.md).
 """
 from __future__ import annotations
 
+import numba
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -90,3 +93,53 @@ class StepMatmul:
     def linear(self, h: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """A new tensor bias + h @ w^T."""
         return torch.addmm(bias, h, self.w) if self.mkl else _ONEDNN(h, self.w, bias, "none", [], "")
+
+
+# ---- layer 0's input at a generation step ------------------------------------------------------------
+# MelodyNetwork.step looks layer 0's input up instead of multiplying: a token row plus one row per
+# condition input (position and bars remaining, key, form, chord, style), each row chosen by a
+# digit of the condition id. As torch calls that is three or four ops per input (divide, remainder,
+# index, add), each costing more than its arithmetic at one or two rows; one compiled call does it
+# all. The rows are added in the same order, one float32 rounding after each, as those ops added
+# them, so the sum is the same to the bit.
+
+
+@numba.njit(cache=True, nogil=True)
+def _sum_input_rows(token_rows, tokens, condition_rows, parts, conditions, out):  # pragma: no cover - compiled
+    """out[b] = token_rows[tokens[b]] + condition_rows[part 0's row] + ... (added left to right),
+    where part k's row is first_k + (conditions[b] // stride_k) % radix_k, parts[k] = (stride, radix, first)."""
+    V, G = token_rows.shape
+    for b in range(out.shape[0]):
+        t = tokens[b]
+        if t < 0 or t >= V:
+            raise IndexError("token id out of range of the network's vocabulary")
+        for g in range(G):
+            out[b, g] = token_rows[t, g]
+        c = conditions[b]
+        for k in range(parts.shape[0]):
+            row = parts[k, 2] + (c // parts[k, 0]) % parts[k, 1]
+            for g in range(G):
+                out[b, g] += condition_rows[row, g]
+
+
+class InputRows:
+    """Layer 0's input part of the gates for a step: token_rows[token] + the condition rows of the
+    condition id, written into a (B, G) buffer. ``parts``: (stride, radix, table (radix, G)) per
+    condition input, in the order they are added; the tables are stacked once here."""
+
+    def __init__(self, token_rows: torch.Tensor, parts: list):
+        for _, radix, table in parts:  # the compiled call does not check its indices: the shapes are checked here
+            if table.shape[0] != radix:
+                raise ValueError(f"a condition table must have one row per id (radix {radix}), got {table.shape[0]}")
+        self.token_rows = token_rows.contiguous()  # (V, G)
+        self.condition_rows = torch.cat([table for _, _, table in parts]).contiguous()  # (sum of radices, G)
+        firsts = np.cumsum([0] + [table.shape[0] for _, _, table in parts[:-1]])
+        self.parts = np.array([(stride, radix, first) for (stride, radix, _), first in zip(parts, firsts)],
+                              dtype=np.int64).reshape(-1, 3)  # (inputs, 3)
+        self._arrays = (self.token_rows.numpy(), self.condition_rows.numpy())  # the same memory, for numba
+
+    def into(self, out: torch.Tensor, tokens: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+        """out (B, G) = the token's row + each condition input's row, for tokens and condition ids (B,)."""
+        token_rows, condition_rows = self._arrays
+        _sum_input_rows(token_rows, tokens.numpy(), condition_rows, self.parts, conditions.numpy(), out.numpy())
+        return out

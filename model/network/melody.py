@@ -25,7 +25,7 @@ from torch import nn
 from model.network.recurrent import NUM_GATES, Recurrent
 from model.representation.chords import UNKNOWN_CHORD_ID
 from model.representation.form import NO_POINTER, RELATION_IDS
-from model.network.kernels import StepMatmul
+from model.network.kernels import InputRows, StepMatmul
 from model.network.kernels import tanh as tanh_fast, tanh_ as tanh_fast_, tanh_stable, tanh_stable_
 
 # tanh per kernel set (MelodyNetwork._step): by size (the fastest), the sigmoid form at every size
@@ -347,20 +347,18 @@ class MelodyNetwork(nn.Module):
         cs = state[1].unbind(0) if cell == "lstm" else None
         new_h, new_c = [], []
         x = tokens
-        for k, ((inputs, pos_table, b_h), s) in enumerate(zip(tables.layers, scratch)):
+        for k, ((inputs, b_h), s) in enumerate(zip(tables.layers, scratch)):
             gx = s.gx  # the gates' input part, (B, G)
             if k == 0:
-                torch.index_select(inputs, 0, tokens, out=gx)  # embedding @ W_ih0^T + biases, looked up
-                if pos_table is not None:
+                if tables.input_rows is None:
+                    torch.index_select(inputs, 0, tokens, out=gx)  # embedding @ W_ih0^T + biases, looked up
+                else:
                     if positions is None:
                         raise ValueError("positions (condition ids) are required when the network is "
                                          "conditioned, got None")
-                    if not tables.field_tables:
-                        gx.add_(pos_table.index_select(0, positions))  # position and remaining parts, one lookup
-                    else:  # and each further input's part (key, form, chord, style), from its own table
-                        gx.add_(pos_table.index_select(0, positions % tables.key_stride))
-                        for table, stride, radix in tables.field_tables:
-                            gx.add_(table.index_select(0, (positions // stride) % radix))
+                    # the token's row + the position and remaining part + each further input's part
+                    # (key, form, chord, style), looked up and added in one compiled call
+                    tables.input_rows.into(gx, tokens, positions)
             else:
                 s.mm_ih.into(gx, x, inputs)  # x @ W_ih^T + biases
             h = hs[k]
@@ -392,7 +390,8 @@ class StepTables:
     Layer 0's input matmul becomes a lookup: table = embedding @ W_ih0^T + biases (V, G), plus a
     condition table (condition ids, G) when positions and/or bars remaining are inputs: row
     pos + max_positions * rem holds position_embedding[pos] @ W_pos^T + remaining_embedding[rem] @ W_rem^T,
-    and a table per further input (key, form, chord, style; ``_field_tables``). The tables follow the
+    and a table per further input (key, form, chord, style; ``_field_tables``); a step looks them up
+    and adds them in one call (``model.network.kernels.InputRows``). The tables follow the
     parameters' version counters, which every in-place change (optimizer step, load_state_dict) bumps.
     """
 
@@ -401,7 +400,8 @@ class StepTables:
         self.cell, self.hidden_size = cfg.cell, cfg.hidden_size
         self.params = list(net.parameters())
         self.versions = self._versions()
-        self.layers = []  # per layer: (input table or input bias, position table, recurrent bias)
+        self.layers = []  # per layer: (input table or input bias, recurrent bias)
+        self.input_rows = None  # a conditioned network's layer 0 input lookup (model.network.kernels.InputRows)
         self.weights = []  # per layer: (W_ih or None for layer 0, W_hh)
         with torch.no_grad():
             for k in range(cfg.num_layers):
@@ -412,12 +412,13 @@ class StepTables:
                 if k == 0:
                     table = torch.addmm(b_x, net.embedding.weight, w_ih[:, :E].t())  # (V, G)
                     pos_table = self._condition_table(net, w_ih, E)
-                    self.key_stride = cfg.key_stride
-                    self.field_tables = self._field_tables(net, w_ih)
-                    self.layers.append((table, pos_table, b_h))
+                    if pos_table is not None:  # the position part first (condition id % key_stride), then the rest
+                        self.input_rows = InputRows(table, [(1, cfg.key_stride, pos_table),
+                                                            *self._field_tables(net, w_ih)])
+                    self.layers.append((table, b_h))
                     self.weights.append((None, w_hh.detach()))
                 else:
-                    self.layers.append((b_x, None, b_h))
+                    self.layers.append((b_x, b_h))
                     self.weights.append((w_ih.detach(), w_hh.detach()))
         self.projection_weight = net.projection.weight.detach()
         # MKL's layout of every matrix, made once and shared by the per-batch-size kernels (a copy
@@ -445,7 +446,7 @@ class StepTables:
 
     @staticmethod
     def _field_tables(net: MelodyNetwork, w_ih: torch.Tensor) -> list:
-        """[(table (ids, G), stride, radix)]: the input part of each input above the position and bars
+        """[(stride, radix, table (radix, G))]: the input part of each input above the position and bars
         remaining, looked up at (condition id // stride) % radix. The form's relation and pointer
         share one table (RELATIONS * POINTERS rows: row relation + RELATIONS * pointer)."""
         cfg, out = net.config, []
@@ -456,15 +457,15 @@ class StepTables:
             return embedding.weight @ w_ih[:, at:at + widths[name]].t()  # (ids, G)
 
         if net.key_embedding is not None:
-            out.append((part(net.key_embedding, "key"), cfg.key_stride, KEYS))
+            out.append((cfg.key_stride, KEYS, part(net.key_embedding, "key")))
         if net.relation_embedding is not None:
             rel, ptr = part(net.relation_embedding, "relation"), part(net.pointer_embedding, "pointer")
-            out.append(((ptr[:, None, :] + rel[None, :, :]).reshape(RELATIONS * POINTERS, -1), cfg.form_stride,
-                        RELATIONS * POINTERS))
+            out.append((cfg.form_stride, RELATIONS * POINTERS,
+                        (ptr[:, None, :] + rel[None, :, :]).reshape(RELATIONS * POINTERS, -1)))
         if net.chord_embedding is not None:
-            out.append((part(net.chord_embedding, "chord"), cfg.chord_stride, CHORDS))
+            out.append((cfg.chord_stride, CHORDS, part(net.chord_embedding, "chord")))
         if net.style_embedding is not None:
-            out.append((part(net.style_embedding, "style"), cfg.style_stride, len(cfg.styles) + 1))
+            out.append((cfg.style_stride, len(cfg.styles) + 1, part(net.style_embedding, "style")))
         return out
 
     def _versions(self):
