@@ -88,6 +88,20 @@ def test_primer_included_and_excluded(gen):
     assert without.notes == continuation
 
 
+def test_a_primer_longer_than_the_melody_can_be_left_out(gen):
+    """The quality gate judges the generated bars: with include_primer false they come without the
+    primer already, and a primer of 6 bars before 2 generated ones once made the gate cut 6 bars off
+    them (an error: a token sequence without EOS)."""
+    long_primer = [[60 + (i % 5), float(i), 1.0] for i in range(24)]  # 6 bars of 4/4
+    for seed in range(3):
+        with_primer = gen.generate(GenerationParams(bars=2, seed=seed, primer=long_primer)).melodies[0]
+        without = gen.generate(GenerationParams(bars=2, seed=seed, primer=long_primer,
+                                                include_primer=False)).melodies[0]
+        assert TOK.bar_count(without.tokens) == 2 and TOK.bar_count(with_primer.tokens) == 6 + 2
+        continuation = [Note(n.pitch, n.start - 96, n.end - 96) for n in with_primer.notes if n.start >= 96]
+        assert without.notes == continuation
+
+
 def test_midi_primer_is_fed_and_kept(gen):
     primer_ids = TOK.encode_notes([Note(67, 0, 2), Note(65, 2, 3), Note(64, 3, 12)], "3/4")
     g = gen.generate(GenerationParams(bars=2, seed=2, primer=TOK.decode_midi_bytes(primer_ids)))

@@ -294,7 +294,7 @@ class Generator:
         ``redrawn`` then counts the beams passed over as well. Returns (drawn, redrawn per melody)."""
         meter = params.meter or prefix.meter
         bar_steps = self.tokenizer.bar_steps(meter)
-        bad = lambda ids: degenerate_reason(self._generated_part(ids, prefix, meter), self.tokenizer, bar_steps)
+        bad = lambda ids: degenerate_reason(self._generated_part(ids, prefix, meter, params), self.tokenizer, bar_steps)
         if params.beam_width > 1:  # the next best beams; where none is left, a sampled melody (gated below)
             ranked = yield Draw(params, prefix, key_pc, seed, params.beam_width)
             good = [d for d in ranked if bad(d[0]) is None][:params.count]
@@ -320,9 +320,10 @@ class Generator:
             counts.append(attempt)
         return out, counts
 
-    def _generated_part(self, ids: list[int], prefix: Prefix, meter: str) -> list[int]:
-        """The melody without its primer (what the gate judges: a primer is the user's own)."""
-        if len(prefix.ids) <= 2:
+    def _generated_part(self, ids: list[int], prefix: Prefix, meter: str, params) -> list[int]:
+        """The melody without its primer (what the gate judges: a primer is the user's own); a draw
+        made with ``include_primer`` false comes without it already."""
+        if len(prefix.ids) <= 2 or (params.primer is not None and not params.include_primer):
             return ids
         return self.without_primer(ids[len(prefix.ids):], meter)
 
