@@ -230,7 +230,7 @@ class FormMasks:
             # (B, 1) the copied bar's token at this step
             ref = out[:, col:col + 1] if col is not None else out.gather(1, self.refcols[:, bar, pos:pos + 1])
             if self.varied is not None and bool(self.varied[:, bar].any()):
-                ban = self._no_copy_by_rhythm(bar, pos, out, ref)
+                ban = self._no_copy_by_rhythm(bar, pos, out)
                 if ban is not None:
                     mask = ban if mask is None else mask + ban
             if mask is None and self._uniform(logits, bar, ref):
@@ -272,17 +272,9 @@ class FormMasks:
 
     def _no_repeat(self, bar: int, out: torch.Tensor) -> torch.Tensor | None:
         """(B, V): at a distinct bar's last step, -inf on the tokens that would make it an earlier bar's copy."""
-        now = out[:, self.bar_cols[bar, :-1]]                        # (B, S - 1) the bar so far
-        before = out[:, self.bar_cols[:bar]]                         # (B, bar, S) the earlier bars
-        same = (before[:, :, :-1] == now[:, None, :]).all(-1) & self.distinct[:, bar, None]  # (B, bar)
-        if not bool(same.any()):
-            return None
-        rows, bars = same.nonzero(as_tuple=True)
-        mask = torch.zeros(self.B, self.kind_of.shape[0])
-        mask[rows, before[rows, bars, -1]] = float("-inf")
-        return mask
+        return self._copy_ban(bar, self.S - 1, out, self.distinct[:, bar].nonzero().flatten())
 
-    def _no_copy_by_rhythm(self, bar: int, pos: int, out: torch.Tensor, ref: torch.Tensor) -> torch.Tensor | None:
+    def _no_copy_by_rhythm(self, bar: int, pos: int, out: torch.Tensor) -> torch.Tensor | None:
         """(B, V) or None: in a bar that keeps an earlier bar's rhythm but is not labelled exact, at its
         copied bar's last onset, -inf on each pitch that would make the bar an exact copy of an earlier
         bar, since the steps after that onset are forced by the rhythm mask (HOLD or REST): the pitch of
@@ -298,10 +290,18 @@ class FormMasks:
         if pos not in steps:
             return None
         rows = (last == pos).nonzero().flatten()
+        return self._copy_ban(bar, pos, out, rows, copied[rows, pos + 1:])
+
+    def _copy_ban(self, bar: int, pos: int, out: torch.Tensor, rows: torch.Tensor,
+                  after: torch.Tensor | None = None) -> torch.Tensor | None:
+        """(B, V) or None: in the rows ``rows``, -inf on each token at step ``pos`` of ``bar`` that would
+        make the bar equal an earlier bar, given the bar so far and, with ``after`` (R, S - pos - 1), the
+        steps that will follow it (else ``pos`` is the last step)."""
         before = out[rows][:, self.bar_cols[:bar]]                   # (R, bar, S) the earlier bars
-        now = out[rows][:, self.bar_cols[bar, :pos]]                  # (R, pos) this bar so far
-        same = (before[:, :, :pos] == now[:, None, :]).all(-1) \
-            & (before[:, :, pos + 1:] == copied[rows, None, pos + 1:]).all(-1)  # (R, bar)
+        now = out[rows][:, self.bar_cols[bar, :pos]]                  # (R, pos) the bar so far
+        same = (before[:, :, :pos] == now[:, None, :]).all(-1)       # (R, bar)
+        if after is not None:
+            same &= (before[:, :, pos + 1:] == after[:, None, :]).all(-1)
         if not bool(same.any()):
             return None
         r, b = same.nonzero(as_tuple=True)

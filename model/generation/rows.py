@@ -159,17 +159,20 @@ class MelodyRows:
         self.bars_completed = 0  # generated bars finished (streamed by the batcher as they complete)
 
     def _copy_gate_rows(self) -> np.ndarray | None:
-        """(N, B): the short-term model's gate row (``CopyModel.gate_rows``) for the step each column
-        feeds, where its model has gates per form relation: the relation the network is told there
-        (each row's plan) and the last bar's; None otherwise (``begin`` then tells it the last bar only)."""
-        if self.copy is None or self.g.copy_model.relation_gate is None or not self.g.model.config.form_dim \
-                or self.row_positions is None:
+        """(N, B) or None without a short-term model: its gate row (``CopyModel.gate_rows``) for the
+        step each column feeds: the last bar's own (a range's last possible bar is the last for
+        certain; not in a span that kept bars follow), else, where the model has gates per form
+        relation, the relation each row's plan tells the network there."""
+        if self.copy is None:
             return None
-        relation = self.g.model.config.fields(np.asarray(self.row_positions))["relation"].T  # (N, B)
-        final = np.zeros(relation.shape, dtype=bool)
+        final = np.zeros((self.N, self.B), dtype=bool)
         for i in range(self.N - 1):
             w = self.where[i + 1]
             final[i] = w is not None and w[0] == self.bars - 1 and not self.tail
+        relation = None
+        if self.g.copy_model.relation_gate is not None and self.g.model.config.form_dim \
+                and self.row_positions is not None:
+            relation = self.g.model.config.fields(np.asarray(self.row_positions))["relation"].T  # (N, B)
         return np.ascontiguousarray(self.g.copy_model.gate_rows(final, relation))
 
     def _label_conditions(self, style: int | None, progression) -> None:
@@ -268,12 +271,8 @@ class MelodyRows:
         nxt = self.full[i + 1]
         self.i += 1
         if self.copy is not None:  # the short-term model reads x; at a grid step it is mixed into the logits
-            if nxt == CHOOSE:  # in place: log((1 - g) p_network + g p_copy) + a constant; the last bar's own gate
-                # (a range's last possible bar is the last for certain)
-                if self.copy_rows is not None:  # each row's gates: its plan's relation, or the last bar's
-                    self.copy.push_and_mix(self.x, logits, gate_rows=self.copy_rows[i])
-                else:
-                    self.copy.push_and_mix(self.x, logits, final=self.where[i + 1][0] == self.bars - 1 and not self.tail)
+            if nxt == CHOOSE:  # in place: log((1 - g) p_network + g p_copy) + a constant; each row's gates
+                self.copy.push_and_mix(self.x, logits, gate_rows=self.copy_rows[i])
             else:
                 self.copy.push(self.x)
         if nxt in (tok.bar_id, DECIDE) and params.avoid_repetition and self.done_steps >= self.bar_steps:

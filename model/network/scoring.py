@@ -83,14 +83,18 @@ def tune_distributions(model, tokenizer, tokens: list[np.ndarray], batch_size: i
             yield i, log_p[row, :len(tokens[i]) - 1].numpy()
 
 
+TARGET_TOLD = ("form", "style")  # what target_logprobs tells the network of each tune (with its key)
+
+
 def target_logprobs(model, tokenizer, tokens: list[np.ndarray], batch_size: int = 32,
-                    known_key: bool = True, tune_ids=None) -> list[np.ndarray]:
+                    known_key: bool = True, tune_ids=None, positions=None) -> list[np.ndarray]:
     """Per tune (in the order of ``tokens``): the network's natural-log probability of each true next
     token (a network with a key, form or style input told each tune's own, as generation tells it
-    them by default: a key, a form plan, the requested style; chords only when a request gives them)."""
+    them by default: a key, a form plan, the requested style; chords only when a request gives them).
+    ``positions``: those condition ids, when the caller made them (``tune_positions`` with TARGET_TOLD)."""
     out = [None] * len(tokens)
     for i, dist in tune_distributions(model, tokenizer, tokens, batch_size, known_key=known_key,
-                                      told=("form", "style"), tune_ids=tune_ids):
+                                      told=TARGET_TOLD, tune_ids=tune_ids, positions=positions):
         out[i] = dist[np.arange(len(dist)), tokens[i][1:]]
     return out
 
@@ -104,11 +108,12 @@ def fit_short_term(model, tokenizer, tunes, batch_size: int = 32) -> tuple[short
     if not tokens:
         raise ValueError("tunes must hold at least one tune, got none")
     ids = [t.id for t in tunes] if all(hasattr(t, "id") for t in tunes) else None
-    relations = None
-    if model.config.form_dim:  # what the network was told of each step's bar (as target_logprobs tells it)
-        told = tune_positions(tokenizer, tokens, model.config, True, True, tune_ids=ids, told=("form", "style"))
-        relations = [model.config.fields(p)["relation"] for p in told]
-    stats = shortterm.collect(target_logprobs(model, tokenizer, tokens, batch_size, tune_ids=ids), tokens,
+    positions = relations = None
+    if model.config.form_dim:  # what the network is told of each step's bar, read by the relation gates too
+        positions = tune_positions(tokenizer, tokens, model.config, True, True, tune_ids=ids, told=TARGET_TOLD)
+        relations = [model.config.fields(p)["relation"] for p in positions]
+    stats = shortterm.collect(target_logprobs(model, tokenizer, tokens, batch_size, tune_ids=ids, positions=positions),
+                              tokens,
                               last_bars=[shortterm.last_barline(t, tokenizer.bar_id) for t in tokens],
                               relations=relations)
     copy_model, nats = shortterm.fit(stats)

@@ -35,7 +35,7 @@ generation pays about 15 µs per token for it at batch 1 (docs/benchmarks.md).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numba
 import numpy as np
@@ -98,9 +98,8 @@ class CopyModel:
 
     def tables(self) -> tuple[np.ndarray, np.ndarray]:
         """(vote weight by match length 0..max_match, gates (GATE_ROWS, max_match + 1)), float64 arrays
-        (length 0 -> 0); the gate rows are ``gate``, the last bar's, then one per relation (see
-        ``gate_rows``). Built once per parameter set, since a generation call would otherwise spend
-        ~0.2 ms building them."""
+        (length 0 -> 0); the gate rows are ``row_logits``'. Built once per parameter set, since a
+        generation call would otherwise spend ~0.2 ms building them."""
         key = (self.beta, tuple(self.gate), self.max_match, None if self.end_gate is None else tuple(self.end_gate),
                None if self.relation_gate is None else tuple(map(tuple, self.relation_gate)))
         cached = getattr(self, "_tables", None)
@@ -108,31 +107,34 @@ class CopyModel:
             lengths = np.arange(self.max_match + 1)
             weights = np.zeros(len(lengths))
             weights[1:] = lengths[1:].astype(np.float64) ** self.beta  # length 0: no vote (0 ** beta is inf for beta < 0)
-            gates = np.array([[self.gate_of(n, final=row == END_ROW,
-                                            relation=row - RELATION_ROW if row >= RELATION_ROW else None)
-                               for n in lengths] for row in range(GATE_ROWS)])
+            gates = np.array([[self._gate(self.row_logits(row), n) for n in lengths] for row in range(GATE_ROWS)])
             weights.flags.writeable = gates.flags.writeable = False
             cached = self._tables = (key, weights, gates)
         return cached[1], cached[2]
+
+    def row_logits(self, row: int) -> list[float]:
+        """The gate logits (one per bucket) of gate row ``row`` (POOLED_ROW, END_ROW, RELATION_ROW + r);
+        a row the model lacks falls back to ``gate``."""
+        if row == END_ROW and self.end_gate is not None:
+            return self.end_gate
+        if row >= RELATION_ROW and self.relation_gate is not None:
+            return self.relation_gate[row - RELATION_ROW]
+        return self.gate
+
+    @staticmethod
+    def _gate(logits, longest: int) -> float:
+        return 0.0 if longest < 1 else float(1.0 / (1.0 + np.exp(-logits[bucket(longest)])))
 
     def gate_of(self, longest: int, final: bool = False, relation: int | None = None) -> float:
         """The mixing weight of the copy distribution when the longest match is ``longest`` (``final``:
         at a step of the tune's last bar, with the end known; else ``relation``: the bar's form
         relation, when known: 0..3; anything else is unknown)."""
-        if longest < 1:
-            return 0.0
-        if final and self.end_gate is not None:
-            logits = self.end_gate
-        elif not final and relation is not None and 0 <= relation < RELATION_COUNT and self.relation_gate is not None:
-            logits = self.relation_gate[relation]
-        else:
-            logits = self.gate
-        return float(1.0 / (1.0 + np.exp(-logits[bucket(longest)])))
+        return self._gate(self.row_logits(int(self.gate_rows(final, relation))), longest)
 
     def gate_rows(self, final, relations=None) -> np.ndarray:
-        """(rows,) int64: the row of ``tables``' gates each step uses: the last bar's where ``final``
-        (a bool or one per step), else the step's relation's where ``relations`` holds one (0..3;
-        anything else is unknown) and the model has relation gates, else ``gate``'s."""
+        """The row of ``tables``' gates each step uses (int64, shaped like ``final``): the last bar's
+        where ``final``, else the step's relation's where ``relations`` holds one (0..3; anything else is
+        unknown) and the model has relation gates, else ``gate``'s."""
         final = np.asarray(final, dtype=bool)
         rows = np.where(final, END_ROW, POOLED_ROW).astype(np.int64)
         if relations is not None and self.relation_gate is not None:
@@ -251,7 +253,6 @@ class CopyState:
         self._grow(max(capacity, 2))
         self.weight_of, self.gate_table = model.tables()
         self._pooled = np.full(batch, POOLED_ROW, dtype=np.int64)
-        self._end = np.full(batch, END_ROW, dtype=np.int64)
         self._votes = np.zeros((batch, vocab_size))
         self._totals, self._gates = np.zeros(batch), np.zeros(batch)
 
@@ -275,17 +276,15 @@ class CopyState:
         new, start, k = self._next(tokens)
         _push(self.history, self.match, start, k, new, self.model.max_match)
 
-    def push_and_mix(self, tokens, logits, final: bool = False, gate_rows=None):
+    def push_and_mix(self, tokens, logits, gate_rows=None):
         """``push(tokens)``, then the mixture's logits for the next token, in one compiled call (what
         generation does): ``logits`` (batch, V), a float32 tensor or array of the network's logits, becomes,
-        in place and up to a constant per row, log((1 - g) p_network + g p_copy); returned. ``final``:
-        the next token is in the tune's last bar, with the end known (the last bar's gate); or
-        ``gate_rows``: each row's gate row (``CopyModel.gate_rows``), which replaces ``final``."""
+        in place and up to a constant per row, log((1 - g) p_network + g p_copy); returned.
+        ``gate_rows``: each row's gate row for the next token (``CopyModel.gate_rows``: the last bar's,
+        its relation's), by default the pooled ``gate``."""
         new, start, k = self._next(tokens)
-        if gate_rows is None:
-            gate_rows = self._end if final else self._pooled
         _push_and_mix(self.history, self.match, start, k, new, self.model.max_match, self.weight_of,
-                      self.gate_table, np.asarray(gate_rows, dtype=np.int64),
+                      self.gate_table, self._pooled if gate_rows is None else np.asarray(gate_rows, dtype=np.int64),
                       self._votes, self._totals, self._gates,
                       logits.numpy() if isinstance(logits, torch.Tensor) else logits)
         return logits
@@ -443,22 +442,12 @@ def fit_relation_gates(stats: dict, model: CopyModel, steps: int = 200) -> tuple
 
         if known.any():
             opt.step(closure)
-        told = CopyModel(beta=model.beta, gate=list(model.gate), max_match=model.max_match, window=model.window,
-                         end_gate=None if model.end_gate is None else list(model.end_gate),
-                         relation_gate=gate.detach().reshape(RELATION_COUNT, n).tolist())
+        told = replace(model, relation_gate=gate.detach().reshape(RELATION_COUNT, n).tolist())
         rows = torch.from_numpy(told.gate_rows(final, relation))
-        table = torch.from_numpy(np.stack([_row_logits(told, r) for r in range(GATE_ROWS)]))
+        table = torch.tensor([told.row_logits(r) for r in range(GATE_ROWS)], dtype=torch.float64)
         with torch.no_grad():
             loss = float(_nll(parts, table[rows, parts[1]])) / stats["rows"]
     finally:
         torch.set_num_threads(threads)
     return told, loss
 
-
-def _row_logits(model: CopyModel, row: int) -> np.ndarray:
-    """The gate logits (one per bucket) of ``tables``' gate row ``row``."""
-    if row == END_ROW and model.end_gate is not None:
-        return np.asarray(model.end_gate, dtype=np.float64)
-    if row >= RELATION_ROW and model.relation_gate is not None:
-        return np.asarray(model.relation_gate[row - RELATION_ROW], dtype=np.float64)
-    return np.asarray(model.gate, dtype=np.float64)
